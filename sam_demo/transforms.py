@@ -1,0 +1,91 @@
+"""Coordinate frames and mask resizing shared by every SAM path.
+
+Frames:
+- *original*: pixels of the user's image, `[x, y]` with x = column, origin top-left.
+- *model*: the image resized so its longest side is 1024 (rounded as transformers rounds),
+  then padded to 1024x1024 at the bottom/right. Prompts are fed to SAM in this frame.
+- *low-res*: the decoder's 256x256 logits, covering the padded 1024x1024 model frame.
+
+Everything here matches `SamProcessor` / `SamImageProcessor.post_process_masks` bit for bit:
+the tests compare against them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MODEL_SIDE = 1024
+LOW_RES_SIDE = 256
+
+
+def resized_hw(original_hw: tuple[int, int], longest_side: int = MODEL_SIDE) -> tuple[int, int]:
+    """(height, width) after resizing the longest side to `longest_side`, rounded half up."""
+    h, w = original_hw
+    scale = longest_side / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Sizes of one image in the original and model frames; computed once per image."""
+
+    original_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+
+    @classmethod
+    def for_size(cls, original_hw: tuple[int, int]) -> "ImageGeometry":
+        return cls(tuple(original_hw), resized_hw(original_hw))
+
+    @property
+    def scale_xy(self) -> np.ndarray:
+        """(2,) float64 factors original -> model frame. Per axis, by the rounded resized size."""
+        (h, w), (rh, rw) = self.original_hw, self.resized_hw
+        return np.array([rw / w, rh / h], dtype=np.float64)
+
+    def coords_to_model(self, coords_xy: np.ndarray) -> np.ndarray:
+        """(..., 2) float points in original pixels -> float64 points in the model frame."""
+        return np.asarray(coords_xy, dtype=np.float64) * self.scale_xy
+
+    def boxes_to_model(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """(..., 4) XYXY boxes in original pixels -> float64 boxes in the model frame.
+
+        Boxes pass through float32 first, as `SamProcessor` does.
+        """
+        boxes = np.asarray(boxes_xyxy, dtype=np.float32).astype(np.float64)
+        return boxes * np.tile(self.scale_xy, 2)
+
+
+def upscale_logits(low_res: torch.Tensor, geometry: ImageGeometry) -> torch.Tensor:
+    """(M, 256, 256) low-res logits -> (M, H, W) float logits in the original frame.
+
+    Bilinear to 1024x1024, crop the resized region, bilinear to the original size: the
+    transformers post-processing, laid out (M, 1, h, w), which is faster than (1, M, h, w).
+    """
+    x = low_res.float()[:, None]
+    x = F.interpolate(x, (MODEL_SIDE, MODEL_SIDE), mode="bilinear", align_corners=False)
+    rh, rw = geometry.resized_hw
+    x = x[..., :rh, :rw]
+    x = F.interpolate(x, geometry.original_hw, mode="bilinear", align_corners=False)
+    return x[:, 0]
+
+
+def masks_from_logits(
+    low_res: torch.Tensor, geometry: ImageGeometry, return_logits: bool = False, max_chunk_bytes: int = 256 << 20
+) -> np.ndarray:
+    """(M, 256, 256) low-res logits -> (M, H, W) numpy masks in the original frame.
+
+    bool (logit > 0) by default, float32 logits with `return_logits`. Works in chunks so that
+    many masks of a large photo do not hold all float buffers at once.
+    """
+    h, w = geometry.original_hw
+    count = low_res.shape[0]
+    out = np.empty((count, h, w), dtype=np.float32 if return_logits else np.bool_)
+    per_chunk = max(1, max_chunk_bytes // (4 * h * w))
+    for start in range(0, count, per_chunk):
+        logits = upscale_logits(low_res[start : start + per_chunk], geometry)
+        out[start : start + per_chunk] = (logits if return_logits else logits > 0).cpu().numpy()
+    return out

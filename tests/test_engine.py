@@ -1,0 +1,120 @@
+"""The engine equals the transformers reference recipe; prompts are validated."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import asset
+from reference import mask_iou, reference_predict
+from sam_demo import PromptError, SamPredictor
+
+SIZES_WH = {"landscape": (1800, 1200), "portrait": (400, 600), "tiny": (17, 5), "large": (4000, 3000)}
+
+
+@pytest.fixture(scope="module", params=list(SIZES_WH))
+def image(request) -> np.ndarray:
+    source = Image.fromarray(asset("chelsea.png") if request.param != "portrait" else asset("coffee.png").transpose(1, 0, 2))
+    return np.asarray(source.resize(SIZES_WH[request.param], Image.BILINEAR))
+
+
+def scaled(image, fractions):
+    h, w = image.shape[:2]
+    return np.asarray(fractions, dtype=np.float64) * np.array([w, h] * (np.shape(fractions)[-1] // 2))
+
+
+CASES = {
+    "point": dict(points=[[[0.4, 0.5]]], labels=[[1]], multimask=True),
+    "negative_point": dict(points=[[[0.4, 0.5], [0.7, 0.3]]], labels=[[1, 0]], multimask=True),
+    "box": dict(boxes=[[0.2, 0.2, 0.8, 0.9]], multimask=False),
+    "points_and_box": dict(points=[[[0.5, 0.5], [0.25, 0.3]]], labels=[[1, 0]], boxes=[[0.2, 0.2, 0.8, 0.9]], multimask=True),
+    "single_mask": dict(points=[[[0.6, 0.6]]], labels=[[1]], multimask=False),
+    "two_boxes": dict(boxes=[[0.1, 0.1, 0.5, 0.5], [0.4, 0.3, 0.95, 0.99]], multimask=True),
+}
+
+
+def assert_same(ours, ref):
+    masks, scores, logits = ours
+    ref_masks, ref_scores, ref_logits = ref
+    assert masks.shape == ref_masks.shape and masks.dtype == np.bool_
+    for a, b in zip(masks.reshape(-1, *masks.shape[-2:]), ref_masks.reshape(-1, *masks.shape[-2:])):
+        assert mask_iou(a, b) >= 0.995
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-3)
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_reference(engine, reference_model, image, case):
+    spec = CASES[case]
+    points = scaled(image, spec["points"]) if "points" in spec else None
+    boxes = scaled(image, spec["boxes"]) if "boxes" in spec else None
+    labels = np.array(spec["labels"]) if "labels" in spec else None
+    predictor = SamPredictor(engine)
+    predictor.set_image(image)
+    ours = predictor.predict_batch(points, labels, boxes, multimask_output=spec["multimask"])
+    ref = reference_predict(*reference_model, image, points, labels, boxes, multimask=spec["multimask"])
+    assert_same(ours, ref)
+
+
+def test_predict_single_and_mask_input_match_reference(engine, reference_model, landscape):
+    predictor = SamPredictor(engine)
+    predictor.set_image(landscape)
+    point, label = np.array([[200.0, 150.0]]), np.array([1])
+    masks, scores, logits = predictor.predict(point_coords=point, point_labels=label)
+    ref = reference_predict(*reference_model, landscape, point[None], label[None])
+    assert_same((masks[None], scores[None], logits[None]), ref)
+
+    # Refinement as in Meta's demo: the best low-res logits fed back with a second click.
+    best = logits[np.argmax(scores)][None]
+    points2, labels2 = np.array([[200.0, 150.0], [320.0, 90.0]]), np.array([1, 0])
+    masks2, scores2, logits2 = predictor.predict(points2, labels2, mask_input=best, multimask_output=False)
+    ref2 = reference_predict(*reference_model, landscape, points2[None], labels2[None], mask_input=best, multimask=False)
+    assert_same((masks2[None], scores2[None], logits2[None]), ref2)
+    assert not np.array_equal(masks2[0], masks[np.argmax(scores)]), "the mask input must change the result"
+
+
+def test_masks_depend_on_prompt(engine, landscape):
+    predictor = SamPredictor(engine)
+    predictor.set_image(landscape)
+    a = predictor.predict(np.array([[50.0, 50.0]]), np.array([1]))[0]
+    b = predictor.predict(np.array([[400.0, 250.0]]), np.array([1]))[0]
+    assert (a != b).mean() > 0.05
+
+
+def test_return_logits(engine, landscape):
+    predictor = SamPredictor(engine)
+    predictor.set_image(landscape)
+    masks, _, _ = predictor.predict(np.array([[100.0, 100.0]]), np.array([1]))
+    logits, _, _ = predictor.predict(np.array([[100.0, 100.0]]), np.array([1]), return_logits=True)
+    assert logits.dtype == np.float32 and logits.shape == masks.shape
+    np.testing.assert_array_equal(logits > 0, masks)
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(point_coords=np.array([[500.0, 10.0]]), point_labels=np.array([1])), "points"),  # x > W=451
+        (dict(point_coords=np.array([[-1.0, 10.0]]), point_labels=np.array([1])), "points"),
+        (dict(point_coords=np.array([[10.0, 10.0]]), point_labels=np.array([2])), "labels"),
+        (dict(point_coords=np.array([[10.0, 10.0]]), point_labels=np.array([1, 0])), "labels"),
+        (dict(point_coords=np.array([[np.nan, 10.0]]), point_labels=np.array([1])), "points"),
+        (dict(box=np.array([10.0, 10.0, 10.0, 50.0])), "boxes"),  # zero width
+        (dict(box=np.array([10.0, 10.0, 500.0, 50.0])), "boxes"),
+        (dict(box=np.array([10.0, 10.0, 50.0])), "boxes"),
+        (dict(), "prompt"),
+        (dict(point_coords=np.array([[10.0, 10.0]]), mask_input=np.zeros((64, 64))), "mask_input"),
+    ],
+)
+def test_bad_prompts_raise_clear_errors(engine, landscape, kwargs, field):
+    predictor = SamPredictor(engine)
+    predictor.set_image(landscape)
+    with pytest.raises(PromptError) as info:
+        predictor.predict(**kwargs)
+    assert info.value.field == field
+    assert str(info.value).startswith(field)
+
+
+def test_predict_without_image_says_what_to_do(engine):
+    with pytest.raises(RuntimeError, match="set_image"):
+        SamPredictor(engine).predict(np.array([[1.0, 1.0]]), np.array([1]))
