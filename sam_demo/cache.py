@@ -48,11 +48,15 @@ class ByteLRUCache(Generic[V]):
 
         If `compute` raises, every waiter gets the exception and nothing is cached.
         """
+        return self.lookup(key, compute)[0]
+
+    def lookup(self, key: str, compute: Callable[[], V]) -> tuple[V, bool]:
+        """Like `get_or_compute`, also saying whether this call ran `compute` (a miss)."""
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 self._hits += 1
-                return self._entries[key][0]
+                return self._entries[key][0], False
             future = self._pending.get(key)
             owner = future is None
             if owner:
@@ -61,7 +65,7 @@ class ByteLRUCache(Generic[V]):
             else:
                 self._hits += 1
         if not owner:
-            return future.result()
+            return future.result(), False
         try:
             value = compute()
         except BaseException as exc:
@@ -73,7 +77,7 @@ class ByteLRUCache(Generic[V]):
             del self._pending[key]
             self._insert(key, value)
         future.set_result(value)
-        return value
+        return value, True
 
     def _insert(self, key: str, value: V) -> None:
         size = self._size_of(value)

@@ -117,9 +117,13 @@ class SamEngine:
     # ---- once per image -------------------------------------------------------------------
     def embed(self, image: np.ndarray | Image.Image) -> ImageEmbedding:
         """Return the image's embedding, running the encoder only for images not seen before."""
+        return self.embed_with_status(image)[0]
+
+    def embed_with_status(self, image: np.ndarray | Image.Image) -> tuple[ImageEmbedding, bool]:
+        """`embed`, also saying whether this call ran the encoder (False: a cache hit)."""
         rgb = to_rgb_array(image, self.max_pixels)
         key = image_key(rgb)
-        return self.cache.get_or_compute(key, lambda: self._encode(key, rgb))
+        return self.cache.lookup(key, lambda: self._encode(key, rgb))
 
     def _encode(self, key: str, rgb: np.ndarray) -> ImageEmbedding:
         geometry = ImageGeometry.for_size(rgb.shape[:2])

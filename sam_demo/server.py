@@ -1,0 +1,223 @@
+"""One server on one port: the Gradio UI at `/`, the endpoint twin at `POST /score`, `GET /health`.
+
+    python app.py [--model M] [--device D] [--dtype T] [--host H] [--port P] [--share] [--api-key K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from .endpoint import COLUMNS, RequestError
+from .engine import SamEngine
+from .fetch import FetchPolicy
+from .images import DEFAULT_MAX_PIXELS
+from .loading import DTYPES, EngineConfig, ModelLoadError, exit_on_load_error, load_engine, resolve_model
+from .scoring import score
+
+log = logging.getLogger("sam_demo")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    api_key: str | None = None  # when set, /score needs "Authorization: Bearer <key>"
+    max_body_bytes: int = 64 << 20
+    score_concurrency: int = 2  # /score requests computed at once; more wait
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
+
+
+# ---- OpenAPI documentation of /score (the body is parsed by our codec, not by pydantic) -------
+class InputData(BaseModel):
+    columns: list[str]
+    index: list[int] | None = None
+    data: list[list[str | bool | None | list]]
+
+
+class ScoreRequest(BaseModel):
+    input_data: InputData
+    params: dict = {}
+
+
+class MaskEntry(BaseModel):
+    encoded_binary_mask: str
+    iou_score: float
+
+
+class PredictionEntry(BaseModel):
+    masks_per_prediction: list[MaskEntry]
+
+
+class RowResponseBody(BaseModel):
+    predictions: list[PredictionEntry]
+
+
+class RowResponse(BaseModel):
+    response: RowResponseBody
+
+
+class ErrorBody(BaseModel):
+    error: str
+    row: int | None = None
+    column: str | None = None
+
+
+SCORE_EXAMPLE = {
+    "input_data": {
+        "columns": list(COLUMNS),
+        "index": [0],
+        "data": [["<base64 image or http(s) URL>", "", "[[650, 900, 1000, 1250]]", "", False]],
+    },
+    "params": {},
+}
+
+
+def error(status: int, message: str, row: int | None = None, column: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "row": row, "column": column}, status_code=status)
+
+
+def add_api_routes(app: FastAPI, engine: SamEngine | None, config: ServerConfig) -> None:
+    """Add POST /score and GET /health to `app`. `engine` None answers 503."""
+    slots = threading.BoundedSemaphore(config.score_concurrency)
+
+    @app.get("/health", tags=["endpoint"], summary="Model, device, dtype and cache state")
+    def health() -> dict:
+        if engine is None:
+            return {"status": "loading", "model": None}
+        stats = engine.cache_stats()
+        return {
+            "status": "ok",
+            "model": engine.info.model,
+            "device": engine.info.device,
+            "dtype": engine.info.dtype,
+            "random_weights": engine.info.random_weights,
+            "cache": {"entries": stats.entries, "bytes": stats.bytes, "max_bytes": stats.max_bytes,
+                      "hits": stats.hits, "misses": stats.misses},
+        }
+
+    @app.post(
+        "/score",
+        tags=["endpoint"],
+        summary="Azure ML mask-generation endpoint (facebook/sam-vit-large), live wire format",
+        description=(
+            "Send the endpoint's request body (pandas split format, columns image, input_points, input_boxes, "
+            "input_labels, multimask_output; one row per image). The answer is one element per row: "
+            "`response.predictions[g].masks_per_prediction[m]` with a base64 PNG mask (mode L, 0/255, the "
+            "image's size) and the predicted IoU, in decoder order."
+        ),
+        response_model=list[RowResponse],
+        responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 413: {"model": ErrorBody},
+                   503: {"model": ErrorBody}},
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": ScoreRequest.model_json_schema(), "example": SCORE_EXAMPLE}}}},
+    )
+    async def score_endpoint(request: Request):
+        if config.api_key:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {config.api_key}".encode()):
+                return error(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'")
+        if engine is None:
+            return JSONResponse({"error": "the model is still loading; retry shortly"}, status_code=503,
+                                headers={"Retry-After": "10"})
+        body = await _read_body(request, config.max_body_bytes)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            return JSONResponse(await run_in_threadpool(_score_bounded, slots, body, engine, config.fetch))
+        except RequestError as exc:
+            return JSONResponse(exc.to_json(), status_code=exc.status)
+        except Exception:  # keep serving; the client gets a message, the log gets the traceback
+            log.exception("internal error in /score")
+            return error(500, "internal error while scoring; the server log has details")
+
+
+def _score_bounded(slots: threading.BoundedSemaphore, body: bytes, engine: SamEngine, policy: FetchPolicy):
+    with slots:
+        return score(body, engine, policy)
+
+
+async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
+    declared = request.headers.get("content-length")
+    too_large = error(413, f"the request body is over the limit of {limit >> 20} MiB (--max-body-mb)")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_app(engine: SamEngine, config: ServerConfig = ServerConfig()) -> FastAPI:
+    """FastAPI app with /score and /health, and the Gradio UI mounted at /."""
+    import gradio as gr
+
+    from .ui import build_demo
+
+    app = FastAPI(title="sam-demo", description="Segment Anything demo and Azure ML SAM endpoint twin")
+    add_api_routes(app, engine, config)
+    return gr.mount_gradio_app(app, build_demo(engine), path="/")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="sam-demo: interactive SAM in the browser + the Azure endpoint's /score")
+    parser.add_argument("--model", default=None, help="hub id or save_pretrained folder (default: $SAM_MODEL or facebook/sam-vit-large)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu)")
+    parser.add_argument("--dtype", default=None, choices=list(DTYPES), help="default: fastest safe choice for the device")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    parser.add_argument("--api-key", default=os.environ.get("SAM_API_KEY"), help="require this bearer token on /score")
+    parser.add_argument("--allow-private-urls", action="store_true", help="let /score fetch images from private/loopback addresses")
+    parser.add_argument("--max-body-mb", type=int, default=64, help="largest /score body (default 64)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image in pixels (default 50 MP)")
+    parser.add_argument("--cache-mb", type=int, default=512, help="embedding cache size (default 512 MiB)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    engine_config = EngineConfig(model=args.model, device=args.device, dtype=args.dtype,
+                                 cache_bytes=args.cache_mb << 20, max_pixels=args.max_pixels)
+    print(f"Loading {resolve_model(args.model)} ...", flush=True)
+    try:
+        engine = load_engine(engine_config)
+    except (ModelLoadError, ValueError) as exc:
+        exit_on_load_error(exc)
+    config = ServerConfig(host=args.host, port=args.port, share=args.share, api_key=args.api_key,
+                          max_body_bytes=args.max_body_mb << 20,
+                          fetch=FetchPolicy(allow_private=args.allow_private_urls))
+    serve(engine, config)
+
+
+def serve(engine: SamEngine, config: ServerConfig) -> None:
+    if config.share:
+        # A share link needs Gradio's own server; /score and /health are added to it.
+        from fastapi.routing import APIRouter
+
+        from .ui import build_demo
+
+        router = APIRouter()
+        add_api_routes(router, engine, config)
+        build_demo(engine).launch(server_name=config.host, server_port=config.port, share=True,
+                                  app_kwargs={"routes": router.routes})
+        return
+    import uvicorn
+
+    print(f"Serving the demo on http://{config.host}:{config.port}/ and the endpoint on POST /score", flush=True)
+    uvicorn.run(build_app(engine, config), host=config.host, port=config.port, log_level="warning",
+                timeout_graceful_shutdown=2)

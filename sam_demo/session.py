@@ -1,0 +1,192 @@
+"""One user's annotation session: an image, its objects' prompts, undo/redo and the results.
+
+Pure Python (no gradio): the web UI keeps a `Session` in `gr.State` and calls these methods.
+Each object's mask is computed from *all* of its prompts in one decoder call (no mask
+feedback), so the exported endpoint request replays exactly what is on screen.
+
+Which output is shown (Meta's demo rule): a single click -> the 3 multimask candidates, the
+best preselected and switchable; more clicks or a box -> the single-mask output.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .engine import ImageEmbedding, SamEngine
+
+MAX_HISTORY = 100
+
+
+@dataclass(frozen=True)
+class ObjectPrompts:
+    """Prompts of one object, in original pixels. points: ((x, y, label), ...), label 1 or 0."""
+
+    points: tuple[tuple[float, float, int], ...] = ()
+    box_xyxy: tuple[float, float, float, float] | None = None
+    candidate: int | None = None  # chosen multimask candidate; None = best by predicted IoU
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.points and self.box_xyxy is None
+
+    @property
+    def multimask(self) -> bool:
+        return len(self.points) == 1 and self.box_xyxy is None
+
+    def endpoint_columns(self) -> dict:
+        """This object's prompts as one endpoint request row's list columns (one group)."""
+        return {
+            "input_points": [[[x, y] for x, y, _ in self.points]] if self.points else None,
+            "input_labels": [[label for _, _, label in self.points]] if self.points else None,
+            "input_boxes": [list(self.box_xyxy)] if self.box_xyxy else None,
+            "multimask_output": self.multimask,
+        }
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    """Decoder output for one object's prompts. masks: (C, H, W) bool; scores: (C,) float32."""
+
+    prompts: ObjectPrompts
+    masks: np.ndarray
+    scores: np.ndarray
+
+    @property
+    def chosen(self) -> int:
+        c = self.prompts.candidate
+        return c if c is not None and c < len(self.scores) else int(np.argmax(self.scores))
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.masks[self.chosen]
+
+    @property
+    def score(self) -> float:
+        return float(self.scores[self.chosen])
+
+
+@dataclass
+class Session:
+    """Per-user state. `objects[-1]` is the one being edited; earlier ones are kept as they are.
+
+    image_bytes: the uploaded file as sent (exported as the request's base64 image).
+    rgb: (H, W, 3) uint8, EXIF orientation applied. token: changes with every new image.
+    imported: masks loaded from a saved response, shown but not editable.
+    """
+
+    image_bytes: bytes
+    rgb: np.ndarray
+    embedding: ImageEmbedding
+    name: str = "image"
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    objects: list[ObjectPrompts] = field(default_factory=lambda: [ObjectPrompts()])
+    results: dict[int, ObjectResult] = field(default_factory=dict)
+    imported: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    undo_stack: list[list[ObjectPrompts]] = field(default_factory=list)
+    redo_stack: list[list[ObjectPrompts]] = field(default_factory=list)
+    consumed_events: int = 0
+
+    def fork(self) -> "Session":
+        """A copy whose containers can change without touching this one (arrays are shared).
+
+        Handlers edit a fork and return it, so a failed edit leaves the stored state intact.
+        """
+        return replace(
+            self,
+            objects=list(self.objects),
+            results=dict(self.results),
+            imported=list(self.imported),
+            undo_stack=list(self.undo_stack),
+            redo_stack=list(self.redo_stack),
+        )
+
+    # ---- edits: each is one undoable action ------------------------------------------------
+    def _edit(self, objects: list[ObjectPrompts]) -> None:
+        self.undo_stack = (self.undo_stack + [list(self.objects)])[-MAX_HISTORY:]
+        self.redo_stack = []
+        self.objects = objects
+
+    def add_point(self, x: float, y: float, label: int) -> None:
+        h, w = self.rgb.shape[:2]
+        if not (0 <= x <= w and 0 <= y <= h):
+            raise ValueError(f"the click at ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
+        active = self.objects[-1]
+        self._edit(self.objects[:-1] + [replace(active, points=active.points + ((float(x), float(y), int(label)),), candidate=None)])
+
+    def set_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        h, w = self.rgb.shape[:2]
+        x0, x1 = sorted((min(max(x0, 0.0), w), min(max(x1, 0.0), w)))
+        y0, y1 = sorted((min(max(y0, 0.0), h), min(max(y1, 0.0), h)))
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            raise ValueError("the box has zero size; drag a larger box, or click for a point")
+        active = self.objects[-1]
+        self._edit(self.objects[:-1] + [replace(active, box_xyxy=(x0, y0, x1, y1), candidate=None)])
+
+    def select_candidate(self, index: int) -> None:
+        active = self.objects[-1]
+        if not active.multimask:
+            raise ValueError("candidates are offered for a single click only")
+        self._edit(self.objects[:-1] + [replace(active, candidate=int(index))])
+
+    def new_object(self) -> None:
+        if self.objects[-1].is_empty:
+            raise ValueError("the current object has no prompt yet; click on the image first")
+        self._edit(self.objects + [ObjectPrompts()])
+
+    def clear(self) -> None:
+        if len(self.objects) == 1 and self.objects[0].is_empty:
+            return
+        self._edit([ObjectPrompts()])
+
+    def undo(self) -> bool:
+        if not self.undo_stack:
+            return False
+        self.redo_stack.append(list(self.objects))
+        self.objects = self.undo_stack.pop()
+        return True
+
+    def redo(self) -> bool:
+        if not self.redo_stack:
+            return False
+        self.undo_stack.append(list(self.objects))
+        self.objects = self.redo_stack.pop()
+        return True
+
+    # ---- results ---------------------------------------------------------------------------
+    def update(self, engine: SamEngine) -> int:
+        """Decode every object whose prompts changed since its last result; return the count."""
+        decoded = 0
+        for i, prompts in enumerate(self.objects):
+            cached = self.results.get(i)
+            if prompts.is_empty:
+                self.results.pop(i, None)
+                continue
+            if cached is not None and _same_inputs(cached.prompts, prompts):
+                if cached.prompts != prompts:  # only the chosen candidate changed
+                    self.results[i] = replace(cached, prompts=prompts)
+                continue
+            cols = prompts.endpoint_columns()
+            pred = engine.decode(
+                self.embedding,
+                None if cols["input_points"] is None else np.array(cols["input_points"], dtype=np.float64),
+                None if cols["input_labels"] is None else np.array(cols["input_labels"]),
+                None if cols["input_boxes"] is None else np.array(cols["input_boxes"], dtype=np.float64),
+                None,
+                prompts.multimask,
+            )
+            self.results[i] = ObjectResult(prompts, pred.masks[0], pred.iou_scores[0])
+            decoded += 1
+        for i in [k for k in self.results if k >= len(self.objects)]:
+            del self.results[i]
+        return decoded
+
+    def finished_results(self) -> list[tuple[int, ObjectResult]]:
+        """(object index, result) for every object with a prompt, in order."""
+        return [(i, self.results[i]) for i, p in enumerate(self.objects) if not p.is_empty and i in self.results]
+
+
+def _same_inputs(a: ObjectPrompts, b: ObjectPrompts) -> bool:
+    return a.points == b.points and a.box_xyxy == b.box_xyxy
