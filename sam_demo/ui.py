@@ -65,7 +65,7 @@ def _legend(session: Session | None) -> str:
     active = len(session.objects) - 1
     for i, prompts in enumerate(session.objects):
         result = session.results.get(i)
-        what = ", ".join(p for p in (f"{len(prompts.points)} point{'s' * (len(prompts.points) != 1)}" if prompts.points else "",
+        what = ", ".join(p for p in (_plural(len(prompts.points), "point") if prompts.points else "",
                                      "box" if prompts.box_xyxy else "") if p)
         score = f"IoU {result.score:.3f}" if result else "no prompt yet"
         name = f"Object {base + i + 1}" + (" (editing)" if i == active else "")
@@ -75,6 +75,10 @@ def _legend(session: Session | None) -> str:
         f'margin-right:6px;vertical-align:middle"></span><b>{n}</b> — {t}</li>' for c, n, t in items
     )
     return f'<ul style="list-style:none;padding-left:0;margin:0">{rows}</ul>'
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 def _view(session: Session | None, status: str, new_image: bool = False) -> tuple:
@@ -230,7 +234,7 @@ def prepare_exports(session: Session | None) -> tuple:
         gr.update(value=str(endpoint) if endpoint else None, interactive=endpoint is not None),
         gr.update(value=str(paths[".masks.zip"]), interactive=True),
         gr.update(value=str(paths[".coco.json"]), interactive=True),
-        f"Exports ready: {len(results) + len(session.imported)} objects, {prompts} prompts.",
+        f"Exports ready: {_plural(len(results) + len(session.imported), 'object')}, {_plural(prompts, 'prompt')}.",
     )
 
 
@@ -241,7 +245,7 @@ def on_load_saved(path: str | None, session: Session | None) -> tuple:
         return _view(session, "Ready.")
     masks = _run(masks_from_saved, Path(path).read_bytes(), session.rgb.shape[:2])
     session.imported = session.imported + masks
-    return _view(session, f"Loaded {len(masks)} mask{'s' * (len(masks) != 1)} from {Path(path).name}.")
+    return _view(session, f"Loaded {_plural(len(masks), 'mask')} from {Path(path).name}.")
 
 
 # ---- layout -------------------------------------------------------------------------------------
@@ -261,6 +265,10 @@ def build_demo(engine: SamEngine) -> gr.Blocks:
                 elem_id="random-weights-warning",
             )
         with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=320):
+                status = gr.Markdown("Upload an image to start.", elem_id="status")
+                prompter = Prompter(elem_id="prompter")
+
             with gr.Column(scale=1, min_width=300):
                 image_in = gr.Image(label="Image (upload, paste or drop)", type="filepath", image_mode=None,
                                     sources=["upload", "clipboard"], elem_id="image-input", height=220)
@@ -281,10 +289,6 @@ def build_demo(engine: SamEngine) -> gr.Blocks:
                     download_zip = gr.DownloadButton("PNG masks (zip)", elem_id="download-zip", size="sm", interactive=False)
                     download_coco = gr.DownloadButton("COCO JSON (RLE)", elem_id="download-coco", size="sm", interactive=False)
                     load_saved = gr.UploadButton("Load saved JSON", file_types=[".json"], size="sm", elem_id="load-json")
-            with gr.Column(scale=3, min_width=320):
-                status = gr.Markdown("Upload an image to start.", elem_id="status")
-                prompter = Prompter(elem_id="prompter")
-
         outputs = [state, prompter, status, candidates, legend]
         model_event = dict(outputs=outputs, concurrency_id=MODEL_CALLS, concurrency_limit=1)
         exports = dict(fn=prepare_exports, inputs=state, outputs=[download_json, download_zip, download_coco, export_status],

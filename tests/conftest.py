@@ -47,3 +47,49 @@ def asset(name: str) -> np.ndarray:
 @pytest.fixture(scope="session")
 def landscape() -> np.ndarray:
     return asset("chelsea.png")  # 451x300
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningServer:
+    """Serve an ASGI app with uvicorn in a thread on 127.0.0.1 (for HTTP and browser tests)."""
+
+    def __init__(self, app):
+        import threading
+
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=1)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(engine):
+    from sam_demo.server import ServerConfig, build_app
+
+    with RunningServer(build_app(engine, ServerConfig(max_body_bytes=8 << 20))) as running:
+        yield running

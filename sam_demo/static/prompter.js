@@ -11,7 +11,7 @@ root.innerHTML = `
     <span class="sd-hint">Click: add · Right-click / Shift+click: subtract · Drag: box</span>
   </div>
   <div class="sd-stage">
-    <div class="sd-empty">Upload an image (or pick an example) to start segmenting</div>
+    <div class="sd-empty">Click here to upload an image, or paste, drop or pick an example beside/below</div>
     <img class="sd-base" alt="image to segment" draggable="false">
     <img class="sd-overlay" alt="" draggable="false">
     <svg class="sd-marks" xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none"></svg>
@@ -101,6 +101,10 @@ function send(e) {
   props.value = JSON.stringify({token, events});
 }
 
+// Before an image is loaded, the empty stage opens the file picker of the upload component.
+root.querySelector('.sd-empty').addEventListener('click', () => {
+  document.querySelector('#image-input input[type=file]')?.click();
+});
 stage.addEventListener('contextmenu', (ev) => ev.preventDefault());
 stage.addEventListener('pointerdown', (ev) => {
   if (!props.image_url || !token) return;

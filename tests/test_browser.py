@@ -1,0 +1,119 @@
+"""A real browser (Debian's Chromium, driven by Playwright): upload, click, right-click, drag, download.
+
+The downloaded JSON must hold the prompts where the mouse went (within one display pixel) and
+masks equal to the predictor's for those prompts; posting its request to /score replays it.
+Screenshots go to $ARTIFACTS_DIR (default: artifacts/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ASSETS
+from sam_demo import SamPredictor
+from sam_demo.endpoint import read_response
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", Path(__file__).resolve().parent.parent / "artifacts"))
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must run the browser test: apt-get install -y chromium")
+    pytest.skip("Chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+def open_with_image(browser, server, viewport, image: Path):
+    page = browser.new_page(viewport=viewport, accept_downloads=True)
+    page.goto(server.url + "/", wait_until="load")
+    page.wait_for_selector("#prompter .sd-stage", timeout=60_000)
+    page.set_input_files("#image-input input[type=file]", str(image))
+    page.wait_for_selector("#prompter .sd-stage.has-image", timeout=60_000)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('encoded')", timeout=60_000)
+    return page
+
+
+def test_click_drag_download_in_chromium(browser, server, engine):
+    image_path = ASSETS / "chelsea.png"
+    rgb = np.asarray(Image.open(image_path).convert("RGB"))
+    h, w = rgb.shape[:2]
+    page = open_with_image(browser, server, {"width": 1400, "height": 1000}, image_path)
+    bb = page.locator("#prompter .sd-base").bounding_box()
+    px = w / bb["width"]  # original pixels per display pixel
+
+    def at(fx, fy):
+        return bb["x"] + bb["width"] * fx, bb["y"] + bb["height"] * fy
+
+    def to_original(x, y):
+        return (x - bb["x"]) * px, (y - bb["y"]) * h / bb["height"]
+
+    clicks = [at(0.4, 0.5), at(0.7, 0.3)]
+    page.mouse.click(*clicks[0])
+    page.wait_for_function("document.querySelector('#status').innerText.includes('IoU')", timeout=60_000)
+    page.mouse.click(*clicks[1], button="right")
+    start, end = at(0.15, 0.2), at(0.85, 0.9)
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*at(0.5, 0.5), steps=4)
+    page.mouse.move(*end, steps=4)
+    page.mouse.up()
+    page.wait_for_function("document.querySelector('#export-status').innerText.includes('1 object, 3 prompts')",
+                           timeout=60_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-1400x1000.png"), full_page=True)
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("#download-json").click()
+    export = json.loads(Path(download.value.path()).read_text())
+    page.close()
+
+    (row,) = export["request"]["input_data"]["data"]
+    columns = export["request"]["input_data"]["columns"]
+    values = dict(zip(columns, row))
+    points = np.array(json.loads(values["input_points"]))[0]
+    labels = json.loads(values["input_labels"])[0]
+    (box,) = json.loads(values["input_boxes"])
+    assert labels == [1, 0] and values["multimask_output"] is False
+    for got, (cx, cy) in zip(points, clicks):
+        assert np.allclose(got, to_original(cx, cy), atol=px + 1e-6)
+    assert np.allclose(box, [*to_original(*start), *to_original(*end)], atol=px + 1e-6)
+
+    decoded = read_response(export["response"])
+    predictor = SamPredictor(engine)
+    predictor.set_image(rgb)
+    masks, scores, _ = predictor.predict(points, np.array(labels), box=np.array(box), multimask_output=False)
+    assert decoded[0][0][0].mask.shape == (h, w)
+    assert np.array_equal(decoded[0][0][0].mask, masks[0]) and decoded[0][0][0].iou_score == float(scores[0])
+
+    replay = httpx.post(f"{server.url}/score", json=export["request"], timeout=60)
+    assert replay.status_code == 200
+    assert np.array_equal(read_response(replay.json())[0][0][0].mask, masks[0])
+
+
+def test_narrow_viewport_and_negative_toggle(browser, server):
+    page = open_with_image(browser, server, {"width": 390, "height": 844}, ASSETS / "coffee.png")
+    page.locator("#prompter .sd-mode").click()  # touch users: taps subtract
+    bb = page.locator("#prompter .sd-base").bounding_box()
+    assert bb["width"] <= 390
+    page.mouse.click(bb["x"] + bb["width"] * 0.5, bb["y"] + bb["height"] * 0.5)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('IoU')", timeout=60_000)
+    assert page.locator("#prompter svg circle[fill='#d62728']").count() == 1  # drawn as a negative point
+    page.screenshot(path=str(ARTIFACTS / "demo-390x844.png"), full_page=True)
+    page.close()

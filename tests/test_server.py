@@ -1,0 +1,126 @@
+"""POST /score and GET /health over real HTTP on 127.0.0.1, decoded as the official notebook does."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import RunningServer, asset
+from sam_demo import SamPredictor
+from sam_demo.server import ServerConfig, build_app
+
+
+def b64(rgb: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return np.asarray(Image.fromarray(asset("chelsea.png")).resize((1800, 1350)))
+
+
+SEED = ('{"input_data": {"columns": ["image", "input_points", "input_boxes", "input_labels", "multimask_output"], '
+        '"index": [0], "data": [["image1", "", "[[650, 900, 1000, 1250]]", "", false]]}, "params": {}}')
+
+
+def notebook_masks(text: str) -> list[list[np.ndarray]]:
+    """Decode a response as Azure's sample notebook does: pandas, then response/predictions/masks."""
+    frame = pd.read_json(io.StringIO(text))
+    out = []
+    for response in frame["response"]:
+        for prediction in response["predictions"]:
+            out.append([np.asarray(Image.open(io.BytesIO(base64.b64decode(m["encoded_binary_mask"])))) > 0
+                        for m in prediction["masks_per_prediction"]])
+    return out
+
+
+def test_health_and_docs(server):
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["status"] == "ok" and health["device"] == "cpu" and health["dtype"] == "float32"
+    assert health["random_weights"] is True and {"entries", "bytes", "max_bytes"} <= set(health["cache"])
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    post = spec["paths"]["/score"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["example"]["input_data"]["columns"][0] == "image"
+    assert "200" in post["responses"] and "400" in post["responses"]
+    assert httpx.get(f"{server.url}/").status_code == 200  # the UI on the same port
+
+
+def test_seed_sample_verbatim(server, engine, photo):
+    response = httpx.post(f"{server.url}/score", content=SEED.replace("image1", b64(photo)),
+                          headers={"Content-Type": "application/json"}, timeout=60)
+    assert response.status_code == 200
+    (masks,) = notebook_masks(response.text)
+    predictor = SamPredictor(engine)
+    predictor.set_image(photo)
+    expected, scores, _ = predictor.predict(box=np.array([650, 900, 1000, 1250]), multimask_output=False)
+    assert len(masks) == 1 and masks[0].shape == (1350, 1800) and np.array_equal(masks[0], expected[0])
+    assert response.json()[0]["response"]["predictions"][0]["masks_per_prediction"][0]["iou_score"] == float(scores[0])
+
+
+def test_multi_row_multi_box(server, photo, landscape):
+    body = {"input_data": {"columns": ["image", "input_points", "input_boxes", "input_labels", "multimask_output"],
+                           "index": [0, 1],
+                           "data": [[b64(photo), "", "[[10, 10, 900, 700], [800, 500, 1700, 1300]]", "", True],
+                                    [b64(landscape), "[[[100, 100], [300, 200]]]", "", "[[1, 0]]", False]]}}
+    response = httpx.post(f"{server.url}/score", json=body, timeout=60)
+    assert response.status_code == 200
+    masks = notebook_masks(response.text)
+    assert [len(m) for m in masks] == [3, 3, 1]
+    assert masks[0][0].shape == (1350, 1800) and masks[2][0].shape == (300, 451)
+
+
+@pytest.mark.parametrize(
+    "body, status, row, column",
+    [
+        ("{not json", 400, None, None),
+        ('{"inputs": []}', 400, None, None),
+        (SEED.replace("image1", "%%%"), 400, 0, "image"),
+        (SEED.replace('"[[650, 900, 1000, 1250]]"', '"[650, 900, 1000, 1250]"'), 400, 0, "input_boxes"),
+        (SEED.replace("false]]", '"maybe"]]'), 400, 0, "multimask_output"),
+    ],
+)
+def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, body, status, row, column):
+    response = httpx.post(f"{server.url}/score", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status
+    payload = response.json()
+    assert payload["row"] == row and payload["column"] == column and payload["error"]
+    assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def test_prompt_outside_image_and_body_limit(server, landscape):
+    body = SEED.replace("image1", b64(landscape))  # the box lies outside a 451x300 image
+    response = httpx.post(f"{server.url}/score", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["column"] == "input_boxes"
+    assert "outside the 451x300 image" in response.json()["error"]
+    huge = '{"input_data": {"columns": [], "data": [["' + "A" * (9 << 20) + '"]]}}'
+    response = httpx.post(f"{server.url}/score", content=huge, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and "MiB" in response.json()["error"]
+
+
+def test_api_key_and_model_not_loaded(engine):
+    from fastapi import FastAPI
+
+    from sam_demo.server import add_api_routes
+
+    with RunningServer(build_app(engine, ServerConfig(api_key="s3cret"))) as running:
+        body = SEED.replace("image1", b64(asset("chelsea.png")))
+        assert httpx.post(f"{running.url}/score", content=body).status_code == 401
+        wrong = httpx.post(f"{running.url}/score", content=body, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "Bearer" in wrong.json()["error"]
+        ok = httpx.post(f"{running.url}/score", content=SEED.replace("image1", b64(np.zeros((1300, 1100, 3), np.uint8))),
+                        headers={"Authorization": "Bearer s3cret"}, timeout=60)
+        assert ok.status_code == 200
+    app = FastAPI()
+    add_api_routes(app, None, ServerConfig())
+    with RunningServer(app) as running:
+        response = httpx.post(f"{running.url}/score", content=SEED)
+        assert response.status_code == 503 and response.headers["retry-after"]

@@ -1,0 +1,179 @@
+"""Web-demo handlers, called in-process: upload -> click -> box -> undo -> new object -> export."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from conftest import ASSETS
+from sam_demo import EngineConfig, SamPredictor, load_engine
+from sam_demo.endpoint import read_response
+from sam_demo.scoring import score
+from sam_demo.ui import (
+    build_demo, on_candidate, on_clear, on_image, on_load_saved, on_new_object, on_prompt, on_redo, on_undo,
+    prepare_exports,
+)
+
+CAT = str(ASSETS / "chelsea.png")  # 451x300
+
+
+def events(session, *items) -> str:
+    return json.dumps({"token": session.token, "events": list(items)})
+
+
+def point(x, y, label=1):
+    return {"type": "point", "x": x, "y": y, "label": label}
+
+
+def box(x0, y0, x1, y1):
+    return {"type": "box", "x0": x0, "y0": y0, "x1": x1, "y1": y1}
+
+
+@pytest.fixture()
+def uploaded(engine):
+    session, prompter, status, candidates, legend = on_image(engine, CAT)
+    return session
+
+
+def test_upload_encodes_at_once_and_shows_the_image(engine):
+    session, prompter, status, candidates, legend = on_image(engine, CAT)
+    assert session.rgb.shape == (300, 451, 3) and session.embedding.geometry.original_hw == (300, 451)
+    assert "451×300" in status and "encoded" in status
+    assert prompter["image_url"].startswith("data:image/jpeg;base64,")
+    assert json.loads(prompter["markers"])["w"] == 451 and json.loads(prompter["markers"])["h"] == 300
+    again = on_image(engine, CAT)[2]
+    assert "cached embedding" in again
+
+
+def test_click_box_undo_new_object_match_predictor(engine, uploaded):
+    predictor = SamPredictor(engine)
+    predictor.set_image(np.asarray(Image.open(CAT).convert("RGB")))
+
+    session, prompter, status, candidates, legend = on_prompt(engine, events(uploaded, point(200, 150)), uploaded)
+    assert "IoU" in status and candidates["visible"] and len(candidates["choices"]) == 3
+    masks, scores, _ = predictor.predict(np.array([[200, 150]]), np.array([1]))
+    result = session.results[0]
+    assert np.array_equal(result.masks, masks) and result.chosen == int(np.argmax(scores))
+    assert prompter["overlay_url"].startswith("data:image/png;base64,")
+
+    session = on_candidate(engine, 2, session)[0]
+    assert session.results[0].chosen == 2 and np.array_equal(session.results[0].mask, masks[2])
+
+    # Negative click and a box arrive together (as after rapid input): both are applied, one decode.
+    value = events(session, point(200, 150), point(320, 90, 0), box(40, 30, 400, 280))
+    session, _, status, candidates, legend = on_prompt(engine, value, session)
+    assert session.consumed_events == 3 and not candidates["visible"]
+    masks2, scores2, _ = predictor.predict(np.array([[200, 150], [320, 90]]), np.array([1, 0]),
+                                           box=np.array([40, 30, 400, 280]), multimask_output=False)
+    assert np.array_equal(session.results[0].mask, masks2[0]) and "2 points, box" in legend
+
+    session = on_undo(engine, session)[0]  # removes the box
+    assert session.objects[0].box_xyxy is None and len(session.objects[0].points) == 2
+    session = on_redo(engine, session)[0]
+    assert session.objects[0].box_xyxy == (40.0, 30.0, 400.0, 280.0)
+
+    session = on_new_object(engine, session)[0]
+    session, _, _, _, legend = on_prompt(engine, events(session, point(1, 1), point(1, 1), point(1, 1), point(100, 250)), session)
+    assert len(session.objects) == 2 and session.objects[1].points == ((100.0, 250.0, 1),)
+    assert "Object 1" in legend and "Object 2 (editing)" in legend
+    assert np.array_equal(session.results[0].mask, masks2[0]), "the finished object keeps its mask"
+
+    session = on_clear(engine, session)[0]
+    assert len(session.objects) == 1 and session.objects[0].is_empty and not session.results
+    assert on_undo(engine, session)[0].objects[1].points == ((100.0, 250.0, 1),)
+
+
+def test_stale_and_bad_events_never_break_the_session(engine, uploaded):
+    stale = json.dumps({"token": "another-image", "events": [point(10, 10)]})
+    session = on_prompt(engine, stale, uploaded)[0]
+    assert session.objects[0].is_empty
+    session = on_prompt(engine, events(uploaded, box(10, 10, 10.2, 80), point(10, 10)), uploaded)[0]
+    assert session.objects[0].box_xyxy is None and len(session.objects[0].points) == 1  # zero box skipped
+    assert on_prompt(engine, events(uploaded, point(5, 5)), None)[0] is None  # click before an image
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        on_undo(engine, None)
+    with pytest.raises(gr.Error, match="no prompt yet"):
+        on_new_object(engine, uploaded)
+    assert uploaded.objects[0].is_empty, "a failed action leaves the stored state untouched"
+
+
+def test_bad_uploads_give_readable_errors(engine, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image")
+    with pytest.raises(gr.Error, match="not an image"):
+        on_image(engine, str(text))
+    big = tmp_path / "big.png"
+    Image.new("RGB", (3000, 2000)).save(big)
+    small_limit = load_engine(EngineConfig(model=engine.info.model, device="cpu", dtype="float32", max_pixels=1_000_000))
+    with pytest.raises(gr.Error, match="megapixels"):
+        on_image(small_limit, str(big))
+
+
+def test_huge_image_is_shown_downscaled_with_full_size_masks(engine, tmp_path):
+    path = tmp_path / "wide.png"
+    Image.open(CAT).resize((3000, 2000)).save(path)
+    session, prompter, *_ = on_image(engine, str(path))
+    shown = Image.open(io.BytesIO(__import__("base64").b64decode(prompter["image_url"].split(",", 1)[1])))
+    assert max(shown.size) == 1280
+    session = on_prompt(engine, events(session, point(1500, 1000)), session)[0]
+    assert session.results[0].masks.shape == (3, 2000, 3000)
+
+
+def test_exports_replay_and_reload(engine, uploaded):
+    session = on_prompt(engine, events(uploaded, point(200, 150)), uploaded)[0]
+    session = on_candidate(engine, 1, session)[0]
+    session = on_new_object(engine, session)[0]
+    session = on_prompt(engine, events(session, point(200, 150), box(20, 20, 200, 200)), session)[0]
+    json_update, zip_update, coco_update, export_status = prepare_exports(session)
+    assert "2 objects, 2 prompts" in export_status
+
+    export = json.loads(open(json_update["value"]).read())
+    assert list(export) == ["request", "response", "shown"]
+    replay = score(export["request"], engine)  # what POST /score answers
+    assert read_response(replay) and json.dumps(replay) == json.dumps(export["response"])
+    shown = [read_response(export["response"])[s["row"]][s["prediction"]][s["mask"]].mask for s in export["shown"]]
+    assert np.array_equal(shown[0], session.results[0].masks[1]) and np.array_equal(shown[1], session.results[1].mask)
+
+    with zipfile.ZipFile(zip_update["value"]) as archive:
+        assert archive.namelist() == ["object_01.png", "object_02.png"]
+        png = Image.open(io.BytesIO(archive.read("object_01.png")))
+        assert png.mode == "L" and png.size == (451, 300)
+        assert np.array_equal(np.asarray(png) > 127, shown[0])
+
+    coco = json.loads(open(coco_update["value"]).read())
+    ann = coco["annotations"][0]
+    rle = {"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()}
+    assert np.array_equal(mask_utils.decode(rle).astype(bool), shown[0])
+    assert ann["area"] == int(shown[0].sum()) and ann["prompts"]["input_points"] == [[[200.0, 150.0]]]
+    assert coco["images"][0]["width"] == 451
+
+    fresh = on_image(engine, CAT)[0]
+    loaded, _, status, _, legend = on_load_saved(json_update["value"], fresh)
+    assert "Loaded 2 masks" in status and len(loaded.imported) == 2
+    assert np.array_equal(loaded.imported[0][0], shown[0]) and "Loaded mask 1" in legend
+
+
+def test_loading_masks_for_another_image_is_refused(engine, uploaded, tmp_path):
+    session = on_prompt(engine, events(uploaded, point(200, 150)), uploaded)[0]
+    saved = prepare_exports(session)[0]["value"]
+    other = on_image(engine, str(ASSETS / "coffee.png"))[0]
+    with pytest.raises(gr.Error, match="upload the image the masks were made for"):
+        on_load_saved(saved, other)
+    junk = tmp_path / "junk.json"
+    junk.write_text("{not json")
+    with pytest.raises(gr.Error, match="not JSON"):
+        on_load_saved(str(junk), other)
+
+
+def test_build_demo_and_random_weights_banner(engine):
+    demo = build_demo(engine)
+    config = demo.get_config_file()
+    ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
+    assert {"image-input", "prompter", "download-json", "status", "random-weights-warning"} <= ids
