@@ -151,7 +151,7 @@ def _advice() -> str:
     )
 
 
-def exit_on_load_error(exc: ModelLoadError) -> None:
-    """For command-line entry points: print the message, no traceback, and exit 2."""
+def exit_with_message(exc: Exception) -> None:
+    """For command-line entry points: print the message (no traceback) and exit with status 2."""
     print(f"error: {exc}", file=sys.stderr)
     raise SystemExit(2)

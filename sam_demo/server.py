@@ -21,7 +21,7 @@ from .endpoint import COLUMNS, RequestError
 from .engine import SamEngine
 from .fetch import FetchPolicy
 from .images import DEFAULT_MAX_PIXELS
-from .loading import DTYPES, EngineConfig, ModelLoadError, exit_on_load_error, load_engine, resolve_model
+from .loading import DTYPES, EngineConfig, ModelLoadError, exit_with_message, load_engine, resolve_model
 from .scoring import score
 
 log = logging.getLogger("sam_demo")
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         engine = load_engine(engine_config)
     except (ModelLoadError, ValueError) as exc:
-        exit_on_load_error(exc)
+        exit_with_message(exc)
     config = ServerConfig(host=args.host, port=args.port, share=args.share, api_key=args.api_key,
                           max_body_bytes=args.max_body_mb << 20,
                           fetch=FetchPolicy(allow_private=args.allow_private_urls))

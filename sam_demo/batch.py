@@ -1,0 +1,173 @@
+"""Run Azure ML batch-endpoint CSV jobs for SAM locally, resumably.
+
+    python -m sam_demo.batch [--model M] [--device D] [--dtype T] [--predictions-csv P] INPUT OUTPUT
+
+INPUT is one CSV file (header row with the endpoint's five columns, booleans written True/False,
+empty cells for missing prompts) or a folder of them (read in name order). OUTPUT is JSON Lines,
+one line per input row in input order: {"file", "row", "response"} or {"file", "row", "error"}.
+
+A bad row is recorded and the run goes on. Re-running with the same OUTPUT resumes: rows already
+written are skipped; a line cut short by a crash is dropped and redone. Repeated images hit the
+engine's embedding cache, so each distinct image is encoded once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .endpoint import COLUMNS, RequestError, parse_row
+from .engine import SamEngine
+from .fetch import FetchPolicy
+from .loading import DTYPES, EngineConfig, ModelLoadError, exit_with_message, load_engine
+from .scoring import predict_row
+
+csv.field_size_limit(sys.maxsize)  # base64 images make very long cells
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One CSV data row. row: 0-based index among the file's data rows (header excluded)."""
+
+    file: str
+    row: int
+    values: dict | None  # column -> cell text; None if the file itself is unusable
+    problem: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.file, self.row
+
+
+def input_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".csv")
+        if not files:
+            raise ValueError(f"no .csv files in folder {path}")
+        return files
+    if not path.exists():
+        raise ValueError(f"input {path} does not exist")
+    return [path]
+
+
+def read_rows(path: Path) -> Iterator[BatchRow]:
+    """Yield every data row of the CSV files under `path`, in order."""
+    for file in input_files(path):
+        with open(file, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            missing = [c for c in COLUMNS if c not in header]
+            for i, record in enumerate(reader):
+                if missing:
+                    yield BatchRow(file.name, i, None, f"the CSV header lacks columns {missing}; it has {header}")
+                else:
+                    yield BatchRow(file.name, i, {c: record[c] if record[c] is not None else "" for c in COLUMNS})
+
+
+def run_row(row: BatchRow, engine: SamEngine, policy: FetchPolicy) -> dict:
+    """The output line for one row: its response, or its error (never raises for bad input)."""
+    out = {"file": row.file, "row": row.row}
+    try:
+        if row.values is None:
+            raise RequestError(row.problem or "unusable row", row.row)
+        out["response"] = predict_row(parse_row(row.values, row.row), row.row, engine, policy)
+    except RequestError as exc:
+        out["error"] = exc.to_json()
+    except Exception as exc:  # a broken row must not stop the job
+        out["error"] = {"error": f"internal error: {type(exc).__name__}: {exc}", "row": row.row, "column": None}
+    return out
+
+
+def done_keys(output: Path) -> set[tuple[str, int]]:
+    """Rows already in OUTPUT. Truncates a last line that a crash left incomplete."""
+    if not output.exists():
+        return set()
+    keys, good_bytes = set(), 0
+    with open(output, "rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                record = json.loads(line)
+                keys.add((record["file"], record["row"]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                break
+            good_bytes += len(line)
+    if good_bytes != output.stat().st_size:
+        with open(output, "r+b") as handle:
+            handle.truncate(good_bytes)
+    return keys
+
+
+def write_predictions_csv(output: Path, target: Path) -> None:
+    """Azure-style predictions.csv (no header): file, row, and the row's result as valid JSON."""
+    with open(output, encoding="utf-8") as source, open(target, "w", newline="", encoding="utf-8") as sink:
+        writer = csv.writer(sink)
+        for line in source:
+            record = json.loads(line)
+            result = {"response": record["response"]["response"]} if "response" in record else {"error": record["error"]}
+            writer.writerow([record["file"], record["row"], json.dumps(result)])
+
+
+def run_local(rows: list[BatchRow], engine: SamEngine, policy: FetchPolicy) -> Iterator[dict]:
+    for row in rows:
+        yield run_row(row, engine, policy)
+
+
+def run_job(input_path: Path, output: Path, results_for, predictions_csv: Path | None = None, progress: bool = True) -> dict:
+    """Run (or resume) a job. `results_for(rows)` yields one output dict per row, in order."""
+    from tqdm import tqdm
+
+    all_rows = list(read_rows(input_path))
+    done = done_keys(output)
+    todo = [r for r in all_rows if r.key not in done]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    errors = 0
+    with open(output, "a", encoding="utf-8") as sink, tqdm(total=len(todo), unit="row", disable=not progress,
+                                                           desc="SAM batch") as bar:
+        for record in results_for(todo):
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            errors += "error" in record
+            bar.update(1)
+    if predictions_csv is not None:
+        write_predictions_csv(output, predictions_csv)
+    return {"rows": len(all_rows), "skipped": len(all_rows) - len(todo), "written": len(todo), "errors": errors}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", type=Path, help="a batch CSV file or a folder of them")
+    parser.add_argument("output", type=Path, help="JSON Lines output (resumed if it exists)")
+    parser.add_argument("--model", default=None, help="hub id or save_pretrained folder (default: $SAM_MODEL or facebook/sam-vit-large)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None, choices=list(DTYPES))
+    parser.add_argument("--predictions-csv", type=Path, default=None, help="also write Azure-style predictions.csv (valid JSON)")
+    parser.add_argument("--allow-private-urls", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        input_files(args.input)
+        engine = load_engine(EngineConfig(model=args.model, device=args.device, dtype=args.dtype))
+    except (ModelLoadError, ValueError) as exc:
+        exit_with_message(exc)
+    policy = FetchPolicy(allow_private=args.allow_private_urls)
+    try:
+        summary = run_job(args.input, args.output, lambda rows: run_local(rows, engine, policy),
+                          args.predictions_csv, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("\ninterrupted; rows written so far are kept. Run the same command again to resume.", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(f"{summary['written']} rows written ({summary['errors']} with errors), {summary['skipped']} already done, "
+          f"to {args.output}")
+
+
+if __name__ == "__main__":
+    main()

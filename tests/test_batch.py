@@ -1,0 +1,128 @@
+"""The batch command: Azure batch CSVs in, JSON Lines out, bad rows recorded, resumable."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import asset
+from sam_demo import EngineConfig, load_engine
+from sam_demo.batch import read_rows, run_job, run_local
+from sam_demo.fetch import FetchPolicy
+from sam_demo.scoring import score
+
+HEADER = ["image", "input_points", "input_boxes", "input_labels", "multimask_output"]
+
+
+def b64(rgb: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("job")
+    cat, cup = b64(asset("chelsea.png")), b64(asset("coffee.png"))
+    rows_a = [
+        [cat, "", "[[10, 10, 300, 250]]", "", "False"],
+        [cup, "[[[100, 100]], [[300, 200]]]", "", "[[1], [1]]", "True"],
+        [cat, "[[[1, 1]], [[2, 2], [3, 3]]]", "", "", "False"],  # ragged groups
+        [cat, "[[[200, 150], [320, 90]]]", "", "[[1, 0]]", "False"],  # same image as row 0
+    ]
+    rows_b = [["@@@", "[[[1, 1]]]", "", "", "False"], [cup, "", "[[50, 50, 500, 390]]", "", "True"]]
+    for name, rows in (("a.csv", rows_a), ("b.csv", rows_b)):
+        with open(folder / name, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(HEADER)
+            writer.writerows(rows)
+    (folder / "notes.txt").write_text("not a csv")
+    return folder, rows_a + rows_b
+
+
+def run(engine, job_folder, output, **kwargs):
+    return run_job(job_folder, output, lambda rows: run_local(rows, engine, FetchPolicy()), progress=False, **kwargs)
+
+
+def test_outputs_one_line_per_row_in_order_with_errors_recorded(engine, job, tmp_path):
+    folder, rows = job
+    output = tmp_path / "out.jsonl"
+    summary = run(engine, folder, output, predictions_csv=tmp_path / "predictions.csv")
+    assert summary == {"rows": 6, "skipped": 0, "written": 6, "errors": 2}
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [(r["file"], r["row"]) for r in lines] == [("a.csv", 0), ("a.csv", 1), ("a.csv", 2), ("a.csv", 3),
+                                                       ("b.csv", 0), ("b.csv", 1)]
+    assert lines[2]["error"]["column"] == "input_points" and "ragged" in lines[2]["error"]["error"]
+    assert lines[4]["error"]["column"] == "image"
+    for line, row in zip(lines, rows):
+        if "response" in line:  # equal to the real-time endpoint's answer for the same row
+            expected = score({"input_data": {"columns": HEADER, "index": [0], "data": [row]}}, engine)
+            assert line["response"] == expected[0]
+    with open(tmp_path / "predictions.csv", newline="") as handle:
+        table = list(csv.reader(handle))
+    assert len(table) == 6 and table[0][:2] == ["a.csv", "0"]
+    assert "predictions" in json.loads(table[0][2])["response"] and "error" in json.loads(table[2][2])
+
+
+def test_resume_after_interrupt_and_torn_line(engine, job, tmp_path):
+    folder, _ = job
+    full = tmp_path / "full.jsonl"
+    run(engine, folder, full)
+
+    partial = tmp_path / "partial.jsonl"
+
+    def interrupted(rows):
+        for i, record in enumerate(run_local(rows, engine, FetchPolicy())):
+            if i == 3:
+                raise KeyboardInterrupt
+            yield record
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(folder, partial, interrupted, progress=False)
+    assert len(partial.read_text().splitlines()) == 3
+    with open(partial, "a") as handle:
+        handle.write('{"file": "a.csv", "row": 3, "resp')  # a crash mid-write
+    summary = run(engine, folder, partial)
+    assert summary["skipped"] == 3 and summary["written"] == 3
+    assert partial.read_bytes() == full.read_bytes()
+    assert run(engine, folder, partial)["written"] == 0  # nothing left to do, nothing duplicated
+
+
+def test_repeated_images_are_encoded_once(checkpoint, job, tmp_path, monkeypatch):
+    engine = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32"))
+    calls = []
+    original = engine.model.get_image_embeddings
+    monkeypatch.setattr(engine.model, "get_image_embeddings", lambda pv: calls.append(1) or original(pv))
+    folder, _ = job
+    run(engine, folder, tmp_path / "out.jsonl")
+    assert len(calls) == 2  # the cat and the cup
+
+
+def test_missing_columns_are_recorded_per_row(engine, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,input_points\nabc,[[[1, 1]]]\n")
+    rows = list(read_rows(bad))
+    assert len(rows) == 1 and "lacks columns" in rows[0].problem
+    run(engine, bad, tmp_path / "out.jsonl")
+    (line,) = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert "lacks columns" in line["error"]["error"]
+
+
+def test_command_line(checkpoint, job, tmp_path):
+    folder, _ = job
+    output = tmp_path / "cli.jsonl"
+    done = subprocess.run([sys.executable, "-m", "sam_demo.batch", "--model", str(checkpoint), "--dtype", "float32",
+                           "--no-progress", str(folder), str(output)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "6 rows written (2 with errors)" in done.stdout and len(output.read_text().splitlines()) == 6
+    missing = subprocess.run([sys.executable, "-m", "sam_demo.batch", "--model", str(tmp_path / "nope"),
+                              str(folder), str(output)], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
