@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from .cache import ByteLRUCache, CacheStats
+from .decoder import CachedDecoder, ImageDecoderCache
 from .images import DEFAULT_MAX_PIXELS, to_rgb_array
 from .transforms import LOW_RES_SIDE, ImageGeometry, masks_from_logits
 
@@ -41,15 +42,17 @@ class ImageEmbedding:
 
     features: (1, 256, 64, 64) tensor on the engine's device, in the decoder's dtype.
     key: hex digest of the image's RGB pixels and shape (the cache key).
+    decoder_cache: the decoder's prompt-independent work on this image (see decoder.py).
     """
 
     key: str
     features: torch.Tensor
     geometry: ImageGeometry
+    decoder_cache: ImageDecoderCache
 
     @property
     def nbytes(self) -> int:
-        return self.features.numel() * self.features.element_size()
+        return self.features.numel() * self.features.element_size() + self.decoder_cache.nbytes
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class SamEngine:
         self.weights_dtype = next(model.parameters()).dtype
         self.max_pixels = max_pixels
         self.cache: ByteLRUCache[ImageEmbedding] = ByteLRUCache(cache_bytes, lambda e: e.nbytes)
+        self.decoder = CachedDecoder(model)
         self._encode_lock = threading.Lock()
         # float64 prompts match SamProcessor exactly; MPS has no float64.
         self._coord_dtype = torch.float32 if self.device.type == "mps" else torch.float64
@@ -131,7 +135,8 @@ class SamEngine:
         pixel_values = pixel_values.to(self.device, self.weights_dtype)
         with self._encode_lock, torch.inference_mode(), self._autocast():
             features = self.model.get_image_embeddings(pixel_values)
-        return ImageEmbedding(key, features.to(self.weights_dtype).contiguous(), geometry)
+        features = features.to(self.weights_dtype).contiguous()
+        return ImageEmbedding(key, features, geometry, self.decoder.prepare(features))
 
     def _autocast(self):
         if self.compute_dtype == self.weights_dtype:
@@ -163,22 +168,27 @@ class SamEngine:
         points_xy, labels, boxes_xyxy, mask_input = check_prompts(
             geometry, points_xy, labels, boxes_xyxy, mask_input
         )
-        kwargs = {}
+        prompts = {"input_points": None, "input_labels": None, "input_boxes": None}
         if points_xy is not None:
-            kwargs["input_points"] = self._tensor(geometry.coords_to_model(points_xy)[None])
-            kwargs["input_labels"] = torch.from_numpy(labels[None]).to(self.device)
+            prompts["input_points"] = self._tensor(geometry.coords_to_model(points_xy)[None])
+            prompts["input_labels"] = torch.from_numpy(labels[None]).to(self.device)
         if boxes_xyxy is not None:
-            kwargs["input_boxes"] = self._tensor(geometry.boxes_to_model(boxes_xyxy)[None])
-        if mask_input is not None:
-            kwargs["input_masks"] = torch.from_numpy(mask_input).to(self.device, self.weights_dtype)
+            prompts["input_boxes"] = self._tensor(geometry.boxes_to_model(boxes_xyxy)[None])
         with torch.inference_mode():
-            out = self.model(image_embeddings=embedding.features, multimask_output=multimask_output, **kwargs)
-        low_res = out.pred_masks[0].float()  # (B, C, 256, 256)
+            if mask_input is None:  # the common case: reuse the image's decoder cache
+                sparse, _ = self.model.prompt_encoder(input_masks=None, **prompts)
+                low_res, iou = self.decoder.decode(embedding.decoder_cache, sparse, multimask_output)
+            else:
+                masks_in = torch.from_numpy(mask_input).to(self.device, self.weights_dtype)
+                out = self.model(image_embeddings=embedding.features, multimask_output=multimask_output,
+                                 input_masks=masks_in, **{k: v for k, v in prompts.items() if v is not None})
+                low_res, iou = out.pred_masks, out.iou_scores
+        low_res = low_res[0].float()  # (B, C, 256, 256)
         groups, count = low_res.shape[:2]
         masks = masks_from_logits(low_res.reshape(groups * count, LOW_RES_SIDE, LOW_RES_SIDE), geometry, return_logits)
         return Prediction(
             masks=masks.reshape(groups, count, *geometry.original_hw),
-            iou_scores=out.iou_scores[0].float().cpu().numpy(),
+            iou_scores=iou[0].float().cpu().numpy(),
             low_res_logits=low_res.cpu().numpy(),
         )
 

@@ -65,9 +65,14 @@ def upscale_logits(low_res: torch.Tensor, geometry: ImageGeometry) -> torch.Tens
     Bilinear to 1024x1024, crop the resized region, bilinear to the original size: the
     transformers post-processing, laid out (M, 1, h, w), which is faster than (1, M, h, w).
     """
-    x = low_res.float()[:, None]
-    x = F.interpolate(x, (MODEL_SIDE, MODEL_SIDE), mode="bilinear", align_corners=False)
     rh, rw = geometry.resized_hw
+    # Only the low-res rows/columns that the crop needs: output pixel i of a bilinear x4 upscale
+    # reads input pixels floor((i + 0.5) / 4 - 0.5) and the next one, so the cropped region
+    # depends on the first ceil(r / 4) + 1 of them. Same scale, same arithmetic: identical values.
+    factor = MODEL_SIDE // LOW_RES_SIDE
+    in_h, in_w = min(LOW_RES_SIDE, -(-rh // factor) + 1), min(LOW_RES_SIDE, -(-rw // factor) + 1)
+    x = low_res.float()[:, None, :in_h, :in_w]
+    x = F.interpolate(x, (in_h * factor, in_w * factor), mode="bilinear", align_corners=False)
     x = x[..., :rh, :rw]
     x = F.interpolate(x, geometry.original_hw, mode="bilinear", align_corners=False)
     return x[:, 0]

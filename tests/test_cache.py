@@ -15,7 +15,10 @@ from sam_demo.cache import ByteLRUCache
 @pytest.fixture()
 def counted_engine(checkpoint, monkeypatch):
     """A fresh engine (empty cache of 3 embeddings) whose encoder calls are counted."""
-    engine = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32", cache_bytes=3 * (4 << 20)))
+    engine = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32"))
+    entry_bytes = engine.embed(image(99)).nbytes
+    engine.cache.clear()
+    engine.cache.max_bytes = 3 * entry_bytes
     calls = []
     original = engine.model.get_image_embeddings
 
@@ -68,7 +71,7 @@ def test_cache_is_bounded_in_bytes_and_evicts_lru(counted_engine):
     engine.embed(image(0))  # refresh 0: 1 is now the oldest
     engine.embed(image(3))  # evicts 1
     stats = engine.cache_stats()
-    assert stats.entries == 3 and stats.bytes <= stats.max_bytes == 3 * (4 << 20)
+    assert stats.entries == 3 and stats.bytes <= stats.max_bytes
     assert len(calls) == 4
     engine.embed(image(0))
     assert len(calls) == 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import asset
@@ -118,3 +119,29 @@ def test_bad_prompts_raise_clear_errors(engine, landscape, kwargs, field):
 def test_predict_without_image_says_what_to_do(engine):
     with pytest.raises(RuntimeError, match="set_image"):
         SamPredictor(engine).predict(np.array([[1.0, 1.0]]), np.array([1]))
+
+
+@pytest.mark.parametrize("original_hw", [(1200, 1800), (600, 400), (5, 17), (3000, 4000), (1024, 1024)])
+def test_lean_upscaling_is_bit_identical_to_post_process_masks(reference_model, original_hw):
+    from sam_demo.transforms import ImageGeometry, upscale_logits
+
+    _, processor = reference_model
+    geometry = ImageGeometry.for_size(original_hw)
+    low_res = torch.randn(3, 256, 256, generator=torch.Generator().manual_seed(0))
+    ref = processor.post_process_masks([low_res[None]], [original_hw], [geometry.resized_hw], binarize=False)[0][0]
+    assert torch.equal(upscale_logits(low_res, geometry), ref)
+
+
+def test_cached_decoder_is_bit_identical_to_sam_model(engine, landscape):
+    embedding = engine.embed(landscape)
+    points = torch.tensor(embedding.geometry.coords_to_model(np.array([[[200.0, 150.0], [300.0, 100.0]]]))[None])
+    labels = torch.tensor([[[1, 0]]])
+    boxes = torch.tensor(embedding.geometry.boxes_to_model(np.array([[20.0, 30.0, 400.0, 280.0]]))[None])
+    for kwargs in (dict(input_points=points, input_labels=labels), dict(input_boxes=boxes),
+                   dict(input_points=points, input_labels=labels, input_boxes=boxes)):
+        with torch.inference_mode():
+            ref = engine.model(image_embeddings=embedding.features, multimask_output=True, **kwargs)
+            sparse, _ = engine.model.prompt_encoder(input_masks=None, **{"input_points": None, "input_labels": None,
+                                                                          "input_boxes": None, **kwargs})
+            low_res, iou = engine.decoder.decode(embedding.decoder_cache, sparse, True)
+        assert torch.equal(low_res, ref.pred_masks) and torch.equal(iou, ref.iou_scores)
