@@ -25,7 +25,13 @@ from pathlib import Path
 from .endpoint import COLUMNS, RequestError, parse_row
 from .engine import SamEngine
 from .fetch import FetchPolicy
-from .loading import DTYPES, EngineConfig, ModelLoadError, exit_with_message, load_engine
+from .loading import (
+    DTYPES,
+    EngineConfig,
+    ModelLoadError,
+    exit_with_message,
+    load_engine,
+)
 from .scoring import predict_row
 
 csv.field_size_limit(sys.maxsize)  # base64 images make very long cells
@@ -151,22 +157,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default=None, choices=list(DTYPES))
     parser.add_argument("--predictions-csv", type=Path, default=None, help="also write Azure-style predictions.csv (valid JSON)")
     parser.add_argument("--allow-private-urls", action="store_true")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: this process; ray: a Ray Data actor pool (pip install -r requirements-ray.txt)")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
+    parser.add_argument("--workers", type=int, default=None, help="Ray actors, one model each (default: one per GPU, or 1)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        input_files(args.input)
-        engine = load_engine(EngineConfig(model=args.model, device=args.device, dtype=args.dtype))
-    except (ModelLoadError, ValueError) as exc:
-        exit_with_message(exc)
+    config = EngineConfig(model=args.model, device=args.device, dtype=args.dtype)
     policy = FetchPolicy(allow_private=args.allow_private_urls)
     try:
-        summary = run_job(args.input, args.output, lambda rows: run_local(rows, engine, policy),
-                          args.predictions_csv, progress=not args.no_progress)
+        input_files(args.input)
+        if args.engine == "ray":
+            results_for = _ray_runner(config, policy, args.workers, args.ray_address)
+        else:
+            engine = load_engine(config)
+            results_for = lambda rows: run_local(rows, engine, policy)  # noqa: E731
+    except (ModelLoadError, ValueError) as exc:
+        exit_with_message(exc)
+    try:
+        summary = run_job(args.input, args.output, results_for, args.predictions_csv, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("\ninterrupted; rows written so far are kept. Run the same command again to resume.", file=sys.stderr)
         raise SystemExit(130) from None
     print(f"{summary['written']} rows written ({summary['errors']} with errors), {summary['skipped']} already done, "
           f"to {args.output}")
+
+
+def _ray_runner(config: EngineConfig, policy: FetchPolicy, workers: int | None, address: str | None):
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(f"--engine ray needs Ray: pip install -r requirements-ray.txt ({exc})") from None
+    from .batch_ray import run_ray
+
+    return lambda rows: run_ray(rows, config, policy, workers, address)
 
 
 if __name__ == "__main__":

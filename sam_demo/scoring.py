@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .endpoint import PROMPT_FIELD_TO_COLUMN, EndpointRow, RequestError, decode_base64_image, parse_request, response_row
+from .endpoint import (
+    PROMPT_FIELD_TO_COLUMN,
+    EndpointRow,
+    RequestError,
+    decode_base64_image,
+    parse_request,
+    response_row,
+)
 from .engine import PromptError, SamEngine
 from .fetch import FetchPolicy, ResponseTooLarge, fetch_url
 from .images import ImageTooLargeError, decode_image_bytes, to_rgb_array

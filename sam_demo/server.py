@@ -21,7 +21,14 @@ from .endpoint import COLUMNS, RequestError
 from .engine import SamEngine
 from .fetch import FetchPolicy
 from .images import DEFAULT_MAX_PIXELS
-from .loading import DTYPES, EngineConfig, ModelLoadError, exit_with_message, load_engine, resolve_model
+from .loading import (
+    DTYPES,
+    EngineConfig,
+    ModelLoadError,
+    exit_with_message,
+    load_engine,
+    resolve_model,
+)
 from .scoring import score
 
 log = logging.getLogger("sam_demo")

@@ -26,7 +26,6 @@ STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 MODEL_CALLS = "sam-model"  # the shared concurrency_id of every event that runs the model
 
-from gradio.events import Dependency
 
 class Prompter(gr.HTML):
     """Click/drag surface: shows the image, the mask overlay and SVG markers; emits prompt events."""

@@ -6,6 +6,9 @@ on the prompt, and that is asserted, or every equivalence test would pass vacuou
 
 from __future__ import annotations
 
+import base64
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +96,35 @@ def server(engine):
 
     with RunningServer(build_app(engine, ServerConfig(max_body_bytes=8 << 20))) as running:
         yield running
+
+
+BATCH_HEADER = ["image", "input_points", "input_boxes", "input_labels", "multimask_output"]
+
+
+def b64_png(rgb: np.ndarray) -> str:
+    """Base64 of a PNG of an (H, W, 3) uint8 array, as endpoint requests carry images."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.fixture(scope="session")
+def job(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("job")
+    cat, cup = b64_png(asset("chelsea.png")), b64_png(asset("coffee.png"))
+    rows_a = [
+        [cat, "", "[[10, 10, 300, 250]]", "", "False"],
+        [cup, "[[[100, 100]], [[300, 200]]]", "", "[[1], [1]]", "True"],
+        [cat, "[[[1, 1]], [[2, 2], [3, 3]]]", "", "", "False"],  # ragged groups
+        [cat, "[[[200, 150], [320, 90]]]", "", "[[1, 0]]", "False"],  # same image as row 0
+    ]
+    rows_b = [["@@@", "[[[1, 1]]]", "", "", "False"], [cup, "", "[[50, 50, 500, 390]]", "", "True"]]
+    for name, rows in (("a.csv", rows_a), ("b.csv", rows_b)):
+        with open(folder / name, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(BATCH_HEADER)
+            writer.writerows(rows)
+    (folder / "notes.txt").write_text("not a csv")
+    return folder, rows_a + rows_b
+
+

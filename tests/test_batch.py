@@ -2,50 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import csv
-import io
 import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from PIL import Image
+from conftest import BATCH_HEADER
 
-from conftest import asset
 from sam_demo import EngineConfig, load_engine
 from sam_demo.batch import read_rows, run_job, run_local
 from sam_demo.fetch import FetchPolicy
 from sam_demo.scoring import score
-
-HEADER = ["image", "input_points", "input_boxes", "input_labels", "multimask_output"]
-
-
-def b64(rgb: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-@pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("job")
-    cat, cup = b64(asset("chelsea.png")), b64(asset("coffee.png"))
-    rows_a = [
-        [cat, "", "[[10, 10, 300, 250]]", "", "False"],
-        [cup, "[[[100, 100]], [[300, 200]]]", "", "[[1], [1]]", "True"],
-        [cat, "[[[1, 1]], [[2, 2], [3, 3]]]", "", "", "False"],  # ragged groups
-        [cat, "[[[200, 150], [320, 90]]]", "", "[[1, 0]]", "False"],  # same image as row 0
-    ]
-    rows_b = [["@@@", "[[[1, 1]]]", "", "", "False"], [cup, "", "[[50, 50, 500, 390]]", "", "True"]]
-    for name, rows in (("a.csv", rows_a), ("b.csv", rows_b)):
-        with open(folder / name, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(HEADER)
-            writer.writerows(rows)
-    (folder / "notes.txt").write_text("not a csv")
-    return folder, rows_a + rows_b
 
 
 def run(engine, job_folder, output, **kwargs):
@@ -64,7 +32,7 @@ def test_outputs_one_line_per_row_in_order_with_errors_recorded(engine, job, tmp
     assert lines[4]["error"]["column"] == "image"
     for line, row in zip(lines, rows):
         if "response" in line:  # equal to the real-time endpoint's answer for the same row
-            expected = score({"input_data": {"columns": HEADER, "index": [0], "data": [row]}}, engine)
+            expected = score({"input_data": {"columns": BATCH_HEADER, "index": [0], "data": [row]}}, engine)
             assert line["response"] == expected[0]
     with open(tmp_path / "predictions.csv", newline="") as handle:
         table = list(csv.reader(handle))

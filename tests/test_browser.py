@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from conftest import ASSETS
 from PIL import Image
 
-from conftest import ASSETS
 from sam_demo import SamPredictor
 from sam_demo.endpoint import read_response
 

@@ -10,19 +10,19 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import asset, b64_png
 from PIL import Image
 
-from conftest import asset
 from sam_demo import SamPredictor
-from sam_demo.endpoint import COLUMNS, RequestError, build_request, parse_request, read_response
+from sam_demo.endpoint import (
+    COLUMNS,
+    RequestError,
+    build_request,
+    parse_request,
+    read_response,
+)
 from sam_demo.fetch import FetchPolicy
 from sam_demo.scoring import score
-
-
-def b64_png(rgb: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 @pytest.fixture(scope="module")

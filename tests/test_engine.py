@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import asset
+from PIL import Image
 from reference import mask_iou, reference_predict
+
 from sam_demo import PromptError, SamPredictor
 
 SIZES_WH = {"landscape": (1800, 1200), "portrait": (400, 600), "tiny": (17, 5), "large": (4000, 3000)}

@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 import pytest
+from conftest import asset
 from PIL import Image
 
-from conftest import asset
 from sam_demo import SamPredictor
 from sam_demo.images import ImageTooLargeError, decode_image_bytes, to_rgb_array
 

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import RunningServer, asset, b64_png
 from PIL import Image
 
-from conftest import RunningServer, asset
 from sam_demo import SamPredictor
 from sam_demo.server import ServerConfig, build_app
-
-
-def b64(rgb: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +48,7 @@ def test_health_and_docs(server):
 
 
 def test_seed_sample_verbatim(server, engine, photo):
-    response = httpx.post(f"{server.url}/score", content=SEED.replace("image1", b64(photo)),
+    response = httpx.post(f"{server.url}/score", content=SEED.replace("image1", b64_png(photo)),
                           headers={"Content-Type": "application/json"}, timeout=60)
     assert response.status_code == 200
     (masks,) = notebook_masks(response.text)
@@ -69,8 +62,8 @@ def test_seed_sample_verbatim(server, engine, photo):
 def test_multi_row_multi_box(server, photo, landscape):
     body = {"input_data": {"columns": ["image", "input_points", "input_boxes", "input_labels", "multimask_output"],
                            "index": [0, 1],
-                           "data": [[b64(photo), "", "[[10, 10, 900, 700], [800, 500, 1700, 1300]]", "", True],
-                                    [b64(landscape), "[[[100, 100], [300, 200]]]", "", "[[1, 0]]", False]]}}
+                           "data": [[b64_png(photo), "", "[[10, 10, 900, 700], [800, 500, 1700, 1300]]", "", True],
+                                    [b64_png(landscape), "[[[100, 100], [300, 200]]]", "", "[[1, 0]]", False]]}}
     response = httpx.post(f"{server.url}/score", json=body, timeout=60)
     assert response.status_code == 200
     masks = notebook_masks(response.text)
@@ -97,7 +90,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, body, status,
 
 
 def test_prompt_outside_image_and_body_limit(server, landscape):
-    body = SEED.replace("image1", b64(landscape))  # the box lies outside a 451x300 image
+    body = SEED.replace("image1", b64_png(landscape))  # the box lies outside a 451x300 image
     response = httpx.post(f"{server.url}/score", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["column"] == "input_boxes"
     assert "outside the 451x300 image" in response.json()["error"]
@@ -112,11 +105,11 @@ def test_api_key_and_model_not_loaded(engine):
     from sam_demo.server import add_api_routes
 
     with RunningServer(build_app(engine, ServerConfig(api_key="s3cret"))) as running:
-        body = SEED.replace("image1", b64(asset("chelsea.png")))
+        body = SEED.replace("image1", b64_png(asset("chelsea.png")))
         assert httpx.post(f"{running.url}/score", content=body).status_code == 401
         wrong = httpx.post(f"{running.url}/score", content=body, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and "Bearer" in wrong.json()["error"]
-        ok = httpx.post(f"{running.url}/score", content=SEED.replace("image1", b64(np.zeros((1300, 1100, 3), np.uint8))),
+        ok = httpx.post(f"{running.url}/score", content=SEED.replace("image1", b64_png(np.zeros((1300, 1100, 3), np.uint8))),
                         headers={"Authorization": "Bearer s3cret"}, timeout=60)
         assert ok.status_code == 200
     app = FastAPI()

@@ -9,15 +9,23 @@ import zipfile
 import gradio as gr
 import numpy as np
 import pytest
+from conftest import ASSETS
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from conftest import ASSETS
 from sam_demo import EngineConfig, SamPredictor, load_engine
 from sam_demo.endpoint import read_response
 from sam_demo.scoring import score
 from sam_demo.ui import (
-    build_demo, on_candidate, on_clear, on_image, on_load_saved, on_new_object, on_prompt, on_redo, on_undo,
+    build_demo,
+    on_candidate,
+    on_clear,
+    on_image,
+    on_load_saved,
+    on_new_object,
+    on_prompt,
+    on_redo,
+    on_undo,
     prepare_exports,
 )
 
