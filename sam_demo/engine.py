@@ -147,7 +147,7 @@ class SamEngine:
         return self.cache.stats()
 
     # ---- once per prompt ------------------------------------------------------------------
-    def decode(
+    def decode_low_res(
         self,
         embedding: ImageEmbedding,
         points_xy: np.ndarray | None = None,
@@ -155,14 +155,10 @@ class SamEngine:
         boxes_xyxy: np.ndarray | None = None,
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
-        return_logits: bool = False,
-    ) -> Prediction:
-        """Predict masks for B prompt groups on one embedded image.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder alone: low-res logits (B, C, 256, 256) and IoU (B, C), float32, on the device.
 
-        points_xy: (B, N, 2) float, [x, y] in original pixels; labels: (B, N) int in
-        {1 foreground, 0 background, -1 ignored}, default all 1; boxes_xyxy: (B, 4) in original
-        pixels; mask_input: (1, 256, 256) or (1, 1, 256, 256) low-res logits (B must be 1).
-        Raises PromptError (a ValueError) for malformed or out-of-image prompts.
+        Arguments as in `decode`.
         """
         geometry = embedding.geometry
         points_xy, labels, boxes_xyxy, mask_input = check_prompts(
@@ -183,12 +179,32 @@ class SamEngine:
                 out = self.model(image_embeddings=embedding.features, multimask_output=multimask_output,
                                  input_masks=masks_in, **{k: v for k, v in prompts.items() if v is not None})
                 low_res, iou = out.pred_masks, out.iou_scores
-        low_res = low_res[0].float()  # (B, C, 256, 256)
+        return low_res[0].float(), iou[0].float()
+
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        points_xy: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        boxes_xyxy: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Prediction:
+        """Predict masks for B prompt groups on one embedded image.
+
+        points_xy: (B, N, 2) float, [x, y] in original pixels; labels: (B, N) int in
+        {1 foreground, 0 background, -1 ignored}, default all 1; boxes_xyxy: (B, 4) in original
+        pixels; mask_input: (1, 256, 256) or (1, 1, 256, 256) low-res logits (B must be 1).
+        Raises PromptError (a ValueError) for malformed or out-of-image prompts.
+        """
+        low_res, iou = self.decode_low_res(embedding, points_xy, labels, boxes_xyxy, mask_input, multimask_output)
         groups, count = low_res.shape[:2]
-        masks = masks_from_logits(low_res.reshape(groups * count, LOW_RES_SIDE, LOW_RES_SIDE), geometry, return_logits)
+        flat = low_res.reshape(groups * count, LOW_RES_SIDE, LOW_RES_SIDE)
+        masks = masks_from_logits(flat, embedding.geometry, return_logits)
         return Prediction(
-            masks=masks.reshape(groups, count, *geometry.original_hw),
-            iou_scores=iou[0].float().cpu().numpy(),
+            masks=masks.reshape(groups, count, *embedding.geometry.original_hw),
+            iou_scores=iou.cpu().numpy(),
             low_res_logits=low_res.cpu().numpy(),
         )
 
