@@ -4,7 +4,8 @@
 
 INPUT is one CSV file (header row with the endpoint's five columns, booleans written True/False,
 empty cells for missing prompts) or a folder of them (read in name order). OUTPUT is JSON Lines,
-one line per input row in input order: {"file", "row", "response"} or {"file", "row", "error"}.
+one line per input row in input order: {"file", "row", "response"} or {"file", "row", "error"};
+with --everything, {"file", "row", "everything": {"width", "height", "annotations"}} (COCO RLE).
 
 A bad row is recorded and the run goes on. Re-running with the same OUTPUT resumes: rows already
 written are skipped; a line cut short by a crash is dropped and redone. Repeated images hit the
@@ -22,7 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .endpoint import COLUMNS, RequestError, parse_row
+from .endpoint import COLUMNS, EndpointRow, RequestError, parse_row
+from .everything import EverythingConfig, generate
 from .engine import SamEngine
 from .fetch import FetchPolicy
 from .loading import (
@@ -32,7 +34,7 @@ from .loading import (
     exit_with_message,
     load_engine,
 )
-from .scoring import predict_row
+from .scoring import load_row_image, predict_row
 
 csv.field_size_limit(sys.maxsize)  # base64 images make very long cells
 
@@ -76,13 +78,24 @@ def read_rows(path: Path) -> Iterator[BatchRow]:
                     yield BatchRow(file.name, i, {c: record[c] if record[c] is not None else "" for c in COLUMNS})
 
 
-def run_row(row: BatchRow, engine: SamEngine, policy: FetchPolicy) -> dict:
-    """The output line for one row: its response, or its error (never raises for bad input)."""
+def run_row(row: BatchRow, engine: SamEngine, policy: FetchPolicy, everything: EverythingConfig | None = None) -> dict:
+    """The output line for one row: its response (or "everything" masks), or its error.
+
+    Never raises for bad input. With `everything`, the row's prompts are ignored and the
+    line holds {"width", "height", "annotations": COCO annotations with RLE}.
+    """
     out = {"file": row.file, "row": row.row}
     try:
         if row.values is None:
             raise RequestError(row.problem or "unusable row", row.row)
-        out["response"] = predict_row(parse_row(row.values, row.row), row.row, engine, policy)
+        if everything is not None:
+            image = EndpointRow(row.values["image"].strip(), None, None, None, False)
+            rgb = load_row_image(image, row.row, engine, policy)
+            masks = generate(engine, rgb, everything)
+            out["everything"] = {"width": rgb.shape[1], "height": rgb.shape[0],
+                                 "annotations": [m.to_coco(i + 1) for i, m in enumerate(masks)]}
+        else:
+            out["response"] = predict_row(parse_row(row.values, row.row), row.row, engine, policy)
     except RequestError as exc:
         out["error"] = exc.to_json()
     except Exception as exc:  # a broken row must not stop the job
@@ -117,13 +130,17 @@ def write_predictions_csv(output: Path, target: Path) -> None:
         writer = csv.writer(sink)
         for line in source:
             record = json.loads(line)
-            result = {"response": record["response"]["response"]} if "response" in record else {"error": record["error"]}
+            result = {k: record[k] for k in ("response", "everything", "error") if k in record}
+            if "response" in result:
+                result["response"] = result["response"]["response"]
             writer.writerow([record["file"], record["row"], json.dumps(result)])
 
 
-def run_local(rows: list[BatchRow], engine: SamEngine, policy: FetchPolicy) -> Iterator[dict]:
+def run_local(
+    rows: list[BatchRow], engine: SamEngine, policy: FetchPolicy, everything: EverythingConfig | None = None
+) -> Iterator[dict]:
     for row in rows:
-        yield run_row(row, engine, policy)
+        yield run_row(row, engine, policy, everything)
 
 
 def run_job(input_path: Path, output: Path, results_for, predictions_csv: Path | None = None, progress: bool = True) -> dict:
@@ -161,17 +178,21 @@ def main(argv: list[str] | None = None) -> None:
                         help="local: this process; ray: a Ray Data actor pool (pip install -r requirements-ray.txt)")
     parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
     parser.add_argument("--workers", type=int, default=None, help="Ray actors, one model each (default: one per GPU, or 1)")
+    parser.add_argument("--everything", action="store_true",
+                        help="segment everything in each row's image (prompts ignored); lines hold COCO RLE annotations")
+    parser.add_argument("--points-per-side", type=int, default=32, help="with --everything: grid size (default 32)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     config = EngineConfig(model=args.model, device=args.device, dtype=args.dtype)
     policy = FetchPolicy(allow_private=args.allow_private_urls)
     try:
         input_files(args.input)
+        everything = EverythingConfig(points_per_side=args.points_per_side) if args.everything else None
         if args.engine == "ray":
-            results_for = _ray_runner(config, policy, args.workers, args.ray_address)
+            results_for = _ray_runner(config, policy, args.workers, args.ray_address, everything)
         else:
             engine = load_engine(config)
-            results_for = lambda rows: run_local(rows, engine, policy)  # noqa: E731
+            results_for = lambda rows: run_local(rows, engine, policy, everything)  # noqa: E731
     except (ModelLoadError, ValueError) as exc:
         exit_with_message(exc)
     try:
@@ -183,14 +204,15 @@ def main(argv: list[str] | None = None) -> None:
           f"to {args.output}")
 
 
-def _ray_runner(config: EngineConfig, policy: FetchPolicy, workers: int | None, address: str | None):
+def _ray_runner(config: EngineConfig, policy: FetchPolicy, workers: int | None, address: str | None,
+                everything: EverythingConfig | None):
     try:
         import ray  # noqa: F401
     except ImportError as exc:
         raise ValueError(f"--engine ray needs Ray: pip install -r requirements-ray.txt ({exc})") from None
     from .batch_ray import run_ray
 
-    return lambda rows: run_ray(rows, config, policy, workers, address)
+    return lambda rows: run_ray(rows, config, policy, workers, address, everything=everything)
 
 
 if __name__ == "__main__":

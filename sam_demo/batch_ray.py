@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 
 from .batch import BatchRow, run_row
+from .everything import EverythingConfig
 from .fetch import FetchPolicy
 from .loading import EngineConfig
 
@@ -20,7 +21,7 @@ from .loading import EngineConfig
 class SamWorker:
     """A Ray Data actor: loads the engine once, then answers rows (batch_size 1)."""
 
-    def __init__(self, config: EngineConfig, policy: FetchPolicy, threads: int):
+    def __init__(self, config: EngineConfig, policy: FetchPolicy, threads: int, everything: EverythingConfig | None):
         import torch
 
         from .loading import load_engine
@@ -29,12 +30,13 @@ class SamWorker:
         torch.set_num_threads(threads)
         self.engine = load_engine(config)
         self.policy = policy
+        self.everything = everything
 
     def __call__(self, batch: dict) -> dict:
         records = []
         for item in batch["item"]:
             row = BatchRow(**json.loads(item))
-            records.append(json.dumps(run_row(row, self.engine, self.policy)))
+            records.append(json.dumps(run_row(row, self.engine, self.policy, self.everything)))
         return {"record": records}
 
 
@@ -45,6 +47,7 @@ def run_ray(
     workers: int | None = None,
     address: str | None = None,
     threads: int | None = None,
+    everything: EverythingConfig | None = None,
 ) -> Iterator[dict]:
     """Yield one output dict per row, in input order, computed by a pool of SAM actors.
 
@@ -67,7 +70,8 @@ def run_ray(
     items = [{"item": json.dumps({"file": r.file, "row": r.row, "values": r.values, "problem": r.problem})} for r in rows]
     dataset = ray.data.from_items(items).map_batches(
         SamWorker,
-        fn_constructor_kwargs={"config": config, "policy": policy, "threads": threads or torch.get_num_threads()},
+        fn_constructor_kwargs={"config": config, "policy": policy, "threads": threads or torch.get_num_threads(),
+                               "everything": everything},
         batch_size=1,
         concurrency=workers,
         num_gpus=1 if gpus else 0,

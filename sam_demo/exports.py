@@ -17,7 +17,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from .endpoint import build_request, read_response, response_row
-from .session import Session
+from .session import FixedMask, Session
 
 
 def endpoint_export(session: Session) -> dict:
@@ -38,8 +38,8 @@ def endpoint_export(session: Session) -> dict:
 
 
 def _shown_masks(session: Session) -> list[tuple[np.ndarray, float, dict | None]]:
-    """(mask, predicted IoU, prompts or None) for every shown object, imported ones first."""
-    out = [(mask, score, None) for mask, score in session.imported]
+    """(mask, predicted IoU, prompts or None) for every shown object, fixed masks first."""
+    out = [(fixed.mask, fixed.score, None) for fixed in session.fixed_masks()]
     for _, result in session.finished_results():
         cols = result.prompts.endpoint_columns()
         out.append((result.mask, result.score, {k: cols[k] for k in ("input_points", "input_labels", "input_boxes")}))
@@ -87,7 +87,7 @@ def coco_export(session: Session) -> dict:
     }
 
 
-def masks_from_saved(data: bytes, image_hw: tuple[int, int]) -> list[tuple[np.ndarray, float]]:
+def masks_from_saved(data: bytes, image_hw: tuple[int, int]) -> list[FixedMask]:
     """Masks shown in a saved JSON: our export, or a bare response in either spelling.
 
     For our export only the masks on screen (`shown`) are taken; for a bare response, the
@@ -104,16 +104,16 @@ def masks_from_saved(data: bytes, image_hw: tuple[int, int]) -> list[tuple[np.nd
     if shown:
         for entry in shown:
             decoded = rows[entry["row"]][entry["prediction"]][entry["mask"]]
-            masks.append((decoded.mask, decoded.iou_score))
+            masks.append(FixedMask(decoded.mask, decoded.iou_score, "Loaded mask"))
     else:
         for row in rows:
             for prediction in row:
                 best = max(prediction, key=lambda m: m.iou_score)
-                masks.append((best.mask, best.iou_score))
-    for mask, _ in masks:
-        if mask.shape != tuple(image_hw):
+                masks.append(FixedMask(best.mask, best.iou_score, "Loaded mask"))
+    for fixed in masks:
+        if fixed.mask.shape != tuple(image_hw):
             raise ValueError(
-                f"the saved masks are {mask.shape[1]}x{mask.shape[0]} but the image is {image_hw[1]}x{image_hw[0]}; "
+                f"the saved masks are {fixed.mask.shape[1]}x{fixed.mask.shape[0]} but the image is {image_hw[1]}x{image_hw[0]}; "
                 "upload the image the masks were made for"
             )
     return masks

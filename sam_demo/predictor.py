@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 
 from .engine import ImageEmbedding, SamEngine
+from .everything import AutoMask, EverythingConfig, generate
+from .images import to_rgb_array
 from .loading import EngineConfig, load_engine
 
 
@@ -22,16 +24,25 @@ class SamPredictor:
     def __init__(self, engine: SamEngine):
         self.engine = engine
         self._embedding: ImageEmbedding | None = None
+        self._image: np.ndarray | None = None
 
     def set_image(self, image: np.ndarray | Image.Image) -> None:
         """Embed an (H, W, 3) uint8 RGB array or a PIL image (any mode; EXIF orientation applied).
 
         Images seen before (same pixels) come from the engine's cache without running the encoder.
         """
-        self._embedding = self.engine.embed(image)
+        self._image = to_rgb_array(image, self.engine.max_pixels)
+        self._embedding = self.engine.embed(self._image)
 
     def reset_image(self) -> None:
-        self._embedding = None
+        self._embedding = self._image = None
+
+    @property
+    def image(self) -> np.ndarray:
+        """The current image, (H, W, 3) uint8 RGB."""
+        if self._image is None:
+            raise RuntimeError("no image is set; call set_image(image) first")
+        return self._image
 
     @property
     def is_image_set(self) -> bool:
@@ -69,6 +80,11 @@ class SamPredictor:
         boxes = None if box is None else np.asarray(box, dtype=np.float64).reshape(1, -1)
         pred = self.engine.decode(self.embedding, points, labels, boxes, mask_input, multimask_output, return_logits)
         return pred.masks[0], pred.iou_scores[0], pred.low_res_logits[0]
+
+    def segment_everything(self, config: EverythingConfig = EverythingConfig()) -> list[AutoMask]:
+        """Every mask SAM finds in the current image (Meta's automatic mask generator defaults),
+        from the cached embedding; largest first. See `sam_demo.everything`."""
+        return generate(self.engine, self.image, config)
 
     def predict_batch(
         self,

@@ -63,8 +63,9 @@ def overlay_uri(session: Session) -> str:
 
     The active object is drawn last (on top) with a thicker outline. Empty string if no mask.
     """
-    layers = [(mask, score, i, False) for i, (mask, score) in enumerate(session.imported)]
-    base = len(session.imported)
+    fixed = session.fixed_masks()
+    layers = [(f.mask, f.score, i, False) for i, f in enumerate(fixed)]
+    base = len(fixed)
     active = len(session.objects) - 1
     layers += [(r.mask, r.score, base + i, i == active) for i, r in session.finished_results()]
     if not layers:
@@ -89,15 +90,16 @@ def markers_json(session: Session | None) -> str:
     """
     if session is None:
         return json.dumps({"token": "", "consumed": 0, "w": 1, "h": 1, "points": [], "boxes": [], "tags": []})
-    base = len(session.imported)
+    fixed = session.fixed_masks()
+    base = len(fixed)
     points, boxes, tags = [], [], []
     for i, prompts in enumerate(session.objects):
         color = hex_color(base + i)
         points += [[x, y, label, color] for x, y, label in prompts.points]
         if prompts.box_xyxy:
             boxes.append([*prompts.box_xyxy, color])
-    for i, (mask, score) in enumerate(session.imported):
-        tags += _tag(mask, f"#{i + 1} IoU {score:.2f}", hex_color(i))
+    for i, f in enumerate(fixed):
+        tags += _tag(f.mask, f"#{i + 1} IoU {f.score:.2f}", hex_color(i))
     for i, result in session.finished_results():
         tags += _tag(result.mask, f"#{base + i + 1} IoU {result.score:.2f}", hex_color(base + i))
     h, w = session.rgb.shape[:2]

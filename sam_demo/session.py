@@ -68,6 +68,15 @@ class ObjectResult:
         return float(self.scores[self.chosen])
 
 
+@dataclass(frozen=True)
+class FixedMask:
+    """A mask shown without prompts to edit: loaded from a saved JSON, or from "segment everything"."""
+
+    mask: np.ndarray  # (H, W) bool
+    score: float  # predicted IoU
+    label: str
+
+
 @dataclass
 class Session:
     """Per-user state. `objects[-1]` is the one being edited; earlier ones are kept as they are.
@@ -75,6 +84,7 @@ class Session:
     image_bytes: the uploaded file as sent (exported as the request's base64 image).
     rgb: (H, W, 3) uint8, EXIF orientation applied. token: changes with every new image.
     imported: masks loaded from a saved response, shown but not editable.
+    auto_masks / auto_keep: "segment everything" results and the indices the user keeps.
     """
 
     image_bytes: bytes
@@ -84,7 +94,9 @@ class Session:
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     objects: list[ObjectPrompts] = field(default_factory=lambda: [ObjectPrompts()])
     results: dict[int, ObjectResult] = field(default_factory=dict)
-    imported: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    imported: list[FixedMask] = field(default_factory=list)
+    auto_masks: list[FixedMask] = field(default_factory=list)
+    auto_keep: tuple[int, ...] = ()
     undo_stack: list[list[ObjectPrompts]] = field(default_factory=list)
     redo_stack: list[list[ObjectPrompts]] = field(default_factory=list)
     consumed_events: int = 0
@@ -99,6 +111,7 @@ class Session:
             objects=list(self.objects),
             results=dict(self.results),
             imported=list(self.imported),
+            auto_masks=list(self.auto_masks),
             undo_stack=list(self.undo_stack),
             redo_stack=list(self.redo_stack),
         )
@@ -182,6 +195,10 @@ class Session:
         for i in [k for k in self.results if k >= len(self.objects)]:
             del self.results[i]
         return decoded
+
+    def fixed_masks(self) -> list[FixedMask]:
+        """Loaded masks, then the kept "segment everything" masks, in display order."""
+        return self.imported + [self.auto_masks[i] for i in self.auto_keep]
 
     def finished_results(self) -> list[tuple[int, ObjectResult]]:
         """(object index, result) for every object with a prompt, in order."""

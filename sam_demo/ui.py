@@ -20,7 +20,8 @@ from .engine import SamEngine
 from .exports import coco_export, endpoint_export, masks_from_saved, masks_zip
 from .images import decode_image_bytes, to_rgb_array
 from .render import display_image_uri, hex_color, markers_json, overlay_uri
-from .session import Session
+from .everything import EverythingConfig, generate
+from .session import FixedMask, Session
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -59,9 +60,10 @@ def _legend(session: Session | None) -> str:
     if session is None:
         return ""
     items = []
-    for i, (_, score) in enumerate(session.imported):
-        items.append((hex_color(i), f"Loaded mask {i + 1}", f"IoU {score:.3f}"))
-    base = len(session.imported)
+    fixed = session.fixed_masks()
+    for i, f in enumerate(fixed):
+        items.append((hex_color(i), f"{f.label} {i + 1}", f"IoU {f.score:.3f}"))
+    base = len(fixed)
     active = len(session.objects) - 1
     for i, prompts in enumerate(session.objects):
         result = session.results.get(i)
@@ -81,8 +83,15 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' * (count != 1)}"
 
 
+def _auto_update(session: Session | None):
+    if session is None or not session.auto_masks:
+        return gr.update(visible=False, choices=[], value=[])
+    choices = [(f"#{i + 1} · IoU {m.score:.2f} · {int(m.mask.sum()):,} px", i) for i, m in enumerate(session.auto_masks)]
+    return gr.update(visible=True, choices=choices, value=list(session.auto_keep))
+
+
 def _view(session: Session | None, status: str, new_image: bool = False) -> tuple:
-    """Outputs shared by every handler: state, prompter, status, candidates, legend."""
+    """Outputs shared by every handler: state, prompter, status, candidates, legend, kept auto masks."""
     if session is None:
         prompter = gr.update(image_url="", overlay_url="", markers=markers_json(None))
     else:
@@ -90,7 +99,7 @@ def _view(session: Session | None, status: str, new_image: bool = False) -> tupl
         if new_image:
             props["image_url"] = display_image_uri(session.rgb)
         prompter = gr.update(**props)
-    return session, prompter, status, _candidates_update(session), _legend(session)
+    return session, prompter, status, _candidates_update(session), _legend(session), _auto_update(session)
 
 
 def _require(session: Session | None) -> Session:
@@ -159,7 +168,7 @@ def _decode_and_view(engine: SamEngine, session: Session) -> tuple:
     decoded = _run(session.update, engine)
     ms = (time.perf_counter() - start) * 1000
     result = session.results.get(len(session.objects) - 1)
-    index = len(session.imported) + len(session.objects)
+    index = len(session.fixed_masks()) + len(session.objects)
     if result is None:
         status = f"Object {index}: click on the image or drag a box."
     else:
@@ -205,6 +214,30 @@ def on_new_object(engine: SamEngine, session: Session | None) -> tuple:
     return _decode_and_view(engine, session)
 
 
+def on_everything(engine: SamEngine, session: Session | None, progress=gr.Progress()) -> tuple:
+    """Segment everything on the current image (Meta's defaults) from its cached embedding."""
+    session = _require(session).fork()
+    start = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        progress(done / total, desc=f"Segment everything: {done}/{total} batches of points")
+
+    masks = _run(generate, engine, session.rgb, EverythingConfig(), report)
+    session.auto_masks = [FixedMask(m.segmentation, m.predicted_iou, "Auto mask") for m in masks]
+    session.auto_keep = tuple(range(len(masks)))
+    seconds = time.perf_counter() - start
+    if not masks:
+        return _view(session, f"Segment everything found no mask ({seconds:.1f} s).")
+    return _view(session, f"Segment everything: {_plural(len(masks), 'mask')} in {seconds:.1f} s. "
+                          "Untick the ones to drop in the list beside the image.")
+
+
+def on_auto_keep(keep: list[int] | None, session: Session | None) -> tuple:
+    session = _require(session).fork()
+    session.auto_keep = tuple(sorted(int(i) for i in keep or []))
+    return _view(session, f"Keeping {len(session.auto_keep)} of {_plural(len(session.auto_masks), 'automatic mask')}.")
+
+
 def prepare_exports(session: Session | None) -> tuple:
     """Write the three downloads for the current state; the buttons download them on click.
 
@@ -212,7 +245,7 @@ def prepare_exports(session: Session | None) -> tuple:
     to one folder per session and are overwritten; Gradio serves copies from its cache.
     """
     results = [] if session is None else session.finished_results()
-    if session is None or not (results or session.imported):
+    if session is None or not (results or session.fixed_masks()):
         off = gr.update(value=None, interactive=False)
         return off, off, off, "Nothing to export yet."
     folder = Path(tempfile.gettempdir()) / f"sam-demo-{session.token}"
@@ -234,7 +267,7 @@ def prepare_exports(session: Session | None) -> tuple:
         gr.update(value=str(endpoint) if endpoint else None, interactive=endpoint is not None),
         gr.update(value=str(paths[".masks.zip"]), interactive=True),
         gr.update(value=str(paths[".coco.json"]), interactive=True),
-        f"Exports ready: {_plural(len(results) + len(session.imported), 'object')}, {_plural(prompts, 'prompt')}.",
+        f"Exports ready: {_plural(len(results) + len(session.fixed_masks()), 'object')}, {_plural(prompts, 'prompt')}.",
     )
 
 
@@ -280,6 +313,8 @@ def build_demo(engine: SamEngine) -> gr.Blocks:
                     redo = gr.Button("↷ Redo", size="sm", elem_id="redo", min_width=60)
                     clear = gr.Button("Clear", size="sm", elem_id="clear", min_width=60)
                 new_object = gr.Button("+ New object", variant="primary", elem_id="new-object")
+                everything = gr.Button("Segment everything", elem_id="segment-everything")
+                auto_keep = gr.CheckboxGroup(label="Automatic masks (untick to drop)", visible=False, elem_id="auto-masks")
                 candidates = gr.Radio(label="Candidate masks for a single click", visible=False, elem_id="candidates")
                 legend = gr.HTML(elem_id="legend")
                 with gr.Accordion("Export and import", open=True):
@@ -289,7 +324,7 @@ def build_demo(engine: SamEngine) -> gr.Blocks:
                     download_zip = gr.DownloadButton("PNG masks (zip)", elem_id="download-zip", size="sm", interactive=False)
                     download_coco = gr.DownloadButton("COCO JSON (RLE)", elem_id="download-coco", size="sm", interactive=False)
                     load_saved = gr.UploadButton("Load saved JSON", file_types=[".json"], size="sm", elem_id="load-json")
-        outputs = [state, prompter, status, candidates, legend]
+        outputs = [state, prompter, status, candidates, legend, auto_keep]
         model_event = dict(outputs=outputs, concurrency_id=MODEL_CALLS, concurrency_limit=1)
         exports = dict(fn=prepare_exports, inputs=state, outputs=[download_json, download_zip, download_coco, export_status],
                        show_progress="hidden")
@@ -301,5 +336,7 @@ def build_demo(engine: SamEngine) -> gr.Blocks:
                          **model_event).then(**exports)
         for button, handler in ((undo, on_undo), (redo, on_redo), (clear, on_clear), (new_object, on_new_object)):
             button.click(bind(handler, engine), inputs=state, **model_event).then(**exports)
+        everything.click(bind(on_everything, engine), inputs=state, show_progress="full", **model_event).then(**exports)
+        auto_keep.input(on_auto_keep, inputs=[auto_keep, state], outputs=outputs, show_progress="hidden").then(**exports)
         load_saved.upload(on_load_saved, inputs=[load_saved, state], outputs=outputs).then(**exports)
     return demo

@@ -94,3 +94,19 @@ def test_command_line(checkpoint, job, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "sam_demo.batch", "--model", str(tmp_path / "nope"),
                               str(folder), str(output)], capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_everything_mode(engine, job, tmp_path):
+    from sam_demo.everything import EverythingConfig
+
+    folder, _ = job
+    output = tmp_path / "everything.jsonl"
+    config = EverythingConfig(points_per_side=4, pred_iou_thresh=0.3, stability_score_thresh=0.2)
+    run_job(folder, output, lambda rows: run_local(rows, engine, FetchPolicy(), config), progress=False,
+            predictions_csv=tmp_path / "predictions.csv")
+    lines = [json.loads(x) for x in output.read_text().splitlines()]
+    assert len(lines) == 6 and "error" in lines[4]  # the row with a broken image
+    first = lines[0]["everything"]
+    assert (first["width"], first["height"]) == (451, 300) and first["annotations"]
+    assert {"segmentation", "bbox", "area", "predicted_iou", "stability_score"} <= set(first["annotations"][0])
+    assert "everything" in json.loads(next(csv.reader(open(tmp_path / "predictions.csv")))[2])

@@ -15,6 +15,7 @@ from pycocotools import mask as mask_utils
 
 from conftest import ASSETS, asset
 from reference import mask_iou
+from sam_demo import SamPredictor
 from sam_demo.everything import EverythingConfig, generate, nms, remove_small_regions
 
 PIPELINE_PYTHON = os.environ.get("SAM_PIPELINE_PYTHON")
@@ -57,12 +58,12 @@ def test_matches_transformers_pipeline(engine, checkpoint, tmp_path, nms_thresh)
 
 
 def test_uses_the_cached_embedding(engine, monkeypatch):
-    image = asset("coffee.png")
-    engine.embed(image)
+    predictor = SamPredictor(engine)
+    predictor.set_image(asset("coffee.png"))
     calls = []
     original = engine.model.get_image_embeddings
     monkeypatch.setattr(engine.model, "get_image_embeddings", lambda pv: calls.append(1) or original(pv))
-    masks = generate(engine, image, EverythingConfig(points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0))
+    masks = predictor.segment_everything(EverythingConfig(points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0))
     assert calls == [] and len(masks) >= 1
 
 

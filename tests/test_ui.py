@@ -17,9 +17,12 @@ from sam_demo import EngineConfig, SamPredictor, load_engine
 from sam_demo.endpoint import read_response
 from sam_demo.scoring import score
 from sam_demo.ui import (
+    _legend,
     build_demo,
+    on_auto_keep,
     on_candidate,
     on_clear,
+    on_everything,
     on_image,
     on_load_saved,
     on_new_object,
@@ -46,12 +49,12 @@ def box(x0, y0, x1, y1):
 
 @pytest.fixture()
 def uploaded(engine):
-    session, prompter, status, candidates, legend = on_image(engine, CAT)
+    session, prompter, status, candidates, legend, _ = on_image(engine, CAT)
     return session
 
 
 def test_upload_encodes_at_once_and_shows_the_image(engine):
-    session, prompter, status, candidates, legend = on_image(engine, CAT)
+    session, prompter, status, candidates, legend, _ = on_image(engine, CAT)
     assert session.rgb.shape == (300, 451, 3) and session.embedding.geometry.original_hw == (300, 451)
     assert "451×300" in status and "encoded" in status
     assert prompter["image_url"].startswith("data:image/jpeg;base64,")
@@ -64,7 +67,7 @@ def test_click_box_undo_new_object_match_predictor(engine, uploaded):
     predictor = SamPredictor(engine)
     predictor.set_image(np.asarray(Image.open(CAT).convert("RGB")))
 
-    session, prompter, status, candidates, legend = on_prompt(engine, events(uploaded, point(200, 150)), uploaded)
+    session, prompter, status, candidates, legend, _ = on_prompt(engine, events(uploaded, point(200, 150)), uploaded)
     assert "IoU" in status and candidates["visible"] and len(candidates["choices"]) == 3
     masks, scores, _ = predictor.predict(np.array([[200, 150]]), np.array([1]))
     result = session.results[0]
@@ -76,7 +79,7 @@ def test_click_box_undo_new_object_match_predictor(engine, uploaded):
 
     # Negative click and a box arrive together (as after rapid input): both are applied, one decode.
     value = events(session, point(200, 150), point(320, 90, 0), box(40, 30, 400, 280))
-    session, _, status, candidates, legend = on_prompt(engine, value, session)
+    session, _, status, candidates, legend, _ = on_prompt(engine, value, session)
     assert session.consumed_events == 3 and not candidates["visible"]
     masks2, scores2, _ = predictor.predict(np.array([[200, 150], [320, 90]]), np.array([1, 0]),
                                            box=np.array([40, 30, 400, 280]), multimask_output=False)
@@ -88,7 +91,7 @@ def test_click_box_undo_new_object_match_predictor(engine, uploaded):
     assert session.objects[0].box_xyxy == (40.0, 30.0, 400.0, 280.0)
 
     session = on_new_object(engine, session)[0]
-    session, _, _, _, legend = on_prompt(engine, events(session, point(1, 1), point(1, 1), point(1, 1), point(100, 250)), session)
+    session, _, _, _, legend, _ = on_prompt(engine, events(session, point(1, 1), point(1, 1), point(1, 1), point(100, 250)), session)
     assert len(session.objects) == 2 and session.objects[1].points == ((100.0, 250.0, 1),)
     assert "Object 1" in legend and "Object 2 (editing)" in legend
     assert np.array_equal(session.results[0].mask, masks2[0]), "the finished object keeps its mask"
@@ -163,9 +166,9 @@ def test_exports_replay_and_reload(engine, uploaded):
     assert coco["images"][0]["width"] == 451
 
     fresh = on_image(engine, CAT)[0]
-    loaded, _, status, _, legend = on_load_saved(json_update["value"], fresh)
+    loaded, _, status, _, legend, _ = on_load_saved(json_update["value"], fresh)
     assert "Loaded 2 masks" in status and len(loaded.imported) == 2
-    assert np.array_equal(loaded.imported[0][0], shown[0]) and "Loaded mask 1" in legend
+    assert np.array_equal(loaded.imported[0].mask, shown[0]) and "Loaded mask 1" in legend
 
 
 def test_loading_masks_for_another_image_is_refused(engine, uploaded, tmp_path):
@@ -185,3 +188,23 @@ def test_build_demo_and_random_weights_banner(engine):
     config = demo.get_config_file()
     ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
     assert {"image-input", "prompter", "download-json", "status", "random-weights-warning"} <= ids
+
+
+def test_segment_everything_keep_and_drop(engine, uploaded, monkeypatch):
+    import sam_demo.ui as ui
+    from sam_demo.everything import EverythingConfig
+
+    # The random test model needs lower thresholds than Meta's defaults to produce masks.
+    monkeypatch.setattr(ui, "EverythingConfig", lambda: EverythingConfig(points_per_side=6, pred_iou_thresh=0.5,
+                                                                        stability_score_thresh=0.3, box_nms_thresh=1.0))
+    session, _, status, _, legend, auto = on_everything(engine, uploaded)
+    count = len(session.auto_masks)
+    assert count >= 3 and auto["visible"] and auto["value"] == list(range(count)) and "Segment everything" in status
+    session, *_ = on_auto_keep([0, 2], session)
+    assert [f.mask is session.auto_masks[i].mask for i, f in zip((0, 2), session.fixed_masks())] == [True, True]
+    json_update, zip_update, coco_update, export_status = prepare_exports(session)
+    assert "2 objects, 0 prompts" in export_status and json_update["value"] is None  # no prompts: no endpoint rows
+    with zipfile.ZipFile(zip_update["value"]) as archive:
+        assert len(archive.namelist()) == 2
+    session = on_prompt(engine, events(session, point(200, 150)), session)[0]
+    assert "Auto mask 1" in _legend(session) and "Object 3 (editing)" in _legend(session)
