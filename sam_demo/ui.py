@@ -25,7 +25,8 @@ from .session import FixedMask, Session
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-MODEL_CALLS = "sam-model"  # the shared concurrency_id of every event that runs the model
+MODEL_CALLS = "sam-model"  # the shared concurrency_id of every interactive event that runs the model
+EVERYTHING_CALLS = "sam-everything"  # "segment everything" jobs (seconds to minutes on a CPU)
 
 
 class Prompter(gr.HTML):
@@ -336,7 +337,9 @@ def build_demo(engine: SamEngine) -> gr.Blocks:
                          **model_event).then(**exports)
         for button, handler in ((undo, on_undo), (redo, on_redo), (clear, on_clear), (new_object, on_new_object)):
             button.click(bind(handler, engine), inputs=state, **model_event).then(**exports)
-        everything.click(bind(on_everything, engine), inputs=state, show_progress="full", **model_event).then(**exports)
+        # A long job of its own queue, so other users' clicks are not held behind it.
+        everything.click(bind(on_everything, engine), inputs=state, outputs=outputs, show_progress="full",
+                         concurrency_id=EVERYTHING_CALLS, concurrency_limit=1).then(**exports)
         auto_keep.input(on_auto_keep, inputs=[auto_keep, state], outputs=outputs, show_progress="hidden").then(**exports)
         load_saved.upload(on_load_saved, inputs=[load_saved, state], outputs=outputs).then(**exports)
     return demo

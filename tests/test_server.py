@@ -117,3 +117,15 @@ def test_api_key_and_model_not_loaded(engine):
     with RunningServer(app) as running:
         response = httpx.post(f"{running.url}/score", content=SEED)
         assert response.status_code == 503 and response.headers["retry-after"]
+
+
+def test_app_exits_with_a_clear_message_when_the_model_cannot_load(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "app.py", "--model", str(tmp_path / "missing")], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr and "save_pretrained" in done.stderr and "Traceback" not in done.stderr

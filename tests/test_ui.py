@@ -208,3 +208,15 @@ def test_segment_everything_keep_and_drop(engine, uploaded, monkeypatch):
         assert len(archive.namelist()) == 2
     session = on_prompt(engine, events(session, point(200, 150)), session)[0]
     assert "Auto mask 1" in _legend(session) and "Object 3 (editing)" in _legend(session)
+
+
+def test_load_bare_response_in_model_card_spelling(engine, uploaded, tmp_path):
+    session = on_prompt(engine, events(uploaded, point(200, 150)), uploaded)[0]
+    export = json.loads(open(prepare_exports(session)[0]["value"]).read())
+    card = [{"predictions": [{"mask_per_prediction": p["masks_per_prediction"]} for p in row["response"]["predictions"]]}
+            for row in export["response"]]
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(card))
+    loaded = on_load_saved(str(path), on_image(engine, CAT)[0])[0]
+    best = int(np.argmax(session.results[0].scores))  # a bare response: the best mask of each prediction
+    assert len(loaded.imported) == 1 and np.array_equal(loaded.imported[0].mask, session.results[0].masks[best])

@@ -11,7 +11,7 @@ root.innerHTML = `
     <span class="sd-hint">Click: add · Right-click / Shift+click: subtract · Drag: box</span>
   </div>
   <div class="sd-stage">
-    <div class="sd-empty">Click here to upload an image, or paste, drop or pick an example beside/below</div>
+    <div class="sd-empty">Click here to upload an image, or paste, drop, or pick an example photo</div>
     <img class="sd-base" alt="image to segment" draggable="false">
     <img class="sd-overlay" alt="" draggable="false">
     <svg class="sd-marks" xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none"></svg>
