@@ -6,12 +6,15 @@ and in the first two-way attention layer the image-side projections (keys and va
 token-to-image attention, queries of the image-to-token attention) over 4096 tokens.
 `ImageDecoderCache` computes those once; `CachedDecoder.decode` runs the rest with the model's
 own modules and attention function in the same order, so fp32 results equal `SamModel`'s.
+With a lower `dtype` (bf16 on CPUs that compute it natively) the mask decoder runs on a copy of
+its weights in that dtype; the prompt encoder stays fp32, since bf16 would move points by pixels.
 
 Shapes follow transformers: tokens (1, B, T, 256) for B prompt groups; image tokens (B, 1, 4096, 256).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -34,25 +37,40 @@ class ImageDecoderCache:
 
 
 class CachedDecoder:
-    """Decode prompts against an `ImageDecoderCache` with a transformers `SamModel`'s weights."""
+    """Decode prompts against an `ImageDecoderCache` with a transformers `SamModel`'s weights.
 
-    def __init__(self, model):
+    dtype: the mask decoder's compute dtype (default: the model's).
+    """
+
+    def __init__(self, model, dtype: torch.dtype | None = None):
         self.model = model
+        self.dtype = dtype or model.mask_decoder.iou_token.weight.dtype
         self.mask_decoder = model.mask_decoder
-        self.transformer = model.mask_decoder.transformer
+        if self.dtype != self.mask_decoder.iou_token.weight.dtype:
+            self.mask_decoder = copy.deepcopy(model.mask_decoder).to(self.dtype)
+        self.transformer = self.mask_decoder.transformer
         self._attention = ALL_ATTENTION_FUNCTIONS.get_interface(
             model.mask_decoder.config._attn_implementation, eager_attention_forward
         )
         with torch.inference_mode():
             pe = model.get_image_wide_positional_embeddings()  # (1, 256, 64, 64), the same for every image
-        self.pe_tokens = pe.flatten(2).transpose(1, 2).unsqueeze(1)  # (1, 1, 4096, 256)
+            no_mask = model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        self.pe_tokens = pe.flatten(2).transpose(1, 2).unsqueeze(1).to(self.dtype)  # (1, 1, 4096, 256)
+        self.no_mask = no_mask.to(self.dtype)
         self.embedding_hw = pe.shape[-2:]
+
+    @torch.inference_mode()
+    def prompt_embeddings(self, points=None, labels=None, boxes=None) -> torch.Tensor:
+        """Sparse prompt embeddings (1, B, T, 256) in the decoder's dtype, from model-frame prompts."""
+        sparse, _ = self.model.prompt_encoder(input_points=points, input_labels=labels, input_boxes=boxes,
+                                              input_masks=None)
+        return sparse.to(self.dtype)
 
     @torch.inference_mode()
     def prepare(self, features: torch.Tensor) -> ImageDecoderCache:
         """features: (1, 256, 64, 64) image embedding -> the per-image decoder cache."""
-        no_mask = self.model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, *self.embedding_hw)
-        keys = (features + no_mask).flatten(2).transpose(1, 2).unsqueeze(1)
+        no_mask = self.no_mask.expand(1, -1, *self.embedding_hw)
+        keys = (features.to(self.dtype) + no_mask).flatten(2).transpose(1, 2).unsqueeze(1)
         first = self.transformer.layers[0]
         keys_pe = keys + self.pe_tokens
         return ImageDecoderCache(
@@ -141,4 +159,4 @@ class CachedDecoder:
         masks = (hyper_in @ upscaled).reshape(1, groups, -1, up_h, up_w)
         iou_pred = dec.iou_prediction_head(iou_token_out)
         selected = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, :, selected], iou_pred[:, :, selected]
+        return masks[:, :, selected].float(), iou_pred[:, :, selected].float()

@@ -113,7 +113,11 @@ class SamEngine:
         self.weights_dtype = next(model.parameters()).dtype
         self.max_pixels = max_pixels
         self.cache: ByteLRUCache[ImageEmbedding] = ByteLRUCache(cache_bytes, lambda e: e.nbytes)
-        self.decoder = CachedDecoder(model)
+        # On CPU the weights stay fp32: a lower compute dtype gets the decoder its own bf16 copy.
+        self.decoder = CachedDecoder(model, compute_dtype)
+        # float32 is the exact mode: masks bit-equal to the transformers recipe. Otherwise the
+        # faster OpenCV resize is used too (it moves only pixels whose logit is ~0).
+        self.exact = compute_dtype == torch.float32
         self._encode_lock = threading.Lock()
         # float64 prompts match SamProcessor exactly; MPS has no float64.
         self._coord_dtype = torch.float32 if self.device.type == "mps" else torch.float64
@@ -172,7 +176,8 @@ class SamEngine:
             prompts["input_boxes"] = self._tensor(geometry.boxes_to_model(boxes_xyxy)[None])
         with torch.inference_mode():
             if mask_input is None:  # the common case: reuse the image's decoder cache
-                sparse, _ = self.model.prompt_encoder(input_masks=None, **prompts)
+                sparse = self.decoder.prompt_embeddings(prompts["input_points"], prompts["input_labels"],
+                                                        prompts["input_boxes"])
                 low_res, iou = self.decoder.decode(embedding.decoder_cache, sparse, multimask_output)
             else:
                 masks_in = torch.from_numpy(mask_input).to(self.device, self.weights_dtype)
@@ -201,7 +206,7 @@ class SamEngine:
         low_res, iou = self.decode_low_res(embedding, points_xy, labels, boxes_xyxy, mask_input, multimask_output)
         groups, count = low_res.shape[:2]
         flat = low_res.reshape(groups * count, LOW_RES_SIDE, LOW_RES_SIDE)
-        masks = masks_from_logits(flat, embedding.geometry, return_logits)
+        masks = masks_from_logits(flat, embedding.geometry, return_logits, exact=self.exact)
         return Prediction(
             masks=masks.reshape(groups, count, *embedding.geometry.original_hw),
             iou_scores=iou.cpu().numpy(),

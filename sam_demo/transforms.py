@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -78,17 +79,42 @@ def upscale_logits(low_res: torch.Tensor, geometry: ImageGeometry) -> torch.Tens
     return x[:, 0]
 
 
+def upscale_logits_fast(low_res: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
+    """`upscale_logits` with OpenCV's bilinear resize: ~4x faster on CPU, equal up to float rounding.
+
+    low_res: (256, 256) float32 -> (H, W) float32. Same half-pixel-centre sampling as PyTorch's
+    align_corners=False, so values differ by ~1e-6 and a mask pixel flips only where a logit is ~0.
+    """
+    rh, rw = geometry.resized_hw
+    factor = MODEL_SIDE // LOW_RES_SIDE
+    in_h, in_w = min(LOW_RES_SIDE, -(-rh // factor) + 1), min(LOW_RES_SIDE, -(-rw // factor) + 1)
+    x = cv2.resize(np.ascontiguousarray(low_res[:in_h, :in_w]), (in_w * factor, in_h * factor),
+                   interpolation=cv2.INTER_LINEAR)
+    h, w = geometry.original_hw
+    return cv2.resize(np.ascontiguousarray(x[:rh, :rw]), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def masks_from_logits(
-    low_res: torch.Tensor, geometry: ImageGeometry, return_logits: bool = False, max_chunk_bytes: int = 256 << 20
+    low_res: torch.Tensor,
+    geometry: ImageGeometry,
+    return_logits: bool = False,
+    exact: bool = True,
+    max_chunk_bytes: int = 256 << 20,
 ) -> np.ndarray:
     """(M, 256, 256) low-res logits -> (M, H, W) numpy masks in the original frame.
 
-    bool (logit > 0) by default, float32 logits with `return_logits`. Works in chunks so that
-    many masks of a large photo do not hold all float buffers at once.
+    bool (logit > 0) by default, float32 logits with `return_logits`. exact: PyTorch's resize,
+    bit-equal to transformers; else OpenCV's (faster, see `upscale_logits_fast`). Works in chunks
+    so that many masks of a large photo do not hold all float buffers at once.
     """
     h, w = geometry.original_hw
     count = low_res.shape[0]
     out = np.empty((count, h, w), dtype=np.float32 if return_logits else np.bool_)
+    if not exact:
+        for i, logits in enumerate(low_res.float().cpu().numpy()):
+            full = upscale_logits_fast(logits, geometry)
+            out[i] = full if return_logits else full > 0
+        return out
     per_chunk = max(1, max_chunk_bytes // (4 * h * w))
     for start in range(0, count, per_chunk):
         logits = upscale_logits(low_res[start : start + per_chunk], geometry)

@@ -145,3 +145,40 @@ def test_cached_decoder_is_bit_identical_to_sam_model(engine, landscape):
                                                                           "input_boxes": None, **kwargs})
             low_res, iou = engine.decoder.decode(embedding.decoder_cache, sparse, True)
         assert torch.equal(low_res, ref.pred_masks) and torch.equal(iou, ref.iou_scores)
+
+
+def test_bfloat16_fast_path_agrees_with_float32(engine, checkpoint, landscape):
+    """Reduced precision (the CPU default where bf16 is native): close to fp32, far from chance.
+
+    Random test models are far more sensitive than real weights (see the notes), so the bar is
+    relative: the same click in bf16 and fp32 must agree much better than two different clicks.
+    """
+    from sam_demo import EngineConfig, load_engine
+
+    fast = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="bfloat16"))
+    assert fast.info.dtype == "bfloat16" and fast.decoder.dtype == torch.bfloat16
+    exact_embedding, fast_embedding = engine.embed(landscape), fast.embed(landscape)
+    rng = np.random.default_rng(0)
+    clicks = rng.uniform([0, 0], [451, 300], size=(8, 2))
+    same, different = [], []
+    for a, b in zip(clicks, np.roll(clicks, 1, axis=0)):
+        ones = np.ones((1, 1), np.int64)
+        exact = engine.decode(exact_embedding, a[None, None], ones).masks[0]
+        quick = fast.decode(fast_embedding, a[None, None], ones).masks[0]
+        other = engine.decode(exact_embedding, b[None, None], ones).masks[0]
+        same += [mask_iou(x, y) for x, y in zip(exact, quick)]
+        different += [mask_iou(x, y) for x, y in zip(exact, other)]
+    assert np.mean(same) >= 0.85 and np.mean(same) > np.mean(different) + 0.1
+
+
+def test_fast_upscaling_matches_exact_upscaling():
+    from sam_demo.transforms import ImageGeometry, masks_from_logits
+
+    low_res = torch.randn(3, 256, 256, generator=torch.Generator().manual_seed(1))
+    for hw in [(1200, 1800), (600, 400), (5, 17)]:
+        geometry = ImageGeometry.for_size(hw)
+        exact = masks_from_logits(low_res, geometry, return_logits=True)
+        fast = masks_from_logits(low_res, geometry, return_logits=True, exact=False)
+        assert fast.shape == exact.shape and np.abs(fast - exact).max() < 1e-4
+        exact_masks, fast_masks = exact > 0, fast > 0
+        assert all(mask_iou(a, b) > 0.999 for a, b in zip(exact_masks, fast_masks))
