@@ -155,17 +155,17 @@ class Session:
         self._edit([ObjectPrompts()])
 
     def undo(self) -> bool:
-        if not self.undo_stack:
-            return False
-        self.redo_stack.append(list(self.objects))
-        self.objects = self.undo_stack.pop()
-        return True
+        return self._step(self.undo_stack, self.redo_stack)
 
     def redo(self) -> bool:
-        if not self.redo_stack:
+        return self._step(self.redo_stack, self.undo_stack)
+
+    def _step(self, source: list, target: list) -> bool:
+        """Restore the last state of `source`, saving the current one on `target`."""
+        if not source:
             return False
-        self.undo_stack.append(list(self.objects))
-        self.objects = self.redo_stack.pop()
+        target.append(list(self.objects))
+        self.objects = source.pop()
         return True
 
     # ---- results ---------------------------------------------------------------------------
