@@ -182,3 +182,17 @@ def test_fast_upscaling_matches_exact_upscaling():
         assert fast.shape == exact.shape and np.abs(fast - exact).max() < 1e-4
         exact_masks, fast_masks = exact > 0, fast > 0
         assert all(mask_iou(a, b) > 0.999 for a, b in zip(exact_masks, fast_masks))
+
+
+def test_blocked_vision_attention_is_bit_identical():
+    import copy
+
+    from sam_demo.checkpoints import build_random_sam
+    from sam_demo.vision_attention import bound_attention_memory
+
+    encoder = build_random_sam("tiny").vision_encoder
+    blocked = copy.deepcopy(encoder)
+    assert bound_attention_memory(blocked) == 1  # the tiny ViT has one global layer
+    pixels = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        assert torch.equal(blocked(pixels)[0], encoder(pixels)[0])
