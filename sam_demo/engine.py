@@ -110,7 +110,8 @@ class SamEngine:
         self.info = info
         self.device = torch.device(info.device)
         self.compute_dtype = compute_dtype
-        self.weights_dtype = next(model.parameters()).dtype
+        self.weights_dtype = model.mask_decoder.iou_token.weight.dtype
+        self.encoder_dtype = model.vision_encoder.patch_embed.projection.weight.dtype
         self.max_pixels = max_pixels
         self.cache: ByteLRUCache[ImageEmbedding] = ByteLRUCache(cache_bytes, lambda e: e.nbytes)
         # On CPU the weights stay fp32: a lower compute dtype gets the decoder its own bf16 copy.
@@ -136,7 +137,7 @@ class SamEngine:
     def _encode(self, key: str, rgb: np.ndarray) -> ImageEmbedding:
         geometry = ImageGeometry.for_size(rgb.shape[:2])
         pixel_values = self.processor.image_processor(rgb, return_tensors="pt")["pixel_values"]
-        pixel_values = pixel_values.to(self.device, self.weights_dtype)
+        pixel_values = pixel_values.to(self.device, self.encoder_dtype)
         with self._encode_lock, torch.inference_mode(), self._autocast():
             features = self.model.get_image_embeddings(pixel_values)
         features = features.to(self.weights_dtype).contiguous()

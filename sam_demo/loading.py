@@ -102,9 +102,14 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
     except Exception as exc:  # the hub raises many types: OSError, HTTP, validation, ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"could not load SAM model {name!r}: {reason}. {_advice()}") from None
-    # On CPU, weights stay fp32 and the encoder autocasts; on GPUs the weights are cast.
+    # On GPUs the whole model is cast. On CPU the prompt encoder and decoder keep fp32 weights
+    # (the engine gives the decoder its own low-precision copy), and a low-precision encoder
+    # keeps its weights in that dtype but runs under autocast, which holds layer norms and
+    # softmax in fp32; no fp32 copy of the ViT stays in memory.
     weights_dtype = torch.float32 if device.type == "cpu" else compute_dtype
     model = model.to(device=device, dtype=weights_dtype).eval()
+    if device.type == "cpu" and compute_dtype != torch.float32:
+        model.vision_encoder.to(compute_dtype)
     if model.config._attn_implementation == "sdpa":
         bound_attention_memory(model.vision_encoder)  # same results, a fraction of the peak memory
     info = EngineInfo(
