@@ -16,9 +16,9 @@ from itertools import product
 import cv2
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 
 from .engine import SamEngine
+from .images import to_rgb_array
 from .transforms import upscale_logits
 
 
@@ -58,20 +58,15 @@ class AutoMask:
 
     def to_coco(self, annotation_id: int, image_id: int = 1) -> dict:
         """COCO annotation with compressed RLE, bbox (XYWH), area and SAM's scores."""
-        rle = mask_utils.encode(np.asfortranarray(self.segmentation.astype(np.uint8)))
-        return {
-            "id": annotation_id,
-            "image_id": image_id,
-            "category_id": 1,
-            "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
-            "area": int(mask_utils.area(rle)),
-            "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-            "iscrowd": 0,
-            "predicted_iou": self.predicted_iou,
-            "stability_score": self.stability_score,
-            "point_coords": [list(self.point_xy)],
-            "crop_box": list(self.crop_box_xyxy),
-        }
+        from .exports import coco_annotation
+
+        return coco_annotation(
+            self.segmentation, annotation_id, image_id,
+            predicted_iou=self.predicted_iou,
+            stability_score=self.stability_score,
+            point_coords=[list(self.point_xy)],
+            crop_box=list(self.crop_box_xyxy),
+        )
 
 
 def point_grid(n_per_side: int) -> np.ndarray:
@@ -166,8 +161,6 @@ def generate(engine: SamEngine, image, config: EverythingConfig = EverythingConf
 
     progress: optional callable(done_batches, total_batches).
     """
-    from .images import to_rgb_array
-
     rgb = to_rgb_array(image, engine.max_pixels)
     image_hw = rgb.shape[:2]
     crops = crop_boxes(image_hw, config.crop_n_layers, config.crop_overlap_ratio)
@@ -197,10 +190,10 @@ def generate(engine: SamEngine, image, config: EverythingConfig = EverythingConf
 def _decode_batch(engine, embedding, points_xy, crop, image_hw, config) -> list[AutoMask]:
     """Decode single-point prompts (3 candidates each) and keep the masks that pass the filters."""
     count = len(points_xy)
-    pred = engine.decode_low_res(embedding, points_xy[:, None, :], np.ones((count, 1), np.int64), multimask_output=True)
-    low_res, scores = pred  # (B, 3, 256, 256), (B, 3)
+    low_res, scores = engine.decode_low_res(embedding, points_xy[:, None, :], np.ones((count, 1), np.int64),
+                                            multimask_output=True)  # (B, 3, 256, 256), (B, 3)
+    candidates = low_res.shape[1]
     low_res, scores = low_res.reshape(-1, *low_res.shape[-2:]), scores.reshape(-1)
-    point_of = np.repeat(np.arange(count), low_res.shape[0] // count)
     keep = torch.nonzero(scores > config.pred_iou_thresh).flatten() if config.pred_iou_thresh > 0 else torch.arange(len(scores))
     x0, y0, x1, y1 = crop
     out = []
@@ -216,25 +209,30 @@ def _decode_batch(engine, embedding, points_xy, crop, image_hw, config) -> list[
         for mask, box, index, stability, is_edge in zip(masks, boxes, chunk[passing], stable[passing], edge):
             if is_edge:
                 continue
-            full = mask.numpy()
-            if crop != (0, 0, image_hw[1], image_hw[0]):
+            if crop == (0, 0, image_hw[1], image_hw[0]):
+                full = mask.numpy()
+            else:
                 full = np.zeros(image_hw, dtype=bool)
                 full[y0:y1, x0:x1] = mask.numpy()
-            px, py = points_xy[point_of[int(index)]]
+            px, py = points_xy[int(index) // candidates]
             out.append(AutoMask(full, float(scores[index]), float(stability), tuple(int(v) for v in box),
                                 (float(px + x0), float(py + y0)), crop))
     return out
 
 
 def _dedupe(masks: list[AutoMask], threshold: float, prefer_small_crops: bool = False) -> list[AutoMask]:
+    if prefer_small_crops:  # as Meta: across crops, masks from smaller crops win
+        scores = [1 / max(1, (c[2] - c[0]) * (c[3] - c[1])) for c in (m.crop_box_xyxy for m in masks)]
+    else:
+        scores = [m.predicted_iou for m in masks]
+    return _keep_by_nms(masks, scores, threshold)
+
+
+def _keep_by_nms(masks: list[AutoMask], scores: list[float], threshold: float) -> list[AutoMask]:
     if not masks:
         return []
     boxes = torch.tensor([m.box_xyxy for m in masks], dtype=torch.float)
-    if prefer_small_crops:  # as Meta: across crops, masks from smaller crops win
-        scores = torch.tensor([1 / max(1, (c[2] - c[0]) * (c[3] - c[1])) for c in (m.crop_box_xyxy for m in masks)])
-    else:
-        scores = torch.tensor([m.predicted_iou for m in masks])
-    return [masks[i] for i in nms(boxes, scores, threshold).tolist()]
+    return [masks[i] for i in nms(boxes, torch.tensor(scores), threshold).tolist()]
 
 
 def _clean_small_regions(masks: list[AutoMask], config: EverythingConfig) -> list[AutoMask]:
@@ -245,5 +243,4 @@ def _clean_small_regions(masks: list[AutoMask], config: EverythingConfig) -> lis
                                 tuple(int(v) for v in mask_boxes(torch.from_numpy(seg)[None])[0]), m.point_xy,
                                 m.crop_box_xyxy))
         scores.append(0.0 if not np.array_equal(seg, m.segmentation) else 1.0)  # prefer unchanged masks, as Meta
-    boxes = torch.tensor([m.box_xyxy for m in cleaned], dtype=torch.float)
-    return [cleaned[i] for i in nms(boxes, torch.tensor(scores), config.box_nms_thresh).tolist()]
+    return _keep_by_nms(cleaned, scores, config.box_nms_thresh)

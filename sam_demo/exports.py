@@ -59,6 +59,21 @@ def masks_zip(session: Session) -> bytes:
     return buffer.getvalue()
 
 
+def coco_annotation(mask: np.ndarray, annotation_id: int, image_id: int = 1, **fields) -> dict:
+    """A COCO annotation for an (H, W) bool mask: compressed RLE, bbox (XYWH), area, plus `fields`."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+        "area": int(mask_utils.area(rle)),
+        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+        "iscrowd": 0,
+        **fields,
+    }
+
+
 def coco_export(session: Session) -> dict:
     """COCO-style dict: one image, one annotation per object with RLE, bbox (XYWH), area,
     predicted IoU and the prompts that produced it."""
@@ -66,20 +81,8 @@ def coco_export(session: Session) -> dict:
     if not shown:
         raise ValueError("nothing to export yet: click on the image to segment an object")
     h, w = session.rgb.shape[:2]
-    annotations = []
-    for i, (mask, score, prompts) in enumerate(shown):
-        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-        annotations.append({
-            "id": i + 1,
-            "image_id": 1,
-            "category_id": 1,
-            "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
-            "area": int(mask_utils.area(rle)),
-            "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-            "iscrowd": 0,
-            "predicted_iou": score,
-            "prompts": prompts,
-        })
+    annotations = [coco_annotation(mask, i + 1, predicted_iou=score, prompts=prompts)
+                   for i, (mask, score, prompts) in enumerate(shown)]
     return {
         "images": [{"id": 1, "file_name": session.name, "width": w, "height": h}],
         "annotations": annotations,

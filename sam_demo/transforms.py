@@ -42,6 +42,17 @@ class ImageGeometry:
         return cls(tuple(original_hw), resized_hw(original_hw))
 
     @property
+    def low_res_extent(self) -> tuple[int, int]:
+        """(rows, cols) of the 256x256 logits that the resized region depends on.
+
+        Output pixel i of a bilinear x4 upscale reads input pixels floor((i + 0.5) / 4 - 0.5) and
+        the next one, so the first r output rows depend on the first ceil(r / 4) + 1 input rows.
+        """
+        factor = MODEL_SIDE // LOW_RES_SIDE
+        rh, rw = self.resized_hw
+        return min(LOW_RES_SIDE, -(-rh // factor) + 1), min(LOW_RES_SIDE, -(-rw // factor) + 1)
+
+    @property
     def scale_xy(self) -> np.ndarray:
         """(2,) float64 factors original -> model frame. Per axis, by the rounded resized size."""
         (h, w), (rh, rw) = self.original_hw, self.resized_hw
@@ -67,11 +78,9 @@ def upscale_logits(low_res: torch.Tensor, geometry: ImageGeometry) -> torch.Tens
     transformers post-processing, laid out (M, 1, h, w), which is faster than (1, M, h, w).
     """
     rh, rw = geometry.resized_hw
-    # Only the low-res rows/columns that the crop needs: output pixel i of a bilinear x4 upscale
-    # reads input pixels floor((i + 0.5) / 4 - 0.5) and the next one, so the cropped region
-    # depends on the first ceil(r / 4) + 1 of them. Same scale, same arithmetic: identical values.
+    # Only the low-res rows/columns that the crop needs (same scale, same arithmetic: identical values).
     factor = MODEL_SIDE // LOW_RES_SIDE
-    in_h, in_w = min(LOW_RES_SIDE, -(-rh // factor) + 1), min(LOW_RES_SIDE, -(-rw // factor) + 1)
+    in_h, in_w = geometry.low_res_extent
     x = low_res.float()[:, None, :in_h, :in_w]
     x = F.interpolate(x, (in_h * factor, in_w * factor), mode="bilinear", align_corners=False)
     x = x[..., :rh, :rw]
@@ -87,7 +96,7 @@ def upscale_logits_fast(low_res: np.ndarray, geometry: ImageGeometry) -> np.ndar
     """
     rh, rw = geometry.resized_hw
     factor = MODEL_SIDE // LOW_RES_SIDE
-    in_h, in_w = min(LOW_RES_SIDE, -(-rh // factor) + 1), min(LOW_RES_SIDE, -(-rw // factor) + 1)
+    in_h, in_w = geometry.low_res_extent
     x = cv2.resize(np.ascontiguousarray(low_res[:in_h, :in_w]), (in_w * factor, in_h * factor),
                    interpolation=cv2.INTER_LINEAR)
     h, w = geometry.original_hw
