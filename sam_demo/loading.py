@@ -15,7 +15,7 @@ import torch
 from .checkpoints import RANDOM_WEIGHTS_ATTR
 from .engine import DEFAULT_CACHE_BYTES, EngineInfo, SamEngine
 from .images import DEFAULT_MAX_PIXELS
-from .vision_attention import bound_attention_memory
+from .vision_attention import patch_vision_attention
 
 log = logging.getLogger("sam_demo")
 
@@ -104,14 +104,17 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
         raise ModelLoadError(f"could not load SAM model {name!r}: {reason}. {_advice()}") from None
     # On GPUs the whole model is cast. On CPU the prompt encoder and decoder keep fp32 weights
     # (the engine gives the decoder its own low-precision copy), and a low-precision encoder
-    # keeps its weights in that dtype but runs under autocast, which holds layer norms and
-    # softmax in fp32; no fp32 copy of the ViT stays in memory.
+    # keeps its weights in that dtype but runs under autocast, which holds the layer norms and
+    # the residual stream in fp32; no fp32 copy of the ViT stays in memory.
     weights_dtype = torch.float32 if device.type == "cpu" else compute_dtype
     model = model.to(device=device, dtype=weights_dtype).eval()
-    if device.type == "cpu" and compute_dtype != torch.float32:
+    cpu_low_precision = device.type == "cpu" and compute_dtype != torch.float32
+    if cpu_low_precision:
         model.vision_encoder.to(compute_dtype)
-    if model.config._attn_implementation == "sdpa":
-        bound_attention_memory(model.vision_encoder)  # same results, a fraction of the peak memory
+    if cpu_low_precision or model.config._attn_implementation == "sdpa":
+        # bf16 on CPU: the bias folded into the score matmul (faster); otherwise the exact
+        # blocked form (same results, a fraction of the peak memory). See vision_attention.py.
+        patch_vision_attention(model.vision_encoder, fast=cpu_low_precision)
     info = EngineInfo(
         model=name,
         device=str(device),
