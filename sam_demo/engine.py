@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from .cache import ByteLRUCache, CacheStats
-from .decoder import CachedDecoder, ImageDecoderCache
+from .decoder import CachedDecoder, FastDecoder, ImageDecoderCache
 from .images import DEFAULT_MAX_PIXELS, to_rgb_array
 from .transforms import LOW_RES_SIDE, ImageGeometry, masks_from_logits
 
@@ -114,11 +114,11 @@ class SamEngine:
         self.encoder_dtype = model.vision_encoder.patch_embed.projection.weight.dtype
         self.max_pixels = max_pixels
         self.cache: ByteLRUCache[ImageEmbedding] = ByteLRUCache(cache_bytes, lambda e: e.nbytes)
-        # On CPU the weights stay fp32: a lower compute dtype gets the decoder its own bf16 copy.
-        self.decoder = CachedDecoder(model, compute_dtype)
         # float32 is the exact mode: masks bit-equal to the transformers recipe. Otherwise the
-        # faster OpenCV resize is used too (it moves only pixels whose logit is ~0).
+        # decoder is rearranged for speed and the faster OpenCV resize is used (see decoder.py,
+        # transforms.py); on CPU the weights stay fp32 and the decoder gets its own bf16 copy.
         self.exact = compute_dtype == torch.float32
+        self.decoder = (CachedDecoder if self.exact else FastDecoder)(model, compute_dtype)
         self._encode_lock = threading.Lock()
         # float64 prompts match SamProcessor exactly; MPS has no float64.
         self._coord_dtype = torch.float32 if self.device.type == "mps" else torch.float64

@@ -132,19 +132,47 @@ def test_lean_upscaling_is_bit_identical_to_post_process_masks(reference_model, 
     assert torch.equal(upscale_logits(low_res, geometry), ref)
 
 
-def test_cached_decoder_is_bit_identical_to_sam_model(engine, landscape):
-    embedding = engine.embed(landscape)
-    points = torch.tensor(embedding.geometry.coords_to_model(np.array([[[200.0, 150.0], [300.0, 100.0]]]))[None])
+def decoder_cases(embedding):
+    """SamModel prompt kwargs: points with a negative, a box, both, and two boxes (two groups)."""
+    geometry = embedding.geometry
+    points = torch.tensor(geometry.coords_to_model(np.array([[[200.0, 150.0], [300.0, 100.0]]]))[None])
     labels = torch.tensor([[[1, 0]]])
-    boxes = torch.tensor(embedding.geometry.boxes_to_model(np.array([[20.0, 30.0, 400.0, 280.0]]))[None])
-    for kwargs in (dict(input_points=points, input_labels=labels), dict(input_boxes=boxes),
-                   dict(input_points=points, input_labels=labels, input_boxes=boxes)):
-        with torch.inference_mode():
-            ref = engine.model(image_embeddings=embedding.features, multimask_output=True, **kwargs)
-            sparse, _ = engine.model.prompt_encoder(input_masks=None, **{"input_points": None, "input_labels": None,
-                                                                          "input_boxes": None, **kwargs})
-            low_res, iou = engine.decoder.decode(embedding.decoder_cache, sparse, True)
+    boxes = torch.tensor(geometry.boxes_to_model(np.array([[20.0, 30.0, 400.0, 280.0]]))[None])
+    two_boxes = torch.tensor(geometry.boxes_to_model(np.array([[20.0, 30.0, 400.0, 280.0], [5, 5, 100, 90]]))[None])
+    return [dict(input_points=points, input_labels=labels), dict(input_boxes=boxes),
+            dict(input_points=points, input_labels=labels, input_boxes=boxes), dict(input_boxes=two_boxes)]
+
+
+def decode_both(engine, decoder, embedding, kwargs, multimask_output):
+    """(SamModel's output, the decoder's output) for one prompt, in the decoder's dtype."""
+    with torch.inference_mode():
+        ref = engine.model(image_embeddings=embedding.features, multimask_output=multimask_output, **kwargs)
+        sparse, _ = engine.model.prompt_encoder(input_masks=None, **{"input_points": None, "input_labels": None,
+                                                                      "input_boxes": None, **kwargs})
+        return ref, decoder.decode(decoder.prepare(embedding.features), sparse, multimask_output)
+
+
+@pytest.mark.parametrize("multimask_output", [True, False])
+def test_cached_decoder_is_bit_identical_to_sam_model(engine, landscape, multimask_output):
+    embedding = engine.embed(landscape)
+    for kwargs in decoder_cases(embedding):
+        ref, (low_res, iou) = decode_both(engine, engine.decoder, embedding, kwargs, multimask_output)
         assert torch.equal(low_res, ref.pred_masks) and torch.equal(iou, ref.iou_scores)
+
+
+@pytest.mark.parametrize("multimask_output", [True, False])
+def test_fast_decoder_computes_the_same_function(engine, landscape, multimask_output):
+    """The rearranged decoder of the bf16 mode, run in fp32, equals SamModel up to float rounding."""
+    from sam_demo.decoder import FastDecoder
+
+    embedding = engine.embed(landscape)
+    fast = FastDecoder(engine.model)
+    for kwargs in decoder_cases(embedding):
+        ref, (low_res, iou) = decode_both(engine, fast, embedding, kwargs, multimask_output)
+        assert low_res.shape == ref.pred_masks.shape and iou.shape == ref.iou_scores.shape
+        scale = ref.pred_masks.abs().max().item()
+        assert torch.allclose(low_res, ref.pred_masks, rtol=1e-5, atol=1e-5 * scale)
+        assert torch.allclose(iou, ref.iou_scores, rtol=1e-5, atol=1e-6)
 
 
 def test_bfloat16_fast_path_agrees_with_float32(engine, checkpoint, landscape):
@@ -184,15 +212,46 @@ def test_fast_upscaling_matches_exact_upscaling():
         assert all(mask_iou(a, b) > 0.999 for a, b in zip(exact_masks, fast_masks))
 
 
-def test_blocked_vision_attention_is_bit_identical():
-    import copy
-
+@pytest.fixture(scope="module")
+def tiny_encoder_and_pixels():
     from sam_demo.checkpoints import build_random_sam
-    from sam_demo.vision_attention import bound_attention_memory
 
     encoder = build_random_sam("tiny").vision_encoder
-    blocked = copy.deepcopy(encoder)
-    assert bound_attention_memory(blocked) == 1  # the tiny ViT has one global layer
     pixels = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
-        assert torch.equal(blocked(pixels)[0], encoder(pixels)[0])
+        reference = encoder(pixels)[0]
+    return encoder, pixels, reference
+
+
+def patched_encoder_output(encoder, pixels, fast: bool) -> tuple[int, torch.Tensor]:
+    import copy
+
+    from sam_demo.vision_attention import patch_vision_attention
+
+    patched = copy.deepcopy(encoder)
+    count = patch_vision_attention(patched, fast=fast)
+    with torch.inference_mode():
+        return count, patched(pixels)[0]
+
+
+def test_blocked_vision_attention_is_bit_identical(tiny_encoder_and_pixels):
+    encoder, pixels, reference = tiny_encoder_and_pixels
+    count, out = patched_encoder_output(encoder, pixels, fast=False)
+    assert count == 1  # the tiny ViT has one global layer
+    assert torch.equal(out, reference)
+
+
+def test_folded_vision_attention_computes_the_same_function(tiny_encoder_and_pixels):
+    """The fast form (rel-pos bias folded into the score matmul), run in fp32, equals
+    transformers' attention up to float rounding, in the windowed and the global layers."""
+    encoder, pixels, reference = tiny_encoder_and_pixels
+    count, out = patched_encoder_output(encoder, pixels, fast=True)
+    assert count == len(encoder.layers)
+    assert torch.allclose(out, reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
+    perturbed = encoder.layers[0].attn.rel_pos_h
+    with torch.no_grad():  # the comparison is not vacuous: the bias matters to the output
+        saved = perturbed.clone()
+        perturbed.mul_(2)
+        _, moved = patched_encoder_output(encoder, pixels, fast=True)
+        perturbed.copy_(saved)
+    assert not torch.allclose(moved, reference, rtol=1e-3, atol=1e-3 * reference.abs().max().item())
