@@ -88,11 +88,13 @@ def upscale_logits(low_res: torch.Tensor, geometry: ImageGeometry) -> torch.Tens
     return x[:, 0]
 
 
-def upscale_logits_fast(low_res: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
+def upscale_logits_fast(low_res: np.ndarray, geometry: ImageGeometry, out: np.ndarray | None = None) -> np.ndarray:
     """`upscale_logits` with OpenCV's bilinear resize: ~4x faster on CPU, equal up to float rounding.
 
-    low_res: (256, 256) float32 -> (H, W) float32. Same half-pixel-centre sampling as PyTorch's
-    align_corners=False, so values differ by ~1e-6 and a mask pixel flips only where a logit is ~0.
+    low_res: (256, 256) float32 -> (H, W) float32, written into `out` when given (reusing one
+    buffer across masks saves the page faults of a fresh multi-MB array per mask). Same
+    half-pixel-centre sampling as PyTorch's align_corners=False, so values differ by ~1e-6 and a
+    mask pixel flips only where a logit is ~0.
     """
     rh, rw = geometry.resized_hw
     factor = MODEL_SIDE // LOW_RES_SIDE
@@ -100,7 +102,7 @@ def upscale_logits_fast(low_res: np.ndarray, geometry: ImageGeometry) -> np.ndar
     x = cv2.resize(np.ascontiguousarray(low_res[:in_h, :in_w]), (in_w * factor, in_h * factor),
                    interpolation=cv2.INTER_LINEAR)
     h, w = geometry.original_hw
-    return cv2.resize(np.ascontiguousarray(x[:rh, :rw]), (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(x[:rh, :rw], (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
 
 
 def masks_from_logits(
@@ -120,9 +122,12 @@ def masks_from_logits(
     count = low_res.shape[0]
     out = np.empty((count, h, w), dtype=np.float32 if return_logits else np.bool_)
     if not exact:
+        full = None if return_logits else np.empty((h, w), dtype=np.float32)
         for i, logits in enumerate(low_res.float().cpu().numpy()):
-            full = upscale_logits_fast(logits, geometry)
-            out[i] = full if return_logits else full > 0
+            if return_logits:
+                upscale_logits_fast(logits, geometry, out=out[i])
+            else:
+                np.greater(upscale_logits_fast(logits, geometry, out=full), 0, out=out[i])
         return out
     per_chunk = max(1, max_chunk_bytes // (4 * h * w))
     for start in range(0, count, per_chunk):
