@@ -8,6 +8,8 @@ Rows (each: ours, naive, ratio; p50 and p95 over interleaved runs):
 - click: cached embedding -> three full-resolution boolean masks on a 1800x1200 photo. Naive:
   SamProcessor(images=..., input_points=...) per click + SamModel(image_embeddings=...) + post_process_masks.
 - encode: a new image -> its embedding, ours in the default dtype, naive fp32 (processor + get_image_embeddings).
+- segment everything: a 32x32 point grid from the cached embedding, against transformers'
+  pipeline("mask-generation") with its own encode (run by --pipeline-python, as it needs torchvision).
 - batch: images/s on an endpoint batch CSV of distinct images, against a plain loop over the naive recipe.
 - cold start: a fresh process from start to the first mask, model already on disk.
 - memory (not with --quick): peak RSS with the model loaded and 32 images cached.
@@ -246,6 +248,54 @@ def bench_memory(path: str) -> Row:
     return Row("peak RSS, model + 32 cached images", "MiB", [float(done.stdout.split()[-1])], None)
 
 
+PIPELINE = """
+import json, time, torch
+torch.set_flush_denormal(True); torch.set_num_threads({threads})
+from PIL import Image
+from transformers import SamModel, pipeline
+from transformers.models.sam import SamImageProcessorPil
+generator = pipeline("mask-generation", model=SamModel.from_pretrained({path!r}),
+                     image_processor=SamImageProcessorPil.from_pretrained({path!r}), device="cpu")
+image = Image.open({image!r}).convert("RGB")
+times = []
+for _ in range({rounds}):
+    start = time.perf_counter(); out = generator(image, points_per_batch=64); times.append(time.perf_counter() - start)
+print(json.dumps({{"times": times, "masks": len(out["masks"]), "torch": torch.__version__}}))
+"""
+
+
+def bench_everything(engine, path: str, pipeline_python: str | None, rounds: int) -> Row:
+    """Segment everything (32x32 grid) from the cached embedding, against transformers' pipeline.
+
+    The pipeline needs torchvision, which does not install beside this project's torch, so it runs
+    in `pipeline_python` (another interpreter, same weights, image and thread count) and times
+    itself there, its own encode included.
+    """
+    from .everything import generate
+
+    image = photo(1800, 1200)
+    engine.embed(image)
+    ours, found = [], 0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        found = len(generate(engine, image))
+        ours.append((time.perf_counter() - start) * 1000)
+    if not pipeline_python:
+        return Row("segment everything, 32x32 grid", "ms", ours, None,
+                   note=f"{found} masks; pipeline not run: give --pipeline-python (a Python with torchvision)")
+    with tempfile.TemporaryDirectory() as tmp:
+        image_path = Path(tmp) / "photo.png"
+        Image.fromarray(image).save(image_path)
+        code = PIPELINE.format(path=path, image=str(image_path), rounds=rounds, threads=torch.get_num_threads())
+        done = subprocess.run([pipeline_python, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the pipeline run failed:\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    note = (f"ours from the cached embedding, {found} masks; pipeline incl. its encode, {result['masks']} masks, "
+            f"torch {result['torch']} in {pipeline_python}")
+    return Row("segment everything, 32x32 grid", "ms", ours, [t * 1000 for t in result["times"]], note=note)
+
+
 def agreement(engine, path: str) -> str:
     """Mean mask IoU of the engine's default dtype against fp32, over clicks on one photo."""
     if engine.info.dtype == "float32":
@@ -272,6 +322,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None, help="timed clicks (encodes use a fifth, at least 3)")
+    parser.add_argument("--pipeline-python", default=os.environ.get("SAM_PIPELINE_PYTHON"),
+                        help="a Python with torchvision to time transformers' mask-generation pipeline "
+                             "(default: $SAM_PIPELINE_PYTHON); without it the everything row has no baseline")
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
     args = parser.parse_args(argv)
 
@@ -292,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     engine = load_engine(EngineConfig(model=path, device=args.device, dtype=args.dtype))
     naive = Naive(path, engine.device)
     rows = [bench_click(engine, naive, rounds), bench_encode(engine, naive, max(3, rounds // 20 if args.quick else 3))]
+    rows.append(bench_everything(engine, path, args.pipeline_python, 2 if args.quick else 1))
     rows.append(bench_batch(engine, naive, 20))
     rows.append(bench_cold_start(path, engine.device))
     if not args.quick and engine.device.type == "cpu":
@@ -309,6 +363,9 @@ def main(argv: list[str] | None = None) -> None:
         speed = "-" if row["speedup"] is None else f"{row['speedup']:.1f}x"
         print(f"{name:38} {fmt(row['ours_p50']):>10} {fmt(row['ours_p95']):>10} {fmt(row['naive_p50']):>10} "
               f"{fmt(row['naive_p95']):>10} {speed:>8}")
+    for row in report["rows"]:
+        if row["note"]:
+            print(f"{row['name']}: {row['note']}")
     print(f"accuracy: {info['accuracy']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
