@@ -8,7 +8,7 @@ Rows (each: ours, naive, ratio; p50 and p95 over interleaved runs):
 - click: cached embedding -> three full-resolution boolean masks on a 1800x1200 photo. Naive:
   SamProcessor(images=..., input_points=...) per click + SamModel(image_embeddings=...) + post_process_masks.
 - encode: a new image -> its embedding, ours in the default dtype, naive fp32 (processor + get_image_embeddings).
-- segment everything: a 32x32 point grid from the cached embedding, against transformers'
+- segment everything: a 32x32 point grid (8x8 with --quick) from the cached embedding, against transformers'
   pipeline("mask-generation") with its own encode (run by --pipeline-python, as it needs torchvision).
 - batch: images/s on an endpoint batch CSV of distinct images, against a plain loop over the naive recipe.
 - cold start: a fresh process from start to the first mask, model already on disk.
@@ -259,41 +259,44 @@ generator = pipeline("mask-generation", model=SamModel.from_pretrained({path!r})
 image = Image.open({image!r}).convert("RGB")
 times = []
 for _ in range({rounds}):
-    start = time.perf_counter(); out = generator(image, points_per_batch=64); times.append(time.perf_counter() - start)
+    start = time.perf_counter(); out = generator(image, points_per_batch=64, points_per_crop={side})
+    times.append(time.perf_counter() - start)
 print(json.dumps({{"times": times, "masks": len(out["masks"]), "torch": torch.__version__}}))
 """
 
 
-def bench_everything(engine, path: str, pipeline_python: str | None, rounds: int) -> Row:
-    """Segment everything (32x32 grid) from the cached embedding, against transformers' pipeline.
+def bench_everything(engine, path: str, pipeline_python: str | None, rounds: int, side: int) -> Row:
+    """Segment everything (side x side grid) from the cached embedding, against transformers' pipeline.
 
     The pipeline needs torchvision, which does not install beside this project's torch, so it runs
     in `pipeline_python` (another interpreter, same weights, image and thread count) and times
     itself there, its own encode included.
     """
-    from .everything import generate
+    from .everything import EverythingConfig, generate
 
     image = photo(1800, 1200)
     engine.embed(image)
+    name = f"segment everything, {side}x{side} grid"
     ours, found = [], 0
     for _ in range(rounds):
         start = time.perf_counter()
-        found = len(generate(engine, image))
+        found = len(generate(engine, image, EverythingConfig(points_per_side=side)))
         ours.append((time.perf_counter() - start) * 1000)
     if not pipeline_python:
-        return Row("segment everything, 32x32 grid", "ms", ours, None,
+        return Row(name, "ms", ours, None,
                    note=f"{found} masks; pipeline not run: give --pipeline-python (a Python with torchvision)")
     with tempfile.TemporaryDirectory() as tmp:
         image_path = Path(tmp) / "photo.png"
         Image.fromarray(image).save(image_path)
-        code = PIPELINE.format(path=path, image=str(image_path), rounds=rounds, threads=torch.get_num_threads())
+        code = PIPELINE.format(path=path, image=str(image_path), rounds=rounds, threads=torch.get_num_threads(),
+                               side=side)
         done = subprocess.run([pipeline_python, "-c", code], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"the pipeline run failed:\n{done.stderr[-2000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     note = (f"ours from the cached embedding, {found} masks; pipeline incl. its encode, {result['masks']} masks, "
             f"torch {result['torch']} in {pipeline_python}")
-    return Row("segment everything, 32x32 grid", "ms", ours, [t * 1000 for t in result["times"]], note=note)
+    return Row(name, "ms", ours, [t * 1000 for t in result["times"]], note=note)
 
 
 def agreement(engine, path: str) -> str:
@@ -345,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     engine = load_engine(EngineConfig(model=path, device=args.device, dtype=args.dtype))
     naive = Naive(path, engine.device)
     rows = [bench_click(engine, naive, rounds), bench_encode(engine, naive, max(3, rounds // 20 if args.quick else 3))]
-    rows.append(bench_everything(engine, path, args.pipeline_python, 2 if args.quick else 1))
+    rows.append(bench_everything(engine, path, args.pipeline_python, 1, 8 if args.quick else 32))
     rows.append(bench_batch(engine, naive, 20))
     rows.append(bench_cold_start(path, engine.device))
     if not args.quick and engine.device.type == "cpu":

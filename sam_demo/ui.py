@@ -221,7 +221,8 @@ def on_everything(engine: SamEngine, session: Session | None, progress=gr.Progre
     start = time.perf_counter()
 
     def report(done: int, total: int) -> None:
-        progress(done / total, desc=f"Segment everything: {done}/{total} batches of points")
+        if done == total or done % 32 == 0:  # one progress event per 32 prompts is plenty
+            progress(done / total, desc=f"Segment everything: {done}/{total} points")
 
     masks = _run(generate, engine, session.rgb, EverythingConfig(), report)
     session.auto_masks = [FixedMask(m.segmentation, m.predicted_iou, "Auto mask") for m in masks]
