@@ -26,8 +26,7 @@ from transformers import SamConfig, SamModel, SamProcessor
 from transformers.models.sam import SamImageProcessorPil
 from transformers.models.sam.configuration_sam import SamVisionConfig
 
-# Marker written into config.json; the app shows a warning on screen when it is set.
-RANDOM_WEIGHTS_ATTR = "sam_demo_random_weights"
+from .engine import RANDOM_WEIGHTS_ATTR  # marker written into config.json; the app warns on screen
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from .checkpoints import RANDOM_WEIGHTS_ATTR
-from .engine import DEFAULT_CACHE_BYTES, EngineInfo, SamEngine
+from .engine import DEFAULT_CACHE_BYTES, RANDOM_WEIGHTS_ATTR, EngineInfo, SamEngine
 from .images import DEFAULT_MAX_PIXELS
 from .vision_attention import patch_vision_attention
 
