@@ -215,13 +215,19 @@ print(time.perf_counter() - t)
 """
 
 
+def run_python(code: str, python: str = sys.executable) -> str:
+    """Run `code` in a fresh interpreter (from the repository root); its stdout, or RuntimeError with its stderr."""
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    if done.returncode != 0:
+        raise RuntimeError(f"{python} failed:\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
 def bench_cold_start(path: str, device: torch.device) -> Row:
     def run(code: str) -> float:
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", code.format(path=path, device=str(device))], capture_output=True,
-                              text=True, cwd=Path(__file__).resolve().parent.parent)
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr[-2000:])
+        run_python(code.format(path=path, device=str(device)))
         return time.perf_counter() - start
 
     return Row("cold start to first mask", "s", [run(COLD_OURS)], [run(COLD_NAIVE)], note="process start included")
@@ -244,11 +250,8 @@ except OSError:
 
 
 def bench_memory(path: str) -> Row:
-    done = subprocess.run([sys.executable, "-c", MEMORY.format(path=path, asset=str(ASSETS / "rocket.jpg"))],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-2000:])
-    return Row("peak RSS, model + 32 cached images", "MiB", [float(done.stdout.split()[-1])], None)
+    peak = run_python(MEMORY.format(path=path, asset=str(ASSETS / "rocket.jpg"))).split()[-1]
+    return Row("peak RSS, model + 32 cached images", "MiB", [float(peak)], None)
 
 
 PIPELINE = """
@@ -293,10 +296,7 @@ def bench_everything(engine, path: str, pipeline_python: str | None, rounds: int
         Image.fromarray(image).save(image_path)
         code = PIPELINE.format(path=path, image=str(image_path), rounds=rounds, threads=torch.get_num_threads(),
                                side=side)
-        done = subprocess.run([pipeline_python, "-c", code], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"the pipeline run failed:\n{done.stderr[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+        result = json.loads(run_python(code, pipeline_python).strip().splitlines()[-1])
     note = (f"ours from the cached embedding, {found} masks; pipeline incl. its encode, {result['masks']} masks, "
             f"torch {result['torch']} in {pipeline_python}")
     return Row(name, "ms", ours, [t * 1000 for t in result["times"]], note=note)

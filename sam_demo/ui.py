@@ -220,8 +220,12 @@ def on_everything(engine: SamEngine, session: Session | None, progress=gr.Progre
     session = _require(session).fork()
     start = time.perf_counter()
 
+    reported = 0
+
     def report(done: int, total: int) -> None:
-        if done == total or done % 32 == 0:  # one progress event per 32 prompts is plenty
+        nonlocal reported
+        if done == total or done - reported >= 32:  # one progress event per 32 prompts is plenty
+            reported = done
             progress(done / total, desc=f"Segment everything: {done}/{total} points")
 
     masks = _run(generate, engine, session.rgb, EverythingConfig(), report)
