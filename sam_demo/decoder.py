@@ -15,7 +15,6 @@ Shapes follow transformers: tokens (1, B, T, 256) for B prompt groups; image tok
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +24,10 @@ from transformers.models.sam.modeling_sam import SamAttention, eager_attention_f
 
 @dataclass(frozen=True)
 class ImageDecoderCache:
-    """Per-image decoder state (no mask input). Tensors are (1, 1, 4096, C)."""
+    """Per-image decoder state (no mask input), laid out as the decoder that made it uses it.
+
+    `CachedDecoder` keeps (1, 1, 4096, C) tensors; `FastDecoder` keeps per-head layouts.
+    """
 
     keys: torch.Tensor  # image tokens + "no mask" embedding
     first_k: torch.Tensor  # layer 0, token->image attention: k_proj(keys + pe)
@@ -81,10 +83,6 @@ class CachedDecoder:
             first_q=first.cross_attn_image_to_token.q_proj(keys_pe),
         )
 
-    def _project_with_pe(self, linear: torch.nn.Linear, keys: torch.Tensor) -> torch.Tensor:
-        """linear(image tokens + positional encoding): keys (G, 1, 4096, C) -> (G, 1, 4096, out)."""
-        return linear(keys + self.pe_tokens)
-
     def _attend(self, module: SamAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """SamAttention.forward after its input projections (query/key/value already projected)."""
         point_batch = query.shape[1]
@@ -129,18 +127,18 @@ class CachedDecoder:
             if index == 0:
                 k, v = expand(cache.first_k), expand(cache.first_v)
             else:
-                k, v = self._project_with_pe(attn.k_proj, keys), attn.v_proj(keys)
+                k, v = attn.k_proj(keys + self.pe_tokens), attn.v_proj(keys)
             queries = layer.layer_norm2(queries + self._attend(attn, q, k, v))
             # (3) MLP on the tokens
             queries = layer.layer_norm3(queries + layer.mlp(queries))
             # (4) the image attends to the tokens
             attn = layer.cross_attn_image_to_token
-            q = expand(cache.first_q) if index == 0 else self._project_with_pe(attn.q_proj, keys)
+            q = expand(cache.first_q) if index == 0 else attn.q_proj(keys + self.pe_tokens)
             token_keys = queries + point_embeddings
             keys = layer.layer_norm4(keys + self._attend(attn, q, attn.k_proj(token_keys), attn.v_proj(queries)))
         final = self.transformer.final_attn_token_to_image
         attn_out = self._attend(
-            final, final.q_proj(queries + point_embeddings), self._project_with_pe(final.k_proj, keys), final.v_proj(keys)
+            final, final.q_proj(queries + point_embeddings), final.k_proj(keys + self.pe_tokens), final.v_proj(keys)
         )
         tokens = self.transformer.layer_norm_final_attn(queries + attn_out)
         return self._heads(tokens, keys, groups, multimask_output)
@@ -164,73 +162,3 @@ class CachedDecoder:
         iou_pred = dec.iou_prediction_head(iou_token_out)
         selected = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, :, selected].float(), iou_pred[:, :, selected].float()
-
-
-class FastDecoder(CachedDecoder):
-    """`CachedDecoder` rearranged for speed; the same function up to floating-point rounding.
-
-    Used when the decoder runs in reduced precision (where bit-equality is moot anyway). In
-    fp32 its logits equal `SamModel`'s to ~1e-5 (the tests check this); the savings:
-    - positional encodings folded into the projections: linear(keys + pe) = keys @ W.T + (pe @ W.T + b),
-      with the second term computed once per model, so no 4096x256 add per projection;
-    - attention of 4096 image queries over a few tokens takes its softmax on the transposed
-      score matrix (softmax over a last dimension of ~8 is ~20x slower on CPU), with no copies
-      of the queries; tokens attend to the image through SDPA;
-    - the upscaling head runs channels-last: each 2x2 stride-2 transposed convolution is one
-      matmul, its layer norm a plain `layer_norm`, and only the returned masks' hypernetworks run.
-    """
-
-    def __init__(self, model, dtype: torch.dtype | None = None):
-        super().__init__(model, dtype)
-        dec, transformer = self.mask_decoder, self.transformer
-        with torch.inference_mode():
-            # pe @ W.T + b for every projection of (image tokens + pe) after the cached first layer
-            linears = [layer.cross_attn_token_to_image.k_proj for layer in transformer.layers[1:]]
-            linears += [layer.cross_attn_image_to_token.q_proj for layer in transformer.layers[1:]]
-            linears.append(transformer.final_attn_token_to_image.k_proj)
-            self._pe_terms = {linear: linear(self.pe_tokens)[0] for linear in linears}  # (1, 4096, out)
-            # ConvTranspose2d(k=2, s=2) weights (in, out, 2, 2) -> (in, 2 * 2 * out), bias tiled to match
-            self._up = [
-                (conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, -1).contiguous(), conv.bias.repeat(4))
-                for conv in (dec.upscale_conv1, dec.upscale_conv2)
-            ]
-
-    @torch.inference_mode()
-    def prepare(self, features: torch.Tensor) -> ImageDecoderCache:
-        cache = super().prepare(features)  # its image tokens are a transposed view: make them contiguous
-        return dataclasses.replace(cache, keys=cache.keys.contiguous())
-
-    def _project_with_pe(self, linear: torch.nn.Linear, keys: torch.Tensor) -> torch.Tensor:
-        groups, _, tokens, channels = keys.shape
-        weight_t = linear.weight.t().expand(groups, -1, -1)
-        out = torch.baddbmm(self._pe_terms[linear], keys.reshape(groups, tokens, channels), weight_t)
-        return out.unsqueeze(1)
-
-    def _attend(self, module: SamAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        heads = module.num_attention_heads
-        lead = query.shape[:2]
-        q, k, v = (module._separate_heads(t, heads) for t in (query, key, value))  # (G, heads, N, c)
-        if q.shape[2] > k.shape[2]:  # image queries over a few tokens: the softmax runs on (keys, queries)
-            scores = (q @ (k.transpose(2, 3) * module.scaling)).transpose(2, 3).contiguous()
-            out = torch.softmax(scores, dim=-2).transpose(2, 3) @ v
-        else:
-            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=module.scaling)
-        return module.out_proj(out.transpose(1, 2).reshape(*lead, q.shape[2], -1))
-
-    def _heads(self, tokens: torch.Tensor, keys: torch.Tensor, groups: int, multimask_output: bool):
-        dec = self.mask_decoder
-        height, width = self.embedding_hw
-        selected = range(1, dec.num_mask_tokens) if multimask_output else range(1)
-        iou_pred = dec.iou_prediction_head(tokens[:, :, 0, :])[:, :, selected.start : selected.stop]
-        hyper = torch.stack([dec.output_hypernetworks_mlps[i](tokens[0, :, 1 + i, :]) for i in selected], dim=2)
-        (w1, b1), (w2, b2) = self._up
-        norm = dec.upscale_layer_norm
-        x = torch.addmm(b1, keys.reshape(groups * height * width, -1), w1)  # rows (g, i, j), cols (a, b, c)
-        x = x.view(-1, w1.shape[1] // 4)  # rows (g, i, j, a, b): pixel (2i + a, 2j + b) at 128x128
-        x = dec.activation(torch.nn.functional.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
-        x = dec.activation(torch.addmm(b2, x, w2)).view(groups, -1, w2.shape[1] // 4)  # rows (i, j, a, b, a2, b2)
-        masks = torch.bmm(x, hyper)  # (G, pixels, M)
-        # pixel (4i + 2a + a2, 4j + 2b + b2) of the 256x256 logits
-        masks = masks.view(groups, height, width, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        masks = masks.reshape(1, groups, -1, 4 * height, 4 * width)
-        return masks.float(), iou_pred.float()

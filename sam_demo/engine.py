@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from .cache import ByteLRUCache, CacheStats
-from .decoder import CachedDecoder, FastDecoder, ImageDecoderCache
+from .decoder import CachedDecoder, ImageDecoderCache
+from .fast_decoder import FastDecoder
 from .images import DEFAULT_MAX_PIXELS, to_rgb_array
 from .transforms import LOW_RES_SIDE, ImageGeometry, masks_from_logits
 
