@@ -14,9 +14,9 @@ bit-equality with transformers is moot. Run in fp32 its logits equal `SamModel`'
 - *Cached first layer, per-head layouts.* The first layer's image-side projections are cached
   per image as (heads, c, 4096) and (heads, 4096, c), so its attentions are plain batched
   matmuls with no copies.
-- *Upscaling head channels-last.* Each 2x2 stride-2 transposed convolution is one matmul and
-  its layer norm a plain `layer_norm`; only the returned masks' hypernetworks run; the masks
-  come out mask-major so the final pixel shuffle copies short contiguous runs.
+- *Upscaling head channels-last.* Each 2x2 stride-2 transposed convolution is a matmul and
+  its layer norm a plain `layer_norm`; only the returned masks' hypernetworks run. The 128x128
+  map is put in row-major order once, so each row of 256 logits is one contiguous run.
 
 Shapes: prompt tokens (G, T, 256) for G prompt groups; image tokens (G, 4096, 256).
 """
@@ -84,11 +84,13 @@ class FastDecoder(CachedDecoder):
                 self._k[attn] = _HeadWeights.of(attn.k_proj, heads)
                 value = _HeadWeights.of(attn.v_proj, heads)
                 self._v[attn] = (value.weight.transpose(1, 2), value.bias)  # (H, 256, c), (H, 1, c)
-            # ConvTranspose2d(k=2, s=2) weights (in, out, 2, 2) -> (in, 2 * 2 * out), bias tiled to match
-            self._up = [
-                (conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, -1).contiguous(), conv.bias.repeat(4))
-                for conv in (dec.upscale_conv1, dec.upscale_conv2)
-            ]
+            # ConvTranspose2d(k=2, s=2) weights (in, out, 2, 2) -> (in, (a, b, out)), bias tiled to match;
+            # the second one split by output row a into two (in, (b, out)) blocks
+            conv1, conv2 = dec.upscale_conv1, dec.upscale_conv2
+            first = (conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, -1).contiguous(), conv1.bias.repeat(4))
+            second = [(conv2.weight[:, :, a].permute(0, 2, 1).reshape(conv2.in_channels, -1).contiguous(),
+                       conv2.bias.repeat(2)) for a in range(2)]
+            self._up = (first, second)
 
     @torch.inference_mode()
     def prepare(self, features: torch.Tensor) -> ImageDecoderCache:
@@ -187,14 +189,17 @@ class FastDecoder(CachedDecoder):
         selected = range(1, dec.num_mask_tokens) if multimask_output else range(1)
         iou_pred = dec.iou_prediction_head(tokens[:, 0, :])[:, selected.start : selected.stop]
         hyper = torch.stack([dec.output_hypernetworks_mlps[i](tokens[:, 1 + i, :]) for i in selected], dim=1)
-        (w1, b1), (w2, b2) = self._up
+        (w1, b1), second = self._up
         norm = dec.upscale_layer_norm
         x = torch.addmm(b1, keys.reshape(groups * height * width, -1), w1)  # rows (g, i, j), cols (a, b, c)
-        x = x.view(-1, w1.shape[1] // 4)  # rows (g, i, j, a, b): pixel (2i + a, 2j + b) at 128x128
+        x = x.view(-1, w1.shape[1] // 4)  # rows (g, i, j, a, b): pixel (2i + a, 2j + b) of the 128x128 map
         x = dec.activation(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
-        x = dec.activation(torch.addmm(b2, x, w2)).view(groups, -1, w2.shape[1] // 4)  # rows (i, j, a, b, a2, b2)
-        masks = torch.bmm(hyper, x.transpose(1, 2))  # (G, M, pixels)
-        # pixel (4i + 2a + a2, 4j + 2b + b2) of the 256x256 logits
-        masks = masks.view(groups, -1, height, width, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
-        masks = masks.reshape(1, groups, -1, 4 * height, 4 * width)
-        return masks.float(), iou_pred[None].float()
+        x = x.view(groups, height, width, 2, 2, -1).transpose(2, 3).reshape(groups * 4 * height * width, -1)
+        # rows (g, I, J) of the 128x128 map; pixel (2I + a2, 2J + b2) of the 256x256 logits comes from
+        # the second convolution's column block a2, whose columns are (b2, c): one run of 256 logits
+        masks = torch.empty(groups, len(selected), 4 * height, 4 * width, dtype=torch.float32, device=keys.device)
+        rows = masks.view(groups, len(selected), 2 * height, 2, 4 * width)  # (g, m, I, a2, 2J + b2)
+        for a2, (w2, b2) in enumerate(second):
+            y = dec.activation(torch.addmm(b2, x, w2)).view(groups, -1, w2.shape[1] // 2)  # rows (I, J, b2)
+            rows[:, :, :, a2].copy_(torch.bmm(hyper, y.transpose(1, 2)).view(rows[:, :, :, a2].shape))
+        return masks[None], iou_pred[None].float()
