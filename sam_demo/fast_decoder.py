@@ -91,6 +91,12 @@ class FastDecoder(CachedDecoder):
             second = [(conv2.weight[:, :, a].permute(0, 2, 1).reshape(conv2.in_channels, -1).contiguous(),
                        conv2.bias.repeat(2)) for a in range(2)]
             self._up = (first, second)
+            # the mask tokens' hypernetwork MLPs stacked per layer: weight (M, in, out), bias (M, 1, out)
+            mlps = dec.output_hypernetworks_mlps
+            self._hyper = [
+                (torch.stack([linear.weight.t() for linear in linears]), torch.stack([linear.bias[None] for linear in linears]))
+                for linears in zip(*[[mlp.proj_in, *mlp.layers, mlp.proj_out] for mlp in mlps])
+            ]
 
     @torch.inference_mode()
     def prepare(self, features: torch.Tensor) -> ImageDecoderCache:
@@ -188,7 +194,10 @@ class FastDecoder(CachedDecoder):
         height, width = self.embedding_hw
         selected = range(1, dec.num_mask_tokens) if multimask_output else range(1)
         iou_pred = dec.iou_prediction_head(tokens[:, 0, :])[:, selected.start : selected.stop]
-        hyper = torch.stack([dec.output_hypernetworks_mlps[i](tokens[:, 1 + i, :]) for i in selected], dim=1)
+        hyper = tokens[:, 1 + selected.start : 1 + selected.stop, :].transpose(0, 1)  # (M, G, 256)
+        for index, (weight, bias) in enumerate(self._hyper):
+            hyper = torch.baddbmm(bias[selected.start : selected.stop], hyper, weight[selected.start : selected.stop])
+            hyper = torch.relu(hyper) if index < len(self._hyper) - 1 else hyper.transpose(0, 1)  # (G, M, 32)
         (w1, b1), second = self._up
         norm = dec.upscale_layer_norm
         x = torch.addmm(b1, keys.reshape(groups * height * width, -1), w1)  # rows (g, i, j), cols (a, b, c)
