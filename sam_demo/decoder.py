@@ -69,11 +69,20 @@ class CachedDecoder:
                                               input_masks=None)
         return sparse.to(self.dtype)
 
+    def _image_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """features (1, 256, 64, 64) -> image tokens + the "no mask" embedding, (1, 4096, 256), a transposed view."""
+        return (features.to(self.dtype) + self.no_mask).flatten(2).transpose(1, 2)
+
+    def _point_embeddings(self, sparse: torch.Tensor) -> torch.Tensor:
+        """sparse (1, G, T', 256) -> the IoU and mask tokens followed by the prompt's, (1, G, T, 256)."""
+        dec = self.mask_decoder
+        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+        return torch.cat((output_tokens.expand(1, sparse.shape[1], -1, -1), sparse.to(self.dtype)), dim=2)
+
     @torch.inference_mode()
     def prepare(self, features: torch.Tensor) -> ImageDecoderCache:
         """features: (1, 256, 64, 64) image embedding -> the per-image decoder cache."""
-        no_mask = self.no_mask.expand(1, -1, *self.embedding_hw)
-        keys = (features.to(self.dtype) + no_mask).flatten(2).transpose(1, 2).unsqueeze(1)
+        keys = self._image_tokens(features).unsqueeze(1)
         first = self.transformer.layers[0]
         keys_pe = keys + self.pe_tokens
         return ImageDecoderCache(
@@ -104,10 +113,8 @@ class CachedDecoder:
         self, cache: ImageDecoderCache, sparse: torch.Tensor, multimask_output: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """sparse: (1, B, T, 256) prompt embeddings -> low-res logits (1, B, C, 256, 256), IoU (1, B, C)."""
-        dec = self.mask_decoder
         groups = sparse.shape[1]
-        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0).repeat(1, groups, 1, 1)
-        point_embeddings = torch.cat((output_tokens, sparse), dim=2).to(dec.iou_token.weight.dtype)
+        point_embeddings = self._point_embeddings(sparse)
 
         def expand(t: torch.Tensor) -> torch.Tensor:
             return t.expand(groups, *t.shape[1:])

@@ -68,16 +68,18 @@ class FastDecoder(CachedDecoder):
         dec, transformer = self.mask_decoder, self.transformer
         self._pe = self.pe_tokens[0]  # (1, 4096, 256)
         with torch.inference_mode():
+            # per-head projections of the image tokens; the first layer's come from the image's cache
             self._k, self._v, self._q, self._o = {}, {}, {}, {}
-            for layer in transformer.layers:
+            for index, layer in enumerate(transformer.layers):
                 attn = layer.cross_attn_image_to_token
-                self._q[attn] = _HeadWeights.of(attn.q_proj, attn.num_attention_heads)
+                heads = attn.num_attention_heads
+                if index > 0:
+                    self._q[attn] = _HeadWeights.of(attn.q_proj, heads)
                 # out_proj (256, H * c) -> per head (H, c, 256); its bias spread over the H heads,
                 # whose attention weights each sum to 1
-                heads = attn.num_attention_heads
                 weight = attn.out_proj.weight.unflatten(1, (heads, -1)).permute(1, 2, 0).contiguous()
                 self._o[attn] = (weight, attn.out_proj.bias / heads)
-            for attn in [layer.cross_attn_token_to_image for layer in transformer.layers] + [
+            for attn in [layer.cross_attn_token_to_image for layer in transformer.layers[1:]] + [
                 transformer.final_attn_token_to_image
             ]:
                 heads = attn.num_attention_heads
@@ -102,7 +104,7 @@ class FastDecoder(CachedDecoder):
     def prepare(self, features: torch.Tensor) -> ImageDecoderCache:
         """features (1, 256, 64, 64) -> cache with keys (1, 4096, 256) and the first layer's
         projections per head: first_k, first_q (H, c, 4096), first_v (H, 4096, c)."""
-        keys = (features.to(self.dtype) + self.no_mask).flatten(2).transpose(1, 2).contiguous()
+        keys = self._image_tokens(features).contiguous()
         keys_pe = keys + self._pe
         first = self.transformer.layers[0]
         to_image, to_token = first.cross_attn_token_to_image, first.cross_attn_image_to_token
@@ -114,15 +116,10 @@ class FastDecoder(CachedDecoder):
             first_q=_per_head_t(to_token.q_proj(keys_pe), to_token.num_attention_heads),
         )
 
-    def _image_scores(self, u: torch.Tensor, keys_pe: torch.Tensor | None, weights: _HeadWeights | None,
-                      projected: torch.Tensor | None) -> torch.Tensor:
-        """Scores of scaled per-head token vectors u (G, H, T, c) against the 4096 image tokens.
-
-        Either against a cached projection `projected` (H, c, 4096), or against
-        linear(keys_pe) with per-head `weights`, re-associated. -> (G, H, T, 4096).
-        """
-        if projected is not None:
-            return u @ projected
+    @staticmethod
+    def _image_scores(u: torch.Tensor, keys_pe: torch.Tensor, weights: _HeadWeights) -> torch.Tensor:
+        """Scores of scaled per-head token vectors u (G, H, T, c) against linear(keys_pe), the image
+        tokens (G, 4096, 256) projected by per-head `weights`, re-associated. -> (G, H, T, 4096)."""
         groups, heads, tokens, _ = u.shape
         left = (u @ weights.weight).flatten(1, 2)  # (G, H * T, 256)
         constant = (u * weights.bias).sum(-1).reshape(groups, heads * tokens, 1)
@@ -133,10 +130,10 @@ class FastDecoder(CachedDecoder):
         heads = attn.num_attention_heads
         u = _split_heads(attn.q_proj(queries_pe), heads) * attn.scaling
         if cache is not None:
-            weights = torch.softmax(self._image_scores(u, None, None, cache.first_k), dim=-1)
+            weights = torch.softmax(u @ cache.first_k, dim=-1)
             out = weights @ cache.first_v  # (G, H, T, c)
         else:
-            weights = torch.softmax(self._image_scores(u, keys_pe, self._k[attn], None), dim=-1)
+            weights = torch.softmax(self._image_scores(u, keys_pe, self._k[attn]), dim=-1)
             value_t, value_bias = self._v[attn]
             pooled = torch.bmm(weights.flatten(1, 2), keys).unflatten(1, weights.shape[1:3])  # (G, H, T, 256)
             out = pooled @ value_t + value_bias
@@ -146,10 +143,7 @@ class FastDecoder(CachedDecoder):
         """The image attends to the tokens; returns keys + the attention output (G, 4096, 256)."""
         heads = attn.num_attention_heads
         u = _split_heads(attn.k_proj(queries_pe), heads) * attn.scaling
-        if cache is not None:
-            scores = self._image_scores(u, None, None, cache.first_q)
-        else:
-            scores = self._image_scores(u, keys_pe, self._q[attn], None)
+        scores = u @ cache.first_q if cache is not None else self._image_scores(u, keys_pe, self._q[attn])
         weights = torch.softmax(scores, dim=2)  # over the tokens
         out_weight, out_bias = self._o[attn]
         mixed = (_split_heads(attn.v_proj(queries), heads) @ out_weight + out_bias).flatten(1, 2)  # (G, H*T, 256)
@@ -160,10 +154,8 @@ class FastDecoder(CachedDecoder):
         self, cache: ImageDecoderCache, sparse: torch.Tensor, multimask_output: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """sparse: (1, G, T', 256) prompt embeddings -> low-res logits (1, G, C, 256, 256), IoU (1, G, C)."""
-        dec = self.mask_decoder
         groups = sparse.shape[1]
-        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        point_embeddings = torch.cat((output_tokens.expand(groups, -1, -1), sparse[0].to(self.dtype)), dim=1)
+        point_embeddings = self._point_embeddings(sparse)[0]
         queries, keys, keys_pe = point_embeddings, cache.keys.expand(groups, -1, -1), None
         for index, layer in enumerate(self.transformer.layers):
             first = cache if index == 0 else None
