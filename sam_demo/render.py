@@ -1,35 +1,28 @@
-"""Draw a session for the browser: a downscaled display image, a mask overlay and markers.
+"""What the browser draws for a session: the display image, one small PNG per mask layer, markers.
 
-The overlay is an RGBA PNG at display resolution (masks tinted, with outlines); points, boxes
-and score tags travel as JSON in original pixels and are drawn by the browser as SVG, so the
-markers stay sharp at any zoom and appear the moment the user clicks.
+The browser keeps every layer it was sent and stacks them itself, so an edit sends only the
+layers whose key is new (one, after a click): a palette PNG at display size whose transparent
+index 0 is the background, index 1 the tinted fill and index 2 the outline, in the layer's colour.
+Points, boxes and score tags travel as JSON in original pixels and are drawn as SVG.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from PIL import Image
 
-from .session import Session
+from .session import Layer, Session
 
 DISPLAY_MAX_SIDE = 1280
 FILL_ALPHA = 110
-# Distinct, colour-blind-friendly hues (Okabe-Ito, then Tableau), as RGB.
-PALETTE = [
-    (0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233),
-    (213, 94, 0), (240, 228, 66), (148, 103, 189), (140, 86, 75), (127, 127, 127),
-]
-
-
-def color_of(index: int) -> tuple[int, int, int]:
-    return PALETTE[index % len(PALETTE)]
-
-
-def hex_color(index: int) -> str:
-    return "#%02x%02x%02x" % color_of(index)
+PREVIEW_ALPHA = 90
+_EDGE = {False: np.ones((3, 3), np.uint8), True: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))}
 
 
 def display_size(original_hw: tuple[int, int], max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:
@@ -51,66 +44,106 @@ def display_image_uri(rgb: np.ndarray) -> str:
     return data_uri("image/jpeg", jpeg.tobytes())
 
 
-def _to_display(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    if mask.shape == hw:
-        return mask.astype(np.uint8)
-    area = cv2.resize(mask.astype(np.uint8) * 255, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
-    return (area >= 128).astype(np.uint8)
+def to_display(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool -> (h, w) uint8 0/1 at display size: a pixel is set where >= half its area is."""
+    mask = np.ascontiguousarray(mask).view(np.uint8)
+    return mask if mask.shape == hw else cv2.resize(mask, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
 
 
-def overlay_uri(session: Session) -> str:
-    """RGBA PNG data URI at display size: every object's mask in its colour, with an outline.
+def palette_png(index: np.ndarray, rgb: tuple[int, int, int], alphas: bytes) -> bytes:
+    """(h, w) uint8 palette indices (0, 1, 2) -> a 2-bit PNG, every index in `rgb` with `alphas`."""
+    image = Image.fromarray(index, mode="P")
+    image.putpalette([0, 0, 0, *rgb, *rgb])
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", transparency=alphas, bits=2, compress_level=1)
+    return buffer.getvalue()
 
-    The active object is drawn last (on top) with a thicker outline. Empty string if no mask.
+
+def layer_png(small: np.ndarray, rgb: tuple[int, int, int], active: bool) -> bytes:
+    """A layer for a (h, w) 0/1 display mask: tinted fill with an outline (thicker while edited)."""
+    edge = cv2.morphologyEx(small, cv2.MORPH_GRADIENT, _EDGE[active])
+    index = small.copy()
+    index[edge > 0] = 2
+    return palette_png(index, rgb, bytes([0, FILL_ALPHA, 255]))
+
+
+def preview_png(small: np.ndarray, rgb: tuple[int, int, int]) -> bytes:
+    """The faint hover preview for a (h, w) 0/1 display mask: fill only."""
+    return palette_png(small, rgb, bytes([0, PREVIEW_ALPHA, PREVIEW_ALPHA]))
+
+
+def shown_score(score: float) -> float:
+    """A predicted IoU as the UI shows it: clamped to [0, 1] (exports keep the raw value)."""
+    return min(max(float(score), 0.0), 1.0)
+
+
+@dataclass
+class ViewCache:
+    """What one session's browser holds: the keys of the layers on screen, and each one's tag anchor.
+
+    Used under the session's lock; lives in the session store beside the session.
     """
-    fixed = session.fixed_masks()
-    layers = [(f.mask, f.score, i, False) for i, f in enumerate(fixed)]
-    base = len(fixed)
-    active = len(session.objects) - 1
-    layers += [(r.mask, r.score, base + i, i == active) for i, r in session.finished_results()]
-    if not layers:
-        return ""
-    hw = display_size(session.rgb.shape[:2])
-    canvas = np.zeros((*hw, 4), dtype=np.uint8)
-    for mask, _, color_index, is_active in layers:
-        small = _to_display(mask, hw)
-        color = color_of(color_index)
-        canvas[small > 0] = (*color, FILL_ALPHA)
-        contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(canvas, contours, -1, (*color, 255), 3 if is_active else 2)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGBA2BGRA), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    return data_uri("image/png", png.tobytes())
+
+    shown: frozenset[str] = frozenset()
+    anchors: dict[str, tuple[float, float] | None] = field(default_factory=dict)
 
 
-def markers_json(session: Session | None) -> str:
-    """Points, boxes and score tags in original pixels, for the browser to draw as SVG.
+def view_json(session: Session | None, cache: ViewCache | None = None) -> str:
+    """The prompter's `view` prop: the layer order, PNGs of new layers, markers and tags.
 
-    w, h: the image's size in original pixels. consumed: how many browser events the session
-    has applied (the browser drops those from its list of not-yet-confirmed markers).
+    {token, consumed, w, h, order: [key], png: {key: data URI}, points: [[x, y, label, colour]],
+     boxes: [[x0, y0, x1, y1, colour]], tags: [[x, y, text, colour]]}, coordinates in original
+    pixels. consumed: how many browser events the session has applied. Updates `cache`.
     """
     if session is None:
-        return json.dumps({"token": "", "consumed": 0, "w": 1, "h": 1, "points": [], "boxes": [], "tags": []})
-    fixed = session.fixed_masks()
-    base = len(fixed)
-    points, boxes, tags = [], [], []
-    for i, prompts in enumerate(session.objects):
-        color = hex_color(base + i)
-        points += [[x, y, label, color] for x, y, label in prompts.points]
-        if prompts.box_xyxy:
-            boxes.append([*prompts.box_xyxy, color])
-    for i, f in enumerate(fixed):
-        tags += _tag(f.mask, f"#{i + 1} IoU {f.score:.2f}", hex_color(i))
-    for i, result in session.finished_results():
-        tags += _tag(result.mask, f"#{base + i + 1} IoU {result.score:.2f}", hex_color(base + i))
+        return json.dumps({"token": "", "consumed": 0, "w": 1, "h": 1, "order": [], "png": {},
+                           "points": [], "boxes": [], "tags": []})
+    cache = cache if cache is not None else ViewCache()
     h, w = session.rgb.shape[:2]
+    hw = display_size((h, w))
+    layers = [layer for layer in session.layers() if layer.mask is not None]
+    png = {}
+    for layer in layers:
+        if layer.key not in cache.shown or layer.key not in cache.anchors:
+            small = to_display(layer.mask, hw)
+            png[layer.key] = data_uri("image/png", layer_png(small, layer.rgb, layer.active))
+            cache.anchors[layer.key] = _anchor(small, w / hw[1], h / hw[0])
+    cache.shown = frozenset(layer.key for layer in layers)
+    cache.anchors = {k: v for k, v in cache.anchors.items() if k in cache.shown}
+    points, boxes, tags = [], [], []
+    for layer in session.layers():
+        if layer.prompts is not None:
+            points += [[x, y, label, layer.hex] for x, y, label in layer.prompts.points]
+            if layer.prompts.box_xyxy:
+                boxes.append([*layer.prompts.box_xyxy, layer.hex])
+        anchor = cache.anchors.get(layer.key) if layer.mask is not None else None
+        if anchor is not None:
+            tags.append([*anchor, f"#{layer.number} IoU {shown_score(layer.score):.2f}", layer.hex])
     return json.dumps({"token": session.token, "consumed": session.consumed_events, "w": w, "h": h,
+                       "order": [layer.key for layer in layers], "png": png,
                        "points": points, "boxes": boxes, "tags": tags})
 
 
-def _tag(mask: np.ndarray, text: str, color: str) -> list:
-    """A label at the top-left of the mask's bounding box (none for an empty mask)."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return []
-    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
-    return [[float(cols[0]), float(rows[0]), text, color]]
+def _anchor(small: np.ndarray, sx: float, sy: float) -> tuple[float, float] | None:
+    """Top-left of a display mask's bounding box, in original pixels (None if empty)."""
+    x, y, bw, bh = cv2.boundingRect(small)
+    return None if bw == 0 else (round(x * sx, 1), round(y * sy, 1))
+
+
+def legend_rows(layers: list[Layer]) -> list[tuple[str, str, str]]:
+    """(colour, name, detail) per layer, as the legend lists them."""
+    rows = []
+    for layer in layers:
+        detail = "no prompt yet" if layer.score is None else f"IoU {shown_score(layer.score):.3f}"
+        if layer.prompts is not None:
+            p = layer.prompts
+            what = ", ".join(x for x in (_plural(len(p.points), "point") if p.points else "",
+                                         "box" if p.box_xyxy else "") if x)
+            detail += f" · {what}" if what else ""
+        name = layer.name + (" (editing)" if layer.active else "")
+        rows.append((layer.hex, name, detail))
+    return rows
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from .demo_routes import add_demo_routes
 from .endpoint import COLUMNS, RequestError
 from .engine import SamEngine
 from .fetch import FetchPolicy
@@ -30,6 +31,7 @@ from .loading import (
     resolve_model,
 )
 from .scoring import score
+from .session_store import SessionStore
 
 log = logging.getLogger("sam_demo")
 
@@ -176,7 +178,9 @@ def build_app(engine: SamEngine, config: ServerConfig = ServerConfig()) -> FastA
 
     app = FastAPI(title="sam-demo", description="Segment Anything demo and Azure ML SAM endpoint twin")
     add_api_routes(app, engine, config)
-    return gr.mount_gradio_app(app, build_demo(engine), path="/")
+    sessions = SessionStore()
+    add_demo_routes(app, engine, sessions)
+    return gr.mount_gradio_app(app, build_demo(engine, sessions), path="/")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -220,7 +224,9 @@ def serve(engine: SamEngine, config: ServerConfig) -> None:
 
         router = APIRouter()
         add_api_routes(router, engine, config)
-        build_demo(engine).launch(server_name=config.host, server_port=config.port, share=True,
+        sessions = SessionStore()
+        add_demo_routes(router, engine, sessions)
+        build_demo(engine, sessions).launch(server_name=config.host, server_port=config.port, share=True,
                                   app_kwargs={"routes": router.routes})
         return
     import uvicorn

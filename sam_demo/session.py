@@ -10,7 +10,8 @@ best preselected and switchable; more clicks or a box -> the single-mask output.
 
 from __future__ import annotations
 
-import uuid
+import secrets
+import threading
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -18,6 +19,16 @@ import numpy as np
 from .engine import ImageEmbedding, SamEngine
 
 MAX_HISTORY = 100
+COORD_DECIMALS = 2  # prompts are kept (and so decoded and exported) rounded to 1/100 pixel
+# Distinct, colour-blind-friendly hues (Okabe-Ito, then Tableau), as RGB; layer i gets PALETTE[i % 10].
+PALETTE = [
+    (0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233),
+    (213, 94, 0), (240, 228, 66), (148, 103, 189), (140, 86, 75), (127, 127, 127),
+]
+
+
+def _uid() -> str:
+    return secrets.token_hex(6)
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,7 @@ class ObjectResult:
     prompts: ObjectPrompts
     masks: np.ndarray
     scores: np.ndarray
+    uid: str = field(default_factory=_uid)  # names this decode (the masks); kept when only the choice changes
 
     @property
     def chosen(self) -> int:
@@ -75,6 +87,33 @@ class FixedMask:
     mask: np.ndarray  # (H, W) bool
     score: float  # predicted IoU
     label: str
+    uid: str = field(default_factory=_uid)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One entry of what the user sees: a shown mask (or an object still without prompts).
+
+    number: 1-based display number; its colour is PALETTE[number - 1]. mask: (H, W) bool in
+    original pixels, None for an object with no prompt yet. prompts: None for fixed masks.
+    key: changes whenever what is drawn for this layer changes (mask, colour, or being edited).
+    """
+
+    number: int
+    name: str
+    mask: np.ndarray | None
+    score: float | None
+    prompts: ObjectPrompts | None
+    active: bool
+    key: str
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        return PALETTE[(self.number - 1) % len(PALETTE)]
+
+    @property
+    def hex(self) -> str:
+        return "#%02x%02x%02x" % self.rgb
 
 
 @dataclass
@@ -91,7 +130,7 @@ class Session:
     rgb: np.ndarray
     embedding: ImageEmbedding
     name: str = "image"
-    token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # unguessable; names the session
     objects: list[ObjectPrompts] = field(default_factory=lambda: [ObjectPrompts()])
     results: dict[int, ObjectResult] = field(default_factory=dict)
     imported: list[FixedMask] = field(default_factory=list)
@@ -100,6 +139,7 @@ class Session:
     undo_stack: list[list[ObjectPrompts]] = field(default_factory=list)
     redo_stack: list[list[ObjectPrompts]] = field(default_factory=list)
     consumed_events: int = 0
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # shared by all forks
 
     def fork(self) -> "Session":
         """A copy whose containers can change without touching this one (arrays are shared).
@@ -126,8 +166,13 @@ class Session:
         h, w = self.rgb.shape[:2]
         if not (0 <= x <= w and 0 <= y <= h):
             raise ValueError(f"the click at ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
+        self._edit(self.objects[:-1] + [self.with_point(x, y, label)])
+
+    def with_point(self, x: float, y: float, label: int) -> ObjectPrompts:
+        """The active object's prompts with one more point (rounded as stored), not applied."""
         active = self.objects[-1]
-        self._edit(self.objects[:-1] + [replace(active, points=active.points + ((float(x), float(y), int(label)),), candidate=None)])
+        point = (round(float(x), COORD_DECIMALS), round(float(y), COORD_DECIMALS), int(label))
+        return replace(active, points=active.points + (point,), candidate=None)
 
     def set_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
         h, w = self.rgb.shape[:2]
@@ -136,7 +181,8 @@ class Session:
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise ValueError("the box has zero size; drag a larger box, or click for a point")
         active = self.objects[-1]
-        self._edit(self.objects[:-1] + [replace(active, box_xyxy=(x0, y0, x1, y1), candidate=None)])
+        box = tuple(round(v, COORD_DECIMALS) for v in (x0, y0, x1, y1))
+        self._edit(self.objects[:-1] + [replace(active, box_xyxy=box, candidate=None)])
 
     def select_candidate(self, index: int) -> None:
         active = self.objects[-1]
@@ -181,15 +227,7 @@ class Session:
                 if cached.prompts != prompts:  # only the chosen candidate changed
                     self.results[i] = replace(cached, prompts=prompts)
                 continue
-            cols = prompts.endpoint_columns()
-            pred = engine.decode(
-                self.embedding,
-                None if cols["input_points"] is None else np.array(cols["input_points"], dtype=np.float64),
-                None if cols["input_labels"] is None else np.array(cols["input_labels"]),
-                None if cols["input_boxes"] is None else np.array(cols["input_boxes"], dtype=np.float64),
-                None,
-                prompts.multimask,
-            )
+            pred = engine.decode(self.embedding, *decoder_arrays(prompts), None, prompts.multimask)
             self.results[i] = ObjectResult(prompts, pred.masks[0], pred.iou_scores[0])
             decoded += 1
         for i in [k for k in self.results if k >= len(self.objects)]:
@@ -203,6 +241,34 @@ class Session:
     def finished_results(self) -> list[tuple[int, ObjectResult]]:
         """(object index, result) for every object with a prompt, in order."""
         return [(i, self.results[i]) for i, p in enumerate(self.objects) if not p.is_empty and i in self.results]
+
+    def layers(self) -> list[Layer]:
+        """Everything shown, in display order: fixed masks, then every object (the last one is edited).
+
+        The one place that numbers and colours what is on screen: the mask layers, the markers,
+        the score tags and the legend all read it.
+        """
+        fixed = self.fixed_masks()
+        out = [Layer(n, f"{f.label} {n}", f.mask, f.score, None, False, f"{f.uid}.{n}")
+               for n, f in enumerate(fixed, start=1)]
+        active = len(self.objects) - 1
+        for i, prompts in enumerate(self.objects):
+            n = len(fixed) + i + 1
+            result = self.results.get(i) if not prompts.is_empty else None
+            key = f"{result.uid}.{result.chosen}.{n}.{int(i == active)}" if result else f"empty.{n}"
+            out.append(Layer(n, f"Object {n}", result.mask if result else None, result.score if result else None,
+                             prompts, i == active, key))
+        return out
+
+
+def decoder_arrays(prompts: ObjectPrompts) -> tuple:
+    """(points_xy (1, N, 2) float64, labels (1, N), boxes_xyxy (1, 4) float64), None where absent."""
+    cols = prompts.endpoint_columns()
+    return (
+        None if cols["input_points"] is None else np.array(cols["input_points"], dtype=np.float64),
+        None if cols["input_labels"] is None else np.array(cols["input_labels"]),
+        None if cols["input_boxes"] is None else np.array(cols["input_boxes"], dtype=np.float64),
+    )
 
 
 def _same_inputs(a: ObjectPrompts, b: ObjectPrompts) -> bool:

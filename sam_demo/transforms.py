@@ -88,20 +88,22 @@ def upscale_logits(low_res: torch.Tensor, geometry: ImageGeometry) -> torch.Tens
     return x[:, 0]
 
 
-def upscale_logits_fast(low_res: np.ndarray, geometry: ImageGeometry, out: np.ndarray | None = None) -> np.ndarray:
+def upscale_logits_fast(low_res: np.ndarray, geometry: ImageGeometry, out: np.ndarray | None = None,
+                        size_hw: tuple[int, int] | None = None) -> np.ndarray:
     """`upscale_logits` with OpenCV's bilinear resize: ~4x faster on CPU, equal up to float rounding.
 
     low_res: (256, 256) float32 -> (H, W) float32, written into `out` when given (reusing one
     buffer across masks saves the page faults of a fresh multi-MB array per mask). Same
     half-pixel-centre sampling as PyTorch's align_corners=False, so values differ by ~1e-6 and a
-    mask pixel flips only where a logit is ~0.
+    mask pixel flips only where a logit is ~0. size_hw: resize to this (h, w) instead of the
+    original size (a display-size preview).
     """
     rh, rw = geometry.resized_hw
     factor = MODEL_SIDE // LOW_RES_SIDE
     in_h, in_w = geometry.low_res_extent
     x = cv2.resize(np.ascontiguousarray(low_res[:in_h, :in_w]), (in_w * factor, in_h * factor),
                    interpolation=cv2.INTER_LINEAR)
-    h, w = geometry.original_hw
+    h, w = size_hw or geometry.original_hw
     return cv2.resize(x[:rh, :rw], (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
 
 

@@ -1,45 +1,79 @@
 """The Gradio 6 web demo. The only module that imports gradio.
 
-Handlers are plain functions `(engine, inputs..., state) -> outputs` that tests call without a
+Handlers are plain functions `(ctx, inputs..., state) -> View` that tests call without a
 server; `build_demo` binds them to the components. Per-session state is a `Session` in
-`gr.State`; every model call shares one `concurrency_id`.
+`gr.State`, also kept under its token in the `SessionStore` (the hover preview and the
+downloads read it there; overlapping events of one tab edit its latest state in turn).
+
+Queues: encodes, edits (clicks, undo, candidates...) and "segment everything" each have their
+own, so a click never waits behind another user's encode; edits of different users run side by side.
 """
 
 from __future__ import annotations
 
 import functools
+import html
 import json
-import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 import numpy as np
 
+from .demo_routes import export_url
 from .engine import SamEngine
-from .exports import coco_export, endpoint_export, masks_from_saved, masks_zip
-from .images import decode_image_bytes, to_rgb_array
-from .render import display_image_uri, hex_color, markers_json, overlay_uri
 from .everything import EverythingConfig, generate
+from .exports import masks_from_saved
+from .images import decode_image_bytes, to_rgb_array
+from .render import display_image_uri, legend_rows, view_json
 from .session import FixedMask, Session
+from .session_store import SessionStore
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-MODEL_CALLS = "sam-model"  # the shared concurrency_id of every interactive event that runs the model
+PROMPTER_JS = (STATIC / "prompter.js").read_text()
+PROMPTER_CSS = (STATIC / "prompter.css").read_text()
+ENCODE_CALLS = "sam-encode"  # uploads: one encoder run at a time
+EDIT_CALLS = "sam-edit"  # clicks, boxes, candidates, undo/redo...: decodes of different users side by side
+EDIT_CONCURRENCY = 2
 EVERYTHING_CALLS = "sam-everything"  # "segment everything" jobs (seconds to minutes on a CPU)
 
 
-class Prompter(gr.HTML):
-    """Click/drag surface: shows the image, the mask overlay and SVG markers; emits prompt events."""
+@dataclass(frozen=True)
+class DemoContext:
+    """What the handlers share: the engine and the live sessions."""
 
-    def __init__(self, image_url: str = "", overlay_url: str = "", markers: str | None = None, **kwargs):
+    engine: SamEngine
+    sessions: SessionStore = field(default_factory=SessionStore)
+
+
+class View(NamedTuple):
+    """Outputs of every handler, in the order of `build_demo`'s outputs."""
+
+    state: Session | None
+    prompter: dict
+    status: str
+    candidates: dict
+    legend: str
+    auto_keep: dict
+    exports: str
+
+
+class Prompter(gr.HTML):
+    """Click/drag surface: shows the image, the mask layers and SVG markers; emits prompt events.
+
+    Props: image_url (the display JPEG), view (JSON from `render.view_json`).
+    """
+
+    def __init__(self, image_url: str = "", view: str | None = None, **kwargs):
         # Gradio re-creates the component from gr.update(...) keywords, so the props are parameters.
         kwargs.setdefault("value", "")
         kwargs.setdefault("html_template", '<div class="sd-root"></div>')
-        kwargs.setdefault("css_template", (STATIC / "prompter.css").read_text())
-        kwargs.setdefault("js_on_load", (STATIC / "prompter.js").read_text())
-        super().__init__(image_url=image_url, overlay_url=overlay_url,
-                         markers=markers if markers is not None else markers_json(None), **kwargs)
+        kwargs.setdefault("css_template", PROMPTER_CSS)
+        kwargs.setdefault("js_on_load", PROMPTER_JS)
+        super().__init__(image_url=image_url, view=view if view is not None else view_json(None), **kwargs)
 
     def api_info(self) -> dict:
         return {"type": "string", "description": 'JSON {"token": str, "events": [{"type": "point"|"box", ...}]}'}
@@ -47,9 +81,7 @@ class Prompter(gr.HTML):
 
 # ---- view -------------------------------------------------------------------------------------
 def _candidates_update(session: Session | None):
-    if session is None:
-        return gr.update(visible=False, choices=[], value=None)
-    result = session.results.get(len(session.objects) - 1)
+    result = None if session is None else session.results.get(len(session.objects) - 1)
     if result is None or not result.prompts.multimask:
         return gr.update(visible=False, choices=[], value=None)
     best = int(np.argmax(result.scores))
@@ -60,22 +92,10 @@ def _candidates_update(session: Session | None):
 def _legend(session: Session | None) -> str:
     if session is None:
         return ""
-    items = []
-    fixed = session.fixed_masks()
-    for i, f in enumerate(fixed):
-        items.append((hex_color(i), f"{f.label} {i + 1}", f"IoU {f.score:.3f}"))
-    base = len(fixed)
-    active = len(session.objects) - 1
-    for i, prompts in enumerate(session.objects):
-        result = session.results.get(i)
-        what = ", ".join(p for p in (_plural(len(prompts.points), "point") if prompts.points else "",
-                                     "box" if prompts.box_xyxy else "") if p)
-        score = f"IoU {result.score:.3f}" if result else "no prompt yet"
-        name = f"Object {base + i + 1}" + (" (editing)" if i == active else "")
-        items.append((hex_color(base + i), name, f"{score}{' · ' + what if what else ''}"))
     rows = "".join(
         f'<li><span style="display:inline-block;width:12px;height:12px;border-radius:3px;background:{c};'
-        f'margin-right:6px;vertical-align:middle"></span><b>{n}</b> — {t}</li>' for c, n, t in items
+        f'margin-right:6px;vertical-align:middle"></span><b>{html.escape(n)}</b> — {html.escape(t)}</li>'
+        for c, n, t in legend_rows(session.layers())
     )
     return f'<ul style="list-style:none;padding-left:0;margin:0">{rows}</ul>'
 
@@ -91,16 +111,53 @@ def _auto_update(session: Session | None):
     return gr.update(visible=True, choices=choices, value=list(session.auto_keep))
 
 
-def _view(session: Session | None, status: str, new_image: bool = False) -> tuple:
-    """Outputs shared by every handler: state, prompter, status, candidates, legend, kept auto masks."""
-    if session is None:
-        prompter = gr.update(image_url="", overlay_url="", markers=markers_json(None))
+EXPORT_LINKS = (
+    ("download-json", "sam-endpoint.json", "Download JSON (endpoint request + response)"),
+    ("download-zip", "masks.zip", "PNG masks (zip)"),
+    ("download-coco", "coco.json", "COCO JSON (RLE)"),
+)
+
+
+def exports_html(session: Session | None) -> str:
+    """The export panel: a status line and three download links; the server builds a file when clicked."""
+    results = [] if session is None else session.finished_results()
+    fixed = [] if session is None else session.fixed_masks()
+    reasons = dict.fromkeys((kind for _, kind, _ in EXPORT_LINKS), "Click on the image to segment an object first.")
+    note = ""
+    if results or fixed:
+        prompts = sum(len(r.prompts.points) + (r.prompts.box_xyxy is not None) for _, r in results)
+        status = f"Exports ready: {_plural(len(results) + len(fixed), 'object')}, {_plural(prompts, 'prompt')}."
+        reasons = dict.fromkeys(reasons, "")
+        if not results:
+            reasons["sam-endpoint.json"] = note = ("Download JSON replays prompts, and loaded or automatic masks have "
+                                                   "none: click on the image to add an object.")
     else:
-        props = dict(overlay_url=overlay_uri(session), markers=markers_json(session))
+        status = "Nothing to export yet."
+    links = []
+    for elem_id, kind, label in EXPORT_LINKS:
+        if reasons[kind]:
+            links.append(f'<a id="{elem_id}" class="sd-download" aria-disabled="true" '
+                         f'title="{html.escape(reasons[kind])}">{label}</a>')
+        else:
+            name = html.escape(f"{Path(session.name).stem or 'image'}.{kind}")
+            links.append(f'<a id="{elem_id}" class="sd-download" href="{export_url(session, kind)}" '
+                         f'download="{name}">{label}</a>')
+    note = f'<p class="sd-export-note">{note}</p>' if note else ""
+    return f'<p id="export-status">{status}</p>{note}<div class="sd-downloads">{"".join(links)}</div>'
+
+
+def _view(ctx: DemoContext, session: Session | None, status: str, new_image: bool = False) -> View:
+    """Record `session` as the latest state and build every output from it."""
+    if session is None:
+        prompter = gr.update(image_url="", view=view_json(None))
+    else:
+        ctx.sessions.put(session)
+        props = dict(view=view_json(session, ctx.sessions.view(session)))
         if new_image:
             props["image_url"] = display_image_uri(session.rgb)
         prompter = gr.update(**props)
-    return session, prompter, status, _candidates_update(session), _legend(session), _auto_update(session)
+    return View(session, prompter, status, _candidates_update(session), _legend(session), _auto_update(session),
+                exports_html(session))
 
 
 def _require(session: Session | None) -> Session:
@@ -118,10 +175,13 @@ def _run(action, *args):
 
 
 # ---- handlers (plain functions; tests call them directly) ---------------------------------------
-def on_image(engine: SamEngine, path: str | None, progress=gr.Progress()) -> tuple:
+def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None, progress=gr.Progress()) -> View:
     """A new image (upload, paste, drop or example): decode it and compute its embedding now."""
+    if previous is not None:
+        ctx.sessions.discard(previous.token)
     if not path:
-        return _view(None, "Upload an image to start.")
+        return _view(ctx, None, "Upload an image to start.")
+    engine = ctx.engine
     data = Path(path).read_bytes()
     progress(0.05, desc="Reading the image")
     rgb = _run(lambda: to_rgb_array(decode_image_bytes(data, engine.max_pixels), engine.max_pixels))
@@ -132,10 +192,11 @@ def on_image(engine: SamEngine, path: str | None, progress=gr.Progress()) -> tup
     session = Session(image_bytes=data, rgb=rgb, embedding=embedding, name=Path(path).name)
     h, w = rgb.shape[:2]
     how = f"in {seconds:.2f} s" if encoded else f"(cached embedding, {seconds * 1000:.0f} ms)"
-    return _view(session, f"Image {w}×{h} encoded {how} on {engine.info.device}. Click on an object to segment it.", new_image=True)
+    return _view(ctx, session, f"Image {w}×{h} encoded {how} on {engine.info.device}. Click on an object to segment it.",
+                 new_image=True)
 
 
-def on_prompt(engine: SamEngine, value: str, session: Session | None) -> tuple:
+def on_prompt(ctx: DemoContext, value: str, session: Session | None) -> View:
     """New clicks or boxes from the browser: apply the events not seen yet, then decode."""
     try:
         message = json.loads(value) if value else {}
@@ -145,81 +206,82 @@ def on_prompt(engine: SamEngine, value: str, session: Session | None) -> tuple:
     if session is None:
         if events:
             gr.Warning("Upload an image first (or pick an example), then click on it.")
-        return _view(None, "Upload an image to start.")
-    if message.get("token") != session.token or len(events) <= session.consumed_events:
-        return _view(session, "Ready.")  # events for an earlier image, or nothing new
-    session = session.fork()
-    problems = []
-    for event in events[session.consumed_events :]:
-        try:
-            if event.get("type") == "box":
-                session.set_box(float(event["x0"]), float(event["y0"]), float(event["x1"]), float(event["y1"]))
-            else:
-                session.add_point(float(event["x"]), float(event["y"]), 1 if int(event.get("label", 1)) == 1 else 0)
-        except (KeyError, TypeError, ValueError) as exc:
-            problems.append(str(exc))
-    session.consumed_events = len(events)
-    for problem in problems:
-        gr.Warning(problem)
-    return _decode_and_view(engine, session)
+        return _view(ctx, None, "Upload an image to start.")
+    with ctx.sessions.editing(session) as session:
+        if message.get("token") != session.token or len(events) <= session.consumed_events:
+            return _view(ctx, session, "Ready.")  # events for an earlier image, or nothing new
+        problems = []
+        for event in events[session.consumed_events :]:
+            try:
+                if event.get("type") == "box":
+                    session.set_box(float(event["x0"]), float(event["y0"]), float(event["x1"]), float(event["y1"]))
+                else:
+                    session.add_point(float(event["x"]), float(event["y"]), 1 if int(event.get("label", 1)) == 1 else 0)
+            except (KeyError, TypeError, ValueError) as exc:
+                problems.append(str(exc))
+        session.consumed_events = len(events)
+        for problem in problems:
+            gr.Warning(problem)
+        return _decode_and_view(ctx, session)
 
 
-def _decode_and_view(engine: SamEngine, session: Session) -> tuple:
+def _decode_and_view(ctx: DemoContext, session: Session) -> View:
     start = time.perf_counter()
-    decoded = _run(session.update, engine)
+    decoded = _run(session.update, ctx.engine)
     ms = (time.perf_counter() - start) * 1000
-    result = session.results.get(len(session.objects) - 1)
-    index = len(session.fixed_masks()) + len(session.objects)
-    if result is None:
-        status = f"Object {index}: click on the image or drag a box."
+    active = session.layers()[-1]
+    if active.score is None:
+        status = f"Object {active.number}: click on the image or drag a box."
     else:
-        status = f"Object {index}: IoU {result.score:.3f}"
+        status = f"Object {active.number}: IoU {active.score:.3f}"
         if decoded:
             status += f" · decoded in {ms:.0f} ms"
-        if result.prompts.multimask:
+        if active.prompts.multimask:
             status += " · 3 candidates: pick another below if the best is not what you meant"
-    return _view(session, status)
+    return _view(ctx, session, status)
 
 
-def on_candidate(engine: SamEngine, index: int | None, session: Session | None) -> tuple:
-    session = _require(session).fork()
-    if index is None:
-        return _view(session, "Ready.")
-    _run(session.select_candidate, index)
-    return _decode_and_view(engine, session)
+def on_candidate(ctx: DemoContext, index: int | None, session: Session | None) -> View:
+    with ctx.sessions.editing(_require(session)) as session:
+        if index is None:
+            return _view(ctx, session, "Ready.")
+        _run(session.select_candidate, index)
+        return _decode_and_view(ctx, session)
 
 
-def on_undo(engine: SamEngine, session: Session | None) -> tuple:
-    session = _require(session).fork()
-    if not session.undo():
-        gr.Info("Nothing to undo.")
-    return _decode_and_view(engine, session)
+def on_undo(ctx: DemoContext, session: Session | None) -> View:
+    with ctx.sessions.editing(_require(session)) as session:
+        if not session.undo():
+            gr.Info("Nothing to undo.")
+        return _decode_and_view(ctx, session)
 
 
-def on_redo(engine: SamEngine, session: Session | None) -> tuple:
-    session = _require(session).fork()
-    if not session.redo():
-        gr.Info("Nothing to redo.")
-    return _decode_and_view(engine, session)
+def on_redo(ctx: DemoContext, session: Session | None) -> View:
+    with ctx.sessions.editing(_require(session)) as session:
+        if not session.redo():
+            gr.Info("Nothing to redo.")
+        return _decode_and_view(ctx, session)
 
 
-def on_clear(engine: SamEngine, session: Session | None) -> tuple:
-    session = _require(session).fork()
-    session.clear()
-    return _decode_and_view(engine, session)
+def on_clear(ctx: DemoContext, session: Session | None) -> View:
+    with ctx.sessions.editing(_require(session)) as session:
+        session.clear()
+        return _decode_and_view(ctx, session)
 
 
-def on_new_object(engine: SamEngine, session: Session | None) -> tuple:
-    session = _require(session).fork()
-    _run(session.new_object)
-    return _decode_and_view(engine, session)
+def on_new_object(ctx: DemoContext, session: Session | None) -> View:
+    with ctx.sessions.editing(_require(session)) as session:
+        _run(session.new_object)
+        return _decode_and_view(ctx, session)
 
 
-def on_everything(engine: SamEngine, session: Session | None, progress=gr.Progress()) -> tuple:
-    """Segment everything on the current image (Meta's defaults) from its cached embedding."""
-    session = _require(session).fork()
+def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progress()) -> View:
+    """Segment everything on the current image (Meta's defaults) from its cached embedding.
+
+    Runs outside the session's lock (it takes seconds); its masks join the latest state.
+    """
+    session = _require(session)
     start = time.perf_counter()
-
     reported = 0
 
     def report(done: int, total: int) -> None:
@@ -228,70 +290,40 @@ def on_everything(engine: SamEngine, session: Session | None, progress=gr.Progre
             reported = done
             progress(done / total, desc=f"Segment everything: {done}/{total} points")
 
-    masks = _run(generate, engine, session.rgb, EverythingConfig(), report)
-    session.auto_masks = [FixedMask(m.segmentation, m.predicted_iou, "Auto mask") for m in masks]
-    session.auto_keep = tuple(range(len(masks)))
+    masks = _run(generate, ctx.engine, session.rgb, EverythingConfig(), report)
     seconds = time.perf_counter() - start
-    if not masks:
-        return _view(session, f"Segment everything found no mask ({seconds:.1f} s).")
-    return _view(session, f"Segment everything: {_plural(len(masks), 'mask')} in {seconds:.1f} s. "
-                          "Untick the ones to drop in the list beside the image.")
+    with ctx.sessions.editing(session) as session:
+        session.auto_masks = [FixedMask(m.segmentation, m.predicted_iou, "Auto mask") for m in masks]
+        session.auto_keep = tuple(range(len(masks)))
+        if not masks:
+            return _view(ctx, session, f"Segment everything found no mask ({seconds:.1f} s).")
+        return _view(ctx, session, f"Segment everything: {_plural(len(masks), 'mask')} in {seconds:.1f} s. "
+                                   "Untick the ones to drop in the list beside the image.")
 
 
-def on_auto_keep(keep: list[int] | None, session: Session | None) -> tuple:
-    session = _require(session).fork()
-    session.auto_keep = tuple(sorted(int(i) for i in keep or []))
-    return _view(session, f"Keeping {len(session.auto_keep)} of {_plural(len(session.auto_masks), 'automatic mask')}.")
+def on_auto_keep(ctx: DemoContext, keep: list[int] | None, session: Session | None) -> View:
+    with ctx.sessions.editing(_require(session)) as session:
+        session.auto_keep = tuple(sorted(int(i) for i in keep or []))
+        return _view(ctx, session, f"Keeping {len(session.auto_keep)} of "
+                                   f"{_plural(len(session.auto_masks), 'automatic mask')}.")
 
 
-def prepare_exports(session: Session | None) -> tuple:
-    """Write the three downloads for the current state; the buttons download them on click.
-
-    Runs after each change (outside the model queue), so a click downloads at once. Files go
-    to one folder per session and are overwritten; Gradio serves copies from its cache.
-    """
-    results = [] if session is None else session.finished_results()
-    if session is None or not (results or session.fixed_masks()):
-        off = gr.update(value=None, interactive=False)
-        return off, off, off, "Nothing to export yet."
-    folder = Path(tempfile.gettempdir()) / f"sam-demo-{session.token}"
-    folder.mkdir(exist_ok=True)
-    stem = Path(session.name).stem or "image"
-    files = {
-        ".masks.zip": masks_zip(session),
-        ".coco.json": json.dumps(coco_export(session)).encode(),
-    }
-    if results:
-        files[".sam-endpoint.json"] = json.dumps(endpoint_export(session)).encode()
-    paths = {}
-    for suffix, content in files.items():
-        paths[suffix] = folder / f"{stem}{suffix}"
-        paths[suffix].write_bytes(content)
-    prompts = sum(len(r.prompts.points) + (r.prompts.box_xyxy is not None) for _, r in results)
-    endpoint = paths.get(".sam-endpoint.json")
-    return (
-        gr.update(value=str(endpoint) if endpoint else None, interactive=endpoint is not None),
-        gr.update(value=str(paths[".masks.zip"]), interactive=True),
-        gr.update(value=str(paths[".coco.json"]), interactive=True),
-        f"Exports ready: {_plural(len(results) + len(session.fixed_masks()), 'object')}, {_plural(prompts, 'prompt')}.",
-    )
-
-
-def on_load_saved(path: str | None, session: Session | None) -> tuple:
+def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -> View:
     """Draw the masks of a saved JSON (our export, or a response in either spelling)."""
-    session = _require(session).fork()
-    if not path:
-        return _view(session, "Ready.")
-    masks = _run(masks_from_saved, Path(path).read_bytes(), session.rgb.shape[:2])
-    session.imported = session.imported + masks
-    return _view(session, f"Loaded {_plural(len(masks), 'mask')} from {Path(path).name}.")
+    with ctx.sessions.editing(_require(session)) as session:
+        if not path:
+            return _view(ctx, session, "Ready.")
+        masks = _run(masks_from_saved, Path(path).read_bytes(), session.rgb.shape[:2])
+        session.imported = session.imported + masks
+        return _view(ctx, session, f"Loaded {_plural(len(masks), 'mask')} from {Path(path).name}.")
 
 
 # ---- layout -------------------------------------------------------------------------------------
-def build_demo(engine: SamEngine) -> gr.Blocks:
-    """The Blocks app for one loaded engine."""
+def build_demo(engine: SamEngine, sessions: SessionStore | None = None) -> gr.Blocks:
+    """The Blocks app for one loaded engine; `sessions` is shared with the demo's HTTP routes."""
+    ctx = DemoContext(engine, sessions if sessions is not None else SessionStore())
     with gr.Blocks(title="SAM demo — Segment Anything", delete_cache=(3600, 3600)) as demo:
-        state = gr.State(None)
+        state = gr.State(None, delete_callback=lambda s: s is not None and ctx.sessions.discard(s.token))
         gr.Markdown(
             f"## Segment Anything — click to segment\n"
             f"Model `{engine.info.model}` on `{engine.info.device}` ({engine.info.dtype}). "
@@ -324,27 +356,33 @@ def build_demo(engine: SamEngine) -> gr.Blocks:
                 candidates = gr.Radio(label="Candidate masks for a single click", visible=False, elem_id="candidates")
                 legend = gr.HTML(elem_id="legend")
                 with gr.Accordion("Export and import", open=True):
-                    export_status = gr.Markdown("Nothing to export yet.", elem_id="export-status")
-                    download_json = gr.DownloadButton("Download JSON (endpoint request + response)", elem_id="download-json",
-                                                      size="sm", interactive=False)
-                    download_zip = gr.DownloadButton("PNG masks (zip)", elem_id="download-zip", size="sm", interactive=False)
-                    download_coco = gr.DownloadButton("COCO JSON (RLE)", elem_id="download-coco", size="sm", interactive=False)
+                    exports = gr.HTML(exports_html(None), elem_id="exports", css_template=EXPORTS_CSS)
                     load_saved = gr.UploadButton("Load saved JSON", file_types=[".json"], size="sm", elem_id="load-json")
-        outputs = [state, prompter, status, candidates, legend, auto_keep]
-        model_event = dict(outputs=outputs, concurrency_id=MODEL_CALLS, concurrency_limit=1)
-        exports = dict(fn=prepare_exports, inputs=state, outputs=[download_json, download_zip, download_coco, export_status],
-                       show_progress="hidden")
+        outputs = [state, prompter, status, candidates, legend, auto_keep, exports]
+        edit = dict(outputs=outputs, concurrency_id=EDIT_CALLS, concurrency_limit=EDIT_CONCURRENCY,
+                    show_progress="hidden", api_visibility="private")
         bind = functools.partial
-        image_in.change(bind(on_image, engine), inputs=image_in, show_progress="full", **model_event).then(**exports)
-        prompter.change(bind(on_prompt, engine), inputs=[prompter, state], trigger_mode="always_last",
-                        show_progress="hidden", **model_event).then(**exports)
-        candidates.input(bind(on_candidate, engine), inputs=[candidates, state], show_progress="hidden",
-                         **model_event).then(**exports)
+        image_in.change(bind(on_image, ctx), inputs=[image_in, state], outputs=outputs, show_progress="full",
+                        concurrency_id=ENCODE_CALLS, concurrency_limit=1, api_visibility="private")
+        prompter.change(bind(on_prompt, ctx), inputs=[prompter, state], trigger_mode="always_last", **edit)
+        candidates.input(bind(on_candidate, ctx), inputs=[candidates, state], **edit)
         for button, handler in ((undo, on_undo), (redo, on_redo), (clear, on_clear), (new_object, on_new_object)):
-            button.click(bind(handler, engine), inputs=state, **model_event).then(**exports)
+            button.click(bind(handler, ctx), inputs=state, **edit)
+        auto_keep.input(bind(on_auto_keep, ctx), inputs=[auto_keep, state], **edit)
+        load_saved.upload(bind(on_load_saved, ctx), inputs=[load_saved, state], **edit)
         # A long job of its own queue, so other users' clicks are not held behind it.
-        everything.click(bind(on_everything, engine), inputs=state, outputs=outputs, show_progress="full",
-                         concurrency_id=EVERYTHING_CALLS, concurrency_limit=1).then(**exports)
-        auto_keep.input(on_auto_keep, inputs=[auto_keep, state], outputs=outputs, show_progress="hidden").then(**exports)
-        load_saved.upload(on_load_saved, inputs=[load_saved, state], outputs=outputs).then(**exports)
+        everything.click(bind(on_everything, ctx), inputs=state, outputs=outputs, show_progress="full",
+                         concurrency_id=EVERYTHING_CALLS, concurrency_limit=1, api_visibility="private")
     return demo
+
+
+EXPORTS_CSS = """
+.sd-downloads { display: flex; flex-direction: column; gap: 6px; }
+.sd-download { display: block; text-align: center; padding: 6px 10px; border-radius: var(--button-small-radius, 6px);
+               border: 1px solid var(--button-secondary-border-color, #d1d5db); font-size: var(--button-small-text-size, 14px);
+               background: var(--button-secondary-background-fill, #f3f4f6); color: var(--button-secondary-text-color, inherit);
+               text-decoration: none; font-weight: 600; }
+.sd-download:hover:not([aria-disabled]) { background: var(--button-secondary-background-fill-hover, #e5e7eb); }
+.sd-download[aria-disabled] { opacity: 0.5; cursor: not-allowed; }
+.sd-export-note { font-size: 13px; opacity: 0.75; margin: 4px 0; }
+"""

@@ -16,7 +16,9 @@ from pycocotools import mask as mask_utils
 from sam_demo import EngineConfig, SamPredictor, load_engine
 from sam_demo.endpoint import read_response
 from sam_demo.scoring import score
+from sam_demo.demo_routes import EXPORTS
 from sam_demo.ui import (
+    DemoContext,
     _legend,
     build_demo,
     on_auto_keep,
@@ -29,7 +31,6 @@ from sam_demo.ui import (
     on_prompt,
     on_redo,
     on_undo,
-    prepare_exports,
 )
 
 CAT = str(ASSETS / "chelsea.png")  # 451x300
@@ -48,175 +49,202 @@ def box(x0, y0, x1, y1):
 
 
 @pytest.fixture()
-def uploaded(engine):
-    session, prompter, status, candidates, legend, _ = on_image(engine, CAT)
-    return session
+def ctx(engine):
+    return DemoContext(engine)
 
 
-def test_upload_encodes_at_once_and_shows_the_image(engine):
-    session, prompter, status, candidates, legend, _ = on_image(engine, CAT)
+@pytest.fixture()
+def uploaded(ctx):
+    return on_image(ctx, CAT).state
+
+
+def export(session, kind: str, folder=None):
+    """Build a download as the server does when its link is clicked; with `folder`, write it there."""
+    content = EXPORTS[kind][1](session)
+    if folder is None:
+        return content
+    path = folder / f"saved.{kind}"
+    path.write_bytes(content)
+    return str(path)
+
+
+def test_upload_encodes_at_once_and_shows_the_image(ctx):
+    session, prompter, status, candidates, legend, _, exports = on_image(ctx, CAT)
     assert session.rgb.shape == (300, 451, 3) and session.embedding.geometry.original_hw == (300, 451)
     assert "451×300" in status and "encoded" in status
     assert prompter["image_url"].startswith("data:image/jpeg;base64,")
-    assert json.loads(prompter["markers"])["w"] == 451 and json.loads(prompter["markers"])["h"] == 300
-    again = on_image(engine, CAT)[2]
+    assert json.loads(prompter["view"])["w"] == 451 and json.loads(prompter["view"])["h"] == 300
+    assert 'id="download-json"' in exports and "Nothing to export yet" in exports and "href" not in exports
+    again = on_image(ctx, CAT)[2]
     assert "cached embedding" in again
 
 
-def test_click_box_undo_new_object_match_predictor(engine, uploaded):
+def test_click_box_undo_new_object_match_predictor(ctx, engine, uploaded):
     predictor = SamPredictor(engine)
     predictor.set_image(np.asarray(Image.open(CAT).convert("RGB")))
 
-    session, prompter, status, candidates, legend, _ = on_prompt(engine, events(uploaded, point(200, 150)), uploaded)
+    session, prompter, status, candidates, legend, *_ = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)
     assert "IoU" in status and candidates["visible"] and len(candidates["choices"]) == 3
     masks, scores, _ = predictor.predict(np.array([[200, 150]]), np.array([1]))
     result = session.results[0]
     assert np.array_equal(result.masks, masks) and result.chosen == int(np.argmax(scores))
-    assert prompter["overlay_url"].startswith("data:image/png;base64,")
+    view = json.loads(prompter["view"])
+    assert len(view["order"]) == 1 and view["png"][view["order"][0]].startswith("data:image/png;base64,")
 
-    session = on_candidate(engine, 2, session)[0]
+    session = on_candidate(ctx, 2, session)[0]
     assert session.results[0].chosen == 2 and np.array_equal(session.results[0].mask, masks[2])
 
     # Negative click and a box arrive together (as after rapid input): both are applied, one decode.
     value = events(session, point(200, 150), point(320, 90, 0), box(40, 30, 400, 280))
-    session, _, status, candidates, legend, _ = on_prompt(engine, value, session)
+    session, _, status, candidates, legend, *_ = on_prompt(ctx, value, session)
     assert session.consumed_events == 3 and not candidates["visible"]
     masks2, scores2, _ = predictor.predict(np.array([[200, 150], [320, 90]]), np.array([1, 0]),
                                            box=np.array([40, 30, 400, 280]), multimask_output=False)
     assert np.array_equal(session.results[0].mask, masks2[0]) and "2 points, box" in legend
 
-    session = on_undo(engine, session)[0]  # removes the box
+    session = on_undo(ctx, session)[0]  # removes the box
     assert session.objects[0].box_xyxy is None and len(session.objects[0].points) == 2
-    session = on_redo(engine, session)[0]
+    session = on_redo(ctx, session)[0]
     assert session.objects[0].box_xyxy == (40.0, 30.0, 400.0, 280.0)
 
-    session = on_new_object(engine, session)[0]
-    session, _, _, _, legend, _ = on_prompt(engine, events(session, point(1, 1), point(1, 1), point(1, 1), point(100, 250)), session)
+    session = on_new_object(ctx, session)[0]
+    session, _, _, _, legend, *_ = on_prompt(ctx, events(session, point(1, 1), point(1, 1), point(1, 1), point(100, 250)), session)
     assert len(session.objects) == 2 and session.objects[1].points == ((100.0, 250.0, 1),)
     assert "Object 1" in legend and "Object 2 (editing)" in legend
     assert np.array_equal(session.results[0].mask, masks2[0]), "the finished object keeps its mask"
 
-    session = on_clear(engine, session)[0]
+    session = on_clear(ctx, session)[0]
     assert len(session.objects) == 1 and session.objects[0].is_empty and not session.results
-    assert on_undo(engine, session)[0].objects[1].points == ((100.0, 250.0, 1),)
+    assert on_undo(ctx, session)[0].objects[1].points == ((100.0, 250.0, 1),)
 
 
-def test_stale_and_bad_events_never_break_the_session(engine, uploaded):
+def test_stale_and_bad_events_never_break_the_session(ctx, uploaded):
     stale = json.dumps({"token": "another-image", "events": [point(10, 10)]})
-    session = on_prompt(engine, stale, uploaded)[0]
+    session = on_prompt(ctx, stale, uploaded)[0]
     assert session.objects[0].is_empty
-    session = on_prompt(engine, events(uploaded, box(10, 10, 10.2, 80), point(10, 10)), uploaded)[0]
+    session = on_prompt(ctx, events(uploaded, box(10, 10, 10.2, 80), point(10, 10)), uploaded)[0]
     assert session.objects[0].box_xyxy is None and len(session.objects[0].points) == 1  # zero box skipped
-    assert on_prompt(engine, events(uploaded, point(5, 5)), None)[0] is None  # click before an image
+    assert on_prompt(ctx, events(uploaded, point(5, 5)), None)[0] is None  # click before an image
     with pytest.raises(gr.Error, match="Upload an image first"):
-        on_undo(engine, None)
+        on_undo(ctx, None)
+    # Handlers edit the latest state of the session, even when handed an older copy (overlapping events).
+    assert on_undo(ctx, uploaded).state.objects[0].is_empty
+    assert on_redo(ctx, uploaded).state.objects[0].points == ((10.0, 10.0, 1),)  # the stale copy has nothing to redo
+    fresh = on_image(ctx, CAT).state
     with pytest.raises(gr.Error, match="no prompt yet"):
-        on_new_object(engine, uploaded)
-    assert uploaded.objects[0].is_empty, "a failed action leaves the stored state untouched"
+        on_new_object(ctx, fresh)
+    assert fresh.objects[0].is_empty and ctx.sessions.get(fresh.token) is fresh, \
+        "a failed action leaves the stored state untouched"
 
 
-def test_bad_uploads_give_readable_errors(engine, tmp_path):
+def test_bad_uploads_give_readable_errors(ctx, engine, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("this is not an image")
     with pytest.raises(gr.Error, match="not an image"):
-        on_image(engine, str(text))
+        on_image(ctx, str(text))
     big = tmp_path / "big.png"
     Image.new("RGB", (3000, 2000)).save(big)
     small_limit = load_engine(EngineConfig(model=engine.info.model, device="cpu", dtype="float32", max_pixels=1_000_000))
     with pytest.raises(gr.Error, match="megapixels"):
-        on_image(small_limit, str(big))
+        on_image(DemoContext(small_limit), str(big))
 
 
-def test_huge_image_is_shown_downscaled_with_full_size_masks(engine, tmp_path):
+def test_huge_image_is_shown_downscaled_with_full_size_masks(ctx, tmp_path):
     path = tmp_path / "wide.png"
     Image.open(CAT).resize((3000, 2000)).save(path)
-    session, prompter, *_ = on_image(engine, str(path))
+    session, prompter, *_ = on_image(ctx, str(path))
     shown = Image.open(io.BytesIO(__import__("base64").b64decode(prompter["image_url"].split(",", 1)[1])))
     assert max(shown.size) == 1280
-    session = on_prompt(engine, events(session, point(1500, 1000)), session)[0]
+    session = on_prompt(ctx, events(session, point(1500, 1000)), session)[0]
     assert session.results[0].masks.shape == (3, 2000, 3000)
 
 
-def test_exports_replay_and_reload(engine, uploaded):
-    session = on_prompt(engine, events(uploaded, point(200, 150)), uploaded)[0]
-    session = on_candidate(engine, 1, session)[0]
-    session = on_new_object(engine, session)[0]
-    session = on_prompt(engine, events(session, point(200, 150), box(20, 20, 200, 200)), session)[0]
-    json_update, zip_update, coco_update, export_status = prepare_exports(session)
-    assert "2 objects, 2 prompts" in export_status
+def test_exports_replay_and_reload(ctx, engine, uploaded, tmp_path):
+    session = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)[0]
+    session = on_candidate(ctx, 1, session)[0]
+    session = on_new_object(ctx, session)[0]
+    session, *_, panel = on_prompt(ctx, events(session, point(200, 150), box(20, 20, 200, 200)), session)
+    assert "2 objects, 2 prompts" in panel
+    assert f'href="sam-demo/export/{session.token}/sam-endpoint.json"' in panel and 'download="chelsea.masks.zip"' in panel
 
-    export = json.loads(open(json_update["value"]).read())
-    assert list(export) == ["request", "response", "shown"]
-    replay = score(export["request"], engine)  # what POST /score answers
-    assert read_response(replay) and json.dumps(replay) == json.dumps(export["response"])
-    shown = [read_response(export["response"])[s["row"]][s["prediction"]][s["mask"]].mask for s in export["shown"]]
+    saved = export(session, "sam-endpoint.json", tmp_path)
+    export_json = json.loads(open(saved).read())
+    assert list(export_json) == ["request", "response", "shown"]
+    replay = score(export_json["request"], engine)  # what POST /score answers
+    assert read_response(replay) and json.dumps(replay) == json.dumps(export_json["response"])
+    shown = [read_response(export_json["response"])[s["row"]][s["prediction"]][s["mask"]].mask
+             for s in export_json["shown"]]
     assert np.array_equal(shown[0], session.results[0].masks[1]) and np.array_equal(shown[1], session.results[1].mask)
 
-    with zipfile.ZipFile(zip_update["value"]) as archive:
+    with zipfile.ZipFile(io.BytesIO(export(session, "masks.zip"))) as archive:
         assert archive.namelist() == ["object_01.png", "object_02.png"]
         png = Image.open(io.BytesIO(archive.read("object_01.png")))
         assert png.mode == "L" and png.size == (451, 300)
         assert np.array_equal(np.asarray(png) > 127, shown[0])
 
-    coco = json.loads(open(coco_update["value"]).read())
+    coco = json.loads(export(session, "coco.json"))
     ann = coco["annotations"][0]
     rle = {"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()}
     assert np.array_equal(mask_utils.decode(rle).astype(bool), shown[0])
     assert ann["area"] == int(shown[0].sum()) and ann["prompts"]["input_points"] == [[[200.0, 150.0]]]
     assert coco["images"][0]["width"] == 451
 
-    fresh = on_image(engine, CAT)[0]
-    loaded, _, status, _, legend, _ = on_load_saved(json_update["value"], fresh)
+    fresh = on_image(ctx, CAT)[0]
+    loaded, _, status, _, legend, *_ = on_load_saved(ctx, saved, fresh)
     assert "Loaded 2 masks" in status and len(loaded.imported) == 2
     assert np.array_equal(loaded.imported[0].mask, shown[0]) and "Loaded mask 1" in legend
 
 
-def test_loading_masks_for_another_image_is_refused(engine, uploaded, tmp_path):
-    session = on_prompt(engine, events(uploaded, point(200, 150)), uploaded)[0]
-    saved = prepare_exports(session)[0]["value"]
-    other = on_image(engine, str(ASSETS / "coffee.png"))[0]
+def test_loading_masks_for_another_image_is_refused(ctx, uploaded, tmp_path):
+    session = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)[0]
+    saved = export(session, "sam-endpoint.json", tmp_path)
+    other = on_image(ctx, str(ASSETS / "coffee.png"))[0]
     with pytest.raises(gr.Error, match="upload the image the masks were made for"):
-        on_load_saved(saved, other)
+        on_load_saved(ctx, saved, other)
     junk = tmp_path / "junk.json"
     junk.write_text("{not json")
     with pytest.raises(gr.Error, match="not JSON"):
-        on_load_saved(str(junk), other)
+        on_load_saved(ctx, str(junk), other)
 
 
 def test_build_demo_and_random_weights_banner(engine):
     demo = build_demo(engine)
     config = demo.get_config_file()
     ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
-    assert {"image-input", "prompter", "download-json", "status", "random-weights-warning"} <= ids
+    assert {"image-input", "prompter", "exports", "status", "new-object", "random-weights-warning"} <= ids
+    assert not [d for d in config["dependencies"] if d.get("api_visibility") == "public"], "UI events stay off the API page"
 
 
-def test_segment_everything_keep_and_drop(engine, uploaded, monkeypatch):
+def test_segment_everything_keep_and_drop(ctx, uploaded, monkeypatch):
     import sam_demo.ui as ui
     from sam_demo.everything import EverythingConfig
 
     # The random test model needs lower thresholds than Meta's defaults to produce masks.
     monkeypatch.setattr(ui, "EverythingConfig", lambda: EverythingConfig(points_per_side=6, pred_iou_thresh=0.5,
                                                                         stability_score_thresh=0.3, box_nms_thresh=1.0))
-    session, _, status, _, legend, auto = on_everything(engine, uploaded)
+    session, _, status, _, legend, auto, _ = on_everything(ctx, uploaded)
     count = len(session.auto_masks)
     assert count >= 3 and auto["visible"] and auto["value"] == list(range(count)) and "Segment everything" in status
-    session, *_ = on_auto_keep([0, 2], session)
+    session, *_ = on_auto_keep(ctx, [0, 2], session)
     assert [f.mask is session.auto_masks[i].mask for i, f in zip((0, 2), session.fixed_masks())] == [True, True]
-    json_update, zip_update, coco_update, export_status = prepare_exports(session)
-    assert "2 objects, 0 prompts" in export_status and json_update["value"] is None  # no prompts: no endpoint rows
-    with zipfile.ZipFile(zip_update["value"]) as archive:
+    panel = on_auto_keep(ctx, [0, 2], session).exports
+    assert "2 objects, 0 prompts" in panel and "Download JSON replays prompts" in panel  # no prompts: no endpoint rows
+    assert '<a id="download-json" class="sd-download" aria-disabled="true"' in panel and "masks.zip" in panel
+    with pytest.raises(ValueError, match="nothing to export"):
+        export(session, "sam-endpoint.json")
+    with zipfile.ZipFile(io.BytesIO(export(session, "masks.zip"))) as archive:
         assert len(archive.namelist()) == 2
-    session = on_prompt(engine, events(session, point(200, 150)), session)[0]
+    session = on_prompt(ctx, events(session, point(200, 150)), session)[0]
     assert "Auto mask 1" in _legend(session) and "Object 3 (editing)" in _legend(session)
 
 
-def test_load_bare_response_in_model_card_spelling(engine, uploaded, tmp_path):
-    session = on_prompt(engine, events(uploaded, point(200, 150)), uploaded)[0]
-    export = json.loads(open(prepare_exports(session)[0]["value"]).read())
+def test_load_bare_response_in_model_card_spelling(ctx, uploaded, tmp_path):
+    session = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)[0]
+    saved = json.loads(export(session, "sam-endpoint.json"))
     card = [{"predictions": [{"mask_per_prediction": p["masks_per_prediction"]} for p in row["response"]["predictions"]]}
-            for row in export["response"]]
+            for row in saved["response"]]
     path = tmp_path / "card.json"
     path.write_text(json.dumps(card))
-    loaded = on_load_saved(str(path), on_image(engine, CAT)[0])[0]
+    loaded = on_load_saved(ctx, str(path), on_image(ctx, CAT)[0])[0]
     best = int(np.argmax(session.results[0].scores))  # a bare response: the best mask of each prediction
     assert len(loaded.imported) == 1 and np.array_equal(loaded.imported[0].mask, session.results[0].masks[best])

@@ -3,29 +3,57 @@
 // Left drag: box. Coordinates are sent in original image pixels.
 // props.value (to Python): JSON {token, events}; events only grow until the image changes, so
 // with trigger_mode "always_last" no click is lost: Python applies events it has not seen.
-// props.markers (from Python): JSON {token, consumed, w, h, points, boxes, tags}.
+// props.view (from Python): JSON {token, consumed, w, h, order, png, points, boxes, tags}: the
+// browser keeps one <img> per mask layer and gets PNGs only for layers it does not have yet.
+// Hover preview (mouse only): POST sam-demo/preview {token, x, y} -> a faint PNG, or 204 if busy.
+// Whenever new mask pixels are on screen it dispatches "sam-demo:painted" on #prompter,
+// detail {kind: "click" | "preview"}.
 const root = element.querySelector('.sd-root') || element;
+const host = element.closest('#prompter') || element;
+const canHover = window.matchMedia('(hover: hover) and (pointer: fine)').matches;
 root.innerHTML = `
   <div class="sd-toolbar">
     <button type="button" class="sd-mode" aria-pressed="false" title="For touch screens: make taps subtract">Taps add <b>+ positive</b> points</button>
-    <span class="sd-hint">Click: add · Right-click / Shift+click: subtract · Drag: box</span>
+    <button type="button" class="sd-hover" aria-pressed="true" title="Show the mask a click would give under the resting mouse">Hover preview: on</button>
+    <span class="sd-hint"></span>
   </div>
   <div class="sd-stage">
     <div class="sd-empty">Click here to upload an image, or paste, drop, or pick an example photo</div>
     <img class="sd-base" alt="image to segment" draggable="false">
-    <img class="sd-overlay" alt="" draggable="false">
+    <div class="sd-layers"></div>
+    <img class="sd-preview" alt="" draggable="false">
     <svg class="sd-marks" xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none"></svg>
   </div>`;
 const stage = root.querySelector('.sd-stage');
 const base = root.querySelector('.sd-base');
-const overlay = root.querySelector('.sd-overlay');
+const layersBox = root.querySelector('.sd-layers');
+const previewImg = root.querySelector('.sd-preview');
 const svg = root.querySelector('.sd-marks');
 const mode = root.querySelector('.sd-mode');
-let token = null, events = [], view = {points: [], boxes: [], tags: [], consumed: 0, w: 1, h: 1};
+const hoverButton = root.querySelector('.sd-hover');
+root.querySelector('.sd-hint').textContent = canHover
+  ? 'Click: add · Right-click / Shift+click: subtract · Drag: box'
+  : 'Tap: add · Toggle to subtract · Drag: box';
+let token = null, events = [], view = {order: [], png: {}, points: [], boxes: [], tags: [], consumed: 0, w: 1, h: 1};
 let negativeMode = false, drag = null;
+const layers = new Map();  // key -> {img, ready}: every mask layer the browser holds
+let shownKeys = '', paintSeq = 0;
 
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
 const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
+
+// Runs `fn` once the next frame (with what is in the DOM now) has been painted.
+function afterPaint(fn) {
+  requestAnimationFrame(() => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = fn;
+    channel.port2.postMessage(null);
+  });
+}
+
+function painted(kind) {
+  host.dispatchEvent(new CustomEvent('sam-demo:painted', {bubbles: true, detail: {kind}}));
+}
 
 function setSrc(img, url) {
   if ((img.getAttribute('src') || '') === url) return;
@@ -34,11 +62,38 @@ function setSrc(img, url) {
 
 function sync() {
   setSrc(base, props.image_url || '');
-  setSrc(overlay, props.overlay_url || '');
   stage.classList.toggle('has-image', !!props.image_url);
-  try { view = Object.assign(view, JSON.parse(props.markers || '{}')); } catch (e) { /* keep the last view */ }
-  if (view.token !== token) { token = view.token; events = []; }
+  let next;
+  try { next = JSON.parse(props.view || '{}'); } catch (e) { return; }
+  if (next.token !== token) { token = next.token; events = []; cancelPreview(); }
+  showView(next);
+}
+
+// Decode the new layers off screen, then swap them in together with the markers.
+async function showView(next) {
+  const seq = ++paintSeq;
+  for (const key of next.order || []) {
+    if (!layers.has(key) && next.png && next.png[key]) {
+      const img = new Image();
+      img.className = 'sd-layer';
+      img.draggable = false;
+      img.alt = '';
+      img.src = next.png[key];
+      layers.set(key, {img, ready: img.decode().catch(() => {})});
+    }
+  }
+  await Promise.all((next.order || []).map((key) => layers.get(key)?.ready));
+  if (seq !== paintSeq) return;  // a newer view came meanwhile; it paints
+  view = next;
+  const order = (next.order || []).filter((key) => layers.has(key));
+  for (const key of [...layers.keys()]) if (!order.includes(key)) layers.delete(key);
+  layersBox.replaceChildren(...order.map((key) => layers.get(key).img));
   fit();
+  const keys = order.join(' ');
+  if (keys !== shownKeys) {
+    shownKeys = keys;
+    afterPaint(() => painted('click'));
+  }
 }
 
 // Show the image as large as the column and 78% of the window allow, small images upscaled.
@@ -101,6 +156,68 @@ function send(e) {
   props.value = JSON.stringify({token, events});
 }
 
+// ---- hover preview: at most one request in flight; the newest position waits, older ones are
+// replaced; a result older than one already shown, or arriving after a click, is discarded.
+const PREVIEW_INTERVAL_MS = 40, BUSY_RETRY_MS = 60;
+let hoverOn = canHover && localStorage.getItem('sam-demo-hover') !== 'off';
+const hover = {seq: 0, shown: 0, want: null, inflight: false, last: 0, timer: null, url: null};
+
+function setHover(on) {
+  hoverOn = canHover && on;
+  hoverButton.setAttribute('aria-pressed', String(hoverOn));
+  hoverButton.textContent = `Hover preview: ${hoverOn ? 'on' : 'off'}`;
+  hoverButton.hidden = !canHover;
+  if (!hoverOn) cancelPreview();
+}
+
+function cancelPreview() {
+  hover.want = null;
+  hover.shown = ++hover.seq;  // whatever is in flight is now stale
+  clearTimeout(hover.timer);
+  previewImg.removeAttribute('src');
+  if (hover.url) URL.revokeObjectURL(hover.url);
+  hover.url = null;
+}
+
+function wantPreview(p) {
+  hover.want = {x: p.x, y: p.y, seq: ++hover.seq};
+  pump();
+}
+
+function pump() {
+  clearTimeout(hover.timer);
+  if (hover.inflight || !hover.want || !token) return;
+  const wait = hover.last + PREVIEW_INTERVAL_MS - performance.now();
+  if (wait > 0) { hover.timer = setTimeout(pump, wait); return; }
+  const req = hover.want;
+  hover.want = null;
+  hover.inflight = true;
+  hover.last = performance.now();
+  fetch('sam-demo/preview', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                             body: JSON.stringify({token, x: req.x, y: req.y})})
+    .then(async (response) => {
+      if (response.status === 204) {  // the server is busy: try this position again shortly
+        if (!hover.want && req.seq > hover.shown) hover.timer = setTimeout(() => { if (!hover.want) { hover.want = req; pump(); } }, BUSY_RETRY_MS);
+        return;
+      }
+      if (!response.ok) return;
+      const blob = await response.blob();
+      if (req.seq <= hover.shown) return;
+      const url = URL.createObjectURL(blob);
+      const img = new Image();
+      img.src = url;
+      await img.decode().catch(() => {});
+      if (req.seq <= hover.shown) { URL.revokeObjectURL(url); return; }
+      hover.shown = req.seq;
+      previewImg.src = url;
+      if (hover.url) URL.revokeObjectURL(hover.url);
+      hover.url = url;
+      afterPaint(() => painted('preview'));
+    })
+    .catch(() => {})
+    .finally(() => { hover.inflight = false; pump(); });
+}
+
 // Before an image is loaded, the empty stage opens the file picker of the upload component.
 root.querySelector('.sd-empty').addEventListener('click', () => {
   document.querySelector('#image-input input[type=file]')?.click();
@@ -109,12 +226,16 @@ stage.addEventListener('contextmenu', (ev) => ev.preventDefault());
 stage.addEventListener('pointerdown', (ev) => {
   if (!props.image_url || !token) return;
   ev.preventDefault();
+  cancelPreview();
   stage.setPointerCapture(ev.pointerId);
   const p = toImage(ev);
   drag = {start: p, end: p, button: ev.button, negative: ev.button === 2 || ev.shiftKey || negativeMode, moved: false};
 });
 stage.addEventListener('pointermove', (ev) => {
-  if (!drag) return;
+  if (!drag) {
+    if (hoverOn && ev.pointerType === 'mouse' && !ev.shiftKey && props.image_url && token) wantPreview(toImage(ev));
+    return;
+  }
   drag.end = toImage(ev);
   if (drag.button === 0 && Math.hypot(drag.end.sx - drag.start.sx, drag.end.sy - drag.start.sy) > 5) drag.moved = true;
   if (drag.moved) draw();
@@ -128,13 +249,19 @@ stage.addEventListener('pointerup', (ev) => {
   else send({type: 'point', x: d.start.x, y: d.start.y, label: d.negative ? 0 : 1});
 });
 stage.addEventListener('pointercancel', () => { drag = null; draw(); });
+stage.addEventListener('pointerleave', () => { if (!drag) cancelPreview(); });
 mode.addEventListener('click', () => {
   negativeMode = !negativeMode;
   mode.setAttribute('aria-pressed', String(negativeMode));
   mode.classList.toggle('negative', negativeMode);
   mode.innerHTML = negativeMode ? 'Taps add <b>− negative</b> points' : 'Taps add <b>+ positive</b> points';
 });
+hoverButton.addEventListener('click', () => {
+  setHover(!hoverOn);
+  localStorage.setItem('sam-demo-hover', hoverOn ? 'on' : 'off');
+});
+setHover(hoverOn);
 new ResizeObserver(fit).observe(root);
 window.addEventListener('resize', fit);
-watch(['image_url', 'overlay_url', 'markers'], sync);
+watch(['image_url', 'view'], sync);
 sync();
