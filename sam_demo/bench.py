@@ -331,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pipeline-python", default=os.environ.get("SAM_PIPELINE_PYTHON"),
                         help="a Python with torchvision to time transformers' mask-generation pipeline "
                              "(default: $SAM_PIPELINE_PYTHON); without it the everything row has no baseline")
+    parser.add_argument("--ui", action="store_true",
+                        help="only the web demo's rows, timed in headless Chromium (default arch: base)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
     args = parser.parse_args(argv)
 
@@ -345,19 +347,26 @@ def main(argv: list[str] | None = None) -> None:
     if args.model:
         path, label = args.model, args.model
     else:
-        arch = args.arch or ("tiny" if args.quick else "large")
+        arch = args.arch or ("tiny" if args.quick else "base" if args.ui else "large")
         path = str(write_random_checkpoint(Path(tmp.name) / f"sam-{arch}-random", arch=arch))
         label = f"random-weight SAM ({arch} ViT)"
-    engine = load_engine(EngineConfig(model=path, device=args.device, dtype=args.dtype))
-    naive = Naive(path, engine.device)
-    rows = [bench_click(engine, naive, rounds), bench_encode(engine, naive, max(3, rounds // 20 if args.quick else 3))]
-    rows.append(bench_everything(engine, path, args.pipeline_python, 1, 8 if args.quick else 32))
-    rows.append(bench_batch(engine, naive, 20))
-    rows.append(bench_cold_start(path, engine.device))
-    if not args.quick and engine.device.type == "cpu":
-        rows.append(bench_memory(path))
-    info = {"model": label, "device": engine.info.device, "dtype": engine.info.dtype, **machine(),
-            "accuracy": agreement(engine, path)}
+    if args.ui:
+        from .bench_ui import bench_ui
+
+        rows = bench_ui(path, args.dtype, args.rounds or (8 if args.quick else 30))
+        info = {"model": label, "device": "cpu", "dtype": args.dtype or "default", **machine(), "accuracy": "-"}
+    else:
+        engine = load_engine(EngineConfig(model=path, device=args.device, dtype=args.dtype))
+        naive = Naive(path, engine.device)
+        rows = [bench_click(engine, naive, rounds),
+                bench_encode(engine, naive, max(3, rounds // 20 if args.quick else 3))]
+        rows.append(bench_everything(engine, path, args.pipeline_python, 1, 8 if args.quick else 32))
+        rows.append(bench_batch(engine, naive, 20))
+        rows.append(bench_cold_start(path, engine.device))
+        if not args.quick and engine.device.type == "cpu":
+            rows.append(bench_memory(path))
+        info = {"model": label, "device": engine.info.device, "dtype": engine.info.dtype, **machine(),
+                "accuracy": agreement(engine, path)}
     report = {"machine": info, "rows": [r.as_dict() for r in rows]}
 
     print(f"\nsam-demo benchmark - {label} on {info['device']} ({info['dtype']}); {info['cpu']}, "

@@ -1,38 +1,49 @@
-"""HTTP routes of the web demo outside Gradio's event queue: the hover preview and the downloads.
+"""HTTP routes of the web demo outside Gradio's events: the click fast path, the hover preview, the downloads.
 
-    POST /sam-demo/preview                 {"token", "x", "y"} -> image/png (display size), or 204 when busy
+    POST /sam-demo/edit                    {"token", "events"} -> the prompter's view JSON (render.view_json)
+    POST /sam-demo/preview                 {"token", "x", "y"} -> image/png (half display size), or 204 when busy
     GET  /sam-demo/export/{token}/{kind}   kind: sam-endpoint.json | masks.zip | coco.json
 
-Both find the session by its unguessable token in the `SessionStore`. A preview is the mask
-that a positive click at (x, y) would give the object being edited, drawn faintly; it never
-waits: while any edit is being decoded, or another preview is running, it is dropped (204) at
-once. Downloads are built when asked for, from the session's latest state.
+All find the session by its unguessable token in the `SessionStore`. A click goes to /edit
+first: it applies the new events and decodes under the session's lock, exactly as the UI's
+`on_prompt` would, and answers with the new layers at once; the browser then fires the Gradio
+event, which finds the events applied and only refreshes the panels (status, legend, exports).
+If /edit fails, that Gradio event does the edit itself and reports the problem.
+
+A preview is the mask that a positive click at (x, y) would give the object being edited, drawn
+faintly; it never waits: while any edit is being decoded, or another preview is running, it is
+dropped (204) at once. Downloads are built when asked for, from the session's latest state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
+import torch
+
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from .engine import SamEngine
 from .exports import coco_export, endpoint_export, masks_zip
-from .render import display_size, preview_png
+from .render import DISPLAY_MAX_SIDE, display_size, preview_png, view_json
 from .session import Session, decoder_arrays
 from .session_store import SessionStore
-from .transforms import upscale_logits_fast
+from .transforms import logits_to_size
 
 EXPORTS = {
     "sam-endpoint.json": ("application/json", lambda s: json.dumps(endpoint_export(s)).encode()),
     "masks.zip": ("application/zip", masks_zip),
     "coco.json": ("application/json", lambda s: json.dumps(coco_export(s)).encode()),
 }
+EDIT_PATH = "/sam-demo/edit"
+INTERACTIVE_THREADS = 2
 PREVIEW_PATH = "/sam-demo/preview"
 EXPORT_PATH = "/sam-demo/export"
 
@@ -42,51 +53,98 @@ def export_url(session: Session, kind: str) -> str:
     return f"{EXPORT_PATH.lstrip('/')}/{session.token}/{kind}"
 
 
-def preview_mask(engine: SamEngine, session: Session, x: float, y: float) -> np.ndarray:
-    """(h, w) uint8 0/1 at display size: the mask a positive click at (x, y) would show.
+def preview(engine: SamEngine, session: Session, x: float, y: float) -> bytes:
+    """PNG of the mask a positive click at (x, y) would show, faint, at half the display size.
 
     Same prompts as the click (the edited object's, plus this point) and the same choice of
-    output (the best of three for a lone point); the logits are resized straight to display size.
+    output (the best of three for a lone point); the logits are resized straight to that size.
     """
     prompts = session.with_point(x, y, 1)
     low_res, iou = engine.decode_low_res(session.embedding, *decoder_arrays(prompts), None, prompts.multimask)
     best = int(iou[0].argmax())
-    logits = low_res[0, best].cpu().numpy()
-    hw = display_size(session.rgb.shape[:2])
-    return (upscale_logits_fast(logits, session.embedding.geometry, size_hw=hw) > 0).view(np.uint8)
+    hw = display_size(session.rgb.shape[:2], DISPLAY_MAX_SIDE // 2)
+    small = logits_to_size(low_res[0, best].cpu().numpy(), session.embedding.geometry, hw)
+    return preview_png(small, session.layers()[-1].rgb)
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
 
 
+def edit(engine: SamEngine, sessions: SessionStore, session: Session, events: list) -> Response:
+    """Apply a click's new events to the session's latest state and decode: the view JSON, timed.
+
+    Malformed events are not applied here (422): the page's Gradio event that follows applies
+    the others and reports them to the user.
+    """
+    start = time.perf_counter()
+    with sessions.editing(session) as session:
+        if session.apply_events(events):
+            return _error(422, "some prompt events are malformed; the page's own event will report them")
+        locked = time.perf_counter()
+        try:
+            session.update(engine)
+        except (ValueError, RuntimeError) as exc:
+            return _error(400, str(exc))
+        decoded = time.perf_counter()
+        sessions.put(session)
+        view = view_json(session, sessions.view(session))
+    timing = ", ".join(f"{name};dur={(b - a) * 1000:.1f}" for name, a, b in
+                       (("wait", start, locked), ("decode", locked, decoded), ("render", decoded, time.perf_counter())))
+    return Response(view, media_type="application/json", headers={"Cache-Control": "no-store", "Server-Timing": timing})
+
+
 def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: SessionStore) -> None:
-    """Add the preview and download routes for the demo whose sessions live in `sessions`."""
+    """Add the click, preview and download routes for the demo whose sessions live in `sessions`.
+
+    Clicks and previews run on their own small pool of threads, two of them so that two users'
+    clicks run side by side. In the fast (reduced precision) mode each uses one torch thread: on a
+    CPU a decoder call after an idle pause is no faster on two threads than on one, and costs
+    twice the CPU. The exact mode keeps the process's thread count, because the float32 sums of
+    a matmul depend on it and its results must equal the reference recipe's bit for bit.
+    """
+    threads = torch.get_num_threads() if engine.exact else 1
+    interactive = ThreadPoolExecutor(INTERACTIVE_THREADS, thread_name_prefix="sam-interactive",
+                                     initializer=torch.set_num_threads, initargs=(threads,))
     preview_slot = threading.Lock()
+    expired = "this session has expired; reload the page and upload the image again"
+
+    async def run(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(interactive, fn, *args)
+
+    @app.post(EDIT_PATH, include_in_schema=False)
+    async def edit_route(request: Request):
+        body = await _json_body(request)
+        token, events = body.get("token"), body.get("events")
+        if not isinstance(token, str) or not isinstance(events, list):
+            return _error(400, 'send JSON {"token": str, "events": [...]}')
+        session = sessions.get(token)
+        if session is None:
+            return _error(404, expired)
+        return await run(edit, engine, sessions, session, events)
 
     @app.post(PREVIEW_PATH, include_in_schema=False)
-    async def preview(request: Request):
+    async def preview_route(request: Request):
+        body = await _json_body(request)
         try:
-            body = json.loads(await request.body())
             token, x, y = str(body["token"]), float(body["x"]), float(body["y"])
         except (ValueError, KeyError, TypeError):
             return _error(400, 'send JSON {"token": str, "x": number, "y": number}')
         session = sessions.get(token)
         if session is None:
-            return _error(404, "this session has expired; reload the page and upload the image again")
+            return _error(404, expired)
         h, w = session.rgb.shape[:2]
         if not (math.isfinite(x) and math.isfinite(y) and 0 <= x <= w and 0 <= y <= h):
             return _error(400, f"({x}, {y}) is outside the {w}x{h} image")
         if sessions.edits_in_flight or not preview_slot.acquire(blocking=False):
             return Response(status_code=204, headers={"X-Preview": "dropped: busy"})
         try:
-            small = await run_in_threadpool(preview_mask, engine, session, x, y)
+            png = await run(preview, engine, session, x, y)
         except ValueError as exc:
             return _error(400, str(exc))
         finally:
             preview_slot.release()
-        color = session.layers()[-1].rgb
-        return Response(preview_png(small, color), media_type="image/png", headers={"Cache-Control": "no-store"})
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get(EXPORT_PATH + "/{token}/{kind}", include_in_schema=False)
     def export(token: str, kind: str):
@@ -94,7 +152,7 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
             return _error(404, f"unknown export {kind!r}; one of {', '.join(EXPORTS)}")
         session = sessions.get(token)
         if session is None:
-            return _error(404, "this session has expired; reload the page and upload the image again")
+            return _error(404, expired)
         mime, build = EXPORTS[kind]
         try:
             content = build(session)
@@ -107,3 +165,13 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
 
 def _ascii_name(name: str) -> str:
     return "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
+
+
+async def _json_body(request: Request, limit: int = 1 << 20) -> dict:
+    """The request's JSON object ({} if it is not one, or over `limit` bytes)."""
+    data = await request.body()
+    try:
+        body = json.loads(data) if len(data) <= limit else {}
+    except (ValueError, RecursionError):
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -44,12 +44,6 @@ def display_image_uri(rgb: np.ndarray) -> str:
     return data_uri("image/jpeg", jpeg.tobytes())
 
 
-def to_display(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool -> (h, w) uint8 0/1 at display size: a pixel is set where >= half its area is."""
-    mask = np.ascontiguousarray(mask).view(np.uint8)
-    return mask if mask.shape == hw else cv2.resize(mask, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
-
-
 def palette_png(index: np.ndarray, rgb: tuple[int, int, int], alphas: bytes) -> bytes:
     """(h, w) uint8 palette indices (0, 1, 2) -> a 2-bit PNG, every index in `rgb` with `alphas`."""
     image = Image.fromarray(index, mode="P")
@@ -79,33 +73,35 @@ def shown_score(score: float) -> float:
 
 @dataclass
 class ViewCache:
-    """What one session's browser holds: the keys of the layers on screen, and each one's tag anchor.
+    """What one session's browser holds: the keys of the layers on screen, each one's tag anchor, the panels.
 
     Used under the session's lock; lives in the session store beside the session.
     """
 
     shown: frozenset[str] = frozenset()
     anchors: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+    panels: dict = field(default_factory=dict)  # the UI's other outputs as last sent (name -> value)
 
 
 def view_json(session: Session | None, cache: ViewCache | None = None) -> str:
     """The prompter's `view` prop: the layer order, PNGs of new layers, markers and tags.
 
-    {token, consumed, w, h, order: [key], png: {key: data URI}, points: [[x, y, label, colour]],
-     boxes: [[x0, y0, x1, y1, colour]], tags: [[x, y, text, colour]]}, coordinates in original
-    pixels. consumed: how many browser events the session has applied. Updates `cache`.
+    {token, consumed, w, h, order: [key], active: key or "", png: {key: data URI},
+     points: [[x, y, label, colour]], boxes: [[x0, y0, x1, y1, colour]], tags: [[x, y, text, colour]]},
+    coordinates in original pixels. consumed: how many browser events the session has applied;
+    active: the layer of the object being edited (the browser flattens the others). Updates `cache`.
     """
     if session is None:
-        return json.dumps({"token": "", "consumed": 0, "w": 1, "h": 1, "order": [], "png": {},
+        return json.dumps({"token": "", "consumed": 0, "w": 1, "h": 1, "order": [], "active": "", "png": {},
                            "points": [], "boxes": [], "tags": []})
     cache = cache if cache is not None else ViewCache()
     h, w = session.rgb.shape[:2]
     hw = display_size((h, w))
-    layers = [layer for layer in session.layers() if layer.mask is not None]
+    layers = [layer for layer in session.layers() if layer.source is not None]
     png = {}
     for layer in layers:
         if layer.key not in cache.shown or layer.key not in cache.anchors:
-            small = to_display(layer.mask, hw)
+            small = layer.source.display_mask(hw)
             png[layer.key] = data_uri("image/png", layer_png(small, layer.rgb, layer.active))
             cache.anchors[layer.key] = _anchor(small, w / hw[1], h / hw[0])
     cache.shown = frozenset(layer.key for layer in layers)
@@ -116,11 +112,12 @@ def view_json(session: Session | None, cache: ViewCache | None = None) -> str:
             points += [[x, y, label, layer.hex] for x, y, label in layer.prompts.points]
             if layer.prompts.box_xyxy:
                 boxes.append([*layer.prompts.box_xyxy, layer.hex])
-        anchor = cache.anchors.get(layer.key) if layer.mask is not None else None
+        anchor = cache.anchors.get(layer.key) if layer.source is not None else None
         if anchor is not None:
             tags.append([*anchor, f"#{layer.number} IoU {shown_score(layer.score):.2f}", layer.hex])
     return json.dumps({"token": session.token, "consumed": session.consumed_events, "w": w, "h": h,
                        "order": [layer.key for layer in layers], "png": png,
+                       "active": next((layer.key for layer in layers if layer.active), ""),
                        "points": points, "boxes": boxes, "tags": tags})
 
 

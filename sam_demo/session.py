@@ -15,8 +15,10 @@ import threading
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from .engine import ImageEmbedding, SamEngine
+from .transforms import ImageGeometry, logits_to_size, mask_to_size, masks_from_logits
 
 MAX_HISTORY = 100
 COORD_DECIMALS = 2  # prompts are kept (and so decoded and exported) rounded to 1/100 pixel
@@ -59,12 +61,28 @@ class ObjectPrompts:
 
 @dataclass(frozen=True)
 class ObjectResult:
-    """Decoder output for one object's prompts. masks: (C, H, W) bool; scores: (C,) float32."""
+    """Decoder output for one object's prompts, kept compact: the low-res logits, not the masks.
+
+    low_res: (C, 256, 256) float32 logits; scores: (C,) float32 predicted IoU. Full-size masks
+    are made from the logits when asked for, exactly as `SamEngine.decode` makes them
+    (`exact` and `geometry` are the engine's and the image's).
+    """
 
     prompts: ObjectPrompts
-    masks: np.ndarray
+    low_res: np.ndarray
     scores: np.ndarray
+    geometry: ImageGeometry
+    exact: bool
     uid: str = field(default_factory=_uid)  # names this decode (the masks); kept when only the choice changes
+
+    @property
+    def masks(self) -> np.ndarray:
+        """(C, H, W) bool in original pixels, made on each access (a few ms per mask)."""
+        return masks_from_logits(torch.from_numpy(self.low_res), self.geometry, exact=self.exact)
+
+    def display_mask(self, size_hw: tuple[int, int]) -> np.ndarray:
+        """The chosen mask as (h, w) uint8 0/1 at `size_hw`, straight from its logits."""
+        return logits_to_size(self.low_res[self.chosen], self.geometry, size_hw)
 
     @property
     def chosen(self) -> int:
@@ -73,7 +91,9 @@ class ObjectResult:
 
     @property
     def mask(self) -> np.ndarray:
-        return self.masks[self.chosen]
+        """The chosen mask, (H, W) bool in original pixels."""
+        k = self.chosen
+        return masks_from_logits(torch.from_numpy(self.low_res[k : k + 1]), self.geometry, exact=self.exact)[0]
 
     @property
     def score(self) -> float:
@@ -89,23 +109,30 @@ class FixedMask:
     label: str
     uid: str = field(default_factory=_uid)
 
+    def display_mask(self, size_hw: tuple[int, int]) -> np.ndarray:
+        """(h, w) uint8 0/1 at `size_hw`."""
+        return mask_to_size(self.mask, size_hw)
+
 
 @dataclass(frozen=True)
 class Layer:
     """One entry of what the user sees: a shown mask (or an object still without prompts).
 
-    number: 1-based display number; its colour is PALETTE[number - 1]. mask: (H, W) bool in
-    original pixels, None for an object with no prompt yet. prompts: None for fixed masks.
+    number: 1-based display number; its colour is PALETTE[number - 1]. source: the mask shown,
+    None for an object with no prompt yet. prompts: None for fixed masks.
     key: changes whenever what is drawn for this layer changes (mask, colour, or being edited).
     """
 
     number: int
     name: str
-    mask: np.ndarray | None
-    score: float | None
+    source: ObjectResult | FixedMask | None
     prompts: ObjectPrompts | None
     active: bool
     key: str
+
+    @property
+    def score(self) -> float | None:
+        return None if self.source is None else self.source.score
 
     @property
     def rgb(self) -> tuple[int, int, int]:
@@ -184,6 +211,27 @@ class Session:
         box = tuple(round(v, COORD_DECIMALS) for v in (x0, y0, x1, y1))
         self._edit(self.objects[:-1] + [replace(active, box_xyxy=box, candidate=None)])
 
+    def apply_events(self, events: list) -> list[str]:
+        """Apply the prompt surface's events not applied yet (`events[consumed_events:]`).
+
+        events: the browser's whole list for this image, each {"type": "point", "x", "y", "label"}
+        or {"type": "box", "x0", "y0", "x1", "y1"} in original pixels. Returns a message per event
+        that was skipped as malformed or outside the image; the others are applied in order.
+        """
+        if not isinstance(events, list):
+            return ["the prompt surface sent malformed data; reload the page"]
+        problems = []
+        for event in events[self.consumed_events :]:
+            try:
+                if event.get("type") == "box":
+                    self.set_box(float(event["x0"]), float(event["y0"]), float(event["x1"]), float(event["y1"]))
+                else:
+                    self.add_point(float(event["x"]), float(event["y"]), 1 if int(event.get("label", 1)) == 1 else 0)
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                problems.append(str(exc) if isinstance(exc, ValueError) else f"a malformed prompt event was skipped: {event!r:.80}")
+        self.consumed_events = max(self.consumed_events, len(events))
+        return problems
+
     def select_candidate(self, index: int) -> None:
         active = self.objects[-1]
         if not active.multimask:
@@ -227,8 +275,9 @@ class Session:
                 if cached.prompts != prompts:  # only the chosen candidate changed
                     self.results[i] = replace(cached, prompts=prompts)
                 continue
-            pred = engine.decode(self.embedding, *decoder_arrays(prompts), None, prompts.multimask)
-            self.results[i] = ObjectResult(prompts, pred.masks[0], pred.iou_scores[0])
+            low_res, iou = engine.decode_low_res(self.embedding, *decoder_arrays(prompts), None, prompts.multimask)
+            self.results[i] = ObjectResult(prompts, low_res[0].cpu().numpy(), iou[0].cpu().numpy(),
+                                           self.embedding.geometry, engine.exact)
             decoded += 1
         for i in [k for k in self.results if k >= len(self.objects)]:
             del self.results[i]
@@ -249,15 +298,14 @@ class Session:
         the score tags and the legend all read it.
         """
         fixed = self.fixed_masks()
-        out = [Layer(n, f"{f.label} {n}", f.mask, f.score, None, False, f"{f.uid}.{n}")
+        out = [Layer(n, f"{f.label} {n}", f, None, False, f"{f.uid}.{n}")
                for n, f in enumerate(fixed, start=1)]
         active = len(self.objects) - 1
         for i, prompts in enumerate(self.objects):
             n = len(fixed) + i + 1
             result = self.results.get(i) if not prompts.is_empty else None
             key = f"{result.uid}.{result.chosen}.{n}.{int(i == active)}" if result else f"empty.{n}"
-            out.append(Layer(n, f"Object {n}", result.mask if result else None, result.score if result else None,
-                             prompts, i == active, key))
+            out.append(Layer(n, f"Object {n}", result, prompts, i == active, key))
         return out
 
 

@@ -136,3 +136,14 @@ def masks_from_logits(
         logits = upscale_logits(low_res[start : start + per_chunk], geometry)
         out[start : start + per_chunk] = (logits if return_logits else logits > 0).cpu().numpy()
     return out
+
+
+def mask_to_size(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool -> (h, w) uint8 0/1: a pixel is set where at least half of its area is (no copy if equal)."""
+    mask = np.ascontiguousarray(mask).view(np.uint8)
+    return mask if mask.shape == tuple(size_hw) else cv2.resize(mask, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
+
+
+def logits_to_size(low_res: np.ndarray, geometry: ImageGeometry, size_hw: tuple[int, int]) -> np.ndarray:
+    """(256, 256) float32 low-res logits -> (h, w) uint8 0/1 mask at `size_hw` (e.g. the display size)."""
+    return (upscale_logits_fast(low_res, geometry, size_hw=size_hw) > 0).view(np.uint8)

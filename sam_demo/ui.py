@@ -27,7 +27,7 @@ from .engine import SamEngine
 from .everything import EverythingConfig, generate
 from .exports import masks_from_saved
 from .images import decode_image_bytes, to_rgb_array
-from .render import display_image_uri, legend_rows, view_json
+from .render import display_image_uri, legend_rows, shown_score, view_json
 from .session import FixedMask, Session
 from .session_store import SessionStore
 
@@ -78,6 +78,11 @@ class Prompter(gr.HTML):
     def api_info(self) -> dict:
         return {"type": "string", "description": 'JSON {"token": str, "events": [{"type": "point"|"box", ...}]}'}
 
+    def __getattr__(self, name: str):
+        # gr.HTML looks up custom events by searching js_on_load for every unknown attribute, which
+        # Gradio does many times per update; the prompter has none (it only fires .change).
+        raise AttributeError(f"'Prompter' object has no attribute '{name}'")
+
 
 # ---- view -------------------------------------------------------------------------------------
 def _candidates_update(session: Session | None):
@@ -85,7 +90,8 @@ def _candidates_update(session: Session | None):
     if result is None or not result.prompts.multimask:
         return gr.update(visible=False, choices=[], value=None)
     best = int(np.argmax(result.scores))
-    choices = [(f"Mask {k + 1} · IoU {s:.3f}" + (" (best)" if k == best else ""), k) for k, s in enumerate(result.scores)]
+    choices = [(f"Mask {k + 1} · IoU {shown_score(s):.3f}" + (" (best)" if k == best else ""), k)
+               for k, s in enumerate(result.scores)]
     return gr.update(visible=True, choices=choices, value=result.chosen)
 
 
@@ -146,18 +152,32 @@ def exports_html(session: Session | None) -> str:
     return f'<p id="export-status">{status}</p>{note}<div class="sd-downloads">{"".join(links)}</div>'
 
 
-def _view(ctx: DemoContext, session: Session | None, status: str, new_image: bool = False) -> View:
-    """Record `session` as the latest state and build every output from it."""
+def _view(ctx: DemoContext, session: Session | None, status: str, new_image: bool = False, auto: bool = False,
+          prompter_current: bool = False) -> View:
+    """Record `session` as the latest state and build the outputs from it.
+
+    Only what differs from what this session's page was last sent is sent (Gradio rebuilds each
+    updated component, which costs more CPU than the click's decode): the prompter's view is
+    skipped with `prompter_current` (the click's fast path has shown it), and the automatic masks'
+    list is rebuilt only with `auto` or a new image.
+    """
     if session is None:
-        prompter = gr.update(image_url="", view=view_json(None))
+        return View(None, gr.update(image_url="", view=view_json(None)), status, _candidates_update(None), "",
+                    _auto_update(None), exports_html(None))
+    ctx.sessions.put(session)
+    cache = ctx.sessions.view(session)
+    if prompter_current:
+        prompter = gr.skip()
     else:
-        ctx.sessions.put(session)
-        props = dict(view=view_json(session, ctx.sessions.view(session)))
+        props = dict(view=view_json(session, cache))
         if new_image:
             props["image_url"] = display_image_uri(session.rgb)
         prompter = gr.update(**props)
-    return View(session, prompter, status, _candidates_update(session), _legend(session), _auto_update(session),
-                exports_html(session))
+    panels = dict(status=status, candidates=_candidates_update(session), legend=_legend(session),
+                  auto_keep=_auto_update(session) if auto or new_image else cache.panels.get("auto_keep"),
+                  exports=exports_html(session))
+    sent, cache.panels = cache.panels, panels
+    return View(session, prompter, **{k: gr.skip() if sent.get(k) == v else v for k, v in panels.items()})
 
 
 def _require(session: Session | None) -> Session:
@@ -208,24 +228,18 @@ def on_prompt(ctx: DemoContext, value: str, session: Session | None) -> View:
             gr.Warning("Upload an image first (or pick an example), then click on it.")
         return _view(ctx, None, "Upload an image to start.")
     with ctx.sessions.editing(session) as session:
-        if message.get("token") != session.token or len(events) <= session.consumed_events:
-            return _view(ctx, session, "Ready.")  # events for an earlier image, or nothing new
-        problems = []
-        for event in events[session.consumed_events :]:
-            try:
-                if event.get("type") == "box":
-                    session.set_box(float(event["x0"]), float(event["y0"]), float(event["x1"]), float(event["y1"]))
-                else:
-                    session.add_point(float(event["x"]), float(event["y"]), 1 if int(event.get("label", 1)) == 1 else 0)
-            except (KeyError, TypeError, ValueError) as exc:
-                problems.append(str(exc))
-        session.consumed_events = len(events)
-        for problem in problems:
+        if message.get("token") != session.token:
+            return _view(ctx, session, "Ready.")  # events for an earlier image
+        # Usually the prompt surface's fast path (demo_routes) has applied and decoded these events
+        # already, and shown the masks; this event then only refreshes the panels. Otherwise it
+        # does the edit itself.
+        applied = len(events) <= session.consumed_events
+        for problem in session.apply_events(events):
             gr.Warning(problem)
-        return _decode_and_view(ctx, session)
+        return _decode_and_view(ctx, session, prompter_current=applied)
 
 
-def _decode_and_view(ctx: DemoContext, session: Session) -> View:
+def _decode_and_view(ctx: DemoContext, session: Session, prompter_current: bool = False) -> View:
     start = time.perf_counter()
     decoded = _run(session.update, ctx.engine)
     ms = (time.perf_counter() - start) * 1000
@@ -233,12 +247,12 @@ def _decode_and_view(ctx: DemoContext, session: Session) -> View:
     if active.score is None:
         status = f"Object {active.number}: click on the image or drag a box."
     else:
-        status = f"Object {active.number}: IoU {active.score:.3f}"
+        status = f"Object {active.number}: IoU {shown_score(active.score):.3f}"
         if decoded:
             status += f" · decoded in {ms:.0f} ms"
         if active.prompts.multimask:
             status += " · 3 candidates: pick another below if the best is not what you meant"
-    return _view(ctx, session, status)
+    return _view(ctx, session, status, prompter_current=prompter_current)
 
 
 def on_candidate(ctx: DemoContext, index: int | None, session: Session | None) -> View:
@@ -296,9 +310,9 @@ def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progres
         session.auto_masks = [FixedMask(m.segmentation, m.predicted_iou, "Auto mask") for m in masks]
         session.auto_keep = tuple(range(len(masks)))
         if not masks:
-            return _view(ctx, session, f"Segment everything found no mask ({seconds:.1f} s).")
+            return _view(ctx, session, f"Segment everything found no mask ({seconds:.1f} s).", auto=True)
         return _view(ctx, session, f"Segment everything: {_plural(len(masks), 'mask')} in {seconds:.1f} s. "
-                                   "Untick the ones to drop in the list beside the image.")
+                                   "Untick the ones to drop in the list beside the image.", auto=True)
 
 
 def on_auto_keep(ctx: DemoContext, keep: list[int] | None, session: Session | None) -> View:
@@ -359,7 +373,7 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None) -> gr.Bl
                     exports = gr.HTML(exports_html(None), elem_id="exports", css_template=EXPORTS_CSS)
                     load_saved = gr.UploadButton("Load saved JSON", file_types=[".json"], size="sm", elem_id="load-json")
         outputs = [state, prompter, status, candidates, legend, auto_keep, exports]
-        edit = dict(outputs=outputs, concurrency_id=EDIT_CALLS, concurrency_limit=EDIT_CONCURRENCY,
+        edit = dict(outputs=outputs, queue=False,
                     show_progress="hidden", api_visibility="private")
         bind = functools.partial
         image_in.change(bind(on_image, ctx), inputs=[image_in, state], outputs=outputs, show_progress="full",

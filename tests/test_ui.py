@@ -225,9 +225,8 @@ def test_segment_everything_keep_and_drop(ctx, uploaded, monkeypatch):
     session, _, status, _, legend, auto, _ = on_everything(ctx, uploaded)
     count = len(session.auto_masks)
     assert count >= 3 and auto["visible"] and auto["value"] == list(range(count)) and "Segment everything" in status
-    session, *_ = on_auto_keep(ctx, [0, 2], session)
+    session, *_, panel = on_auto_keep(ctx, [0, 2], session)
     assert [f.mask is session.auto_masks[i].mask for i, f in zip((0, 2), session.fixed_masks())] == [True, True]
-    panel = on_auto_keep(ctx, [0, 2], session).exports
     assert "2 objects, 0 prompts" in panel and "Download JSON replays prompts" in panel  # no prompts: no endpoint rows
     assert '<a id="download-json" class="sd-download" aria-disabled="true"' in panel and "masks.zip" in panel
     with pytest.raises(ValueError, match="nothing to export"):

@@ -1,10 +1,13 @@
 // The prompt surface of sam-demo (runs as gr.HTML's js_on_load: element, props, watch are given).
 // Left click: positive point. Right click, shift+click or the toggle: negative point.
 // Left drag: box. Coordinates are sent in original image pixels.
-// props.value (to Python): JSON {token, events}; events only grow until the image changes, so
-// with trigger_mode "always_last" no click is lost: Python applies events it has not seen.
-// props.view (from Python): JSON {token, consumed, w, h, order, png, points, boxes, tags}: the
-// browser keeps one <img> per mask layer and gets PNGs only for layers it does not have yet.
+// A click: POST sam-demo/edit {token, events} (the fast path: the server applies and decodes the
+// new events and answers with the view), then props.value = the same JSON, which fires Gradio's
+// .change: it refreshes the panels, or does the edit itself if the fast path failed. Events only
+// grow until the image changes, so no click is lost: Python applies events it has not seen.
+// A view (the fast path's answer, or props.view from Python): JSON {token, consumed, w, h, order,
+// png, points, boxes, tags}: the browser keeps one <img> per mask layer and gets PNGs only for
+// layers it does not have yet; a view is shown once all its layers are at hand.
 // Hover preview (mouse only): POST sam-demo/preview {token, x, y} -> a faint PNG, or 204 if busy.
 // Whenever new mask pixels are on screen it dispatches "sam-demo:painted" on #prompter,
 // detail {kind: "click" | "preview"}.
@@ -37,7 +40,11 @@ root.querySelector('.sd-hint').textContent = canHover
 let token = null, events = [], view = {order: [], png: {}, points: [], boxes: [], tags: [], consumed: 0, w: 1, h: 1};
 let negativeMode = false, drag = null;
 const layers = new Map();  // key -> {img, ready}: every mask layer the browser holds
-let shownKeys = '', paintSeq = 0;
+// Layers of the objects not being edited are flattened into one canvas, redrawn only when that set
+// changes, so a click repaints two layers however many objects there are.
+const flat = document.createElement('canvas');
+flat.className = 'sd-layer';
+let shownKeys = '', flatKeys = '', paintSeq = 0;
 
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
 const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
@@ -69,8 +76,11 @@ function sync() {
   showView(next);
 }
 
-// Decode the new layers off screen, then swap them in together with the markers.
+// Decode the new layers off screen, then swap them in together with the markers; resolves once
+// they are painted.
 async function showView(next) {
+  if (next.token === view.token && (next.consumed || 0) < (view.consumed || 0)) return;  // older than what is shown
+  if ((next.order || []).some((key) => !layers.has(key) && !(next.png && next.png[key]))) return;  // the other channel brings it
   const seq = ++paintSeq;
   for (const key of next.order || []) {
     if (!layers.has(key) && next.png && next.png[key]) {
@@ -87,13 +97,22 @@ async function showView(next) {
   view = next;
   const order = (next.order || []).filter((key) => layers.has(key));
   for (const key of [...layers.keys()]) if (!order.includes(key)) layers.delete(key);
-  layersBox.replaceChildren(...order.map((key) => layers.get(key).img));
+  const active = order.includes(next.active) ? next.active : null;
+  const rest = order.filter((key) => key !== active);
+  if (rest.join(' ') !== flatKeys) {
+    flatKeys = rest.join(' ');
+    const first = rest.length ? layers.get(rest[0]).img : null;
+    flat.width = first ? first.naturalWidth : 1;  // also clears it
+    flat.height = first ? first.naturalHeight : 1;
+    const g = flat.getContext('2d');
+    for (const key of rest) g.drawImage(layers.get(key).img, 0, 0, flat.width, flat.height);
+  }
+  layersBox.replaceChildren(...(rest.length ? [flat] : []), ...(active ? [layers.get(active).img] : []));
   fit();
   const keys = order.join(' ');
-  if (keys !== shownKeys) {
-    shownKeys = keys;
-    afterPaint(() => painted('click'));
-  }
+  if (keys === shownKeys) return;
+  shownKeys = keys;
+  await new Promise((resolve) => afterPaint(() => { painted('click'); resolve(); }));
 }
 
 // Show the image as large as the column and 78% of the window allow, small images upscaled.
@@ -153,14 +172,21 @@ function toImage(ev) {
 function send(e) {
   events.push(e);
   draw();
-  props.value = JSON.stringify({token, events});
+  const message = JSON.stringify({token, events});
+  fetch('sam-demo/edit', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: message})
+    .then((response) => (response.ok ? response.json() : null))
+    .then((next) => (next && next.token === token ? showView(next) : null))
+    .catch(() => {})
+    .finally(() => { props.value = message; });  // after the paint: the panels' refresh stays off the click's path
 }
 
 // ---- hover preview: at most one request in flight; the newest position waits, older ones are
 // replaced; a result older than one already shown, or arriving after a click, is discarded.
-const PREVIEW_INTERVAL_MS = 40, BUSY_RETRY_MS = 60;
+// A position is asked for once the mouse has rested REST_MS (so a click right after a move does
+// not share the server with a preview), or every MOVING_MS while it keeps moving.
+const REST_MS = 30, MOVING_MS = 90, BUSY_RETRY_MS = 60;
 let hoverOn = canHover && localStorage.getItem('sam-demo-hover') !== 'off';
-const hover = {seq: 0, shown: 0, want: null, inflight: false, last: 0, timer: null, url: null};
+const hover = {seq: 0, shown: 0, want: null, since: null, inflight: false, timer: null, url: null};
 
 function setHover(on) {
   hoverOn = canHover && on;
@@ -172,6 +198,7 @@ function setHover(on) {
 
 function cancelPreview() {
   hover.want = null;
+  hover.since = null;
   hover.shown = ++hover.seq;  // whatever is in flight is now stale
   clearTimeout(hover.timer);
   previewImg.removeAttribute('src');
@@ -180,24 +207,28 @@ function cancelPreview() {
 }
 
 function wantPreview(p) {
-  hover.want = {x: p.x, y: p.y, seq: ++hover.seq};
+  const now = performance.now();
+  hover.want = {x: p.x, y: p.y, seq: ++hover.seq, at: now};
+  if (hover.since === null) hover.since = now;
   pump();
 }
 
 function pump() {
   clearTimeout(hover.timer);
   if (hover.inflight || !hover.want || !token) return;
-  const wait = hover.last + PREVIEW_INTERVAL_MS - performance.now();
+  const wait = Math.min(hover.want.at + REST_MS, hover.since + MOVING_MS) - performance.now();
   if (wait > 0) { hover.timer = setTimeout(pump, wait); return; }
   const req = hover.want;
   hover.want = null;
+  hover.since = null;
   hover.inflight = true;
-  hover.last = performance.now();
   fetch('sam-demo/preview', {method: 'POST', headers: {'Content-Type': 'application/json'},
                              body: JSON.stringify({token, x: req.x, y: req.y})})
     .then(async (response) => {
       if (response.status === 204) {  // the server is busy: try this position again shortly
-        if (!hover.want && req.seq > hover.shown) hover.timer = setTimeout(() => { if (!hover.want) { hover.want = req; pump(); } }, BUSY_RETRY_MS);
+        if (!hover.want && req.seq > hover.shown) {
+          hover.timer = setTimeout(() => { if (!hover.want) { hover.want = req; hover.since = req.at; pump(); } }, BUSY_RETRY_MS);
+        }
         return;
       }
       if (!response.ok) return;
