@@ -21,6 +21,8 @@ from .engine import ImageEmbedding, SamEngine
 from .transforms import ImageGeometry, logits_to_size, mask_to_size, masks_from_logits
 
 MAX_HISTORY = 100
+MAX_POINTS_PER_OBJECT = 64  # more says nothing new to SAM and makes each click slower
+MAX_EVENTS = 5000  # prompt events per image (each click or box is one)
 COORD_DECIMALS = 2  # prompts are kept (and so decoded and exported) rounded to 1/100 pixel
 # Distinct, colour-blind-friendly hues (Okabe-Ito, then Tableau), as RGB; layer i gets PALETTE[i % 10].
 PALETTE = [
@@ -198,6 +200,9 @@ class Session:
     def with_point(self, x: float, y: float, label: int) -> ObjectPrompts:
         """The active object's prompts with one more point (rounded as stored), not applied."""
         active = self.objects[-1]
+        if len(active.points) >= MAX_POINTS_PER_OBJECT:
+            raise ValueError(f"an object takes at most {MAX_POINTS_PER_OBJECT} points; "
+                             "click + New object to start another, or Undo")
         point = (round(float(x), COORD_DECIMALS), round(float(y), COORD_DECIMALS), int(label))
         return replace(active, points=active.points + (point,), candidate=None)
 
@@ -220,6 +225,8 @@ class Session:
         """
         if not isinstance(events, list):
             return ["the prompt surface sent malformed data; reload the page"]
+        if len(events) > MAX_EVENTS:
+            return [f"more than {MAX_EVENTS} clicks on one image; upload it again to start afresh"]
         problems = []
         for event in events[self.consumed_events :]:
             try:

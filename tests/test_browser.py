@@ -117,3 +117,75 @@ def test_narrow_viewport_and_negative_toggle(browser, server):
     assert page.locator("#prompter svg circle[fill='#d62728']").count() == 1  # drawn as a negative point
     page.screenshot(path=str(ARTIFACTS / "demo-390x844.png"), full_page=True)
     page.close()
+
+
+PROBE = """() => {
+  window.__painted = {click: 0, preview: 0};
+  document.querySelector('#prompter').addEventListener('sam-demo:painted', (e) => { window.__painted[e.detail.kind] += 1; });
+}"""
+
+
+def test_ten_objects_hover_preview_and_a_second_user(browser, server, engine):
+    image_path = ASSETS / "chelsea.png"
+    rgb = np.asarray(Image.open(image_path).convert("RGB"))
+    h, w = rgb.shape[:2]
+    page = open_with_image(browser, server, {"width": 1400, "height": 1000}, image_path)
+    page.evaluate(PROBE)
+    bb = page.locator("#prompter .sd-base").bounding_box()
+
+    def at(fx, fy):
+        return bb["x"] + bb["width"] * fx, bb["y"] + bb["height"] * fy
+
+    def painted(kind):
+        return page.evaluate(f"window.__painted.{kind}")
+
+    spots = [(0.1 + 0.08 * i, 0.2 + 0.06 * i) for i in range(10)]
+    for i, spot in enumerate(spots):
+        before = painted("click")
+        page.mouse.click(*at(*spot))
+        page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
+        page.wait_for_function(f"document.querySelector('#legend').innerText.includes('Object {i + 1} (editing)')",
+                               timeout=60_000)
+        if i < 9:
+            before = painted("click")
+            page.locator("#new-object").click()  # the finished object's outline is redrawn thin
+            page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
+            page.wait_for_function(f"document.querySelector('#legend').innerText.includes('Object {i + 2} (editing)')",
+                                   timeout=60_000)
+    # Nine finished objects are flattened into one canvas; the edited one is its own layer.
+    assert page.locator("#prompter .sd-layers canvas").count() == 1
+    assert page.locator("#prompter .sd-layers img").count() == 1
+    page.wait_for_function("document.querySelector('#export-status').innerText.includes('10 objects, 10 prompts')",
+                           timeout=60_000)
+
+    # Hover: a resting mouse gets a faint preview, and no prompt.
+    page.mouse.move(*at(0.5, 0.55), steps=2)
+    page.wait_for_function("window.__painted.preview > 0", timeout=60_000)
+    assert page.locator("#prompter .sd-preview").get_attribute("src").startswith("blob:")
+    assert "10 objects, 10 prompts" in page.locator("#export-status").inner_text()
+    page.mouse.move(bb["x"] - 40, bb["y"] - 40)  # leaving the image hides it
+    page.wait_for_function("!document.querySelector('#prompter .sd-preview').getAttribute('src')", timeout=10_000)
+
+    # A second user uploads and clicks; the first user's masks stay theirs.
+    shown = page.locator("#prompter .sd-layers img").get_attribute("src")
+    other = open_with_image(browser, server, {"width": 1400, "height": 1000}, ASSETS / "coffee.png")
+    obb = other.locator("#prompter .sd-base").bounding_box()
+    other.mouse.click(obb["x"] + obb["width"] * 0.5, obb["y"] + obb["height"] * 0.5)
+    other.wait_for_function("document.querySelector('#status').innerText.includes('IoU')", timeout=60_000)
+    other.close()
+    assert page.locator("#prompter .sd-layers img").get_attribute("src") == shown
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("#download-json").click()
+    export = json.loads(Path(download.value.path()).read_text())
+    page.screenshot(path=str(ARTIFACTS / "demo-10-objects-1400x1000.png"), full_page=True)
+    page.close()
+    rows = export["request"]["input_data"]["data"]
+    assert len(rows) == 10
+    predictor = SamPredictor(engine)
+    predictor.set_image(rgb)
+    decoded = read_response(export["response"])
+    for k, row in enumerate(rows):
+        points = np.array(json.loads(row[1]))[0]
+        masks, scores, _ = predictor.predict(points, np.array([1]))
+        best = export["shown"][k]["mask"]
+        assert np.array_equal(decoded[k][0][best].mask, masks[best]), f"object {k + 1}"
