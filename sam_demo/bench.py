@@ -333,6 +333,8 @@ def main(argv: list[str] | None = None) -> None:
                              "(default: $SAM_PIPELINE_PYTHON); without it the everything row has no baseline")
     parser.add_argument("--ui", action="store_true",
                         help="only the web demo's rows, timed in headless Chromium (default arch: base)")
+    parser.add_argument("--ui-app", type=Path, default=None,
+                        help="with --ui: serve this checkout's app.py instead (e.g. a git worktree of an older commit)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
     args = parser.parse_args(argv)
 
@@ -353,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.ui:
         from .bench_ui import bench_ui
 
-        rows = bench_ui(path, args.dtype, args.rounds or (8 if args.quick else 30))
+        rows = bench_ui(path, args.dtype, args.rounds or (8 if args.quick else 30), app=args.ui_app)
         info = {"model": label, "device": "cpu", "dtype": args.dtype or "default", **machine(), "accuracy": "-"}
     else:
         engine = load_engine(EngineConfig(model=path, device=args.device, dtype=args.dtype))

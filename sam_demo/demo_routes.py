@@ -32,7 +32,15 @@ from fastapi.responses import JSONResponse, Response
 
 from .engine import SamEngine
 from .exports import coco_export, endpoint_export, masks_zip
-from .render import DISPLAY_MAX_SIDE, display_size, preview_png, view_json
+from .render import (
+    DISPLAY_MAX_SIDE,
+    EXPORT_PATH,
+    candidate_choices,
+    click_status,
+    display_size,
+    preview_png,
+    view_json,
+)
 from .session import Session, decoder_arrays
 from .session_store import SessionStore
 from .transforms import logits_to_size
@@ -45,12 +53,6 @@ EXPORTS = {
 EDIT_PATH = "/sam-demo/edit"
 INTERACTIVE_THREADS = 2
 PREVIEW_PATH = "/sam-demo/preview"
-EXPORT_PATH = "/sam-demo/export"
-
-
-def export_url(session: Session, kind: str) -> str:
-    """Relative URL of a download (relative, so it works under any mount path or proxy prefix)."""
-    return f"{EXPORT_PATH.lstrip('/')}/{session.token}/{kind}"
 
 
 def preview(engine: SamEngine, session: Session, x: float, y: float) -> bytes:
@@ -77,20 +79,24 @@ def edit(engine: SamEngine, sessions: SessionStore, session: Session, events: li
     Malformed events are not applied here (422): the page's Gradio event that follows applies
     the others and reports them to the user.
     """
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     with sessions.editing(session) as session:
         if session.apply_events(events):
             return _error(422, "some prompt events are malformed; the page's own event will report them")
         locked = time.perf_counter()
         try:
-            session.update(engine)
+            count = session.update(engine)
         except (ValueError, RuntimeError) as exc:
             return _error(400, str(exc))
         decoded = time.perf_counter()
         sessions.put(session)
-        view = view_json(session, sessions.view(session))
+        cache = sessions.view(session)
+        status = click_status(session, count, (decoded - locked) * 1000)
+        refresh = candidate_choices(session) != cache.sent.get("candidates")
+        view = view_json(session, status, cache, refresh)
     timing = ", ".join(f"{name};dur={(b - a) * 1000:.1f}" for name, a, b in
-                       (("wait", start, locked), ("decode", locked, decoded), ("render", decoded, time.perf_counter())))
+                       (("wait", start, locked), ("decode", locked, decoded), ("render", decoded, time.perf_counter()),
+                        ("cpu", cpu, time.thread_time())))
     return Response(view, media_type="application/json", headers={"Cache-Control": "no-store", "Server-Timing": timing})
 
 

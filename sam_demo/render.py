@@ -1,17 +1,21 @@
-"""What the browser draws for a session: the display image, one small PNG per mask layer, markers.
+"""What the browser draws for a session: the display image, one small PNG per mask layer, markers, panels.
 
 The browser keeps every layer it was sent and stacks them itself, so an edit sends only the
 layers whose key is new (one, after a click): a palette PNG at display size whose transparent
 index 0 is the background, index 1 the tinted fill and index 2 the outline, in the layer's colour.
-Points, boxes and score tags travel as JSON in original pixels and are drawn as SVG.
+Points, boxes and score tags travel as JSON in original pixels and are drawn as SVG. The status
+line, the legend and the export links travel in the same view (as HTML), so a click's answer
+updates everything it changes at once.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,6 +24,12 @@ from PIL import Image
 from .session import Layer, Session
 
 DISPLAY_MAX_SIDE = 1280
+EXPORT_PATH = "/sam-demo/export"  # + /{token}/{kind}: a download, built when asked for
+EXPORT_LINKS = (  # (element id, kind, label)
+    ("download-json", "sam-endpoint.json", "Download JSON (endpoint request + response)"),
+    ("download-zip", "masks.zip", "PNG masks (zip)"),
+    ("download-coco", "coco.json", "COCO JSON (RLE)"),
+)
 FILL_ALPHA = 110
 PREVIEW_ALPHA = 90
 _EDGE = {False: np.ones((3, 3), np.uint8), True: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))}
@@ -80,20 +90,23 @@ class ViewCache:
 
     shown: frozenset[str] = frozenset()
     anchors: dict[str, tuple[float, float] | None] = field(default_factory=dict)
-    panels: dict = field(default_factory=dict)  # the UI's other outputs as last sent (name -> value)
+    sent: dict = field(default_factory=dict)  # Gradio outputs as last sent to this page (name -> value)
 
 
-def view_json(session: Session | None, cache: ViewCache | None = None) -> str:
-    """The prompter's `view` prop: the layer order, PNGs of new layers, markers and tags.
+def view_json(session: Session | None, status: str, cache: ViewCache | None = None, refresh: bool = False) -> str:
+    """The prompter's `view`: the layer order, PNGs of new layers, markers, tags and the panels.
 
     {token, consumed, w, h, order: [key], active: key or "", png: {key: data URI},
-     points: [[x, y, label, colour]], boxes: [[x0, y0, x1, y1, colour]], tags: [[x, y, text, colour]]},
-    coordinates in original pixels. consumed: how many browser events the session has applied;
-    active: the layer of the object being edited (the browser flattens the others). Updates `cache`.
+     points: [[x, y, label, colour]], boxes: [[x0, y0, x1, y1, colour]], tags: [[x, y, text, colour]],
+     panels: {status, legend, exports: HTML}, refresh: bool}, coordinates in original pixels.
+    consumed: how many browser events the session has applied; active: the layer of the object
+    being edited (the browser flattens the others); refresh: the page should also fire its Gradio
+    event (for the parts Gradio draws: the candidates). Updates `cache`.
     """
+    panels = {"status": html.escape(status), "legend": legend_html(session), "exports": exports_html(session)}
     if session is None:
         return json.dumps({"token": "", "consumed": 0, "w": 1, "h": 1, "order": [], "active": "", "png": {},
-                           "points": [], "boxes": [], "tags": []})
+                           "points": [], "boxes": [], "tags": [], "panels": panels, "refresh": refresh})
     cache = cache if cache is not None else ViewCache()
     h, w = session.rgb.shape[:2]
     hw = display_size((h, w))
@@ -118,13 +131,24 @@ def view_json(session: Session | None, cache: ViewCache | None = None) -> str:
     return json.dumps({"token": session.token, "consumed": session.consumed_events, "w": w, "h": h,
                        "order": [layer.key for layer in layers], "png": png,
                        "active": next((layer.key for layer in layers if layer.active), ""),
-                       "points": points, "boxes": boxes, "tags": tags})
+                       "points": points, "boxes": boxes, "tags": tags, "panels": panels, "refresh": refresh})
 
 
 def _anchor(small: np.ndarray, sx: float, sy: float) -> tuple[float, float] | None:
     """Top-left of a display mask's bounding box, in original pixels (None if empty)."""
     x, y, bw, bh = cv2.boundingRect(small)
     return None if bw == 0 else (round(x * sx, 1), round(y * sy, 1))
+
+
+def legend_html(session: Session | None) -> str:
+    """The legend: a colour swatch, name and IoU (and prompts) per layer."""
+    if session is None:
+        return ""
+    rows = "".join(
+        f'<li><span class="sd-swatch" style="background:{c}"></span><b>{html.escape(n)}</b> — {html.escape(t)}</li>'
+        for c, n, t in legend_rows(session.layers())
+    )
+    return f'<ul class="sd-legend">{rows}</ul>'
 
 
 def legend_rows(layers: list[Layer]) -> list[tuple[str, str, str]]:
@@ -144,3 +168,60 @@ def legend_rows(layers: list[Layer]) -> list[tuple[str, str, str]]:
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' * (count != 1)}"
+
+
+def export_url(session: Session, kind: str) -> str:
+    """Relative URL of a download (relative, so it works under any mount path or proxy prefix)."""
+    return f"{EXPORT_PATH.lstrip('/')}/{session.token}/{kind}"
+
+
+def exports_html(session: Session | None) -> str:
+    """The export panel: a status line and three download links; the server builds a file when clicked."""
+    results = [] if session is None else session.finished_results()
+    fixed = [] if session is None else session.fixed_masks()
+    reasons = dict.fromkeys((kind for _, kind, _ in EXPORT_LINKS), "Click on the image to segment an object first.")
+    note = ""
+    if results or fixed:
+        prompts = sum(len(r.prompts.points) + (r.prompts.box_xyxy is not None) for _, r in results)
+        status = f"Exports ready: {_plural(len(results) + len(fixed), 'object')}, {_plural(prompts, 'prompt')}."
+        reasons = dict.fromkeys(reasons, "")
+        if not results:
+            reasons["sam-endpoint.json"] = note = ("Download JSON replays prompts, and loaded or automatic masks have "
+                                                   "none: click on the image to add an object.")
+    else:
+        status = "Nothing to export yet."
+    links = []
+    for elem_id, kind, label in EXPORT_LINKS:
+        if reasons[kind]:
+            links.append(f'<a id="{elem_id}" class="sd-download" aria-disabled="true" '
+                         f'title="{html.escape(reasons[kind])}">{label}</a>')
+        else:
+            name = html.escape(f"{Path(session.name).stem or 'image'}.{kind}")
+            links.append(f'<a id="{elem_id}" class="sd-download" href="{export_url(session, kind)}" '
+                         f'download="{name}">{label}</a>')
+    note = f'<p class="sd-export-note">{note}</p>' if note else ""
+    return f'<p id="export-status">{status}</p>{note}<div class="sd-downloads">{"".join(links)}</div>'
+
+
+def click_status(session: Session, decoded: int = 0, ms: float = 0.0) -> str:
+    """The status line after an edit: the edited object's IoU (and decode time), or what to do."""
+    active = session.layers()[-1]
+    if active.score is None:
+        return f"Object {active.number}: click on the image or drag a box."
+    status = f"Object {active.number}: IoU {shown_score(active.score):.3f}"
+    if decoded:
+        status += f" · decoded in {ms:.0f} ms"
+    if active.prompts.multimask:
+        status += " · 3 candidates: pick another below if the best is not what you meant"
+    return status
+
+
+def candidate_choices(session: Session | None) -> tuple[tuple[tuple[str, int], ...], int] | None:
+    """The edited object's candidates after a lone click: ((label, index), ...), chosen; else None."""
+    result = None if session is None else session.results.get(len(session.objects) - 1)
+    if result is None or not result.prompts.multimask:
+        return None
+    best = int(np.argmax(result.scores))
+    labels = tuple((f"Mask {k + 1} · IoU {shown_score(s):.3f}" + (" (best)" if k == best else ""), k)
+                   for k, s in enumerate(result.scores))
+    return labels, result.chosen

@@ -5,8 +5,10 @@ server; `build_demo` binds them to the components. Per-session state is a `Sessi
 `gr.State`, also kept under its token in the `SessionStore` (the hover preview and the
 downloads read it there; overlapping events of one tab edit its latest state in turn).
 
-Queues: encodes, edits (clicks, undo, candidates...) and "segment everything" each have their
-own, so a click never waits behind another user's encode; edits of different users run side by side.
+A click first goes to the prompt surface's fast path (`demo_routes`, outside Gradio), which
+decodes and answers with the new layers and panels; its Gradio event follows only when a part
+that Gradio draws (the candidates) changed. Encodes and "segment everything" have queues of their
+own; edits (undo, candidates...) skip the queue, so a click never waits behind another user's encode.
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ from typing import NamedTuple
 import gradio as gr
 import numpy as np
 
-from .demo_routes import export_url
 from .engine import SamEngine
 from .everything import EverythingConfig, generate
 from .exports import masks_from_saved
 from .images import decode_image_bytes, to_rgb_array
-from .render import display_image_uri, legend_rows, shown_score, view_json
+from .render import candidate_choices, click_status, display_image_uri, exports_html, view_json
 from .session import FixedMask, Session
 from .session_store import SessionStore
 
@@ -35,9 +36,9 @@ STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 PROMPTER_JS = (STATIC / "prompter.js").read_text()
 PROMPTER_CSS = (STATIC / "prompter.css").read_text()
+PANEL_JS = (STATIC / "panel.js").read_text()
+PANEL_CSS = (STATIC / "panel.css").read_text()
 ENCODE_CALLS = "sam-encode"  # uploads: one encoder run at a time
-EDIT_CALLS = "sam-edit"  # clicks, boxes, candidates, undo/redo...: decodes of different users side by side
-EDIT_CONCURRENCY = 2
 EVERYTHING_CALLS = "sam-everything"  # "segment everything" jobs (seconds to minutes on a CPU)
 
 
@@ -50,15 +51,16 @@ class DemoContext:
 
 
 class View(NamedTuple):
-    """Outputs of every handler, in the order of `build_demo`'s outputs."""
+    """Outputs of every handler, in the order of `build_demo`'s outputs.
+
+    The status line, legend and export links travel inside the prompter's view (`render.view_json`)
+    and are drawn by the page from there, like the layers.
+    """
 
     state: Session | None
     prompter: dict
-    status: str
     candidates: dict
-    legend: str
     auto_keep: dict
-    exports: str
 
 
 class Prompter(gr.HTML):
@@ -73,7 +75,8 @@ class Prompter(gr.HTML):
         kwargs.setdefault("html_template", '<div class="sd-root"></div>')
         kwargs.setdefault("css_template", PROMPTER_CSS)
         kwargs.setdefault("js_on_load", PROMPTER_JS)
-        super().__init__(image_url=image_url, view=view if view is not None else view_json(None), **kwargs)
+        view = view if view is not None else view_json(None, "Upload an image to start.")
+        super().__init__(image_url=image_url, view=view, **kwargs)
 
     def api_info(self) -> dict:
         return {"type": "string", "description": 'JSON {"token": str, "events": [{"type": "point"|"box", ...}]}'}
@@ -84,26 +87,25 @@ class Prompter(gr.HTML):
         raise AttributeError(f"'Prompter' object has no attribute '{name}'")
 
 
+class Panel(gr.HTML):
+    """A part of the page drawn from the prompter's views: `part` is "status", "legend" or "exports"."""
+
+    def __init__(self, part: str = "status", initial: str = "", **kwargs):
+        kwargs.setdefault("value", initial)
+        kwargs.setdefault("css_template", PANEL_CSS)
+        kwargs.setdefault("js_on_load", PANEL_JS)
+        super().__init__(part=part, **kwargs)
+
+    def __getattr__(self, name: str):
+        raise AttributeError(f"'Panel' object has no attribute '{name}'")
+
+
 # ---- view -------------------------------------------------------------------------------------
 def _candidates_update(session: Session | None):
-    result = None if session is None else session.results.get(len(session.objects) - 1)
-    if result is None or not result.prompts.multimask:
+    choices = candidate_choices(session)
+    if choices is None:
         return gr.update(visible=False, choices=[], value=None)
-    best = int(np.argmax(result.scores))
-    choices = [(f"Mask {k + 1} · IoU {shown_score(s):.3f}" + (" (best)" if k == best else ""), k)
-               for k, s in enumerate(result.scores)]
-    return gr.update(visible=True, choices=choices, value=result.chosen)
-
-
-def _legend(session: Session | None) -> str:
-    if session is None:
-        return ""
-    rows = "".join(
-        f'<li><span style="display:inline-block;width:12px;height:12px;border-radius:3px;background:{c};'
-        f'margin-right:6px;vertical-align:middle"></span><b>{html.escape(n)}</b> — {html.escape(t)}</li>'
-        for c, n, t in legend_rows(session.layers())
-    )
-    return f'<ul style="list-style:none;padding-left:0;margin:0">{rows}</ul>'
+    return gr.update(visible=True, choices=list(choices[0]), value=choices[1])
 
 
 def _plural(count: int, noun: str) -> str:
@@ -117,67 +119,33 @@ def _auto_update(session: Session | None):
     return gr.update(visible=True, choices=choices, value=list(session.auto_keep))
 
 
-EXPORT_LINKS = (
-    ("download-json", "sam-endpoint.json", "Download JSON (endpoint request + response)"),
-    ("download-zip", "masks.zip", "PNG masks (zip)"),
-    ("download-coco", "coco.json", "COCO JSON (RLE)"),
-)
-
-
-def exports_html(session: Session | None) -> str:
-    """The export panel: a status line and three download links; the server builds a file when clicked."""
-    results = [] if session is None else session.finished_results()
-    fixed = [] if session is None else session.fixed_masks()
-    reasons = dict.fromkeys((kind for _, kind, _ in EXPORT_LINKS), "Click on the image to segment an object first.")
-    note = ""
-    if results or fixed:
-        prompts = sum(len(r.prompts.points) + (r.prompts.box_xyxy is not None) for _, r in results)
-        status = f"Exports ready: {_plural(len(results) + len(fixed), 'object')}, {_plural(prompts, 'prompt')}."
-        reasons = dict.fromkeys(reasons, "")
-        if not results:
-            reasons["sam-endpoint.json"] = note = ("Download JSON replays prompts, and loaded or automatic masks have "
-                                                   "none: click on the image to add an object.")
-    else:
-        status = "Nothing to export yet."
-    links = []
-    for elem_id, kind, label in EXPORT_LINKS:
-        if reasons[kind]:
-            links.append(f'<a id="{elem_id}" class="sd-download" aria-disabled="true" '
-                         f'title="{html.escape(reasons[kind])}">{label}</a>')
-        else:
-            name = html.escape(f"{Path(session.name).stem or 'image'}.{kind}")
-            links.append(f'<a id="{elem_id}" class="sd-download" href="{export_url(session, kind)}" '
-                         f'download="{name}">{label}</a>')
-    note = f'<p class="sd-export-note">{note}</p>' if note else ""
-    return f'<p id="export-status">{status}</p>{note}<div class="sd-downloads">{"".join(links)}</div>'
-
-
 def _view(ctx: DemoContext, session: Session | None, status: str, new_image: bool = False, auto: bool = False,
           prompter_current: bool = False) -> View:
     """Record `session` as the latest state and build the outputs from it.
 
     Only what differs from what this session's page was last sent is sent (Gradio rebuilds each
     updated component, which costs more CPU than the click's decode): the prompter's view is
-    skipped with `prompter_current` (the click's fast path has shown it), and the automatic masks'
-    list is rebuilt only with `auto` or a new image.
+    skipped with `prompter_current` (the click's fast path has shown it), the candidates when
+    unchanged, and the automatic masks' list unless `auto` or a new image.
     """
     if session is None:
-        return View(None, gr.update(image_url="", view=view_json(None)), status, _candidates_update(None), "",
-                    _auto_update(None), exports_html(None))
+        return View(None, gr.update(image_url="", view=view_json(None, status)), _candidates_update(None),
+                    _auto_update(None))
     ctx.sessions.put(session)
     cache = ctx.sessions.view(session)
     if prompter_current:
         prompter = gr.skip()
     else:
-        props = dict(view=view_json(session, cache))
+        props = dict(view=view_json(session, status, cache))
         if new_image:
             props["image_url"] = display_image_uri(session.rgb)
         prompter = gr.update(**props)
-    panels = dict(status=status, candidates=_candidates_update(session), legend=_legend(session),
-                  auto_keep=_auto_update(session) if auto or new_image else cache.panels.get("auto_keep"),
-                  exports=exports_html(session))
-    sent, cache.panels = cache.panels, panels
-    return View(session, prompter, **{k: gr.skip() if sent.get(k) == v else v for k, v in panels.items()})
+    candidates = candidate_choices(session)
+    out = View(session, prompter,
+               gr.skip() if cache.sent.get("candidates", ()) == candidates else _candidates_update(session),
+               _auto_update(session) if auto or new_image else gr.skip())
+    cache.sent["candidates"] = candidates
+    return out
 
 
 def _require(session: Session | None) -> Session:
@@ -242,16 +210,7 @@ def on_prompt(ctx: DemoContext, value: str, session: Session | None) -> View:
 def _decode_and_view(ctx: DemoContext, session: Session, prompter_current: bool = False) -> View:
     start = time.perf_counter()
     decoded = _run(session.update, ctx.engine)
-    ms = (time.perf_counter() - start) * 1000
-    active = session.layers()[-1]
-    if active.score is None:
-        status = f"Object {active.number}: click on the image or drag a box."
-    else:
-        status = f"Object {active.number}: IoU {shown_score(active.score):.3f}"
-        if decoded:
-            status += f" · decoded in {ms:.0f} ms"
-        if active.prompts.multimask:
-            status += " · 3 candidates: pick another below if the best is not what you meant"
+    status = click_status(session, decoded, (time.perf_counter() - start) * 1000)
     return _view(ctx, session, status, prompter_current=prompter_current)
 
 
@@ -351,7 +310,7 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None) -> gr.Bl
             )
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=320):
-                status = gr.Markdown("Upload an image to start.", elem_id="status")
+                status = Panel("status", "Upload an image to start.", elem_id="status")
                 prompter = Prompter(elem_id="prompter")
 
             with gr.Column(scale=1, min_width=300):
@@ -368,13 +327,14 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None) -> gr.Bl
                 everything = gr.Button("Segment everything", elem_id="segment-everything")
                 auto_keep = gr.CheckboxGroup(label="Automatic masks (untick to drop)", visible=False, elem_id="auto-masks")
                 candidates = gr.Radio(label="Candidate masks for a single click", visible=False, elem_id="candidates")
-                legend = gr.HTML(elem_id="legend")
+                legend = Panel("legend", elem_id="legend")
                 with gr.Accordion("Export and import", open=True):
-                    exports = gr.HTML(exports_html(None), elem_id="exports", css_template=EXPORTS_CSS)
+                    exports = Panel("exports", exports_html(None), elem_id="exports")
                     load_saved = gr.UploadButton("Load saved JSON", file_types=[".json"], size="sm", elem_id="load-json")
-        outputs = [state, prompter, status, candidates, legend, auto_keep, exports]
-        edit = dict(outputs=outputs, queue=False,
-                    show_progress="hidden", api_visibility="private")
+        del status, legend, exports  # drawn by the page from the prompter's views, never a Gradio output
+        outputs = [state, prompter, candidates, auto_keep]
+        # Edits skip Gradio's queue: they take milliseconds, and so run at once, side by side.
+        edit = dict(outputs=outputs, queue=False, show_progress="hidden", api_visibility="private")
         bind = functools.partial
         image_in.change(bind(on_image, ctx), inputs=[image_in, state], outputs=outputs, show_progress="full",
                         concurrency_id=ENCODE_CALLS, concurrency_limit=1, api_visibility="private")
@@ -388,15 +348,3 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None) -> gr.Bl
         everything.click(bind(on_everything, ctx), inputs=state, outputs=outputs, show_progress="full",
                          concurrency_id=EVERYTHING_CALLS, concurrency_limit=1, api_visibility="private")
     return demo
-
-
-EXPORTS_CSS = """
-.sd-downloads { display: flex; flex-direction: column; gap: 6px; }
-.sd-download { display: block; text-align: center; padding: 6px 10px; border-radius: var(--button-small-radius, 6px);
-               border: 1px solid var(--button-secondary-border-color, #d1d5db); font-size: var(--button-small-text-size, 14px);
-               background: var(--button-secondary-background-fill, #f3f4f6); color: var(--button-secondary-text-color, inherit);
-               text-decoration: none; font-weight: 600; }
-.sd-download:hover:not([aria-disabled]) { background: var(--button-secondary-background-fill-hover, #e5e7eb); }
-.sd-download[aria-disabled] { opacity: 0.5; cursor: not-allowed; }
-.sd-export-note { font-size: 13px; opacity: 0.75; margin: 4px 0; }
-"""

@@ -67,8 +67,9 @@ def test_click_fast_path_equals_the_predictor_and_sends_only_new_layers(ctx, cli
     assert np.array_equal(latest.results[0].masks, masks) and np.array_equal(latest.results[0].scores, scores)
 
     # The Gradio event that follows finds the click applied: no decode, the prompter is not resent.
+    assert "IoU" in view["panels"]["status"] and view["refresh"], "the candidates appear: Gradio draws them"
     refresh = on_prompt(ctx, json.dumps({"token": session.token, "events": events}), session)
-    assert refresh.prompter == {"__type__": "update"} and "IoU" in refresh.status
+    assert refresh.prompter == {"__type__": "update"} and len(refresh.candidates["choices"]) == 3
     assert refresh.state.results[0].uid == latest.results[0].uid
 
     # A second click: one new PNG (the edited object's); New object: the finished one is redrawn thin.
@@ -91,7 +92,7 @@ def test_layers_number_and_colour_everything_once(ctx):
     layers = session.layers()
     assert [(layer.number, layer.name, layer.active) for layer in layers] == [(1, "Object 1", False), (2, "Object 2", True)]
     assert layers[0].rgb == PALETTE[0] and layers[1].source is None and layers[1].score is None
-    view = json.loads(view_json(session))
+    view = json.loads(view_json(session, "status"))
     assert view["points"] == [[100.0, 100.0, 1, layers[0].hex]] and view["tags"][0][3] == layers[0].hex
     assert view["tags"][0][2] == f"#1 IoU {min(max(layers[0].score, 0), 1):.2f}"
     assert view["active"] == "", "the edited object has no mask yet"

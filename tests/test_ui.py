@@ -19,7 +19,6 @@ from sam_demo.scoring import score
 from sam_demo.demo_routes import EXPORTS
 from sam_demo.ui import (
     DemoContext,
-    _legend,
     build_demo,
     on_auto_keep,
     on_candidate,
@@ -58,6 +57,11 @@ def uploaded(ctx):
     return on_image(ctx, CAT).state
 
 
+def panels(view) -> dict:
+    """The status line, legend and export links that a handler's view puts on the page (HTML)."""
+    return json.loads(view.prompter["view"])["panels"]
+
+
 def export(session, kind: str, folder=None):
     """Build a download as the server does when its link is clicked; with `folder`, write it there."""
     content = EXPORTS[kind][1](session)
@@ -69,13 +73,15 @@ def export(session, kind: str, folder=None):
 
 
 def test_upload_encodes_at_once_and_shows_the_image(ctx):
-    session, prompter, status, candidates, legend, _, exports = on_image(ctx, CAT)
+    view = on_image(ctx, CAT)
+    session, prompter = view.state, view.prompter
+    status, exports = panels(view)["status"], panels(view)["exports"]
     assert session.rgb.shape == (300, 451, 3) and session.embedding.geometry.original_hw == (300, 451)
     assert "451×300" in status and "encoded" in status
     assert prompter["image_url"].startswith("data:image/jpeg;base64,")
     assert json.loads(prompter["view"])["w"] == 451 and json.loads(prompter["view"])["h"] == 300
     assert 'id="download-json"' in exports and "Nothing to export yet" in exports and "href" not in exports
-    again = on_image(ctx, CAT)[2]
+    again = panels(on_image(ctx, CAT))["status"]
     assert "cached embedding" in again
 
 
@@ -83,8 +89,8 @@ def test_click_box_undo_new_object_match_predictor(ctx, engine, uploaded):
     predictor = SamPredictor(engine)
     predictor.set_image(np.asarray(Image.open(CAT).convert("RGB")))
 
-    session, prompter, status, candidates, legend, *_ = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)
-    assert "IoU" in status and candidates["visible"] and len(candidates["choices"]) == 3
+    session, prompter, candidates, _ = view = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)
+    assert "IoU" in panels(view)["status"] and candidates["visible"] and len(candidates["choices"]) == 3
     masks, scores, _ = predictor.predict(np.array([[200, 150]]), np.array([1]))
     result = session.results[0]
     assert np.array_equal(result.masks, masks) and result.chosen == int(np.argmax(scores))
@@ -96,7 +102,8 @@ def test_click_box_undo_new_object_match_predictor(ctx, engine, uploaded):
 
     # Negative click and a box arrive together (as after rapid input): both are applied, one decode.
     value = events(session, point(200, 150), point(320, 90, 0), box(40, 30, 400, 280))
-    session, _, status, candidates, legend, *_ = on_prompt(ctx, value, session)
+    session, _, candidates, _ = view = on_prompt(ctx, value, session)
+    legend = panels(view)["legend"]
     assert session.consumed_events == 3 and not candidates["visible"]
     masks2, scores2, _ = predictor.predict(np.array([[200, 150], [320, 90]]), np.array([1, 0]),
                                            box=np.array([40, 30, 400, 280]), multimask_output=False)
@@ -108,7 +115,8 @@ def test_click_box_undo_new_object_match_predictor(ctx, engine, uploaded):
     assert session.objects[0].box_xyxy == (40.0, 30.0, 400.0, 280.0)
 
     session = on_new_object(ctx, session)[0]
-    session, _, _, _, legend, *_ = on_prompt(ctx, events(session, point(1, 1), point(1, 1), point(1, 1), point(100, 250)), session)
+    view = on_prompt(ctx, events(session, point(1, 1), point(1, 1), point(1, 1), point(100, 250)), session)
+    session, legend = view.state, panels(view)["legend"]
     assert len(session.objects) == 2 and session.objects[1].points == ((100.0, 250.0, 1),)
     assert "Object 1" in legend and "Object 2 (editing)" in legend
     assert np.array_equal(session.results[0].mask, masks2[0]), "the finished object keeps its mask"
@@ -163,7 +171,8 @@ def test_exports_replay_and_reload(ctx, engine, uploaded, tmp_path):
     session = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)[0]
     session = on_candidate(ctx, 1, session)[0]
     session = on_new_object(ctx, session)[0]
-    session, *_, panel = on_prompt(ctx, events(session, point(200, 150), box(20, 20, 200, 200)), session)
+    view = on_prompt(ctx, events(session, point(200, 150), box(20, 20, 200, 200)), session)
+    session, panel = view.state, panels(view)["exports"]
     assert "2 objects, 2 prompts" in panel
     assert f'href="sam-demo/export/{session.token}/sam-endpoint.json"' in panel and 'download="chelsea.masks.zip"' in panel
 
@@ -190,7 +199,8 @@ def test_exports_replay_and_reload(ctx, engine, uploaded, tmp_path):
     assert coco["images"][0]["width"] == 451
 
     fresh = on_image(ctx, CAT)[0]
-    loaded, _, status, _, legend, *_ = on_load_saved(ctx, saved, fresh)
+    view = on_load_saved(ctx, saved, fresh)
+    loaded, status, legend = view.state, panels(view)["status"], panels(view)["legend"]
     assert "Loaded 2 masks" in status and len(loaded.imported) == 2
     assert np.array_equal(loaded.imported[0].mask, shown[0]) and "Loaded mask 1" in legend
 
@@ -222,10 +232,12 @@ def test_segment_everything_keep_and_drop(ctx, uploaded, monkeypatch):
     # The random test model needs lower thresholds than Meta's defaults to produce masks.
     monkeypatch.setattr(ui, "EverythingConfig", lambda: EverythingConfig(points_per_side=6, pred_iou_thresh=0.5,
                                                                         stability_score_thresh=0.3, box_nms_thresh=1.0))
-    session, _, status, _, legend, auto, _ = on_everything(ctx, uploaded)
+    session, _, _, auto = view = on_everything(ctx, uploaded)
+    status = panels(view)["status"]
     count = len(session.auto_masks)
     assert count >= 3 and auto["visible"] and auto["value"] == list(range(count)) and "Segment everything" in status
-    session, *_, panel = on_auto_keep(ctx, [0, 2], session)
+    view = on_auto_keep(ctx, [0, 2], session)
+    session, panel = view.state, panels(view)["exports"]
     assert [f.mask is session.auto_masks[i].mask for i, f in zip((0, 2), session.fixed_masks())] == [True, True]
     assert "2 objects, 0 prompts" in panel and "Download JSON replays prompts" in panel  # no prompts: no endpoint rows
     assert '<a id="download-json" class="sd-download" aria-disabled="true"' in panel and "masks.zip" in panel
@@ -233,8 +245,8 @@ def test_segment_everything_keep_and_drop(ctx, uploaded, monkeypatch):
         export(session, "sam-endpoint.json")
     with zipfile.ZipFile(io.BytesIO(export(session, "masks.zip"))) as archive:
         assert len(archive.namelist()) == 2
-    session = on_prompt(ctx, events(session, point(200, 150)), session)[0]
-    assert "Auto mask 1" in _legend(session) and "Object 3 (editing)" in _legend(session)
+    legend = panels(on_prompt(ctx, events(session, point(200, 150)), session))["legend"]
+    assert "Auto mask 1" in legend and "Object 3 (editing)" in legend
 
 
 def test_load_bare_response_in_model_card_spelling(ctx, uploaded, tmp_path):

@@ -2,12 +2,15 @@
 // Left click: positive point. Right click, shift+click or the toggle: negative point.
 // Left drag: box. Coordinates are sent in original image pixels.
 // A click: POST sam-demo/edit {token, events} (the fast path: the server applies and decodes the
-// new events and answers with the view), then props.value = the same JSON, which fires Gradio's
-// .change: it refreshes the panels, or does the edit itself if the fast path failed. Events only
-// grow until the image changes, so no click is lost: Python applies events it has not seen.
+// new events and answers with the view). Only when that view says `refresh` (a part that Gradio
+// draws changed: the candidates), or the fast path failed, props.value = the same JSON fires
+// Gradio's .change, which refreshes that part, or does the edit itself. Events only grow until
+// the image changes, so no click is lost: Python applies the events it has not seen.
 // A view (the fast path's answer, or props.view from Python): JSON {token, consumed, w, h, order,
-// png, points, boxes, tags}: the browser keeps one <img> per mask layer and gets PNGs only for
-// layers it does not have yet; a view is shown once all its layers are at hand.
+// active, png, points, boxes, tags, panels, refresh}: the browser keeps one <img> per mask layer
+// and gets PNGs only for layers it does not have yet; a view is shown once all its layers are at
+// hand, and its panels (status line, legend, export links: HTML) go to the page's Panel
+// components through a "sam-demo:view" event on the document.
 // Hover preview (mouse only): POST sam-demo/preview {token, x, y} -> a faint PNG, or 204 if busy.
 // Whenever new mask pixels are on screen it dispatches "sam-demo:painted" on #prompter,
 // detail {kind: "click" | "preview"}.
@@ -95,6 +98,7 @@ async function showView(next) {
   await Promise.all((next.order || []).map((key) => layers.get(key)?.ready));
   if (seq !== paintSeq) return;  // a newer view came meanwhile; it paints
   view = next;
+  document.dispatchEvent(new CustomEvent('sam-demo:view', {detail: next.panels || {}}));
   const order = (next.order || []).filter((key) => layers.has(key));
   for (const key of [...layers.keys()]) if (!order.includes(key)) layers.delete(key);
   const active = order.includes(next.active) ? next.active : null;
@@ -175,9 +179,9 @@ function send(e) {
   const message = JSON.stringify({token, events});
   fetch('sam-demo/edit', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: message})
     .then((response) => (response.ok ? response.json() : null))
-    .then((next) => (next && next.token === token ? showView(next) : null))
-    .catch(() => {})
-    .finally(() => { props.value = message; });  // after the paint: the panels' refresh stays off the click's path
+    .then((next) => (next && next.token === token ? showView(next).then(() => next.refresh) : true))
+    .catch(() => true)
+    .then((refresh) => { if (refresh) props.value = message; });  // after the paint, off the click's path
 }
 
 // ---- hover preview: at most one request in flight; the newest position waits, older ones are
