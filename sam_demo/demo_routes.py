@@ -35,7 +35,6 @@ from .exports import coco_export, endpoint_export, masks_zip
 from .render import (
     DISPLAY_MAX_SIDE,
     EXPORT_PATH,
-    candidate_choices,
     click_status,
     display_size,
     preview_png,
@@ -90,10 +89,7 @@ def edit(engine: SamEngine, sessions: SessionStore, session: Session, events: li
             return _error(400, str(exc))
         decoded = time.perf_counter()
         sessions.put(session)
-        cache = sessions.view(session)
-        status = click_status(session, count, (decoded - locked) * 1000)
-        refresh = candidate_choices(session) != cache.sent.get("candidates")
-        view = view_json(session, status, cache, refresh)
+        view = view_json(session, click_status(session, count, (decoded - locked) * 1000), sessions.view(session))
     timing = ", ".join(f"{name};dur={(b - a) * 1000:.1f}" for name, a, b in
                        (("wait", start, locked), ("decode", locked, decoded), ("render", decoded, time.perf_counter()),
                         ("cpu", cpu, time.thread_time())))

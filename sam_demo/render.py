@@ -83,30 +83,30 @@ def shown_score(score: float) -> float:
 
 @dataclass
 class ViewCache:
-    """What one session's browser holds: the keys of the layers on screen, each one's tag anchor, the panels.
+    """What one session's browser holds: the keys of the layers on screen, and each one's tag anchor.
 
     Used under the session's lock; lives in the session store beside the session.
     """
 
     shown: frozenset[str] = frozenset()
     anchors: dict[str, tuple[float, float] | None] = field(default_factory=dict)
-    sent: dict = field(default_factory=dict)  # Gradio outputs as last sent to this page (name -> value)
 
 
-def view_json(session: Session | None, status: str, cache: ViewCache | None = None, refresh: bool = False) -> str:
+
+def view_json(session: Session | None, status: str, cache: ViewCache | None = None) -> str:
     """The prompter's `view`: the layer order, PNGs of new layers, markers, tags and the panels.
 
     {token, consumed, w, h, order: [key], active: key or "", png: {key: data URI},
      points: [[x, y, label, colour]], boxes: [[x0, y0, x1, y1, colour]], tags: [[x, y, text, colour]],
-     panels: {status, legend, exports: HTML}, refresh: bool}, coordinates in original pixels.
+     panels: {status, candidates, legend, exports: HTML}}, coordinates in original pixels.
     consumed: how many browser events the session has applied; active: the layer of the object
-    being edited (the browser flattens the others); refresh: the page should also fire its Gradio
-    event (for the parts Gradio draws: the candidates). Updates `cache`.
+    being edited (the browser flattens the others). Updates `cache`.
     """
-    panels = {"status": html.escape(status), "legend": legend_html(session), "exports": exports_html(session)}
+    panels = {"status": html.escape(status), "candidates": candidates_html(session), "legend": legend_html(session),
+              "exports": exports_html(session)}
     if session is None:
         return json.dumps({"token": "", "consumed": 0, "w": 1, "h": 1, "order": [], "active": "", "png": {},
-                           "points": [], "boxes": [], "tags": [], "panels": panels, "refresh": refresh})
+                           "points": [], "boxes": [], "tags": [], "panels": panels})
     cache = cache if cache is not None else ViewCache()
     h, w = session.rgb.shape[:2]
     hw = display_size((h, w))
@@ -131,7 +131,7 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
     return json.dumps({"token": session.token, "consumed": session.consumed_events, "w": w, "h": h,
                        "order": [layer.key for layer in layers], "png": png,
                        "active": next((layer.key for layer in layers if layer.active), ""),
-                       "points": points, "boxes": boxes, "tags": tags, "panels": panels, "refresh": refresh})
+                       "points": points, "boxes": boxes, "tags": tags, "panels": panels})
 
 
 def _anchor(small: np.ndarray, sx: float, sy: float) -> tuple[float, float] | None:
@@ -216,12 +216,16 @@ def click_status(session: Session, decoded: int = 0, ms: float = 0.0) -> str:
     return status
 
 
-def candidate_choices(session: Session | None) -> tuple[tuple[tuple[str, int], ...], int] | None:
-    """The edited object's candidates after a lone click: ((label, index), ...), chosen; else None."""
+def candidates_html(session: Session | None) -> str:
+    """SAM's three candidates after a lone click, one button each (the page sends a choice as a
+    {"type": "candidate", "index"} prompt event); "" when the edited object has none."""
     result = None if session is None else session.results.get(len(session.objects) - 1)
     if result is None or not result.prompts.multimask:
-        return None
+        return ""
     best = int(np.argmax(result.scores))
-    labels = tuple((f"Mask {k + 1} · IoU {shown_score(s):.3f}" + (" (best)" if k == best else ""), k)
-                   for k, s in enumerate(result.scores))
-    return labels, result.chosen
+    buttons = "".join(
+        f'<button type="button" class="sd-candidate" data-candidate="{k}" aria-pressed="{str(k == result.chosen).lower()}">'
+        f'Mask {k + 1} · IoU {shown_score(s):.3f}{" (best)" if k == best else ""}</button>'
+        for k, s in enumerate(result.scores)
+    )
+    return f'<div class="sd-candidates" role="group" aria-label="Candidate masks"><p>Candidate masks for a single click</p>{buttons}</div>'

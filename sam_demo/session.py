@@ -220,8 +220,9 @@ class Session:
         """Apply the prompt surface's events not applied yet (`events[consumed_events:]`).
 
         events: the browser's whole list for this image, each {"type": "point", "x", "y", "label"}
-        or {"type": "box", "x0", "y0", "x1", "y1"} in original pixels. Returns a message per event
-        that was skipped as malformed or outside the image; the others are applied in order.
+        or {"type": "box", "x0", "y0", "x1", "y1"} in original pixels, or {"type": "candidate",
+        "index"} (the multimask candidate to show). Returns a message per event that was skipped as
+        malformed or not applicable; the others are applied in order.
         """
         if not isinstance(events, list):
             return ["the prompt surface sent malformed data; reload the page"]
@@ -232,6 +233,8 @@ class Session:
             try:
                 if event.get("type") == "box":
                     self.set_box(float(event["x0"]), float(event["y0"]), float(event["x1"]), float(event["y1"]))
+                elif event.get("type") == "candidate":
+                    self.select_candidate(int(event["index"]))
                 else:
                     self.add_point(float(event["x"]), float(event["y"]), 1 if int(event.get("label", 1)) == 1 else 0)
             except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -243,6 +246,8 @@ class Session:
         active = self.objects[-1]
         if not active.multimask:
             raise ValueError("candidates are offered for a single click only")
+        if index not in (0, 1, 2):
+            raise ValueError(f"there are 3 candidates, numbered 0 to 2; got {index}")
         self._edit(self.objects[:-1] + [replace(active, candidate=int(index))])
 
     def new_object(self) -> None:

@@ -5,10 +5,10 @@ server; `build_demo` binds them to the components. Per-session state is a `Sessi
 `gr.State`, also kept under its token in the `SessionStore` (the hover preview and the
 downloads read it there; overlapping events of one tab edit its latest state in turn).
 
-A click first goes to the prompt surface's fast path (`demo_routes`, outside Gradio), which
-decodes and answers with the new layers and panels; its Gradio event follows only when a part
-that Gradio draws (the candidates) changed. Encodes and "segment everything" have queues of their
-own; edits (undo, candidates...) skip the queue, so a click never waits behind another user's encode.
+A click (or a choice among the candidates) goes to the prompt surface's fast path (`demo_routes`,
+outside Gradio), which decodes and answers with the new layers and panels; its Gradio event fires
+only if that fails. Encodes and "segment everything" have queues of their own; the other edits
+(undo, new object...) skip the queue, so nothing a user does waits behind another user's encode.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .engine import SamEngine
 from .everything import EverythingConfig, generate
 from .exports import masks_from_saved
 from .images import decode_image_bytes, to_rgb_array
-from .render import candidate_choices, click_status, display_image_uri, exports_html, view_json
+from .render import click_status, display_image_uri, exports_html, view_json
 from .session import FixedMask, Session
 from .session_store import SessionStore
 
@@ -59,7 +59,6 @@ class View(NamedTuple):
 
     state: Session | None
     prompter: dict
-    candidates: dict
     auto_keep: dict
 
 
@@ -88,7 +87,7 @@ class Prompter(gr.HTML):
 
 
 class Panel(gr.HTML):
-    """A part of the page drawn from the prompter's views: `part` is "status", "legend" or "exports"."""
+    """A part of the page drawn from the prompter's views: "status", "candidates", "legend" or "exports"."""
 
     def __init__(self, part: str = "status", initial: str = "", **kwargs):
         kwargs.setdefault("value", initial)
@@ -101,13 +100,6 @@ class Panel(gr.HTML):
 
 
 # ---- view -------------------------------------------------------------------------------------
-def _candidates_update(session: Session | None):
-    choices = candidate_choices(session)
-    if choices is None:
-        return gr.update(visible=False, choices=[], value=None)
-    return gr.update(visible=True, choices=list(choices[0]), value=choices[1])
-
-
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' * (count != 1)}"
 
@@ -123,14 +115,12 @@ def _view(ctx: DemoContext, session: Session | None, status: str, new_image: boo
           prompter_current: bool = False) -> View:
     """Record `session` as the latest state and build the outputs from it.
 
-    Only what differs from what this session's page was last sent is sent (Gradio rebuilds each
-    updated component, which costs more CPU than the click's decode): the prompter's view is
-    skipped with `prompter_current` (the click's fast path has shown it), the candidates when
-    unchanged, and the automatic masks' list unless `auto` or a new image.
+    Only what the page lacks is sent (Gradio rebuilds each updated component, which costs more CPU
+    than a decode): the prompter's view is skipped with `prompter_current` (the click's fast path
+    has shown it), and the automatic masks' list unless `auto` or a new image.
     """
     if session is None:
-        return View(None, gr.update(image_url="", view=view_json(None, status)), _candidates_update(None),
-                    _auto_update(None))
+        return View(None, gr.update(image_url="", view=view_json(None, status)), _auto_update(None))
     ctx.sessions.put(session)
     cache = ctx.sessions.view(session)
     if prompter_current:
@@ -140,12 +130,7 @@ def _view(ctx: DemoContext, session: Session | None, status: str, new_image: boo
         if new_image:
             props["image_url"] = display_image_uri(session.rgb)
         prompter = gr.update(**props)
-    candidates = candidate_choices(session)
-    out = View(session, prompter,
-               gr.skip() if cache.sent.get("candidates", ()) == candidates else _candidates_update(session),
-               _auto_update(session) if auto or new_image else gr.skip())
-    cache.sent["candidates"] = candidates
-    return out
+    return View(session, prompter, _auto_update(session) if auto or new_image else gr.skip())
 
 
 def _require(session: Session | None) -> Session:
@@ -212,14 +197,6 @@ def _decode_and_view(ctx: DemoContext, session: Session, prompter_current: bool 
     decoded = _run(session.update, ctx.engine)
     status = click_status(session, decoded, (time.perf_counter() - start) * 1000)
     return _view(ctx, session, status, prompter_current=prompter_current)
-
-
-def on_candidate(ctx: DemoContext, index: int | None, session: Session | None) -> View:
-    with ctx.sessions.editing(_require(session)) as session:
-        if index is None:
-            return _view(ctx, session, "Ready.")
-        _run(session.select_candidate, index)
-        return _decode_and_view(ctx, session)
 
 
 def on_undo(ctx: DemoContext, session: Session | None) -> View:
@@ -326,20 +303,19 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None) -> gr.Bl
                 new_object = gr.Button("+ New object", variant="primary", elem_id="new-object")
                 everything = gr.Button("Segment everything", elem_id="segment-everything")
                 auto_keep = gr.CheckboxGroup(label="Automatic masks (untick to drop)", visible=False, elem_id="auto-masks")
-                candidates = gr.Radio(label="Candidate masks for a single click", visible=False, elem_id="candidates")
+                candidates = Panel("candidates", elem_id="candidates")
                 legend = Panel("legend", elem_id="legend")
                 with gr.Accordion("Export and import", open=True):
                     exports = Panel("exports", exports_html(None), elem_id="exports")
                     load_saved = gr.UploadButton("Load saved JSON", file_types=[".json"], size="sm", elem_id="load-json")
-        del status, legend, exports  # drawn by the page from the prompter's views, never a Gradio output
-        outputs = [state, prompter, candidates, auto_keep]
+        del status, candidates, legend, exports  # drawn by the page from the prompter's views
+        outputs = [state, prompter, auto_keep]
         # Edits skip Gradio's queue: they take milliseconds, and so run at once, side by side.
         edit = dict(outputs=outputs, queue=False, show_progress="hidden", api_visibility="private")
         bind = functools.partial
         image_in.change(bind(on_image, ctx), inputs=[image_in, state], outputs=outputs, show_progress="full",
                         concurrency_id=ENCODE_CALLS, concurrency_limit=1, api_visibility="private")
         prompter.change(bind(on_prompt, ctx), inputs=[prompter, state], trigger_mode="always_last", **edit)
-        candidates.input(bind(on_candidate, ctx), inputs=[candidates, state], **edit)
         for button, handler in ((undo, on_undo), (redo, on_redo), (clear, on_clear), (new_object, on_new_object)):
             button.click(bind(handler, ctx), inputs=state, **edit)
         auto_keep.input(bind(on_auto_keep, ctx), inputs=[auto_keep, state], **edit)

@@ -158,6 +158,14 @@ def test_ten_objects_hover_preview_and_a_second_user(browser, server, engine):
     page.wait_for_function("document.querySelector('#export-status').innerText.includes('10 objects, 10 prompts')",
                            timeout=60_000)
 
+    # The lone click's candidates: pick one that is not shown.
+    pick = page.locator("#candidates [data-candidate][aria-pressed=false]").first
+    chosen = int(pick.get_attribute("data-candidate"))
+    before = painted("click")
+    pick.click()
+    page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
+    page.wait_for_selector(f"#candidates [data-candidate='{chosen}'][aria-pressed=true]", timeout=60_000)
+
     # Hover: a resting mouse gets a faint preview, and no prompt.
     page.mouse.move(*at(0.5, 0.55), steps=2)
     page.wait_for_function("window.__painted.preview > 0", timeout=60_000)
@@ -180,7 +188,7 @@ def test_ten_objects_hover_preview_and_a_second_user(browser, server, engine):
     page.screenshot(path=str(ARTIFACTS / "demo-10-objects-1400x1000.png"), full_page=True)
     page.close()
     rows = export["request"]["input_data"]["data"]
-    assert len(rows) == 10
+    assert len(rows) == 10 and export["shown"][9]["mask"] == chosen
     predictor = SamPredictor(engine)
     predictor.set_image(rgb)
     decoded = read_response(export["response"])

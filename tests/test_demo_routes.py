@@ -67,10 +67,19 @@ def test_click_fast_path_equals_the_predictor_and_sends_only_new_layers(ctx, cli
     assert np.array_equal(latest.results[0].masks, masks) and np.array_equal(latest.results[0].scores, scores)
 
     # The Gradio event that follows finds the click applied: no decode, the prompter is not resent.
-    assert "IoU" in view["panels"]["status"] and view["refresh"], "the candidates appear: Gradio draws them"
+    assert "IoU" in view["panels"]["status"] and view["panels"]["candidates"].count("data-candidate=") == 3
+    # A Gradio event for the same events (the page fires one only if this route fails) decodes nothing.
     refresh = on_prompt(ctx, json.dumps({"token": session.token, "events": events}), session)
-    assert refresh.prompter == {"__type__": "update"} and len(refresh.candidates["choices"]) == 3
+    assert refresh.prompter == {"__type__": "update"}
     assert refresh.state.results[0].uid == latest.results[0].uid
+
+    # Another candidate: a new PNG for the same decode, nothing decoded.
+    other = int(np.argsort(scores)[0])
+    events.append({"type": "candidate", "index": other})
+    chosen = edit(client, session, events).json()
+    assert len(chosen["png"]) == 1 and "decoded" not in chosen["panels"]["status"]
+    assert f'data-candidate="{other}" aria-pressed="true"' in chosen["panels"]["candidates"]
+    assert ctx.sessions.get(session.token).results[0].chosen == other
 
     # A second click: one new PNG (the edited object's); New object: the finished one is redrawn thin.
     events.append(point(w * 0.6, h * 0.3, 0))
@@ -142,6 +151,7 @@ def test_routes_refuse_bad_requests_clearly(ctx, client):
         (client.post("/sam-demo/edit", content=b"[" * 100_000), 400, "send JSON"),
         (edit(client, session, [{"type": "point", "x": "left"}]), 422, "malformed"),
         (edit(client, session, [point(w + 50, 10)]), 422, "malformed"),
+        (edit(client, session, [{"type": "candidate", "index": 1}]), 422, "malformed"),
         (client.post("/sam-demo/preview", json={"token": session.token, "x": w + 1, "y": 0}), 400, "outside"),
         (client.post("/sam-demo/preview", json={"token": session.token, "x": "NaN", "y": 0}), 400, "outside"),
         (client.post("/sam-demo/preview", json={"token": session.token}), 400, "send JSON"),

@@ -21,7 +21,6 @@ from sam_demo.ui import (
     DemoContext,
     build_demo,
     on_auto_keep,
-    on_candidate,
     on_clear,
     on_everything,
     on_image,
@@ -41,6 +40,10 @@ def events(session, *items) -> str:
 
 def point(x, y, label=1):
     return {"type": "point", "x": x, "y": y, "label": label}
+
+
+def candidate(index):
+    return {"type": "candidate", "index": index}
 
 
 def box(x0, y0, x1, y1):
@@ -89,22 +92,23 @@ def test_click_box_undo_new_object_match_predictor(ctx, engine, uploaded):
     predictor = SamPredictor(engine)
     predictor.set_image(np.asarray(Image.open(CAT).convert("RGB")))
 
-    session, prompter, candidates, _ = view = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)
-    assert "IoU" in panels(view)["status"] and candidates["visible"] and len(candidates["choices"]) == 3
+    session, prompter, _ = view = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)
+    shown = panels(view)
+    assert "IoU" in shown["status"] and shown["candidates"].count('data-candidate="') == 3
     masks, scores, _ = predictor.predict(np.array([[200, 150]]), np.array([1]))
     result = session.results[0]
     assert np.array_equal(result.masks, masks) and result.chosen == int(np.argmax(scores))
     view = json.loads(prompter["view"])
     assert len(view["order"]) == 1 and view["png"][view["order"][0]].startswith("data:image/png;base64,")
 
-    session = on_candidate(ctx, 2, session)[0]
+    session = on_prompt(ctx, events(session, point(200, 150), candidate(2)), session).state
     assert session.results[0].chosen == 2 and np.array_equal(session.results[0].mask, masks[2])
 
     # Negative click and a box arrive together (as after rapid input): both are applied, one decode.
-    value = events(session, point(200, 150), point(320, 90, 0), box(40, 30, 400, 280))
-    session, _, candidates, _ = view = on_prompt(ctx, value, session)
+    value = events(session, point(200, 150), candidate(2), point(320, 90, 0), box(40, 30, 400, 280))
+    session, _, _ = view = on_prompt(ctx, value, session)
     legend = panels(view)["legend"]
-    assert session.consumed_events == 3 and not candidates["visible"]
+    assert session.consumed_events == 4 and panels(view)["candidates"] == ""
     masks2, scores2, _ = predictor.predict(np.array([[200, 150], [320, 90]]), np.array([1, 0]),
                                            box=np.array([40, 30, 400, 280]), multimask_output=False)
     assert np.array_equal(session.results[0].mask, masks2[0]) and "2 points, box" in legend
@@ -115,7 +119,7 @@ def test_click_box_undo_new_object_match_predictor(ctx, engine, uploaded):
     assert session.objects[0].box_xyxy == (40.0, 30.0, 400.0, 280.0)
 
     session = on_new_object(ctx, session)[0]
-    view = on_prompt(ctx, events(session, point(1, 1), point(1, 1), point(1, 1), point(100, 250)), session)
+    view = on_prompt(ctx, events(session, *[point(1, 1)] * session.consumed_events, point(100, 250)), session)
     session, legend = view.state, panels(view)["legend"]
     assert len(session.objects) == 2 and session.objects[1].points == ((100.0, 250.0, 1),)
     assert "Object 1" in legend and "Object 2 (editing)" in legend
@@ -169,9 +173,9 @@ def test_huge_image_is_shown_downscaled_with_full_size_masks(ctx, tmp_path):
 
 def test_exports_replay_and_reload(ctx, engine, uploaded, tmp_path):
     session = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)[0]
-    session = on_candidate(ctx, 1, session)[0]
+    session = on_prompt(ctx, events(session, point(200, 150), candidate(1)), session).state
     session = on_new_object(ctx, session)[0]
-    view = on_prompt(ctx, events(session, point(200, 150), box(20, 20, 200, 200)), session)
+    view = on_prompt(ctx, events(session, point(200, 150), candidate(1), box(20, 20, 200, 200)), session)
     session, panel = view.state, panels(view)["exports"]
     assert "2 objects, 2 prompts" in panel
     assert f'href="sam-demo/export/{session.token}/sam-endpoint.json"' in panel and 'download="chelsea.masks.zip"' in panel
@@ -232,7 +236,7 @@ def test_segment_everything_keep_and_drop(ctx, uploaded, monkeypatch):
     # The random test model needs lower thresholds than Meta's defaults to produce masks.
     monkeypatch.setattr(ui, "EverythingConfig", lambda: EverythingConfig(points_per_side=6, pred_iou_thresh=0.5,
                                                                         stability_score_thresh=0.3, box_nms_thresh=1.0))
-    session, _, _, auto = view = on_everything(ctx, uploaded)
+    session, _, auto = view = on_everything(ctx, uploaded)
     status = panels(view)["status"]
     count = len(session.auto_masks)
     assert count >= 3 and auto["visible"] and auto["value"] == list(range(count)) and "Segment everything" in status

@@ -1,13 +1,13 @@
 // The prompt surface of sam-demo (runs as gr.HTML's js_on_load: element, props, watch are given).
 // Left click: positive point. Right click, shift+click or the toggle: negative point.
 // Left drag: box. Coordinates are sent in original image pixels.
-// A click: POST sam-demo/edit {token, events} (the fast path: the server applies and decodes the
-// new events and answers with the view). Only when that view says `refresh` (a part that Gradio
-// draws changed: the candidates), or the fast path failed, props.value = the same JSON fires
-// Gradio's .change, which refreshes that part, or does the edit itself. Events only grow until
-// the image changes, so no click is lost: Python applies the events it has not seen.
+// A click (or a candidate chosen in the candidates panel): POST sam-demo/edit {token, events}, the
+// fast path: the server applies and decodes the new events and answers with the view. Only if
+// that fails, props.value = the same JSON fires Gradio's .change, which does the edit itself and
+// reports what was wrong. Events only grow until the image changes, so no click is lost: Python
+// applies the events it has not seen.
 // A view (the fast path's answer, or props.view from Python): JSON {token, consumed, w, h, order,
-// active, png, points, boxes, tags, panels, refresh}: the browser keeps one <img> per mask layer
+// active, png, points, boxes, tags, panels}: the browser keeps one <img> per mask layer
 // and gets PNGs only for layers it does not have yet; a view is shown once all its layers are at
 // hand, and its panels (status line, legend, export links: HTML) go to the page's Panel
 // components through a "sam-demo:view" event on the document.
@@ -154,7 +154,8 @@ function draw() {
   for (const [x0, y0, x1, y1, color] of view.boxes || []) out += rect(x0, y0, x1, y1, color, k, false);
   for (const [x, y, label, color] of view.points || []) out += point(x, y, label, color, k, false);
   for (const e of events.slice(view.consumed || 0)) {
-    out += e.type === 'box' ? rect(e.x0, e.y0, e.x1, e.y1, '#ffffff', k, true) : point(e.x, e.y, e.label, '#888888', k, true);
+    if (e.type === 'box') out += rect(e.x0, e.y0, e.x1, e.y1, '#ffffff', k, true);
+    else if (e.type === 'point') out += point(e.x, e.y, e.label, '#888888', k, true);
   }
   for (const [x, y, text, color] of view.tags || []) {
     const fs = 15 * k, pad = 3 * k, tw = text.length * fs * 0.6 + 2 * pad;
@@ -179,9 +180,9 @@ function send(e) {
   const message = JSON.stringify({token, events});
   fetch('sam-demo/edit', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: message})
     .then((response) => (response.ok ? response.json() : null))
-    .then((next) => (next && next.token === token ? showView(next).then(() => next.refresh) : true))
+    .then((next) => (next && next.token === token ? showView(next).then(() => false) : true))
     .catch(() => true)
-    .then((refresh) => { if (refresh) props.value = message; });  // after the paint, off the click's path
+    .then((failed) => { if (failed) props.value = message; });
 }
 
 // ---- hover preview: at most one request in flight; the newest position waits, older ones are
@@ -285,6 +286,9 @@ stage.addEventListener('pointerup', (ev) => {
 });
 stage.addEventListener('pointercancel', () => { drag = null; draw(); });
 stage.addEventListener('pointerleave', () => { if (!drag) cancelPreview(); });
+document.addEventListener('sam-demo:candidate', (event) => {
+  if (token) send({type: 'candidate', index: event.detail.index});
+});
 mode.addEventListener('click', () => {
   negativeMode = !negativeMode;
   mode.setAttribute('aria-pressed', String(negativeMode));
