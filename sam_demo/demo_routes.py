@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, Response
 
 from .engine import SamEngine
 from .exports import coco_export, endpoint_export, masks_zip
+from .http_body import read_limited
 from .render import (
     DISPLAY_MAX_SIDE,
     EXPORT_PATH,
@@ -170,10 +171,10 @@ def _ascii_name(name: str) -> str:
 
 
 async def _json_body(request: Request, limit: int = 1 << 20) -> dict:
-    """The request's JSON object ({} if it is not one, or over `limit` bytes)."""
-    data = await request.body()
+    """The request's JSON object ({} if it is not one, or over `limit` bytes: never read further)."""
+    data = await read_limited(request, limit)
     try:
-        body = json.loads(data) if len(data) <= limit else {}
+        body = json.loads(data) if data is not None else {}
     except (ValueError, RecursionError):
         return {}
     return body if isinstance(body, dict) else {}

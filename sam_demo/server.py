@@ -21,6 +21,7 @@ from .demo_routes import add_demo_routes
 from .endpoint import COLUMNS, RequestError
 from .engine import SamEngine
 from .fetch import FetchPolicy
+from .http_body import read_limited
 from .images import DEFAULT_MAX_PIXELS
 from .loading import (
     DTYPES,
@@ -157,17 +158,10 @@ def _score_bounded(slots: threading.BoundedSemaphore, body: bytes, engine: SamEn
 
 
 async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
-    declared = request.headers.get("content-length")
-    too_large = error(413, f"the request body is over the limit of {limit >> 20} MiB (--max-body-mb)")
-    if declared and declared.isdigit() and int(declared) > limit:
-        return too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    body = await read_limited(request, limit)
+    if body is None:
+        return error(413, f"the request body is over the limit of {limit >> 20} MiB (--max-body-mb)")
+    return body
 
 
 def build_app(engine: SamEngine, config: ServerConfig = ServerConfig()) -> FastAPI:
