@@ -2,8 +2,11 @@
 
 Every time is taken inside the page: from the `pointerdown` of a click to the prompt surface's
 `sam-demo:painted` event (new mask pixels on screen), or from the last `pointermove` before the
-mouse rests to the painted hover preview. Server CPU per click is the server process's CPU time
-over a series of clicks, divided by their count. Rows:
+mouse rests to the painted hover preview. The user clicks as an annotator does: three clicks on the
+edited object, then undo, `PAUSE_S` after each mask appears. Server CPU per click is the server
+process's CPU time from the click until 0.25 s after its paint, less what the idle server spends
+in that time. `--ui-app DIR` runs another checkout's app.py (an older version) in the same harness.
+Rows:
 
 - click -> painted, one user, 1 object and 10 objects;
 - click -> painted while a second browser uploads new photos back to back (each runs the encoder);
@@ -111,7 +114,7 @@ class Page:
     """One user's tab: upload, click, hover, with the in-page probe installed."""
 
     def __init__(self, browser, url: str):
-        self.page = browser.new_page(**({} if hasattr(browser, "browser") else {"viewport": {"width": 1400, "height": 1000}}))
+        self.page = browser.new_page(viewport={"width": 1400, "height": 1000})
         self.page.goto(url + "/", wait_until="load")
         self.page.wait_for_selector("#prompter .sd-stage", timeout=120_000)
         self.page.evaluate(PROBE)

@@ -158,7 +158,7 @@ def legend_rows(layers: list[Layer]) -> list[tuple[str, str, str]]:
         detail = "no prompt yet" if layer.score is None else f"IoU {shown_score(layer.score):.3f}"
         if layer.prompts is not None:
             p = layer.prompts
-            what = ", ".join(x for x in (_plural(len(p.points), "point") if p.points else "",
+            what = ", ".join(x for x in (plural(len(p.points), "point") if p.points else "",
                                          "box" if p.box_xyxy else "") if x)
             detail += f" · {what}" if what else ""
         name = layer.name + (" (editing)" if layer.active else "")
@@ -166,7 +166,7 @@ def legend_rows(layers: list[Layer]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _plural(count: int, noun: str) -> str:
+def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' * (count != 1)}"
 
 
@@ -183,7 +183,7 @@ def exports_html(session: Session | None) -> str:
     note = ""
     if results or fixed:
         prompts = sum(len(r.prompts.points) + (r.prompts.box_xyxy is not None) for _, r in results)
-        status = f"Exports ready: {_plural(len(results) + len(fixed), 'object')}, {_plural(prompts, 'prompt')}."
+        status = f"Exports ready: {plural(len(results) + len(fixed), 'object')}, {plural(prompts, 'prompt')}."
         reasons = dict.fromkeys(reasons, "")
         if not results:
             reasons["sam-endpoint.json"] = note = ("Download JSON replays prompts, and loaded or automatic masks have "

@@ -28,7 +28,7 @@ from .engine import SamEngine
 from .everything import EverythingConfig, generate
 from .exports import masks_from_saved
 from .images import decode_image_bytes, to_rgb_array
-from .render import click_status, display_image_uri, exports_html, view_json
+from .render import click_status, display_image_uri, exports_html, plural, view_json
 from .session import FixedMask, Session
 from .session_store import SessionStore
 
@@ -62,7 +62,18 @@ class View(NamedTuple):
     auto_keep: dict
 
 
-class Prompter(gr.HTML):
+class _PageHTML(gr.HTML):
+    """A gr.HTML with its own JavaScript and no custom events.
+
+    gr.HTML looks up custom events by searching js_on_load for every unknown attribute, which
+    Gradio does many times per update; these components fire none (the prompter only .change).
+    """
+
+    def __getattr__(self, name: str):
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+
+class Prompter(_PageHTML):
     """Click/drag surface: shows the image, the mask layers and SVG markers; emits prompt events.
 
     Props: image_url (the display JPEG), view (JSON from `render.view_json`).
@@ -80,13 +91,8 @@ class Prompter(gr.HTML):
     def api_info(self) -> dict:
         return {"type": "string", "description": 'JSON {"token": str, "events": [{"type": "point"|"box", ...}]}'}
 
-    def __getattr__(self, name: str):
-        # gr.HTML looks up custom events by searching js_on_load for every unknown attribute, which
-        # Gradio does many times per update; the prompter has none (it only fires .change).
-        raise AttributeError(f"'Prompter' object has no attribute '{name}'")
 
-
-class Panel(gr.HTML):
+class Panel(_PageHTML):
     """A part of the page drawn from the prompter's views: "status", "candidates", "legend" or "exports"."""
 
     def __init__(self, part: str = "status", initial: str = "", **kwargs):
@@ -95,15 +101,8 @@ class Panel(gr.HTML):
         kwargs.setdefault("js_on_load", PANEL_JS)
         super().__init__(part=part, **kwargs)
 
-    def __getattr__(self, name: str):
-        raise AttributeError(f"'Panel' object has no attribute '{name}'")
-
 
 # ---- view -------------------------------------------------------------------------------------
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' * (count != 1)}"
-
-
 def _auto_update(session: Session | None):
     if session is None or not session.auto_masks:
         return gr.update(visible=False, choices=[], value=[])
@@ -247,7 +246,7 @@ def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progres
         session.auto_keep = tuple(range(len(masks)))
         if not masks:
             return _view(ctx, session, f"Segment everything found no mask ({seconds:.1f} s).", auto=True)
-        return _view(ctx, session, f"Segment everything: {_plural(len(masks), 'mask')} in {seconds:.1f} s. "
+        return _view(ctx, session, f"Segment everything: {plural(len(masks), 'mask')} in {seconds:.1f} s. "
                                    "Untick the ones to drop in the list beside the image.", auto=True)
 
 
@@ -255,7 +254,7 @@ def on_auto_keep(ctx: DemoContext, keep: list[int] | None, session: Session | No
     with ctx.sessions.editing(_require(session)) as session:
         session.auto_keep = tuple(sorted(int(i) for i in keep or []))
         return _view(ctx, session, f"Keeping {len(session.auto_keep)} of "
-                                   f"{_plural(len(session.auto_masks), 'automatic mask')}.")
+                                   f"{plural(len(session.auto_masks), 'automatic mask')}.")
 
 
 def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -> View:
@@ -265,7 +264,7 @@ def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -
             return _view(ctx, session, "Ready.")
         masks = _run(masks_from_saved, Path(path).read_bytes(), session.rgb.shape[:2])
         session.imported = session.imported + masks
-        return _view(ctx, session, f"Loaded {_plural(len(masks), 'mask')} from {Path(path).name}.")
+        return _view(ctx, session, f"Loaded {plural(len(masks), 'mask')} from {Path(path).name}.")
 
 
 # ---- layout -------------------------------------------------------------------------------------
