@@ -11,7 +11,8 @@ Rows:
 - click -> painted, one user, 1 object and 10 objects;
 - click -> painted while a second browser uploads new photos back to back (each runs the encoder);
 - server CPU per click at 10 objects;
-- hover: rest -> preview painted, and previews painted per second while the mouse moves slowly.
+- hover: rest -> preview painted, and previews painted per second while the mouse moves slowly;
+- click -> painted after the mouse rested on the spot until its preview showed (the decode is reused).
 
 Needs Debian's Chromium (`apt-get install chromium`) and the playwright package.
 """
@@ -137,15 +138,23 @@ class Page:
         self.page.wait_for_function(f"__sd.{kind}.length > {count}", timeout=timeout_ms)
         return self.page.evaluate(f"__sd.{kind}[__sd.{kind}.length - 1]")
 
-    def click(self, fx: float, fy: float) -> float:
-        """Click at a fraction of the image; ms from pointerdown to the new mask painted."""
+    def click(self, fx: float, fy: float, rest_first: bool = False) -> float:
+        """Click at a fraction of the image; ms from pointerdown to the new mask painted.
+
+        rest_first: move there and wait for the hover preview first, as a person does who looks
+        before clicking (the click then reuses the preview's decode)."""
+        if rest_first:
+            before = self.count("preview")
+            self.page.mouse.move(*self.at(fx, fy))
+            self.wait_painted("preview", before, timeout_ms=10_000)
         n = self.count("click")
         self.page.mouse.click(*self.at(fx, fy))
         painted = self.wait_painted("click", n)
         return painted - self.page.evaluate("__sd.down[__sd.down.length - 1]")
 
 
-    def clicks(self, spots, per_object: int = 3, pause_s: float = PAUSE_S, server=None) -> tuple[list[float], float]:
+    def clicks(self, spots, per_object: int = 3, pause_s: float = PAUSE_S, server=None,
+               rest_first: bool = False) -> tuple[list[float], float]:
         """Click each spot, `per_object` clicks on the edited object, then undo them: an annotator's
         few clicks per object, at a steady object count, `pause_s` after each paint (a person looks
         at the mask before the next click). Returns each click's ms to painted, and with `server`
@@ -157,7 +166,7 @@ class Page:
             group = spots[start : start + per_object]
             for fx, fy in group:
                 before, start = (server.cpu_seconds() if server else 0.0), time.perf_counter()
-                times.append(self.click(fx, fy))
+                times.append(self.click(fx, fy, rest_first))
                 if server:
                     time.sleep(0.25)  # the panels' refresh
                     cpu += server.cpu_seconds() - before - idle * (time.perf_counter() - start)
@@ -219,6 +228,9 @@ def bench_ui(model: str, dtype: str | None, clicks: int, objects: int = 10, app:
                                     note=f"{len(got)} of {len(rest)} rests got a preview"))
                     rows.append(Row("UI hover previews per second, slow move", "1/s", [hover_rate(user)], None,
                                     higher_is_better=True))
+                    rested, _ = user.clicks(spots(clicks), rest_first=True)
+                    rows.append(Row(f"UI click after its preview -> painted, {objects} objects", "ms", rested, None,
+                                    note="the mouse rested until the hover preview showed, then clicked there"))
 
                 stop = threading.Event()
                 uploads = []

@@ -36,12 +36,13 @@ from .http_body import read_limited
 from .render import (
     DISPLAY_MAX_SIDE,
     EXPORT_PATH,
+    ViewCache,
     click_status,
     display_size,
     preview_png,
     view_json,
 )
-from .session import Session, decoder_arrays
+from .session import Decoded, Session, decode
 from .session_store import SessionStore
 from .transforms import logits_to_size
 
@@ -55,17 +56,18 @@ INTERACTIVE_THREADS = 2
 PREVIEW_PATH = "/sam-demo/preview"
 
 
-def preview(engine: SamEngine, session: Session, x: float, y: float) -> bytes:
+def preview(engine: SamEngine, session: Session, x: float, y: float, cache: ViewCache) -> bytes:
     """PNG of the mask a positive click at (x, y) would show, faint, at half the display size.
 
-    Same prompts as the click (the edited object's, plus this point) and the same choice of
-    output (the best of three for a lone point); the logits are resized straight to that size.
+    Same prompts as the click (the edited object's, plus this point), so the same decode: it is
+    kept in `cache.preview`, and a click on that spot shows it without decoding again. Same
+    choice of output (the best of three for a lone point); the logits are resized straight to size.
     """
     prompts = session.with_point(x, y, 1)
-    low_res, iou = engine.decode_low_res(session.embedding, *decoder_arrays(prompts), None, prompts.multimask)
-    best = int(iou[0].argmax())
+    low_res, scores = decode(engine, session.embedding, prompts)
+    cache.preview = Decoded(prompts, low_res, scores)
     hw = display_size(session.rgb.shape[:2], DISPLAY_MAX_SIDE // 2)
-    small = logits_to_size(low_res[0, best].cpu().numpy(), session.embedding.geometry, hw)
+    small = logits_to_size(low_res[int(scores.argmax())], session.embedding.geometry, hw)
     return preview_png(small, session.layers()[-1].rgb)
 
 
@@ -85,7 +87,7 @@ def edit(engine: SamEngine, sessions: SessionStore, session: Session, events: li
             return _error(422, "some prompt events are malformed; the page's own event will report them")
         locked = time.perf_counter()
         try:
-            count = session.update(engine)
+            count = session.update(engine, ready=sessions.view(session).preview)
         except (ValueError, RuntimeError) as exc:
             return _error(400, str(exc))
         decoded = time.perf_counter()
@@ -142,7 +144,7 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
         if sessions.edits_in_flight or not preview_slot.acquire(blocking=False):
             return Response(status_code=204, headers={"X-Preview": "dropped: busy"})
         try:
-            png = await run(preview, engine, session, x, y)
+            png = await run(preview, engine, session, x, y, sessions.view(session))
         except ValueError as exc:
             return _error(400, str(exc))
         finally:

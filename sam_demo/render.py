@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .session import Layer, Session
+from .session import Decoded, Layer, Session
 
 DISPLAY_MAX_SIDE = 1280
 EXPORT_PATH = "/sam-demo/export"  # + /{token}/{kind}: a download, built when asked for
@@ -83,13 +83,16 @@ def shown_score(score: float) -> float:
 
 @dataclass
 class ViewCache:
-    """What one session's browser holds: the keys of the layers on screen, and each one's tag anchor.
+    """What one session's browser holds: the keys of the layers on screen, each one's tag anchor, and
+    the decode behind the last hover preview (a click on that spot shows it without decoding again).
 
-    Used under the session's lock; lives in the session store beside the session.
+    Lives in the session store beside the session; used under the session's lock, but for
+    `preview`, which the preview route sets (one assignment).
     """
 
     shown: frozenset[str] = frozenset()
     anchors: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+    preview: Decoded | None = None
 
 
 

@@ -103,6 +103,17 @@ class ObjectResult:
 
 
 @dataclass(frozen=True)
+class Decoded:
+    """One decoder call made ahead of an edit (the hover preview's): the prompts it was made for, its
+    low-res logits (C, 256, 256) float32 and scores (C,). `Session.update` uses it instead of
+    decoding when the edited object's prompts come to equal these."""
+
+    prompts: ObjectPrompts
+    low_res: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
 class FixedMask:
     """A mask shown without prompts to edit: loaded from a saved JSON, or from "segment everything"."""
 
@@ -275,8 +286,11 @@ class Session:
         return True
 
     # ---- results ---------------------------------------------------------------------------
-    def update(self, engine: SamEngine) -> int:
-        """Decode every object whose prompts changed since its last result; return the count."""
+    def update(self, engine: SamEngine, ready: Decoded | None = None) -> int:
+        """Decode every object whose prompts changed since its last result; return the count.
+
+        ready: a decode already made for some prompts (same engine, same image), used as is.
+        """
         decoded = 0
         for i, prompts in enumerate(self.objects):
             cached = self.results.get(i)
@@ -287,10 +301,12 @@ class Session:
                 if cached.prompts != prompts:  # only the chosen candidate changed
                     self.results[i] = replace(cached, prompts=prompts)
                 continue
-            low_res, iou = engine.decode_low_res(self.embedding, *decoder_arrays(prompts), None, prompts.multimask)
-            self.results[i] = ObjectResult(prompts, low_res[0].cpu().numpy(), iou[0].cpu().numpy(),
-                                           self.embedding.geometry, engine.exact)
-            decoded += 1
+            if ready is not None and _same_inputs(ready.prompts, prompts):
+                low_res, scores = ready.low_res, ready.scores
+            else:
+                low_res, scores = decode(engine, self.embedding, prompts)
+                decoded += 1
+            self.results[i] = ObjectResult(prompts, low_res, scores, self.embedding.geometry, engine.exact)
         for i in [k for k in self.results if k >= len(self.objects)]:
             del self.results[i]
         return decoded
@@ -319,6 +335,12 @@ class Session:
             key = f"{result.uid}.{result.chosen}.{n}.{int(i == active)}" if result else f"empty.{n}"
             out.append(Layer(n, f"Object {n}", result, prompts, i == active, key))
         return out
+
+
+def decode(engine: SamEngine, embedding: ImageEmbedding, prompts: ObjectPrompts) -> tuple[np.ndarray, np.ndarray]:
+    """One object's decoder call: low-res logits (C, 256, 256) and scores (C,), float32 numpy."""
+    low_res, iou = engine.decode_low_res(embedding, *decoder_arrays(prompts), None, prompts.multimask)
+    return low_res[0].cpu().numpy(), iou[0].cpu().numpy()
 
 
 def decoder_arrays(prompts: ObjectPrompts) -> tuple:

@@ -116,11 +116,18 @@ def test_preview_shows_a_click_without_adding_it_and_yields_to_edits(ctx, client
     assert (png.size[1], png.size[0]) == display_size((h, w), DISPLAY_MAX_SIDE // 2)
     assert ctx.sessions.get(session.token).objects[0].is_empty, "a preview adds no prompt"
 
-    # The preview equals the click's best mask, at its own size.
+    # The preview equals the click's best mask, at its own size; a click on that spot reuses its decode.
     clicked = edit(client, session, [point(w / 2, h / 2)])
     best = ctx.sessions.get(session.token).results[0]
     expected = best.display_mask((png.size[1], png.size[0]))
     assert (np.asarray(png) > 0).astype(np.uint8).tolist() == expected.tolist() and clicked.status_code == 200
+    assert "IoU" in clicked.json()["panels"]["status"] and "decoded" not in clicked.json()["panels"]["status"]
+    predictor = SamPredictor(ctx.engine)
+    predictor.set_image(session.rgb)
+    masks, scores, _ = predictor.predict(np.array([[w / 2, h / 2]]), np.array([1]))
+    assert np.array_equal(best.masks, masks) and np.array_equal(best.scores, scores)
+    second = edit(client, session, [point(w / 2, h / 2), point(w / 4, h / 4)])
+    assert "decoded in" in second.json()["panels"]["status"], "another spot is decoded"
 
     # While an edit is being decoded, previews are dropped at once (never queued).
     entered, leave = threading.Event(), threading.Event()
