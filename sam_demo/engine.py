@@ -229,7 +229,9 @@ def check_prompts(
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Validate prompts against the image; return float64 points, int64 labels, boxes, mask.
 
-    Points may lie on the closed rectangle [0, W] x [0, H]; boxes need x0 < x1 and y0 < y1.
+    Points may lie on the closed rectangle [0, W] x [0, H]. Boxes need x0 < x1 and y0 < y1 and
+    must overlap the image; one that reaches past its edge is used as given, as the live endpoint
+    and the transformers recipe use it (detectors produce such boxes).
     """
     h, w = geometry.original_hw
     groups = None
@@ -263,8 +265,8 @@ def check_prompts(
         for i, (x0, y0, x1, y1) in enumerate(boxes_xyxy):
             if not (x1 > x0 and y1 > y0):
                 raise PromptError("boxes", f"box {i} {boxes_xyxy[i].tolist()} has zero or negative size; need x0 < x1 and y0 < y1")
-            if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-                raise PromptError("boxes", f"box {i} {boxes_xyxy[i].tolist()} reaches outside the {w}x{h} image")
+            if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+                raise PromptError("boxes", f"box {i} {boxes_xyxy[i].tolist()} lies wholly outside the {w}x{h} image")
         if groups is not None and groups != len(boxes_xyxy):
             raise PromptError("boxes", f"{groups} point groups but {len(boxes_xyxy)} boxes; group i goes with box i, so the counts must match")
         groups = len(boxes_xyxy)

@@ -32,6 +32,7 @@ CASES = {
     "points_and_box": dict(points=[[[0.5, 0.5], [0.25, 0.3]]], labels=[[1, 0]], boxes=[[0.2, 0.2, 0.8, 0.9]], multimask=True),
     "single_mask": dict(points=[[[0.6, 0.6]]], labels=[[1]], multimask=False),
     "two_boxes": dict(boxes=[[0.1, 0.1, 0.5, 0.5], [0.4, 0.3, 0.95, 0.99]], multimask=True),
+    "box_past_the_edge": dict(boxes=[[-0.1, 0.5, 0.6, 1.2]], multimask=False),  # used as given, as Azure does
 }
 
 
@@ -101,7 +102,8 @@ def test_return_logits(engine, landscape):
         (dict(point_coords=np.array([[10.0, 10.0]]), point_labels=np.array([1, 0])), "labels"),
         (dict(point_coords=np.array([[np.nan, 10.0]]), point_labels=np.array([1])), "points"),
         (dict(box=np.array([10.0, 10.0, 10.0, 50.0])), "boxes"),  # zero width
-        (dict(box=np.array([10.0, 10.0, 500.0, 50.0])), "boxes"),
+        (dict(box=np.array([460.0, 10.0, 500.0, 50.0])), "boxes"),  # wholly right of W=451
+        (dict(box=np.array([10.0, -50.0, 50.0, 0.0])), "boxes"),  # wholly above
         (dict(box=np.array([10.0, 10.0, 50.0])), "boxes"),
         (dict(), "prompt"),
         (dict(point_coords=np.array([[10.0, 10.0]]), mask_input=np.zeros((64, 64))), "mask_input"),

@@ -99,6 +99,21 @@ def test_prompt_outside_image_and_body_limit(server, landscape):
     assert response.status_code == 413 and "MiB" in response.json()["error"]
 
 
+def test_model_card_sample_box_past_the_edge_gets_the_reference_masks(server, engine, reference_model):
+    from reference import reference_predict
+
+    from sam_demo.endpoint import read_response
+
+    photo = np.asarray(Image.fromarray(asset("chelsea.png")).resize((1800, 1200)))
+    body = SEED.replace("image1", b64_png(photo))  # the model card's box [650, 900, 1000, 1250] ends below y = 1200
+    response = httpx.post(f"{server.url}/score", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    assert response.status_code == 200
+    (mask,) = read_response(response.json())[0][0]
+    ref_masks, ref_scores, _ = reference_predict(*reference_model, photo, None, None,
+                                                 np.array([[650.0, 900.0, 1000.0, 1250.0]]), multimask=False)
+    assert np.array_equal(mask.mask, ref_masks[0, 0]) and abs(mask.iou_score - float(ref_scores[0, 0])) < 1e-5
+
+
 def test_api_key_and_model_not_loaded(engine):
     from fastapi import FastAPI
 
