@@ -140,10 +140,13 @@ function point(x, y, label, color, k, pending) {
   return `<circle cx="${x}" cy="${y}" r="${r}" fill="${fill}" stroke="#fff" stroke-width="${sw}"${dash}/>${bar}${stem}`;
 }
 
+// A box: a dark halo, the object's colour, a light core, so it shows on its own mask and on any photo.
 function rect(x0, y0, x1, y1, color, k, dashed) {
   const dash = dashed ? ` stroke-dasharray="${6 * k} ${4 * k}"` : '';
-  return `<rect x="${Math.min(x0, x1)}" y="${Math.min(y0, y1)}" width="${Math.abs(x1 - x0)}" height="${Math.abs(y1 - y0)}"` +
-         ` fill="none" stroke="${color}" stroke-width="${2.5 * k}"${dash}/>`;
+  const at = `x="${Math.min(x0, x1)}" y="${Math.min(y0, y1)}" width="${Math.abs(x1 - x0)}" height="${Math.abs(y1 - y0)}" fill="none"`;
+  return `<rect ${at} stroke="#000" stroke-opacity="0.6" stroke-width="${5 * k}"${dash}/>` +
+         `<rect ${at} stroke="${color}" stroke-width="${3 * k}"${dash}/>` +
+         `<rect ${at} stroke="#fff" stroke-width="${1 * k}"${dash}/>`;
 }
 
 function draw() {
