@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -170,7 +171,8 @@ def build_app(engine: SamEngine, config: ServerConfig = ServerConfig()) -> FastA
 
     from .ui import build_demo
 
-    app = FastAPI(title="sam-demo", description="Segment Anything demo and Azure ML SAM endpoint twin")
+    # /docs and /redoc work offline: their scripts are served from the fastapi-offline package.
+    app = FastAPIOffline(title="sam-demo", description="Segment Anything demo and Azure ML SAM endpoint twin")
     add_api_routes(app, engine, config)
     sessions = SessionStore()
     add_demo_routes(app, engine, sessions)

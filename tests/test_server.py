@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 import httpx
 import numpy as np
@@ -45,6 +46,13 @@ def test_health_and_docs(server):
     assert post["requestBody"]["content"]["application/json"]["example"]["input_data"]["columns"][0] == "image"
     assert "200" in post["responses"] and "400" in post["responses"]
     assert httpx.get(f"{server.url}/").status_code == 200  # the UI on the same port
+    # /docs and /redoc work offline: every script and style they load is served by this server.
+    for page in ("/docs", "/redoc"):
+        docs = httpx.get(f"{server.url}{page}")
+        assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+        assert docs.status_code == 200 and assets and all(url.startswith("/") for url in assets), assets
+        for url in assets:
+            assert httpx.get(f"{server.url}{url}").status_code == 200, url
 
 
 def test_seed_sample_verbatim(server, engine, photo):
