@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .endpoint import COLUMNS, EndpointRow, RequestError, parse_row
-from .everything import EverythingConfig, generate
+from .everything import EverythingConfig, coco_result, generate
 from .engine import SamEngine
 from .fetch import FetchPolicy
 from .loading import (
@@ -92,8 +92,7 @@ def run_row(row: BatchRow, engine: SamEngine, policy: FetchPolicy, everything: E
             image = EndpointRow(row.values["image"].strip(), None, None, None, False)
             rgb = load_row_image(image, row.row, engine, policy)
             masks = generate(engine, rgb, everything)
-            out["everything"] = {"width": rgb.shape[1], "height": rgb.shape[0],
-                                 "annotations": [m.to_coco(i + 1) for i, m in enumerate(masks)]}
+            out["everything"] = coco_result(rgb.shape[:2], masks)
         else:
             out["response"] = predict_row(parse_row(row.values, row.row), row.row, engine, policy)
     except RequestError as exc:

@@ -75,6 +75,13 @@ class AutoMask:
         )
 
 
+def coco_result(image_hw: tuple[int, int], masks: list[AutoMask]) -> dict:
+    """{"width", "height", "annotations": COCO annotations with RLE, ids from 1}: what the batch
+    command's --everything lines and the /segment_everything API return."""
+    return {"width": int(image_hw[1]), "height": int(image_hw[0]),
+            "annotations": [m.to_coco(i + 1) for i, m in enumerate(masks)]}
+
+
 def point_grid(n_per_side: int) -> np.ndarray:
     """(n*n, 2) points evenly spaced in [0, 1]^2, cell centres, x fastest."""
     offset = 1 / (2 * n_per_side)

@@ -176,7 +176,7 @@ def build_app(engine: SamEngine, config: ServerConfig = ServerConfig()) -> FastA
     add_api_routes(app, engine, config)
     sessions = SessionStore()
     add_demo_routes(app, engine, sessions)
-    return gr.mount_gradio_app(app, build_demo(engine, sessions), path="/")
+    return gr.mount_gradio_app(app, build_demo(engine, sessions, config.fetch), path="/")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -222,7 +222,7 @@ def serve(engine: SamEngine, config: ServerConfig) -> None:
         add_api_routes(router, engine, config)
         sessions = SessionStore()
         add_demo_routes(router, engine, sessions)
-        build_demo(engine, sessions).launch(server_name=config.host, server_port=config.port, share=True,
+        build_demo(engine, sessions, config.fetch).launch(server_name=config.host, server_port=config.port, share=True,
                                   app_kwargs={"routes": router.routes})
         return
     import uvicorn

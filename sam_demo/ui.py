@@ -13,8 +13,8 @@ only if that fails. Encodes and "segment everything" have queues of their own; t
 
 from __future__ import annotations
 
+import base64
 import functools
-import html
 import json
 import time
 from dataclasses import dataclass, field
@@ -22,14 +22,18 @@ from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
-import numpy as np
+from gradio import FileData
+from gradio.utils import get_upload_folder as gradio_upload_folder
 
 from .engine import SamEngine
-from .everything import EverythingConfig, generate
+from .endpoint import COLUMNS, EndpointRow, RequestError
+from .everything import EverythingConfig, coco_result, generate
+from .fetch import FetchPolicy
 from .exports import masks_from_saved
 from .images import decode_image_bytes, to_rgb_array
 from .render import click_status, display_image_uri, exports_html, plural, view_json
 from .session import FixedMask, Session
+from .scoring import load_row_image, score
 from .session_store import SessionStore
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -44,10 +48,11 @@ EVERYTHING_CALLS = "sam-everything"  # "segment everything" jobs (seconds to min
 
 @dataclass(frozen=True)
 class DemoContext:
-    """What the handlers share: the engine and the live sessions."""
+    """What the handlers share: the engine, the live sessions, and which image URLs API calls may fetch."""
 
     engine: SamEngine
     sessions: SessionStore = field(default_factory=SessionStore)
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
 
 
 class View(NamedTuple):
@@ -267,10 +272,78 @@ def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -
         return _view(ctx, session, f"Loaded {plural(len(masks), 'mask')} from {Path(path).name}.")
 
 
+# ---- the Space's API (gradio_client) --------------------------------------------------------------
+def _api_image(image) -> str:
+    """The endpoint's image cell for an API call: an upload (gradio_client.handle_file) as base64,
+    or an http(s) URL as given. Only files in Gradio's upload folder are read."""
+    if isinstance(image, dict) and isinstance(image.get("path"), str):
+        path = Path(image["path"]).resolve()
+        if not path.is_file() or not path.is_relative_to(Path(gradio_upload_folder()).resolve()):
+            raise gr.Error("image: send the file with gradio_client.handle_file(path), or an http(s) URL")
+        return base64.b64encode(path.read_bytes()).decode("ascii")
+    if isinstance(image, str) and image.strip().lower().startswith(("http://", "https://")):
+        return image.strip()
+    raise gr.Error("image: send a file with gradio_client.handle_file(path), or an http(s) URL")
+
+
+def _api_call(action, *args):
+    """Run an API call; turn a request or prompt error into a gr.Error that names the column."""
+    try:
+        return action(*args)
+    except RequestError as exc:
+        raise gr.Error(f"{exc.column}: {exc}" if exc.column else str(exc)) from None
+    except (ValueError, RuntimeError) as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def api_segment(ctx: DemoContext, image, input_points="", input_boxes="", input_labels="",
+                multimask_output: bool = False) -> dict:
+    """One row of the endpoint's request, as /score would answer it: {"response": {"predictions": [...]}}."""
+    row = [_api_image(image), input_points, input_boxes, input_labels, multimask_output]
+    body = {"input_data": {"columns": list(COLUMNS), "index": [0], "data": [row]}, "params": {}}
+    return _api_call(lambda: score(body, ctx.engine, ctx.fetch)[0])
+
+
+def api_segment_everything(ctx: DemoContext, image, points_per_side: int = 32, pred_iou_thresh: float = 0.88,
+                           stability_score_thresh: float = 0.95) -> dict:
+    """Every object in the image: {"width", "height", "annotations": COCO annotations with RLE}."""
+    def run():
+        config = EverythingConfig(points_per_side=int(points_per_side), pred_iou_thresh=float(pred_iou_thresh),
+                                  stability_score_thresh=float(stability_score_thresh))
+        row = EndpointRow(_api_image(image), None, None, None, False)
+        rgb = load_row_image(row, 0, ctx.engine, ctx.fetch)
+        return coco_result(rgb.shape[:2], generate(ctx.engine, rgb, config))
+
+    return _api_call(run)
+
+
+def _add_api(ctx: DemoContext) -> None:
+    """The two endpoints of the Space's "Use via API" page (everything else there is hidden)."""
+
+    def segment(image: FileData | str, input_points: str | list = "", input_boxes: str | list = "",
+                input_labels: str | list = "", multimask_output: bool = False) -> dict:
+        """Segment with the Azure endpoint's five columns. image: a file (gradio_client.handle_file)
+        or an http(s) URL; input_points (groups, points, 2), input_boxes (n, 4) and input_labels
+        (groups, points) as JSON text or lists, "" for none. Returns what /score returns for this
+        row: {"response": {"predictions": [{"masks_per_prediction": [{"encoded_binary_mask",
+        "iou_score"}]}]}}, masks as base64 PNGs of the image's size."""
+        return api_segment(ctx, image, input_points, input_boxes, input_labels, multimask_output)
+
+    def segment_everything(image: FileData | str, points_per_side: int = 32, pred_iou_thresh: float = 0.88,
+                           stability_score_thresh: float = 0.95) -> dict:
+        """Find every object (SAM's automatic mask generator). image: a file or an http(s) URL.
+        Returns {"width", "height", "annotations"}: COCO annotations with RLE segmentation, bbox
+        XYWH, area, predicted_iou and stability_score, largest first."""
+        return api_segment_everything(ctx, image, points_per_side, pred_iou_thresh, stability_score_thresh)
+
+    gr.api(segment, api_name="segment", concurrency_id=ENCODE_CALLS, concurrency_limit=1)
+    gr.api(segment_everything, api_name="segment_everything", concurrency_id=EVERYTHING_CALLS, concurrency_limit=1)
+
+
 # ---- layout -------------------------------------------------------------------------------------
-def build_demo(engine: SamEngine, sessions: SessionStore | None = None) -> gr.Blocks:
+def build_demo(engine: SamEngine, sessions: SessionStore | None = None, fetch: FetchPolicy = FetchPolicy()) -> gr.Blocks:
     """The Blocks app for one loaded engine; `sessions` is shared with the demo's HTTP routes."""
-    ctx = DemoContext(engine, sessions if sessions is not None else SessionStore())
+    ctx = DemoContext(engine, sessions if sessions is not None else SessionStore(), fetch)
     with gr.Blocks(title="SAM demo — Segment Anything", delete_cache=(3600, 3600)) as demo:
         state = gr.State(None, delete_callback=lambda s: s is not None and ctx.sessions.discard(s.token))
         gr.Markdown(
@@ -322,4 +395,5 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None) -> gr.Bl
         # A long job of its own queue, so other users' clicks are not held behind it.
         everything.click(bind(on_everything, ctx), inputs=state, outputs=outputs, show_progress="full",
                          concurrency_id=EVERYTHING_CALLS, concurrency_limit=1, api_visibility="private")
+        _add_api(ctx)
     return demo

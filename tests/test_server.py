@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import RunningServer, asset, b64_png
+from conftest import ASSETS, RunningServer, asset, b64_png
 from PIL import Image
 
 from sam_demo import SamPredictor
@@ -152,3 +152,44 @@ def test_app_exits_with_a_clear_message_when_the_model_cannot_load(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "does not exist" in done.stderr and "save_pretrained" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_space_api_segment_and_segment_everything_via_gradio_client(server, engine):
+    from gradio_client import Client, handle_file
+
+    from sam_demo.endpoint import read_response
+
+    client = Client(server.url, verbose=False)
+    endpoints = client.view_api(return_format="dict", print_info=False)
+    assert set(endpoints["named_endpoints"]) == {"/segment", "/segment_everything"}
+    assert not endpoints["unnamed_endpoints"]
+
+    image = ASSETS / "chelsea.png"
+    element = client.predict(handle_file(str(image)), "[[[200, 150], [320, 90]]]", "", [[1, 0]], True,
+                             api_name="/segment")
+    assert list(element) == ["response"]
+    decoded = read_response([element])[0][0]
+    predictor = SamPredictor(engine)
+    predictor.set_image(asset("chelsea.png"))
+    masks, scores, _ = predictor.predict(np.array([[200.0, 150.0], [320.0, 90.0]]), np.array([1, 0]))
+    assert [m.iou_score for m in decoded] == [float(s) for s in scores]
+    assert all(np.array_equal(m.mask, masks[k]) for k, m in enumerate(decoded))
+    # The model card's box reaching past the edge is accepted; a point outside is refused by name.
+    assert client.predict(handle_file(str(image)), "", "[[300, 200, 600, 400]]", "", False, api_name="/segment")
+    with pytest.raises(Exception, match="input_points.*outside the 451x300 image"):
+        client.predict(handle_file(str(image)), "[[[900, 10]]]", "", "", False, api_name="/segment")
+
+    everything = client.predict(handle_file(str(image)), 4, 0.0, 0.0, api_name="/segment_everything")
+    client.close()
+    assert everything["width"] == 451 and everything["height"] == 300 and everything["annotations"]
+    assert {"segmentation", "bbox", "area", "predicted_iou"} <= set(everything["annotations"][0])
+
+
+def test_space_api_reads_only_uploaded_files(engine):
+    import gradio as gr
+
+    from sam_demo.ui import DemoContext, api_segment
+
+    for image in ({"path": "/etc/passwd"}, "/etc/passwd", "ftp://example.com/x.png"):
+        with pytest.raises(gr.Error, match="handle_file"):
+            api_segment(DemoContext(engine), image, "[[[1, 1]]]")
