@@ -97,6 +97,21 @@ class Prompter(_PageHTML):
         return {"type": "string", "description": 'JSON {"token": str, "events": [{"type": "point"|"box", ...}]}'}
 
 
+class ImageInput(gr.Image):
+    """The upload box. A file that is not an image gets a plain message instead of Gradio's internal
+    one (which names the server's temporary paths)."""
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:
+            raise gr.Error("This file is not an image we can read. Upload a photo (JPEG, PNG, WebP, BMP, TIFF or GIF).",
+                           print_exception=False) from None
+
+    def get_block_name(self) -> str:
+        return "image"  # drawn by Gradio's own image component
+
+
 class Panel(_PageHTML):
     """A part of the page drawn from the prompter's views: "status", "candidates", "legend" or "exports"."""
 
@@ -363,7 +378,7 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None, fetch: F
                 prompter = Prompter(elem_id="prompter")
 
             with gr.Column(scale=1, min_width=300):
-                image_in = gr.Image(label="Image (upload, paste or drop)", type="filepath", image_mode=None,
+                image_in = ImageInput(label="Image (upload, paste or drop)", type="filepath", image_mode=None,
                                     sources=["upload", "clipboard"], elem_id="image-input", height=220)
                 examples = sorted(str(p) for p in ASSETS.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
                 if examples:

@@ -197,3 +197,16 @@ def test_ten_objects_hover_preview_and_a_second_user(browser, server, engine):
         masks, scores, _ = predictor.predict(points, np.array([1]))
         best = export["shown"][k]["mask"]
         assert np.array_equal(decoded[k][0][best].mask, masks[best]), f"object {k + 1}"
+
+
+def test_a_file_that_is_not_an_image_gets_a_plain_message(browser, server, tmp_path):
+    notes = tmp_path / "notes.png"
+    notes.write_text("this is not an image")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url + "/", wait_until="load")
+    page.wait_for_selector("#prompter .sd-stage", timeout=60_000)
+    page.set_input_files("#image-input input[type=file]", str(notes))
+    page.wait_for_function("document.body.innerText.includes('not an image we can read')", timeout=60_000)
+    text = page.evaluate("document.body.innerText")
+    page.close()
+    assert "Could not preprocess" not in text and "UnidentifiedImageError" not in text and "/gradio/" not in text
