@@ -169,14 +169,14 @@ def build_app(engine: SamEngine, config: ServerConfig = ServerConfig()) -> FastA
     """FastAPI app with /score and /health, and the Gradio UI mounted at /."""
     import gradio as gr
 
-    from .ui import build_demo
+    from .ui import PAGE_CSS, build_demo
 
     # /docs and /redoc work offline: their scripts are served from the fastapi-offline package.
     app = FastAPIOffline(title="sam-demo", description="Segment Anything demo and Azure ML SAM endpoint twin")
     add_api_routes(app, engine, config)
     sessions = SessionStore()
     add_demo_routes(app, engine, sessions)
-    return gr.mount_gradio_app(app, build_demo(engine, sessions, config.fetch), path="/")
+    return gr.mount_gradio_app(app, build_demo(engine, sessions, config.fetch), path="/", css=PAGE_CSS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -216,14 +216,14 @@ def serve(engine: SamEngine, config: ServerConfig) -> None:
         # A share link needs Gradio's own server; /score and /health are added to it.
         from fastapi.routing import APIRouter
 
-        from .ui import build_demo
+        from .ui import PAGE_CSS, build_demo
 
         router = APIRouter()
         add_api_routes(router, engine, config)
         sessions = SessionStore()
         add_demo_routes(router, engine, sessions)
         build_demo(engine, sessions, config.fetch).launch(server_name=config.host, server_port=config.port, share=True,
-                                  app_kwargs={"routes": router.routes})
+                                                          css=PAGE_CSS, app_kwargs={"routes": router.routes})
         return
     import uvicorn
 

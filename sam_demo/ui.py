@@ -42,6 +42,9 @@ PROMPTER_JS = (STATIC / "prompter.js").read_text()
 PROMPTER_CSS = (STATIC / "prompter.css").read_text()
 PANEL_JS = (STATIC / "panel.js").read_text()
 PANEL_CSS = (STATIC / "panel.css").read_text()
+# Page-wide CSS (passed where the app is mounted or launched): an error is told in its toast; the
+# "Error" overlay Gradio puts on output components would cover the prompter's toolbar and hint.
+PAGE_CSS = "#prompter > .wrap:has(> .error) { display: none; }"
 ENCODE_CALLS = "sam-encode"  # uploads: one encoder run at a time
 EVERYTHING_CALLS = "sam-everything"  # "segment everything" jobs (seconds to minutes on a CPU)
 

@@ -208,5 +208,7 @@ def test_a_file_that_is_not_an_image_gets_a_plain_message(browser, server, tmp_p
     page.set_input_files("#image-input input[type=file]", str(notes))
     page.wait_for_function("document.body.innerText.includes('not an image we can read')", timeout=60_000)
     text = page.evaluate("document.body.innerText")
+    covered = page.locator("#prompter > .wrap .error").is_visible()  # Gradio's "Error" overlay on an output
     page.close()
+    assert not covered, "the toast tells the error; nothing covers the prompter's toolbar"
     assert "Could not preprocess" not in text and "UnidentifiedImageError" not in text and "/gradio/" not in text
