@@ -282,7 +282,9 @@ def on_auto_keep(ctx: DemoContext, keep: list[int] | None, session: Session | No
 
 def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -> View:
     """Draw the masks of a saved JSON (our export, or a response in either spelling)."""
-    with ctx.sessions.editing(_require(session)) as session:
+    if session is None:
+        raise gr.Error("Upload the image these masks were made for first, then load the saved JSON.")
+    with ctx.sessions.editing(session) as session:
         if not path:
             return _view(ctx, session, "Ready.")
         masks = _run(masks_from_saved, Path(path).read_bytes(), session.rgb.shape[:2])

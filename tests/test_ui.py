@@ -215,6 +215,8 @@ def test_loading_masks_for_another_image_is_refused(ctx, uploaded, tmp_path):
     other = on_image(ctx, str(ASSETS / "coffee.png"))[0]
     with pytest.raises(gr.Error, match="upload the image the masks were made for"):
         on_load_saved(ctx, saved, other)
+    with pytest.raises(gr.Error, match="Upload the image these masks were made for first"):
+        on_load_saved(ctx, saved, None)
     junk = tmp_path / "junk.json"
     junk.write_text("{not json")
     with pytest.raises(gr.Error, match="not JSON"):
