@@ -4,11 +4,11 @@
     POST /sam-demo/preview                 {"token", "x", "y"} -> image/png (half display size), or 204 when busy
     GET  /sam-demo/export/{token}/{kind}   kind: sam-endpoint.json | masks.zip | coco.json
 
-All find the session by its unguessable token in the `SessionStore`. A click goes to /edit
-first: it applies the new events and decodes under the session's lock, exactly as the UI's
-`on_prompt` would, and answers with the new layers at once; the browser then fires the Gradio
-event, which finds the events applied and only refreshes the panels (status, legend, exports).
-If /edit fails, that Gradio event does the edit itself and reports the problem.
+All find the session by its unguessable token in the `SessionStore`. A click goes to /edit: it
+applies the new events and decodes under the session's lock, exactly as the UI's `on_prompt`
+would, and answers with the new layers and panels (status, candidates, legend, exports) at once.
+Only if /edit fails does the page fire its Gradio event, which does the edit itself, reports the
+problem and resends every layer.
 
 A preview is the mask that a positive click at (x, y) would give the object being edited, drawn
 faintly; it never waits: while any edit is being decoded, or another preview is running, it is
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +41,7 @@ from .render import (
     preview_png,
     view_json,
 )
-from .session import Decoded, Session, decode
+from .session import Decoded, ObjectPrompts, Session, decode
 from .session_store import SessionStore
 from .transforms import logits_to_size
 
@@ -56,14 +55,14 @@ INTERACTIVE_THREADS = 2
 PREVIEW_PATH = "/sam-demo/preview"
 
 
-def preview(engine: SamEngine, session: Session, x: float, y: float, cache: ViewCache) -> bytes:
-    """PNG of the mask a positive click at (x, y) would show, faint, at half the display size.
+def preview(engine: SamEngine, session: Session, prompts: ObjectPrompts, cache: ViewCache) -> bytes:
+    """PNG of the mask a positive click would show, faint, at half the display size.
 
-    Same prompts as the click (the edited object's, plus this point), so the same decode: it is
-    kept in `cache.preview`, and a click on that spot shows it without decoding again. Same
-    choice of output (the best of three for a lone point); the logits are resized straight to size.
+    prompts: the edited object's with that point (`Session.with_point`), as the click would make
+    them, so the decode is the click's: it is kept in `cache.preview`, and a click on that spot
+    shows it without decoding again. Same choice of output (the best of three for a lone point);
+    the logits are resized straight to size.
     """
-    prompts = session.with_point(x, y, 1)
     low_res, scores = decode(engine, session.embedding, prompts)
     cache.preview = Decoded(prompts, low_res, scores)
     hw = display_size(session.rgb.shape[:2], DISPLAY_MAX_SIDE // 2)
@@ -78,21 +77,22 @@ def _error(status: int, message: str) -> JSONResponse:
 def edit(engine: SamEngine, sessions: SessionStore, session: Session, events: list) -> Response:
     """Apply a click's new events to the session's latest state and decode: the view JSON, timed.
 
-    Malformed events are not applied here (422): the page's Gradio event that follows applies
-    the others and reports them to the user.
+    Malformed events are not applied here (422): the page then fires its Gradio event, which
+    applies the others and reports them to the user.
     """
     start, cpu = time.perf_counter(), time.thread_time()
     with sessions.editing(session) as session:
         if session.apply_events(events):
             return _error(422, "some prompt events are malformed; the page's own event will report them")
         locked = time.perf_counter()
+        cache = sessions.view(session)
         try:
-            count = session.update(engine, ready=sessions.view(session).preview)
+            count = session.update(engine, ready=cache.preview)
         except (ValueError, RuntimeError) as exc:
             return _error(400, str(exc))
         decoded = time.perf_counter()
         sessions.put(session)
-        view = view_json(session, click_status(session, count, (decoded - locked) * 1000), sessions.view(session))
+        view = view_json(session, click_status(session, count, (decoded - locked) * 1000), cache)
     timing = ", ".join(f"{name};dur={(b - a) * 1000:.1f}" for name, a, b in
                        (("wait", start, locked), ("decode", locked, decoded), ("render", decoded, time.perf_counter()),
                         ("cpu", cpu, time.thread_time())))
@@ -138,15 +138,14 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
         session = sessions.get(token)
         if session is None:
             return _error(404, expired)
-        h, w = session.rgb.shape[:2]
-        if not (math.isfinite(x) and math.isfinite(y) and 0 <= x <= w and 0 <= y <= h):
-            return _error(400, f"({x}, {y}) is outside the {w}x{h} image")
+        try:
+            prompts = session.with_point(x, y, 1)
+        except ValueError as exc:
+            return _error(400, str(exc))
         if sessions.edits_in_flight or not preview_slot.acquire(blocking=False):
             return Response(status_code=204, headers={"X-Preview": "dropped: busy"})
         try:
-            png = await run(preview, engine, session, x, y, sessions.view(session))
-        except ValueError as exc:
-            return _error(400, str(exc))
+            png = await run(preview, engine, session, prompts, sessions.view(session))
         finally:
             preview_slot.release()
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})

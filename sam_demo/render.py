@@ -83,17 +83,15 @@ def shown_score(score: float) -> float:
 
 @dataclass
 class ViewCache:
-    """What one session's browser holds: the keys of the layers on screen, each one's tag anchor, and
-    the decode behind the last hover preview (a click on that spot shows it without decoding again).
+    """What one session's browser holds: the layers on screen (key -> the tag anchor of its mask),
+    and the decode behind the last hover preview (a click on that spot shows it without decoding).
 
     Lives in the session store beside the session; used under the session's lock, but for
     `preview`, which the preview route sets (one assignment).
     """
 
-    shown: frozenset[str] = frozenset()
     anchors: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     preview: Decoded | None = None
-
 
 
 def view_json(session: Session | None, status: str, cache: ViewCache | None = None) -> str:
@@ -105,7 +103,8 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
     consumed: how many browser events the session has applied; active: the layer of the object
     being edited (the browser flattens the others). Updates `cache`.
     """
-    panels = {"status": html.escape(status), "candidates": candidates_html(session), "legend": legend_html(session),
+    everything = [] if session is None else session.layers()
+    panels = {"status": html.escape(status), "candidates": candidates_html(session), "legend": legend_html(everything),
               "exports": exports_html(session)}
     if session is None:
         return json.dumps({"token": "", "consumed": 0, "w": 1, "h": 1, "order": [], "active": "", "png": {},
@@ -113,17 +112,17 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
     cache = cache if cache is not None else ViewCache()
     h, w = session.rgb.shape[:2]
     hw = display_size((h, w))
-    layers = [layer for layer in session.layers() if layer.source is not None]
+    layers = [layer for layer in everything if layer.source is not None]
     png = {}
     for layer in layers:
-        if layer.key not in cache.shown or layer.key not in cache.anchors:
+        if layer.key not in cache.anchors:
             small = layer.source.display_mask(hw)
             png[layer.key] = data_uri("image/png", layer_png(small, layer.rgb, layer.active))
             cache.anchors[layer.key] = _anchor(small, w / hw[1], h / hw[0])
-    cache.shown = frozenset(layer.key for layer in layers)
-    cache.anchors = {k: v for k, v in cache.anchors.items() if k in cache.shown}
+    shown = {layer.key for layer in layers}
+    cache.anchors = {k: v for k, v in cache.anchors.items() if k in shown}
     points, boxes, tags = [], [], []
-    for layer in session.layers():
+    for layer in everything:
         if layer.prompts is not None:
             points += [[x, y, label, layer.hex] for x, y, label in layer.prompts.points]
             if layer.prompts.box_xyxy:
@@ -143,13 +142,13 @@ def _anchor(small: np.ndarray, sx: float, sy: float) -> tuple[float, float] | No
     return None if bw == 0 else (round(x * sx, 1), round(y * sy, 1))
 
 
-def legend_html(session: Session | None) -> str:
-    """The legend: a colour swatch, name and IoU (and prompts) per layer."""
-    if session is None:
+def legend_html(layers: list[Layer]) -> str:
+    """The legend: a colour swatch, name and IoU (and prompts) per layer ("" for none)."""
+    if not layers:
         return ""
     rows = "".join(
         f'<li><span class="sd-swatch" style="background:{c}"></span><b>{html.escape(n)}</b> — {html.escape(t)}</li>'
-        for c, n, t in legend_rows(session.layers())
+        for c, n, t in legend_rows(layers)
     )
     return f'<ul class="sd-legend">{rows}</ul>'
 

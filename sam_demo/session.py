@@ -203,13 +203,16 @@ class Session:
         self.objects = objects
 
     def add_point(self, x: float, y: float, label: int) -> None:
-        h, w = self.rgb.shape[:2]
-        if not (0 <= x <= w and 0 <= y <= h):
-            raise ValueError(f"the click at ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
         self._edit(self.objects[:-1] + [self.with_point(x, y, label)])
 
     def with_point(self, x: float, y: float, label: int) -> ObjectPrompts:
-        """The active object's prompts with one more point (rounded as stored), not applied."""
+        """The active object's prompts with one more point (rounded as stored), not applied.
+
+        Raises ValueError for a point off the image (or not finite) and past the point limit.
+        """
+        h, w = self.rgb.shape[:2]
+        if not (0 <= x <= w and 0 <= y <= h):
+            raise ValueError(f"the click at ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
         active = self.objects[-1]
         if len(active.points) >= MAX_POINTS_PER_OBJECT:
             raise ValueError(f"an object takes at most {MAX_POINTS_PER_OBJECT} points; "

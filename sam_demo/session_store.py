@@ -1,7 +1,8 @@
 """The web demo's live sessions by token: thread-safe, bounded in count, expiring when idle.
 
 Gradio keeps each tab's `Session` in `gr.State`; this store also holds the latest one under its
-unguessable token, for what runs outside Gradio's events (the hover preview, the downloads) and
+unguessable token, for what runs outside Gradio's events (the click fast path, the hover preview,
+the downloads) and
 so that two events of one tab that overlap edit the latest state, one after the other, instead
 of both editing the same stale copy.
 """

@@ -2,8 +2,8 @@
 
 Handlers are plain functions `(ctx, inputs..., state) -> View` that tests call without a
 server; `build_demo` binds them to the components. Per-session state is a `Session` in
-`gr.State`, also kept under its token in the `SessionStore` (the hover preview and the
-downloads read it there; overlapping events of one tab edit its latest state in turn).
+`gr.State`, also kept under its token in the `SessionStore` (the click fast path, the hover
+preview and the downloads read it there; overlapping events of one tab edit its latest state in turn).
 
 A click (or a choice among the candidates) goes to the prompt surface's fast path (`demo_routes`,
 outside Gradio), which decodes and answers with the new layers and panels; its Gradio event fires
@@ -133,26 +133,19 @@ def _auto_update(session: Session | None):
     return gr.update(visible=True, choices=choices, value=list(session.auto_keep))
 
 
-def _view(ctx: DemoContext, session: Session | None, status: str, new_image: bool = False, auto: bool = False,
-          prompter_current: bool = False) -> View:
+def _view(ctx: DemoContext, session: Session | None, status: str, new_image: bool = False, auto: bool = False) -> View:
     """Record `session` as the latest state and build the outputs from it.
 
-    Only what the page lacks is sent (Gradio rebuilds each updated component, which costs more CPU
-    than a decode): the prompter's view is skipped with `prompter_current` (the click's fast path
-    has shown it), and the automatic masks' list unless `auto` or a new image.
+    The view carries only the layers the page lacks; the automatic masks' list is rebuilt (Gradio
+    redraws each updated component) only with `auto` or a new image.
     """
     if session is None:
         return View(None, gr.update(image_url="", view=view_json(None, status)), _auto_update(None))
     ctx.sessions.put(session)
-    cache = ctx.sessions.view(session)
-    if prompter_current:
-        prompter = gr.skip()
-    else:
-        props = dict(view=view_json(session, status, cache))
-        if new_image:
-            props["image_url"] = display_image_uri(session.rgb)
-        prompter = gr.update(**props)
-    return View(session, prompter, _auto_update(session) if auto or new_image else gr.skip())
+    props = dict(view=view_json(session, status, ctx.sessions.view(session)))
+    if new_image:
+        props["image_url"] = display_image_uri(session.rgb)
+    return View(session, gr.update(**props), _auto_update(session) if auto or new_image else gr.skip())
 
 
 def _require(session: Session | None) -> Session:
@@ -205,20 +198,19 @@ def on_prompt(ctx: DemoContext, value: str, session: Session | None) -> View:
     with ctx.sessions.editing(session) as session:
         if message.get("token") != session.token:
             return _view(ctx, session, "Ready.")  # events for an earlier image
-        # Usually the prompt surface's fast path (demo_routes) has applied and decoded these events
-        # already, and shown the masks; this event then only refreshes the panels. Otherwise it
-        # does the edit itself.
-        applied = len(events) <= session.consumed_events
+        # The page fires this event only when the click's fast path (demo_routes) failed, and then
+        # it may lack any layer, even one the fast path made before its answer was lost: send all.
+        ctx.sessions.view(session).anchors.clear()
         for problem in session.apply_events(events):
             gr.Warning(problem)
-        return _decode_and_view(ctx, session, prompter_current=applied)
+        return _decode_and_view(ctx, session)
 
 
-def _decode_and_view(ctx: DemoContext, session: Session, prompter_current: bool = False) -> View:
+def _decode_and_view(ctx: DemoContext, session: Session) -> View:
     start = time.perf_counter()
     decoded = _run(session.update, ctx.engine)
     status = click_status(session, decoded, (time.perf_counter() - start) * 1000)
-    return _view(ctx, session, status, prompter_current=prompter_current)
+    return _view(ctx, session, status)
 
 
 def on_undo(ctx: DemoContext, session: Session | None) -> View:
