@@ -18,11 +18,9 @@ from conftest import ASSETS
 from PIL import Image
 
 from sam_demo import SamPredictor
+from sam_demo.bench_ui import CHROMIUM, FLAGS
 from sam_demo.endpoint import read_response
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", Path(__file__).resolve().parent.parent / "artifacts"))
 
 if not Path(CHROMIUM).exists():
