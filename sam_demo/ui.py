@@ -31,7 +31,7 @@ from .everything import EverythingConfig, coco_result, generate
 from .fetch import FetchPolicy
 from .exports import masks_from_saved
 from .images import decode_image_bytes, to_rgb_array
-from .render import click_status, display_image_uri, exports_html, plural, view_json
+from .render import click_status, display_image_uri, exports_html, plural, shown_score, view_json
 from .session import FixedMask, Session
 from .scoring import load_row_image, score
 from .session_store import SessionStore
@@ -44,7 +44,12 @@ PANEL_JS = (STATIC / "panel.js").read_text()
 PANEL_CSS = (STATIC / "panel.css").read_text()
 # Page-wide CSS (passed where the app is mounted or launched): an error is told in its toast; the
 # "Error" overlay Gradio puts on output components would cover the prompter's toolbar and hint.
-PAGE_CSS = "#prompter > .wrap:has(> .error) { display: none; }"
+# The upload box is hidden while it holds an image, which the prompter shows (it also takes new
+# images: "Change image", drop, paste). A job's progress replaces the status line it reports on.
+PAGE_CSS = ("#prompter > .wrap:has(> .error) { display: none; }\n"
+            "#image-input:has(.image-frame) { display: none; }\n"
+            "#status:has(> .wrap:not(.hide)) { min-height: 56px; }\n"
+            "#status:has(> .wrap:not(.hide)) .html-container { visibility: hidden; }")
 ENCODE_CALLS = "sam-encode"  # uploads: one encoder run at a time
 EVERYTHING_CALLS = "sam-everything"  # "segment everything" jobs (seconds to minutes on a CPU)
 
@@ -68,6 +73,11 @@ class View(NamedTuple):
     state: Session | None
     prompter: dict
     auto_keep: dict
+
+
+def user_error(message: str) -> gr.Error:
+    """An error the user made (told in a toast); not a fault of the server, so no traceback in its log."""
+    return gr.Error(message, print_exception=False)
 
 
 class _PageHTML(gr.HTML):
@@ -108,8 +118,7 @@ class ImageInput(gr.Image):
         try:
             return super().preprocess(payload)
         except Exception:
-            raise gr.Error("This file is not an image we can read. Upload a photo (JPEG, PNG, WebP, BMP, TIFF or GIF).",
-                           print_exception=False) from None
+            raise user_error("This file is not an image we can read. Upload a photo (JPEG, PNG, WebP, BMP, TIFF or GIF).") from None
 
     def get_block_name(self) -> str:
         return "image"  # drawn by Gradio's own image component
@@ -129,7 +138,8 @@ class Panel(_PageHTML):
 def _auto_update(session: Session | None):
     if session is None or not session.auto_masks:
         return gr.update(visible=False, choices=[], value=[])
-    choices = [(f"#{i + 1} · IoU {m.score:.2f} · {int(m.mask.sum()):,} px", i) for i, m in enumerate(session.auto_masks)]
+    choices = [(f"#{i + 1} · IoU {shown_score(m.score):.2f} · {int(m.mask.sum()):,} px", i)
+               for i, m in enumerate(session.auto_masks)]
     return gr.update(visible=True, choices=choices, value=list(session.auto_keep))
 
 
@@ -150,7 +160,7 @@ def _view(ctx: DemoContext, session: Session | None, status: str, new_image: boo
 
 def _require(session: Session | None) -> Session:
     if session is None:
-        raise gr.Error("Upload an image first (or pick an example), then click on it.")
+        raise user_error("Upload an image first (or pick an example), then click on it.")
     return session
 
 
@@ -159,7 +169,7 @@ def _run(action, *args):
     try:
         return action(*args)
     except (ValueError, RuntimeError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise user_error(str(exc)) from None
 
 
 # ---- handlers (plain functions; tests call them directly) ---------------------------------------
@@ -189,7 +199,7 @@ def on_prompt(ctx: DemoContext, value: str, session: Session | None) -> View:
     try:
         message = json.loads(value) if value else {}
     except json.JSONDecodeError:
-        raise gr.Error("The prompt surface sent malformed data; reload the page.") from None
+        raise user_error("The prompt surface sent malformed data; reload the page.") from None
     events = message.get("events", [])
     if session is None:
         if events:
@@ -275,7 +285,7 @@ def on_auto_keep(ctx: DemoContext, keep: list[int] | None, session: Session | No
 def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -> View:
     """Draw the masks of a saved JSON (our export, or a response in either spelling)."""
     if session is None:
-        raise gr.Error("Upload the image these masks were made for first, then load the saved JSON.")
+        raise user_error("Upload the image these masks were made for first, then load the saved JSON.")
     with ctx.sessions.editing(session) as session:
         if not path:
             return _view(ctx, session, "Ready.")
@@ -291,11 +301,11 @@ def _api_image(image) -> str:
     if isinstance(image, dict) and isinstance(image.get("path"), str):
         path = Path(image["path"]).resolve()
         if not path.is_file() or not path.is_relative_to(Path(gradio_upload_folder()).resolve()):
-            raise gr.Error("image: send the file with gradio_client.handle_file(path), or an http(s) URL")
+            raise user_error("image: send the file with gradio_client.handle_file(path), or an http(s) URL")
         return base64.b64encode(path.read_bytes()).decode("ascii")
     if isinstance(image, str) and image.strip().lower().startswith(("http://", "https://")):
         return image.strip()
-    raise gr.Error("image: send a file with gradio_client.handle_file(path), or an http(s) URL")
+    raise user_error("image: send a file with gradio_client.handle_file(path), or an http(s) URL")
 
 
 def _api_call(action, *args):
@@ -303,9 +313,9 @@ def _api_call(action, *args):
     try:
         return action(*args)
     except RequestError as exc:
-        raise gr.Error(f"{exc.column}: {exc}" if exc.column else str(exc)) from None
+        raise user_error(f"{exc.column}: {exc}" if exc.column else str(exc)) from None
     except (ValueError, RuntimeError) as exc:
-        raise gr.Error(str(exc)) from None
+        raise user_error(str(exc)) from None
 
 
 def api_segment(ctx: DemoContext, image, input_points="", input_boxes="", input_labels="",
@@ -361,7 +371,7 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None, fetch: F
         gr.Markdown(
             f"## Segment Anything — click to segment\n"
             f"Model `{engine.info.model}` on `{engine.info.device}` ({engine.info.dtype}). "
-            "Left click adds a point, right click or Shift+click subtracts, drag draws a box."
+            "Upload a photo, then click or tap what you want to segment."
         )
         if engine.info.random_weights:
             gr.Markdown(
@@ -378,8 +388,8 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None, fetch: F
                 image_in = ImageInput(label="Image (upload, paste or drop)", type="filepath", image_mode=None,
                                     sources=["upload", "clipboard"], elem_id="image-input", height=220)
                 examples = sorted(str(p) for p in ASSETS.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-                if examples:
-                    gr.Examples(examples=examples, inputs=image_in, label="Example photos")
+                example_picked = (gr.Examples(examples=examples, inputs=image_in, label="Example photos").load_input_event
+                                  if examples else None)
                 with gr.Row():
                     undo = gr.Button("↶ Undo", size="sm", elem_id="undo", min_width=60)
                     redo = gr.Button("↷ Redo", size="sm", elem_id="redo", min_width=60)
@@ -392,13 +402,19 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None, fetch: F
                 with gr.Accordion("Export and import", open=True):
                     exports = Panel("exports", exports_html(None), elem_id="exports")
                     load_saved = gr.UploadButton("Load saved JSON", file_types=[".json"], size="sm", elem_id="load-json")
-        del status, candidates, legend, exports  # drawn by the page from the prompter's views
+        del candidates, legend, exports  # drawn by the page from the prompter's views
         outputs = [state, prompter, auto_keep]
         # Edits skip Gradio's queue: they take milliseconds, and so run at once, side by side.
         edit = dict(outputs=outputs, queue=False, show_progress="hidden", api_visibility="private")
         bind = functools.partial
-        image_in.change(bind(on_image, ctx), inputs=[image_in, state], outputs=outputs, show_progress="full",
-                        concurrency_id=ENCODE_CALLS, concurrency_limit=1, api_visibility="private")
+        # A new image comes from an upload (file, paste, drop) or an example; not .change, which
+        # fires twice when one image replaces another. Progress shows in one place: the encode's
+        # over the image, segment everything's on the status line.
+        encode = dict(inputs=[image_in, state], outputs=outputs, show_progress="full", show_progress_on=prompter,
+                      concurrency_id=ENCODE_CALLS, concurrency_limit=1, api_visibility="private")
+        image_in.upload(bind(on_image, ctx), **encode)
+        if example_picked is not None:
+            example_picked.then(bind(on_image, ctx), **encode)
         prompter.change(bind(on_prompt, ctx), inputs=[prompter, state], trigger_mode="always_last", **edit)
         for button, handler in ((undo, on_undo), (redo, on_redo), (clear, on_clear), (new_object, on_new_object)):
             button.click(bind(handler, ctx), inputs=state, **edit)
@@ -406,6 +422,7 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None, fetch: F
         load_saved.upload(bind(on_load_saved, ctx), inputs=[load_saved, state], **edit)
         # A long job of its own queue, so other users' clicks are not held behind it.
         everything.click(bind(on_everything, ctx), inputs=state, outputs=outputs, show_progress="full",
+                         show_progress_on=status,
                          concurrency_id=EVERYTHING_CALLS, concurrency_limit=1, api_visibility="private")
         _add_api(ctx)
     return demo

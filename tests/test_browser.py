@@ -7,6 +7,7 @@ Screenshots go to $ARTIFACTS_DIR (default: artifacts/).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -210,3 +211,39 @@ def test_a_file_that_is_not_an_image_gets_a_plain_message(browser, server, tmp_p
     page.close()
     assert not covered, "the toast tells the error; nothing covers the prompter's toolbar"
     assert "Could not preprocess" not in text and "UnidentifiedImageError" not in text and "/gradio/" not in text
+
+
+DROP = """async ([selector, name, b64]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], name, {type: 'image/png'}));
+  document.querySelector(selector).dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+}"""
+
+
+def test_new_images_by_example_button_and_drop_shown_once_and_fitted(browser, server, tmp_path):
+    def encoded(size: str):
+        page.wait_for_function(f"document.querySelector('#status').innerText.includes('{size} encoded')", timeout=60_000)
+
+    page = open_with_image(browser, server, {"width": 1400, "height": 1000}, ASSETS / "chelsea.png")
+    assert not page.locator("#image-input").is_visible(), "the photo is shown once, by the prompter"
+    page.locator(".gallery-item").nth(2).click()  # the examples are sorted: astronaut, chelsea, coffee, rocket
+    encoded("600×400")
+    with page.expect_file_chooser() as chooser:
+        page.locator("#prompter .sd-change").click()
+    chooser.value.set_files(str(ASSETS / "astronaut.png"))
+    encoded("512×512")
+    stage = page.locator("#prompter .sd-stage").bounding_box()
+    assert stage["y"] + stage["height"] <= 1000, "a square photo fits the window's height"
+    rocket = base64.b64encode((ASSETS / "rocket.jpg").read_bytes()).decode()
+    page.evaluate(DROP, ["#prompter .sd-stage", "rocket.jpg", rocket])
+    encoded("640×427")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes((ASSETS / "coffee.png").read_bytes()[:3000])
+    page.set_input_files("#image-input input[type=file]", str(broken))
+    page.wait_for_function("document.body.innerText.includes('damaged or truncated')", timeout=60_000)
+    page.wait_for_timeout(1000)  # a second event would have answered by now
+    text = page.evaluate("document.body.innerText")
+    page.close()
+    assert text.count("damaged or truncated") == 1, "one upload, one event, one message"
+    assert "640×427 encoded" in text, "the image shown before the bad upload stays"

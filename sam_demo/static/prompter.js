@@ -21,6 +21,7 @@ root.innerHTML = `
   <div class="sd-toolbar">
     <button type="button" class="sd-mode" aria-pressed="false" title="For touch screens: make taps subtract">Taps add <b>+ positive</b> points</button>
     <button type="button" class="sd-hover" aria-pressed="true" title="Show the mask a click would give under the resting mouse">Hover preview: on</button>
+    <button type="button" class="sd-change" title="Open another photo (or drop or paste one on the image)">Change image</button>
     <span class="sd-hint"></span>
   </div>
   <div class="sd-stage">
@@ -119,11 +120,14 @@ async function showView(next) {
   await new Promise((resolve) => afterPaint(() => { painted('click'); resolve(); }));
 }
 
-// Show the image as large as the column and 78% of the window allow, small images upscaled.
+// Show the image as large as the column and the window's height below the stage's top allow (at
+// least half the window), small images upscaled.
 function fit() {
   if (props.image_url) {
     const w = view.w || 1, h = view.h || 1;
-    const scale = Math.min(Math.max(100, root.clientWidth) / w, Math.max(200, window.innerHeight * 0.78) / h);
+    const top = stage.getBoundingClientRect().top + window.scrollY;
+    const height = Math.max(200, window.innerHeight * 0.5, window.innerHeight - top - 16);
+    const scale = Math.min(Math.max(100, root.clientWidth) / w, height / h);
     base.style.width = Math.floor(w * scale) + 'px';
   } else {
     base.style.width = '';
@@ -257,9 +261,32 @@ function pump() {
     .finally(() => { hover.inflight = false; pump(); });
 }
 
-// Before an image is loaded, the empty stage opens the file picker of the upload component.
-root.querySelector('.sd-empty').addEventListener('click', () => {
-  document.querySelector('#image-input input[type=file]')?.click();
+// New images go through the upload component (#image-input, hidden by the page's CSS once it holds
+// an image, so the photo is shown once): the empty stage and "Change image" open its file picker,
+// and a file dropped on the stage or pasted on the page is handed to it.
+const uploadInput = () => document.querySelector('#image-input input[type=file]');
+root.querySelector('.sd-empty').addEventListener('click', () => uploadInput()?.click());
+root.querySelector('.sd-change').addEventListener('click', () => uploadInput()?.click());
+function upload(files) {
+  const input = uploadInput();
+  const file = [...(files || [])].find((f) => f.type.startsWith('image/')) || (files || [])[0];
+  if (!input || !file) return false;
+  const transfer = new DataTransfer();
+  transfer.items.add(file);
+  input.files = transfer.files;
+  input.dispatchEvent(new Event('change', {bubbles: true}));
+  return true;
+}
+stage.addEventListener('dragover', (ev) => { ev.preventDefault(); stage.classList.add('dropping'); });
+stage.addEventListener('dragleave', () => stage.classList.remove('dropping'));
+stage.addEventListener('drop', (ev) => {
+  ev.preventDefault();
+  stage.classList.remove('dropping');
+  upload(ev.dataTransfer && ev.dataTransfer.files);
+});
+document.addEventListener('paste', (ev) => {
+  if (ev.target.closest && ev.target.closest('input, textarea, [contenteditable]')) return;
+  if (upload(ev.clipboardData && ev.clipboardData.files)) ev.preventDefault();
 });
 stage.addEventListener('contextmenu', (ev) => ev.preventDefault());
 stage.addEventListener('pointerdown', (ev) => {
