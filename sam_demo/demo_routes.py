@@ -63,10 +63,11 @@ def preview(engine: SamEngine, session: Session, prompts: ObjectPrompts, cache: 
     shows it without decoding again. Same choice of output (the best of three for a lone point);
     the logits are resized straight to size.
     """
-    low_res, scores = decode(engine, session.embedding, prompts)
+    embedding = session.embedding(engine)
+    low_res, scores = decode(engine, embedding, prompts)
     cache.preview = Decoded(prompts, low_res, scores)
-    hw = display_size(session.rgb.shape[:2], DISPLAY_MAX_SIDE // 2)
-    small = logits_to_size(low_res[int(scores.argmax())], session.embedding.geometry, hw)
+    hw = display_size(session.size_hw, DISPLAY_MAX_SIDE // 2)
+    small = logits_to_size(low_res[int(scores.argmax())], embedding.geometry, hw)
     return preview_png(small, session.layers()[-1].rgb)
 
 
@@ -159,7 +160,10 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
             return _error(404, expired)
         mime, build = EXPORTS[kind]
         try:
-            content = build(session)
+            with sessions.editing(session) as session:
+                if session.update(engine):  # it had been made light: its masks were remade
+                    sessions.put(session)
+                content = build(session)
         except ValueError as exc:
             return _error(409, str(exc))
         name = f"{Path(session.name).stem or 'image'}.{kind}"

@@ -136,6 +136,11 @@ class SamEngine:
         key = image_key(rgb)
         return self.cache.lookup(key, lambda: self._encode(key, rgb))
 
+    def embed_by_key(self, key: str, load_rgb) -> ImageEmbedding:
+        """The embedding cached under `key`; on a miss, `load_rgb()` gives the (H, W, 3) uint8 pixels
+        to encode (they must be the ones `key` was made from)."""
+        return self.cache.get_or_compute(key, lambda: self._encode(key, load_rgb()))
+
     def _encode(self, key: str, rgb: np.ndarray) -> ImageEmbedding:
         geometry = ImageGeometry.for_size(rgb.shape[:2])
         pixel_values = self.processor.image_processor(rgb, return_tensors="pt")["pixel_values"]

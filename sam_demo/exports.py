@@ -80,7 +80,7 @@ def coco_export(session: Session) -> dict:
     shown = _shown_masks(session)
     if not shown:
         raise ValueError("nothing to export yet: click on the image to segment an object")
-    h, w = session.rgb.shape[:2]
+    h, w = session.size_hw
     annotations = [coco_annotation(mask, i + 1, predicted_iou=score, prompts=prompts)
                    for i, (mask, score, prompts) in enumerate(shown)]
     return {
@@ -105,18 +105,17 @@ def masks_from_saved(data: bytes, image_hw: tuple[int, int]) -> list[FixedMask]:
     rows = read_response(body["response"] if isinstance(body, dict) and "response" in body and "request" in body else body)
     masks = []
     if shown:
-        for entry in shown:
-            decoded = rows[entry["row"]][entry["prediction"]][entry["mask"]]
-            masks.append(FixedMask(decoded.mask, decoded.iou_score, "Loaded mask"))
+        try:
+            chosen = [rows[entry["row"]][entry["prediction"]][entry["mask"]] for entry in shown]
+        except (KeyError, IndexError, TypeError):
+            raise ValueError('the saved JSON\'s "shown" list names masks its response does not have; '
+                             "load the file as Download JSON wrote it") from None
     else:
-        for row in rows:
-            for prediction in row:
-                best = max(prediction, key=lambda m: m.iou_score)
-                masks.append(FixedMask(best.mask, best.iou_score, "Loaded mask"))
-    for fixed in masks:
-        if fixed.mask.shape != tuple(image_hw):
+        chosen = [max(prediction, key=lambda m: m.iou_score) for row in rows for prediction in row]
+    for decoded in chosen:
+        if decoded.mask.shape != tuple(image_hw):
             raise ValueError(
-                f"the saved masks are {fixed.mask.shape[1]}x{fixed.mask.shape[0]} but the image is {image_hw[1]}x{image_hw[0]}; "
-                "upload the image the masks were made for"
+                f"the saved masks are {decoded.mask.shape[1]}x{decoded.mask.shape[0]} but the image is "
+                f"{image_hw[1]}x{image_hw[0]}; upload the image the masks were made for"
             )
-    return masks
+    return [FixedMask.of(decoded.mask, decoded.iou_score, "Loaded mask") for decoded in chosen]

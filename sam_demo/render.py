@@ -93,6 +93,10 @@ class ViewCache:
     anchors: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     preview: Decoded | None = None
 
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.preview is None else self.preview.nbytes
+
 
 def view_json(session: Session | None, status: str, cache: ViewCache | None = None) -> str:
     """The prompter's `view`: the layer order, PNGs of new layers, markers, tags and the panels.
@@ -110,7 +114,7 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
         return json.dumps({"token": "", "consumed": 0, "w": 1, "h": 1, "order": [], "active": "", "png": {},
                            "points": [], "boxes": [], "tags": [], "panels": panels})
     cache = cache if cache is not None else ViewCache()
-    h, w = session.rgb.shape[:2]
+    h, w = session.size_hw
     hw = display_size((h, w))
     layers = [layer for layer in everything if layer.source is not None]
     png = {}

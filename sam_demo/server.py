@@ -10,7 +10,7 @@ import hmac
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi_offline import FastAPIOffline
@@ -47,6 +47,7 @@ class ServerConfig:
     max_body_bytes: int = 64 << 20
     score_concurrency: int = 2  # /score requests computed at once; more wait
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    session_budget_bytes: int | None = None  # the web demo's sessions; None: a quarter of the memory
 
 
 # ---- OpenAPI documentation of /score (the body is parsed by our codec, not by pydantic) -------
@@ -98,15 +99,18 @@ def error(status: int, message: str, row: int | None = None, column: str | None 
     return JSONResponse({"error": message, "row": row, "column": column}, status_code=status)
 
 
-def add_api_routes(app: FastAPI, engine: SamEngine | None, config: ServerConfig) -> None:
-    """Add POST /score and GET /health to `app`. `engine` None answers 503."""
+def add_api_routes(app: FastAPI, engine: SamEngine | None, config: ServerConfig,
+                   sessions: SessionStore | None = None) -> None:
+    """Add POST /score and GET /health to `app`. `engine` None answers 503; /health reports
+    `sessions` (the web demo's) when given."""
     slots = threading.BoundedSemaphore(config.score_concurrency)
 
-    @app.get("/health", tags=["endpoint"], summary="Model, device, dtype and cache state")
+    @app.get("/health", tags=["endpoint"], summary="Model, device, dtype, cache and sessions state")
     def health() -> dict:
         if engine is None:
             return {"status": "loading", "model": None}
         stats = engine.cache_stats()
+        demo = {} if sessions is None else {"sessions": asdict(sessions.stats())}
         return {
             "status": "ok",
             "model": engine.info.model,
@@ -115,6 +119,7 @@ def add_api_routes(app: FastAPI, engine: SamEngine | None, config: ServerConfig)
             "random_weights": engine.info.random_weights,
             "cache": {"entries": stats.entries, "bytes": stats.bytes, "max_bytes": stats.max_bytes,
                       "hits": stats.hits, "misses": stats.misses},
+            **demo,
         }
 
     @app.post(
@@ -173,8 +178,8 @@ def build_app(engine: SamEngine, config: ServerConfig = ServerConfig()) -> FastA
 
     # /docs and /redoc work offline: their scripts are served from the fastapi-offline package.
     app = FastAPIOffline(title="sam-demo", description="Segment Anything demo and Azure ML SAM endpoint twin")
-    add_api_routes(app, engine, config)
-    sessions = SessionStore()
+    sessions = SessionStore(config.session_budget_bytes)
+    add_api_routes(app, engine, config, sessions)
     add_demo_routes(app, engine, sessions)
     return gr.mount_gradio_app(app, build_demo(engine, sessions, config.fetch), path="/", css=PAGE_CSS)
 
@@ -192,6 +197,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-body-mb", type=int, default=64, help="largest /score body (default 64)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image in pixels (default 50 MP)")
     parser.add_argument("--cache-mb", type=int, default=512, help="embedding cache size (default 512 MiB)")
+    parser.add_argument("--session-budget-mb", type=int, default=None,
+                        help="memory for the web demo's sessions, all together (default: a quarter of the RAM)")
     return parser.parse_args(argv)
 
 
@@ -207,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         exit_with_message(exc)
     config = ServerConfig(host=args.host, port=args.port, share=args.share, api_key=args.api_key,
                           max_body_bytes=args.max_body_mb << 20,
-                          fetch=FetchPolicy(allow_private=args.allow_private_urls))
+                          fetch=FetchPolicy(allow_private=args.allow_private_urls),
+                          session_budget_bytes=None if args.session_budget_mb is None else args.session_budget_mb << 20)
     serve(engine, config)
 
 
@@ -219,8 +227,8 @@ def serve(engine: SamEngine, config: ServerConfig) -> None:
         from .ui import PAGE_CSS, build_demo
 
         router = APIRouter()
-        add_api_routes(router, engine, config)
-        sessions = SessionStore()
+        sessions = SessionStore(config.session_budget_bytes)
+        add_api_routes(router, engine, config, sessions)
         add_demo_routes(router, engine, sessions)
         build_demo(engine, sessions, config.fetch).launch(server_name=config.host, server_port=config.port, share=True,
                                                           css=PAGE_CSS, app_kwargs={"routes": router.routes})

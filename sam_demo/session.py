@@ -4,6 +4,12 @@ Pure Python (no gradio): the web UI keeps a `Session` in `gr.State` and calls th
 Each object's mask is computed from *all* of its prompts in one decoder call (no mask
 feedback), so the exported endpoint request replays exactly what is on screen.
 
+A session holds what it cannot get back (the uploaded file's bytes, the prompts) and, compactly,
+what it can: each object's low-res logits (masks are made from them on demand), fixed masks as
+RLE. Neither the decoded pixels nor the embedding are held: the pixels are decoded again from
+the file where needed, and the embedding comes from the engine's cache by the image's key (the
+encoder runs again if it was evicted). `light()` drops the logits too; `update` remakes them.
+
 Which output is shown (Meta's demo rule): a single click -> the 3 multimask candidates, the
 best preselected and switchable; more clicks or a box -> the single-mask output.
 """
@@ -16,8 +22,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 
 from .engine import ImageEmbedding, SamEngine
+from .images import decode_image_bytes, to_rgb_array
 from .transforms import ImageGeometry, logits_to_size, mask_to_size, masks_from_logits
 
 MAX_HISTORY = 100
@@ -101,6 +109,10 @@ class ObjectResult:
     def score(self) -> float:
         return float(self.scores[self.chosen])
 
+    @property
+    def nbytes(self) -> int:
+        return self.low_res.nbytes + self.scores.nbytes
+
 
 @dataclass(frozen=True)
 class Decoded:
@@ -112,15 +124,41 @@ class Decoded:
     low_res: np.ndarray
     scores: np.ndarray
 
+    @property
+    def nbytes(self) -> int:
+        return self.low_res.nbytes + self.scores.nbytes
+
 
 @dataclass(frozen=True)
 class FixedMask:
-    """A mask shown without prompts to edit: loaded from a saved JSON, or from "segment everything"."""
+    """A mask shown without prompts to edit: loaded from a saved JSON, or from "segment everything".
 
-    mask: np.ndarray  # (H, W) bool
+    rle: the mask as pycocotools' compressed RLE ({"size": [H, W], "counts": bytes}); `mask`
+    decodes it. Make one with `FixedMask.of`.
+    """
+
+    rle: dict
     score: float  # predicted IoU
     label: str
     uid: str = field(default_factory=_uid)
+
+    @classmethod
+    def of(cls, mask: np.ndarray, score: float, label: str) -> "FixedMask":
+        """From an (H, W) bool mask."""
+        return cls(mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8)), float(score), label)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(H, W) bool, decoded on each access."""
+        return mask_utils.decode(self.rle).astype(bool)
+
+    @property
+    def area(self) -> int:
+        return int(mask_utils.area(self.rle))
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.rle["counts"])
 
     def display_mask(self, size_hw: tuple[int, int]) -> np.ndarray:
         """(h, w) uint8 0/1 at `size_hw`."""
@@ -161,14 +199,16 @@ class Session:
     """Per-user state. `objects[-1]` is the one being edited; earlier ones are kept as they are.
 
     image_bytes: the uploaded file as sent (exported as the request's base64 image).
-    rgb: (H, W, 3) uint8, EXIF orientation applied. token: changes with every new image.
+    embedding_key: the image's key in the engine's embedding cache (`engine.image_key` of its pixels).
+    size_hw: (H, W) of the image, EXIF orientation applied. token: changes with every new image.
+    results: object index -> its last decode (absent after `light()`, remade by `update`).
     imported: masks loaded from a saved response, shown but not editable.
     auto_masks / auto_keep: "segment everything" results and the indices the user keeps.
     """
 
     image_bytes: bytes
-    rgb: np.ndarray
-    embedding: ImageEmbedding
+    embedding_key: str
+    size_hw: tuple[int, int]
     name: str = "image"
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # unguessable; names the session
     objects: list[ObjectPrompts] = field(default_factory=lambda: [ObjectPrompts()])
@@ -180,6 +220,31 @@ class Session:
     redo_stack: list[list[ObjectPrompts]] = field(default_factory=list)
     consumed_events: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # shared by all forks
+
+    @classmethod
+    def start(cls, image_bytes: bytes, embedding: ImageEmbedding, name: str = "image") -> "Session":
+        """A new session on an uploaded file and its embedding (from `engine.embed` of its pixels)."""
+        return cls(image_bytes, embedding.key, tuple(embedding.geometry.original_hw), name)
+
+    def pixels(self, max_pixels: int) -> np.ndarray:
+        """The image as (H, W, 3) uint8 RGB, decoded again from its file (not kept)."""
+        return to_rgb_array(decode_image_bytes(self.image_bytes, max_pixels), max_pixels)
+
+    def embedding(self, engine: SamEngine) -> ImageEmbedding:
+        """The image's embedding: from the engine's cache, or encoded again if it was evicted."""
+        return engine.embed_by_key(self.embedding_key, lambda: self.pixels(engine.max_pixels))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays this state holds (the file, logits, fixed masks' RLE)."""
+        return (len(self.image_bytes) + sum(r.nbytes for r in self.results.values())
+                + sum(f.nbytes for f in self.imported + self.auto_masks))
+
+    def light(self) -> "Session":
+        """A fork without the decoded results (prompts, file and fixed masks kept); `update` remakes them."""
+        light = self.fork()
+        light.results = {}
+        return light
 
     def fork(self) -> "Session":
         """A copy whose containers can change without touching this one (arrays are shared).
@@ -210,7 +275,7 @@ class Session:
 
         Raises ValueError for a point off the image (or not finite) and past the point limit.
         """
-        h, w = self.rgb.shape[:2]
+        h, w = self.size_hw
         if not (0 <= x <= w and 0 <= y <= h):
             raise ValueError(f"the click at ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
         active = self.objects[-1]
@@ -221,7 +286,7 @@ class Session:
         return replace(active, points=active.points + (point,), candidate=None)
 
     def set_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
-        h, w = self.rgb.shape[:2]
+        h, w = self.size_hw
         x0, x1 = sorted((min(max(x0, 0.0), w), min(max(x1, 0.0), w)))
         y0, y1 = sorted((min(max(y0, 0.0), h), min(max(y1, 0.0), h)))
         if x1 - x0 < 1 or y1 - y0 < 1:
@@ -295,6 +360,7 @@ class Session:
         ready: a decode already made for some prompts (same engine, same image), used as is.
         """
         decoded = 0
+        embedding = None
         for i, prompts in enumerate(self.objects):
             cached = self.results.get(i)
             if prompts.is_empty:
@@ -304,12 +370,14 @@ class Session:
                 if cached.prompts != prompts:  # only the chosen candidate changed
                     self.results[i] = replace(cached, prompts=prompts)
                 continue
+            if embedding is None:
+                embedding = self.embedding(engine)
             if ready is not None and _same_inputs(ready.prompts, prompts):
                 low_res, scores = ready.low_res, ready.scores
             else:
-                low_res, scores = decode(engine, self.embedding, prompts)
+                low_res, scores = decode(engine, embedding, prompts)
                 decoded += 1
-            self.results[i] = ObjectResult(prompts, low_res, scores, self.embedding.geometry, engine.exact)
+            self.results[i] = ObjectResult(prompts, low_res, scores, embedding.geometry, engine.exact)
         for i in [k for k in self.results if k >= len(self.objects)]:
             del self.results[i]
         return decoded

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
+import numpy as np
 from gradio import FileData
 from gradio.utils import get_upload_folder as gradio_upload_folder
 
@@ -50,6 +51,10 @@ PAGE_CSS = ("#prompter > .wrap:has(> .error) { display: none; }\n"
             "#image-input:has(.image-frame) { display: none; }\n"
             "#status:has(> .wrap:not(.hide)) { min-height: 56px; }\n"
             "#status:has(> .wrap:not(.hide)) .html-container { visibility: hidden; }")
+# How long Gradio keeps a tab's (light) session after the tab's last Gradio event; Gradio drops it
+# an hour after the tab closes in any case. Clicks go by the fast path and do not renew it, so it is
+# long; the session store forgets a session after an hour without any edit.
+STATE_TTL_SECONDS = 24 * 3600
 ENCODE_CALLS = "sam-encode"  # uploads: one encoder run at a time
 EVERYTHING_CALLS = "sam-everything"  # "segment everything" jobs (seconds to minutes on a CPU)
 
@@ -138,24 +143,29 @@ class Panel(_PageHTML):
 def _auto_update(session: Session | None):
     if session is None or not session.auto_masks:
         return gr.update(visible=False, choices=[], value=[])
-    choices = [(f"#{i + 1} · IoU {shown_score(m.score):.2f} · {int(m.mask.sum()):,} px", i)
+    choices = [(f"#{i + 1} · IoU {shown_score(m.score):.2f} · {m.area:,} px", i)
                for i, m in enumerate(session.auto_masks)]
     return gr.update(visible=True, choices=choices, value=list(session.auto_keep))
 
 
-def _view(ctx: DemoContext, session: Session | None, status: str, new_image: bool = False, auto: bool = False) -> View:
+def _view(ctx: DemoContext, session: Session | None, status: str, new_image: np.ndarray | None = None,
+          auto: bool = False) -> View:
     """Record `session` as the latest state and build the outputs from it.
 
-    The view carries only the layers the page lacks; the automatic masks' list is rebuilt (Gradio
-    redraws each updated component) only with `auto` or a new image.
+    new_image: the pixels of a new image, (H, W, 3) uint8, to send to the page. The view carries
+    only the layers the page lacks; the automatic masks' list is rebuilt (Gradio redraws each
+    updated component) only with `auto` or a new image. Gradio's state gets the session without
+    its decoded results (`Session.light`): the store holds them, within its memory budget.
     """
     if session is None:
         return View(None, gr.update(image_url="", view=view_json(None, status)), _auto_update(None))
+    _run(session.update, ctx.engine)  # remakes the results of a state the store had lightened
     ctx.sessions.put(session)
     props = dict(view=view_json(session, status, ctx.sessions.view(session)))
-    if new_image:
-        props["image_url"] = display_image_uri(session.rgb)
-    return View(session, gr.update(**props), _auto_update(session) if auto or new_image else gr.skip())
+    if new_image is not None:
+        props["image_url"] = display_image_uri(new_image)
+    return View(session.light(), gr.update(**props),
+                _auto_update(session) if auto or new_image is not None else gr.skip())
 
 
 def _require(session: Session | None) -> Session:
@@ -187,11 +197,11 @@ def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None
     start = time.perf_counter()
     embedding, encoded = _run(engine.embed_with_status, rgb)
     seconds = time.perf_counter() - start
-    session = Session(image_bytes=data, rgb=rgb, embedding=embedding, name=Path(path).name)
-    h, w = rgb.shape[:2]
+    session = Session.start(data, embedding, Path(path).name)
+    h, w = session.size_hw
     how = f"in {seconds:.2f} s" if encoded else f"(cached embedding, {seconds * 1000:.0f} ms)"
     return _view(ctx, session, f"Image {w}×{h} encoded {how} on {engine.info.device}. Click on an object to segment it.",
-                 new_image=True)
+                 new_image=rgb)
 
 
 def on_prompt(ctx: DemoContext, value: str, session: Session | None) -> View:
@@ -264,14 +274,17 @@ def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progres
             reported = done
             progress(done / total, desc=f"Segment everything: {done}/{total} points")
 
-    masks = _run(generate, ctx.engine, session.rgb, EverythingConfig(), report)
+    rgb = _run(session.pixels, ctx.engine.max_pixels)
+    masks = _run(generate, ctx.engine, rgb, EverythingConfig(), report)
+    auto_masks = [FixedMask.of(m.segmentation, m.predicted_iou, "Auto mask") for m in masks]
+    del rgb, masks  # the pixels and the full-size masks go before the view is built
     seconds = time.perf_counter() - start
     with ctx.sessions.editing(session) as session:
-        session.auto_masks = [FixedMask(m.segmentation, m.predicted_iou, "Auto mask") for m in masks]
-        session.auto_keep = tuple(range(len(masks)))
-        if not masks:
+        session.auto_masks = auto_masks
+        session.auto_keep = tuple(range(len(auto_masks)))
+        if not auto_masks:
             return _view(ctx, session, f"Segment everything found no mask ({seconds:.1f} s).", auto=True)
-        return _view(ctx, session, f"Segment everything: {plural(len(masks), 'mask')} in {seconds:.1f} s. "
+        return _view(ctx, session, f"Segment everything: {plural(len(auto_masks), 'mask')} in {seconds:.1f} s. "
                                    "Untick the ones to drop in the list beside the image.", auto=True)
 
 
@@ -289,7 +302,7 @@ def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -
     with ctx.sessions.editing(session) as session:
         if not path:
             return _view(ctx, session, "Ready.")
-        masks = _run(masks_from_saved, Path(path).read_bytes(), session.rgb.shape[:2])
+        masks = _run(masks_from_saved, Path(path).read_bytes(), session.size_hw)
         session.imported = session.imported + masks
         return _view(ctx, session, f"Loaded {plural(len(masks), 'mask')} from {Path(path).name}.")
 
@@ -367,7 +380,7 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None, fetch: F
     """The Blocks app for one loaded engine; `sessions` is shared with the demo's HTTP routes."""
     ctx = DemoContext(engine, sessions if sessions is not None else SessionStore(), fetch)
     with gr.Blocks(title="SAM demo — Segment Anything", delete_cache=(3600, 3600)) as demo:
-        state = gr.State(None, delete_callback=lambda s: s is not None and ctx.sessions.discard(s.token))
+        state = gr.State(None, time_to_live=STATE_TTL_SECONDS)
         gr.Markdown(
             f"## Segment Anything — click to segment\n"
             f"Model `{engine.info.model}` on `{engine.info.device}` ({engine.info.dtype}). "

@@ -50,7 +50,7 @@ def edit(client, session, events):
 
 def test_click_fast_path_equals_the_predictor_and_sends_only_new_layers(ctx, client, engine):
     session = on_image(ctx, str(WIDE)).state
-    h, w = session.rgb.shape[:2]
+    h, w = session.size_hw
     events = [point(w * 0.4, h * 0.5)]
     answer = edit(client, session, events)
     assert answer.status_code == 200 and "decode;dur=" in answer.headers["server-timing"]
@@ -62,7 +62,7 @@ def test_click_fast_path_equals_the_predictor_and_sends_only_new_layers(ctx, cli
 
     latest = ctx.sessions.get(session.token)
     predictor = SamPredictor(engine)
-    predictor.set_image(session.rgb)
+    predictor.set_image(session.pixels(engine.max_pixels))
     masks, scores, _ = predictor.predict(np.array([[w * 0.4, h * 0.5]]), np.array([1]))
     assert np.array_equal(latest.results[0].masks, masks) and np.array_equal(latest.results[0].scores, scores)
 
@@ -74,7 +74,7 @@ def test_click_fast_path_equals_the_predictor_and_sends_only_new_layers(ctx, cli
     fallback = json.loads(refresh.prompter["view"])
     assert "decoded" not in fallback["panels"]["status"] and "IoU" in fallback["panels"]["status"]
     assert fallback["order"] == view["order"] and list(fallback["png"]) == view["order"]
-    assert refresh.state.results[0].uid == latest.results[0].uid
+    assert ctx.sessions.get(session.token).results[0].uid == latest.results[0].uid
 
     # Another candidate: a new PNG for the same decode, nothing decoded.
     other = int(np.argsort(scores)[0])
@@ -100,7 +100,7 @@ def test_layers_number_and_colour_everything_once(ctx):
     session = on_image(ctx, str(WIDE)).state
     token = session.token
     session = on_prompt(ctx, json.dumps({"token": token, "events": [point(100, 100)]}), session).state
-    session = on_new_object(ctx, session).state
+    session = ctx.sessions.get(on_new_object(ctx, session).state.token)
     layers = session.layers()
     assert [(layer.number, layer.name, layer.active) for layer in layers] == [(1, "Object 1", False), (2, "Object 2", True)]
     assert layers[0].rgb == PALETTE[0] and layers[1].source is None and layers[1].score is None
@@ -110,9 +110,9 @@ def test_layers_number_and_colour_everything_once(ctx):
     assert view["active"] == "", "the edited object has no mask yet"
 
 
-def test_preview_shows_a_click_without_adding_it_and_yields_to_edits(ctx, client):
+def test_preview_shows_a_click_without_adding_it_and_yields_to_edits(ctx, client, engine):
     session = on_image(ctx, str(WIDE)).state
-    h, w = session.rgb.shape[:2]
+    h, w = session.size_hw
     answer = client.post("/sam-demo/preview", json={"token": session.token, "x": w / 2, "y": h / 2})
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
     png = Image.open(io.BytesIO(answer.content))
@@ -126,7 +126,7 @@ def test_preview_shows_a_click_without_adding_it_and_yields_to_edits(ctx, client
     assert (np.asarray(png) > 0).astype(np.uint8).tolist() == expected.tolist() and clicked.status_code == 200
     assert "IoU" in clicked.json()["panels"]["status"] and "decoded" not in clicked.json()["panels"]["status"]
     predictor = SamPredictor(ctx.engine)
-    predictor.set_image(session.rgb)
+    predictor.set_image(session.pixels(engine.max_pixels))
     masks, scores, _ = predictor.predict(np.array([[w / 2, h / 2]]), np.array([1]))
     assert np.array_equal(best.masks, masks) and np.array_equal(best.scores, scores)
     second = edit(client, session, [point(w / 2, h / 2), point(w / 4, h / 4)])
@@ -153,7 +153,7 @@ def test_preview_shows_a_click_without_adding_it_and_yields_to_edits(ctx, client
 
 def test_routes_refuse_bad_requests_clearly(ctx, client):
     session = on_image(ctx, str(WIDE)).state
-    h, w = session.rgb.shape[:2]
+    h, w = session.size_hw
     cases = [
         (client.post("/sam-demo/edit", json={"token": "nope", "events": []}), 404, "expired"),
         (client.post("/sam-demo/edit", content=b"{not json"), 400, "send JSON"),
@@ -181,7 +181,7 @@ def test_routes_refuse_bad_requests_clearly(ctx, client):
 
 def test_downloads_are_built_when_asked_and_match_the_session(ctx, client, engine):
     session = on_image(ctx, str(WIDE)).state
-    h, w = session.rgb.shape[:2]
+    h, w = session.size_hw
     edit(client, session, [point(w / 3, h / 3)])
     session = on_new_object(ctx, session).state
     edit(client, session, [point(w / 3, h / 3), point(w * 0.7, h * 0.6)])

@@ -65,9 +65,14 @@ def panels(view) -> dict:
     return json.loads(view.prompter["view"])["panels"]
 
 
-def export(session, kind: str, folder=None):
+def stored(ctx, session):
+    """The session's full state in the store (handlers give Gradio's state a light one, without results)."""
+    return ctx.sessions.get(session.token)
+
+
+def export(ctx, session, kind: str, folder=None):
     """Build a download as the server does when its link is clicked; with `folder`, write it there."""
-    content = EXPORTS[kind][1](session)
+    content = EXPORTS[kind][1](stored(ctx, session))
     if folder is None:
         return content
     path = folder / f"saved.{kind}"
@@ -79,7 +84,8 @@ def test_upload_encodes_at_once_and_shows_the_image(ctx):
     view = on_image(ctx, CAT)
     session, prompter = view.state, view.prompter
     status, exports = panels(view)["status"], panels(view)["exports"]
-    assert session.rgb.shape == (300, 451, 3) and session.embedding.geometry.original_hw == (300, 451)
+    assert session.size_hw == (300, 451) and session.embedding(ctx.engine).geometry.original_hw == (300, 451)
+    assert not session.results, "Gradio's state is light"
     assert "451×300" in status and "encoded" in status
     assert prompter["image_url"].startswith("data:image/jpeg;base64,")
     assert json.loads(prompter["view"])["w"] == 451 and json.loads(prompter["view"])["h"] == 300
@@ -96,13 +102,13 @@ def test_click_box_undo_new_object_match_predictor(ctx, engine, uploaded):
     shown = panels(view)
     assert "IoU" in shown["status"] and shown["candidates"].count('data-candidate="') == 3
     masks, scores, _ = predictor.predict(np.array([[200, 150]]), np.array([1]))
-    result = session.results[0]
+    result = stored(ctx, session).results[0]
     assert np.array_equal(result.masks, masks) and result.chosen == int(np.argmax(scores))
     view = json.loads(prompter["view"])
     assert len(view["order"]) == 1 and view["png"][view["order"][0]].startswith("data:image/png;base64,")
 
     session = on_prompt(ctx, events(session, point(200, 150), candidate(2)), session).state
-    assert session.results[0].chosen == 2 and np.array_equal(session.results[0].mask, masks[2])
+    assert stored(ctx, session).results[0].chosen == 2 and np.array_equal(stored(ctx, session).results[0].mask, masks[2])
 
     # Negative click and a box arrive together (as after rapid input): both are applied, one decode.
     value = events(session, point(200, 150), candidate(2), point(320, 90, 0), box(40, 30, 400, 280))
@@ -111,7 +117,7 @@ def test_click_box_undo_new_object_match_predictor(ctx, engine, uploaded):
     assert session.consumed_events == 4 and panels(view)["candidates"] == ""
     masks2, scores2, _ = predictor.predict(np.array([[200, 150], [320, 90]]), np.array([1, 0]),
                                            box=np.array([40, 30, 400, 280]), multimask_output=False)
-    assert np.array_equal(session.results[0].mask, masks2[0]) and "2 points, box" in legend
+    assert np.array_equal(stored(ctx, session).results[0].mask, masks2[0]) and "2 points, box" in legend
 
     session = on_undo(ctx, session)[0]  # removes the box
     assert session.objects[0].box_xyxy is None and len(session.objects[0].points) == 2
@@ -123,10 +129,10 @@ def test_click_box_undo_new_object_match_predictor(ctx, engine, uploaded):
     session, legend = view.state, panels(view)["legend"]
     assert len(session.objects) == 2 and session.objects[1].points == ((100.0, 250.0, 1),)
     assert "Object 1" in legend and "Object 2 (editing)" in legend
-    assert np.array_equal(session.results[0].mask, masks2[0]), "the finished object keeps its mask"
+    assert np.array_equal(stored(ctx, session).results[0].mask, masks2[0]), "the finished object keeps its mask"
 
     session = on_clear(ctx, session)[0]
-    assert len(session.objects) == 1 and session.objects[0].is_empty and not session.results
+    assert len(session.objects) == 1 and session.objects[0].is_empty and not stored(ctx, session).results
     assert on_undo(ctx, session)[0].objects[1].points == ((100.0, 250.0, 1),)
 
 
@@ -143,10 +149,10 @@ def test_stale_and_bad_events_never_break_the_session(ctx, uploaded):
     assert on_undo(ctx, uploaded).state.objects[0].is_empty
     assert on_redo(ctx, uploaded).state.objects[0].points == ((10.0, 10.0, 1),)  # the stale copy has nothing to redo
     fresh = on_image(ctx, CAT).state
+    before = stored(ctx, fresh)
     with pytest.raises(gr.Error, match="no prompt yet"):
         on_new_object(ctx, fresh)
-    assert fresh.objects[0].is_empty and ctx.sessions.get(fresh.token) is fresh, \
-        "a failed action leaves the stored state untouched"
+    assert fresh.objects[0].is_empty and stored(ctx, fresh) is before, "a failed action leaves the stored state untouched"
 
 
 def test_bad_uploads_give_readable_errors(ctx, engine, tmp_path):
@@ -168,7 +174,7 @@ def test_huge_image_is_shown_downscaled_with_full_size_masks(ctx, tmp_path):
     shown = Image.open(io.BytesIO(__import__("base64").b64decode(prompter["image_url"].split(",", 1)[1])))
     assert max(shown.size) == 1280
     session = on_prompt(ctx, events(session, point(1500, 1000)), session)[0]
-    assert session.results[0].masks.shape == (3, 2000, 3000)
+    assert stored(ctx, session).results[0].masks.shape == (3, 2000, 3000)
 
 
 def test_exports_replay_and_reload(ctx, engine, uploaded, tmp_path):
@@ -180,22 +186,22 @@ def test_exports_replay_and_reload(ctx, engine, uploaded, tmp_path):
     assert "2 objects, 2 prompts" in panel
     assert f'href="sam-demo/export/{session.token}/sam-endpoint.json"' in panel and 'download="chelsea.masks.zip"' in panel
 
-    saved = export(session, "sam-endpoint.json", tmp_path)
+    saved = export(ctx, session, "sam-endpoint.json", tmp_path)
     export_json = json.loads(open(saved).read())
     assert list(export_json) == ["request", "response", "shown"]
     replay = score(export_json["request"], engine)  # what POST /score answers
     assert read_response(replay) and json.dumps(replay) == json.dumps(export_json["response"])
     shown = [read_response(export_json["response"])[s["row"]][s["prediction"]][s["mask"]].mask
              for s in export_json["shown"]]
-    assert np.array_equal(shown[0], session.results[0].masks[1]) and np.array_equal(shown[1], session.results[1].mask)
+    assert np.array_equal(shown[0], stored(ctx, session).results[0].masks[1]) and np.array_equal(shown[1], stored(ctx, session).results[1].mask)
 
-    with zipfile.ZipFile(io.BytesIO(export(session, "masks.zip"))) as archive:
+    with zipfile.ZipFile(io.BytesIO(export(ctx, session, "masks.zip"))) as archive:
         assert archive.namelist() == ["object_01.png", "object_02.png"]
         png = Image.open(io.BytesIO(archive.read("object_01.png")))
         assert png.mode == "L" and png.size == (451, 300)
         assert np.array_equal(np.asarray(png) > 127, shown[0])
 
-    coco = json.loads(export(session, "coco.json"))
+    coco = json.loads(export(ctx, session, "coco.json"))
     ann = coco["annotations"][0]
     rle = {"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()}
     assert np.array_equal(mask_utils.decode(rle).astype(bool), shown[0])
@@ -211,7 +217,7 @@ def test_exports_replay_and_reload(ctx, engine, uploaded, tmp_path):
 
 def test_loading_masks_for_another_image_is_refused(ctx, uploaded, tmp_path):
     session = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)[0]
-    saved = export(session, "sam-endpoint.json", tmp_path)
+    saved = export(ctx, session, "sam-endpoint.json", tmp_path)
     other = on_image(ctx, str(ASSETS / "coffee.png"))[0]
     with pytest.raises(gr.Error, match="upload the image the masks were made for"):
         on_load_saved(ctx, saved, other)
@@ -245,12 +251,12 @@ def test_segment_everything_keep_and_drop(ctx, uploaded, monkeypatch):
     assert count >= 3 and auto["visible"] and auto["value"] == list(range(count)) and "Segment everything" in status
     view = on_auto_keep(ctx, [0, 2], session)
     session, panel = view.state, panels(view)["exports"]
-    assert [f.mask is session.auto_masks[i].mask for i, f in zip((0, 2), session.fixed_masks())] == [True, True]
+    assert session.fixed_masks() == [session.auto_masks[0], session.auto_masks[2]]
     assert "2 objects, 0 prompts" in panel and "Download JSON replays prompts" in panel  # no prompts: no endpoint rows
     assert '<a id="download-json" class="sd-download" aria-disabled="true"' in panel and "masks.zip" in panel
     with pytest.raises(ValueError, match="nothing to export"):
-        export(session, "sam-endpoint.json")
-    with zipfile.ZipFile(io.BytesIO(export(session, "masks.zip"))) as archive:
+        export(ctx, session, "sam-endpoint.json")
+    with zipfile.ZipFile(io.BytesIO(export(ctx, session, "masks.zip"))) as archive:
         assert len(archive.namelist()) == 2
     legend = panels(on_prompt(ctx, events(session, point(200, 150)), session))["legend"]
     assert "Auto mask 1" in legend and "Object 3 (editing)" in legend
@@ -258,11 +264,11 @@ def test_segment_everything_keep_and_drop(ctx, uploaded, monkeypatch):
 
 def test_load_bare_response_in_model_card_spelling(ctx, uploaded, tmp_path):
     session = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)[0]
-    saved = json.loads(export(session, "sam-endpoint.json"))
+    saved = json.loads(export(ctx, session, "sam-endpoint.json"))
     card = [{"predictions": [{"mask_per_prediction": p["masks_per_prediction"]} for p in row["response"]["predictions"]]}
             for row in saved["response"]]
     path = tmp_path / "card.json"
     path.write_text(json.dumps(card))
     loaded = on_load_saved(ctx, str(path), on_image(ctx, CAT)[0])[0]
-    best = int(np.argmax(session.results[0].scores))  # a bare response: the best mask of each prediction
-    assert len(loaded.imported) == 1 and np.array_equal(loaded.imported[0].mask, session.results[0].masks[best])
+    best = int(np.argmax(stored(ctx, session).results[0].scores))  # a bare response: the best mask of each prediction
+    assert len(loaded.imported) == 1 and np.array_equal(loaded.imported[0].mask, stored(ctx, session).results[0].masks[best])
