@@ -41,6 +41,8 @@ def test_health_and_docs(server):
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "ok" and health["device"] == "cpu" and health["dtype"] == "float32"
     assert health["random_weights"] is True and {"entries", "bytes", "max_bytes"} <= set(health["cache"])
+    assert {"sessions", "light", "bytes", "budget_bytes", "lightened", "forgotten"} <= set(health["sessions"])
+    assert 0 < health["sessions"]["budget_bytes"] < 1 << 50
     spec = httpx.get(f"{server.url}/openapi.json").json()
     post = spec["paths"]["/score"]["post"]
     assert post["requestBody"]["content"]["application/json"]["example"]["input_data"]["columns"][0] == "image"
