@@ -335,6 +335,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="only the web demo's rows, timed in headless Chromium (default arch: base)")
     parser.add_argument("--ui-app", type=Path, default=None,
                         help="with --ui: serve this checkout's app.py instead (e.g. a git worktree of an older commit)")
+    parser.add_argument("--ui-memory", action="store_true",
+                        help="only the web demo's server memory per open session (12 MP photo, ten objects)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
     args = parser.parse_args(argv)
 
@@ -349,13 +351,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.model:
         path, label = args.model, args.model
     else:
-        arch = args.arch or ("tiny" if args.quick else "base" if args.ui else "large")
+        arch = args.arch or ("tiny" if args.quick or args.ui_memory else "base" if args.ui else "large")
         path = str(write_random_checkpoint(Path(tmp.name) / f"sam-{arch}-random", arch=arch))
         label = f"random-weight SAM ({arch} ViT)"
-    if args.ui:
-        from .bench_ui import bench_ui
+    if args.ui or args.ui_memory:
+        from .bench_ui import bench_ui, session_memory
 
-        rows = bench_ui(path, args.dtype, args.rounds or (8 if args.quick else 30), app=args.ui_app)
+        if args.ui_memory:
+            rows = session_memory(path, args.dtype, sessions=2 if args.quick else 4, app=args.ui_app)
+        else:
+            rows = bench_ui(path, args.dtype, args.rounds or (8 if args.quick else 30), app=args.ui_app)
         info = {"model": label, "device": "cpu", "dtype": args.dtype or "default", **machine(), "accuracy": "-"}
     else:
         engine = load_engine(EngineConfig(model=path, device=args.device, dtype=args.dtype))

@@ -275,3 +275,55 @@ def upload_loop(url: str, images: list[Path], stop: threading.Event, seconds: li
             seconds.append(time.perf_counter() - start)
             i += 1
         browser.close()
+
+
+def session_memory(model: str, dtype: str | None, sessions: int = 4, objects: int = 10,
+                   size=(4000, 3000), app: Path | None = None) -> list:
+    """Server memory per open session: `sessions` tabs each upload a distinct photo of `size`
+    (12 MP by default) and make `objects` objects with one click each, then stay open.
+
+    The row is the server's RSS growth over those tabs, less the embedding cache's growth (which
+    /health reports; it is shared and bounded on its own), per session, in MiB. A first tab makes
+    one object before the baseline is taken, so that what every server loads once is not counted.
+    """
+    from playwright.sync_api import sync_playwright
+
+    from .bench import Row
+
+    def rss_mib() -> float:
+        status = Path(f"/proc/{server.process.pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) / 1024
+
+    def cache_mib() -> float:
+        return httpx.get(server.url + "/health", timeout=30).json()["cache"]["bytes"] / 2**20
+
+    spots = np.random.default_rng(0).uniform(0.1, 0.9, size=(objects, 2))
+    with tempfile.TemporaryDirectory() as tmp:
+        images = photos(Path(tmp), sessions + 1, size)
+        server = Server(model, dtype, app)
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                warm = Page(browser, server.url)
+                warm.upload(images[-1])
+                warm.click(0.5, 0.5)
+                time.sleep(1.0)
+                rss, cache = rss_mib(), cache_mib()
+                tabs = []
+                for path in images[:sessions]:
+                    tabs.append(Page(browser, server.url))
+                    tabs[-1].upload(path)
+                    for fx, fy in spots:
+                        tabs[-1].click(fx, fy)
+                        tabs[-1].press("#new-object")
+                time.sleep(2.0)
+                per_session = ((rss_mib() - rss) - (cache_mib() - cache)) / sessions
+                health = httpx.get(server.url + "/health", timeout=30).json()
+                browser.close()
+        finally:
+            server.close()
+    sessions_mib = health.get("sessions", {}).get("bytes", 0) / 2**20
+    return [Row(f"UI server memory per session, {size[0] * size[1] / 1e6:.0f} MP, {objects} objects", "MiB",
+                [per_session], None,
+                note=f"RSS growth less the embedding cache's over {sessions} open tabs; "
+                     f"the session store counts {sessions_mib:.1f} MiB for all {sessions + 1} sessions")]

@@ -35,7 +35,7 @@ from .images import decode_image_bytes, to_rgb_array
 from .render import click_status, display_image_uri, exports_html, plural, shown_score, view_json
 from .session import FixedMask, Session
 from .scoring import load_row_image, score
-from .session_store import SessionStore
+from .session_store import SessionStore, return_free_memory
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -200,8 +200,11 @@ def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None
     session = Session.start(data, embedding, Path(path).name)
     h, w = session.size_hw
     how = f"in {seconds:.2f} s" if encoded else f"(cached embedding, {seconds * 1000:.0f} ms)"
-    return _view(ctx, session, f"Image {w}×{h} encoded {how} on {engine.info.device}. Click on an object to segment it.",
+    view = _view(ctx, session, f"Image {w}×{h} encoded {how} on {engine.info.device}. Click on an object to segment it.",
                  new_image=rgb)
+    del rgb
+    return_free_memory()
+    return view
 
 
 def on_prompt(ctx: DemoContext, value: str, session: Session | None) -> View:
@@ -278,6 +281,7 @@ def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progres
     masks = _run(generate, ctx.engine, rgb, EverythingConfig(), report)
     auto_masks = [FixedMask.of(m.segmentation, m.predicted_iou, "Auto mask") for m in masks]
     del rgb, masks  # the pixels and the full-size masks go before the view is built
+    return_free_memory()
     seconds = time.perf_counter() - start
     with ctx.sessions.editing(session) as session:
         session.auto_masks = auto_masks
