@@ -34,6 +34,55 @@ COLUMNS = ("image", "input_points", "input_boxes", "input_labels", "multimask_ou
 PROMPT_FIELD_TO_COLUMN = {"points": "input_points", "labels": "input_labels", "boxes": "input_boxes"}
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may ask for; past a limit the answer is 413 naming it (and its flag).
+
+    max_output_pixels bounds the masks of a whole response: masks x image pixels, summed over rows.
+    max_literal_chars: list columns are JSON; a Python literal (tuples, True) is accepted as the
+    endpoint's samples write it, but only this short (its parser costs far more than JSON's).
+    """
+
+    max_rows: int = 16
+    max_groups: int = 64
+    max_points: int = 64
+    max_output_pixels: int = 500_000_000
+    max_literal_chars: int = 10_000
+
+
+    @property
+    def max_numbers(self) -> int:
+        """Numbers that one request body may hold (JSON parsing stops past them)."""
+        return self.max_rows * self.max_groups * (3 * self.max_points + 4) + 1000
+
+
+def over_limit(what: str, value: int | str, limit: int, flag: str, row: int | None = None, column: str | None = None):
+    value = f"{value:,}" if isinstance(value, int) else value
+    """RequestError (413) saying which limit a request is over, by how much, and its flag."""
+    return RequestError(f"{what}: {value} is over the limit of {limit:,} ({flag})", row, column, status=413)
+
+
+class _TooManyNumbers(Exception):
+    pass
+
+
+def _load_json(text: str | bytes, max_numbers: int):
+    """json.loads that stops once it has read `max_numbers` numbers (raising _TooManyNumbers):
+    a megabyte of digits would otherwise become tens of megabytes of Python numbers first."""
+    count = 0
+
+    def counted(parse):
+        def hook(literal: str):
+            nonlocal count
+            count += 1
+            if count > max_numbers:
+                raise _TooManyNumbers
+            return parse(literal)
+        return hook
+
+    return json.loads(text, parse_int=counted(int), parse_float=counted(float))
+
+
 class RequestError(ValueError):
     """Bad request input. `row` (0-based, or None) and `column` (or None) say where."""
 
@@ -71,12 +120,17 @@ class EndpointRow:
 
 
 # ---- requests ------------------------------------------------------------------------------
-def parse_request(body: dict | str | bytes) -> list[EndpointRow]:
+def parse_request(body: dict | str | bytes, limits: RequestLimits = RequestLimits()) -> list[EndpointRow]:
     """Parse and validate a real-time request body; return its rows in order."""
     if isinstance(body, (str, bytes, bytearray)):
         try:
-            body = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            body = _load_json(body, limits.max_numbers)
+        except _TooManyNumbers:
+            raise over_limit("numbers in one request", f"more than {limits.max_numbers:,}", limits.max_numbers,
+                        "--max-rows x --max-prompts x --max-points") from None
+        except RecursionError:
+            raise RequestError("the body is nested too deeply to be a request") from None
+        except ValueError as exc:  # also a number of over 4,300 digits
             raise RequestError(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict) or "input_data" not in body:
         raise RequestError('the body must be a JSON object with "input_data" (pandas split format: columns, index, data)')
@@ -86,31 +140,44 @@ def parse_request(body: dict | str | bytes) -> list[EndpointRow]:
     columns = table["columns"]
     missing = [c for c in COLUMNS if c not in columns]
     unknown = [c for c in columns if c not in COLUMNS]
-    if missing or unknown or len(set(columns)) != len(columns):
-        raise RequestError(
-            f"columns must be exactly {list(COLUMNS)} in any order; "
-            + "; ".join(p for p in (f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else "") if p),
-            column=(missing or unknown or [None])[0],
-        )
-    if not table["data"]:
+    duplicated = sorted({str(c) for c in columns if columns.count(c) > 1})
+    if missing or unknown or duplicated:
+        problems = (f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else "",
+                    f"given twice {duplicated}" if duplicated else "")
+        raise RequestError(f"columns must be exactly {list(COLUMNS)} in any order; " + "; ".join(p for p in problems if p),
+                           column=(missing or unknown or duplicated)[0])
+    data = table["data"]
+    if not data:
         raise RequestError('"input_data.data" has no rows')
+    if len(data) > limits.max_rows:
+        raise over_limit("rows in one request", len(data), limits.max_rows, "--max-rows")
+    index = table.get("index")
+    if index is not None and (not isinstance(index, list) or len(index) != len(data)):
+        raise RequestError(f'"input_data.index" must be a list with one entry per row ({len(data)}), or left out')
     rows = []
-    for i, values in enumerate(table["data"]):
+    for i, values in enumerate(data):
         if not isinstance(values, list) or len(values) != len(columns):
             raise RequestError(f"expected a list of {len(columns)} values, one per column", row=i)
-        rows.append(parse_row(dict(zip(columns, values)), i))
+        rows.append(parse_row(dict(zip(columns, values)), i, limits))
     return rows
 
 
-def parse_row(values: dict, row: int) -> EndpointRow:
+def parse_row(values: dict, row: int, limits: RequestLimits = RequestLimits()) -> EndpointRow:
     """Validate one row given as {column: value}; values may be strings of nested lists."""
     image = values["image"]
     if not isinstance(image, str) or not image.strip():
         raise RequestError("expected base64 image text or an http(s) URL", row, "image")
-    points = _parse_array(values["input_points"], row, "input_points", 3, "[[[x, y], ...], ...] (groups of points)")
-    boxes = _parse_array(values["input_boxes"], row, "input_boxes", 2, "[[x0, y0, x1, y1], ...]")
-    labels = _parse_array(values["input_labels"], row, "input_labels", 2, "[[1, 0, ...], ...] (one list per point group)")
+    parse = lambda column, ndim, example: _parse_array(values[column], row, column, ndim, example, limits)  # noqa: E731
+    points = parse("input_points", 3, "[[[x, y], ...], ...] (groups of points)")
+    boxes = parse("input_boxes", 2, "[[x0, y0, x1, y1], ...]")
+    labels = parse("input_labels", 2, "[[1, 0, ...], ...] (one list per point group)")
     multimask = _parse_bool(values["multimask_output"], row)
+    for array, column in ((points, "input_points"), (boxes, "input_boxes")):
+        if array is not None and len(array) > limits.max_groups:
+            raise over_limit("prompt groups (point groups or boxes) in one row", len(array), limits.max_groups,
+                        "--max-prompts", row, column)
+    if points is not None and points.shape[1] > limits.max_points:
+        raise over_limit("points in one group", points.shape[1], limits.max_points, "--max-points", row, "input_points")
     if points is not None and points.shape[-1] != 2:
         raise RequestError(f"each point must be [x, y], got {points.shape[-1]} numbers", row, "input_points")
     if boxes is not None and boxes.shape[-1] != 4:
@@ -144,34 +211,67 @@ def _is_empty(value) -> bool:
     return isinstance(value, str) and value.strip().lower() in ("", "nan", "none", "null")
 
 
-def _parse_array(value, row: int, column: str, ndim: int, example: str) -> np.ndarray | None:
+def _parse_array(value, row: int, column: str, ndim: int, example: str,
+                 limits: RequestLimits = RequestLimits()) -> np.ndarray | None:
     if _is_empty(value):
         return None
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            try:
-                value = ast.literal_eval(value.strip())
-            except (ValueError, SyntaxError, MemoryError, RecursionError):
-                raise RequestError(f"cannot parse {value[:80]!r} as a nested list; expected {example}", row, column) from None
+        value = _parse_list_text(value, row, column, example, limits)
     if not isinstance(value, (list, tuple)) or len(value) == 0:
         raise RequestError(f"expected a non-empty nested list {example}, got {str(value)[:80]}", row, column)
+    _check_numbers(value, ndim, row, column, example)
     try:
         array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise RequestError(
-            f"ragged or non-numeric nested list; every group needs the same number of entries, expected {example}",
-            row, column,
+            f"ragged nested list; every group needs the same number of entries, expected {example}", row, column,
         ) from None
     if array.ndim != ndim or 0 in array.shape:
-        hint = " (a single box must still be wrapped: [[x0, y0, x1, y1]])" if column == "input_boxes" and array.ndim == 1 else ""
-        raise RequestError(f"expected {ndim} levels of nesting {example}, got shape {list(array.shape)}{hint}", row, column)
+        raise RequestError(f"expected {ndim} levels of nesting {example}, got shape {list(array.shape)}", row, column)
     if not np.isfinite(array).all():
         raise RequestError("contains NaN or infinite numbers", row, column)
     if column == "input_labels" and not (array == np.round(array)).all():
         raise RequestError("labels must be whole numbers 1, 0 or -1", row, column)
     return array
+
+
+def _parse_list_text(text: str, row: int, column: str, example: str, limits: RequestLimits):
+    """A list column's text: JSON, or (only when short) a Python literal such as "((1, 2),)"."""
+    most = limits.max_groups * (2 * limits.max_points + 4)
+    try:
+        return _load_json(text, most)
+    except _TooManyNumbers:
+        raise over_limit("numbers in one list column", f"more than {most:,}", most, "--max-prompts x --max-points",
+                    row, column) from None
+    except RecursionError:
+        raise RequestError(f"nested too deeply; expected {example}", row, column) from None
+    except ValueError:
+        pass
+    if len(text) > limits.max_literal_chars:
+        raise RequestError(f"is not JSON ({len(text):,} characters; Python literals are read only up to "
+                           f"{limits.max_literal_chars:,}); expected {example}", row, column)
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise RequestError(f"cannot parse {text[:80]!r} as a nested list; expected {example}", row, column) from None
+
+
+def _check_numbers(value, ndim: int, row: int, column: str, example: str) -> None:
+    """Every leaf `ndim` levels down is an int or float that a float64 holds (not a bool or a string)."""
+    level = [value]
+    for depth in range(ndim):
+        if not all(isinstance(v, (list, tuple)) for v in level):
+            hint = " (a single box must still be wrapped: [[x0, y0, x1, y1]])" if column == "input_boxes" else ""
+            raise RequestError(f"expected {ndim} levels of nesting {example}, found a number at level {depth}{hint}",
+                               row, column)
+        level = [v for items in level for v in items]
+    for v in level:
+        if isinstance(v, (list, tuple)):
+            raise RequestError(f"expected {ndim} levels of nesting {example}, found more", row, column)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise RequestError(f"expected numbers, found {v!r:.40} ({type(v).__name__}); expected {example}", row, column)
+        if isinstance(v, int) and abs(v) > 2**53:
+            raise RequestError(f"the number {str(v)[:20]}... is too large for a coordinate", row, column)
 
 
 def _parse_bool(value, row: int) -> bool:

@@ -143,7 +143,9 @@ class SamEngine:
 
     def _encode(self, key: str, rgb: np.ndarray) -> ImageEmbedding:
         geometry = ImageGeometry.for_size(rgb.shape[:2])
-        pixel_values = self.processor.image_processor(rgb, return_tensors="pt")["pixel_values"]
+        # The layout is given: guessed, an image 1, 3 or 4 pixels tall reads as channels first.
+        pixel_values = self.processor.image_processor(rgb, return_tensors="pt",
+                                                      input_data_format="channels_last")["pixel_values"]
         pixel_values = pixel_values.to(self.device, self.encoder_dtype)
         with self._encode_lock, torch.inference_mode(), self._autocast():
             features = self.model.get_image_embeddings(pixel_values)

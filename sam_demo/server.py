@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hmac
 import logging
 import os
-import threading
 from dataclasses import asdict, dataclass, field
 
 from fastapi import FastAPI, Request
@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from .demo_routes import add_demo_routes
-from .endpoint import COLUMNS, RequestError
+from .endpoint import COLUMNS, RequestError, RequestLimits
 from .engine import SamEngine
 from .fetch import FetchPolicy
 from .http_body import read_limited
@@ -45,7 +45,9 @@ class ServerConfig:
     share: bool = False
     api_key: str | None = None  # when set, /score needs "Authorization: Bearer <key>"
     max_body_bytes: int = 64 << 20
-    score_concurrency: int = 2  # /score requests computed at once; more wait
+    score_concurrency: int = 2  # /score requests computed at once
+    score_queue: int = 16  # /score requests that may wait for them; more get 503 at once
+    limits: RequestLimits = field(default_factory=RequestLimits)
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     session_budget_bytes: int | None = None  # the web demo's sessions; None: a quarter of the memory
 
@@ -102,16 +104,24 @@ def error(status: int, message: str, row: int | None = None, column: str | None 
 def add_api_routes(app: FastAPI, engine: SamEngine | None, config: ServerConfig,
                    sessions: SessionStore | None = None) -> None:
     """Add POST /score and GET /health to `app`. `engine` None answers 503; /health reports
-    `sessions` (the web demo's) when given."""
-    slots = threading.BoundedSemaphore(config.score_concurrency)
+    `sessions` (the web demo's) when given.
+
+    Admission: `score_concurrency` requests compute at once (each on a worker thread), up to
+    `score_queue` more wait on the event loop (holding no thread), and past that a request gets 503
+    with Retry-After at once. /health runs on the event loop, so it never waits behind /score.
+    """
+    slots = asyncio.Semaphore(config.score_concurrency)
+    admitted = 0  # computing or waiting; only the event loop's thread changes it
 
     @app.get("/health", tags=["endpoint"], summary="Model, device, dtype, cache and sessions state")
-    def health() -> dict:
+    async def health() -> dict:
         if engine is None:
             return {"status": "loading", "model": None}
         stats = engine.cache_stats()
         demo = {} if sessions is None else {"sessions": asdict(sessions.stats())}
         return {
+            "score": {"computing_or_waiting": admitted, "max_computing": config.score_concurrency,
+                      "max_waiting": config.score_queue},
             "status": "ok",
             "model": engine.info.model,
             "device": engine.info.device,
@@ -134,11 +144,12 @@ def add_api_routes(app: FastAPI, engine: SamEngine | None, config: ServerConfig,
         ),
         response_model=list[RowResponse],
         responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 413: {"model": ErrorBody},
-                   503: {"model": ErrorBody}},
+                   503: {"model": ErrorBody, "description": "loading, or too many requests waiting (see Retry-After)"}},
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
             "schema": ScoreRequest.model_json_schema(), "example": SCORE_EXAMPLE}}}},
     )
     async def score_endpoint(request: Request):
+        nonlocal admitted
         if config.api_key:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {config.api_key}".encode()):
@@ -146,21 +157,23 @@ def add_api_routes(app: FastAPI, engine: SamEngine | None, config: ServerConfig,
         if engine is None:
             return JSONResponse({"error": "the model is still loading; retry shortly"}, status_code=503,
                                 headers={"Retry-After": "10"})
-        body = await _read_body(request, config.max_body_bytes)
-        if isinstance(body, JSONResponse):
-            return body
+        if admitted >= config.score_concurrency + config.score_queue:
+            return JSONResponse({"error": f"busy: {admitted} requests are computing or waiting; retry shortly",
+                                 "row": None, "column": None}, status_code=503, headers={"Retry-After": "2"})
+        admitted += 1
         try:
-            return JSONResponse(await run_in_threadpool(_score_bounded, slots, body, engine, config.fetch))
+            body = await _read_body(request, config.max_body_bytes)
+            if isinstance(body, JSONResponse):
+                return body
+            async with slots:
+                return JSONResponse(await run_in_threadpool(score, body, engine, config.fetch, config.limits))
         except RequestError as exc:
             return JSONResponse(exc.to_json(), status_code=exc.status)
         except Exception:  # keep serving; the client gets a message, the log gets the traceback
             log.exception("internal error in /score")
             return error(500, "internal error while scoring; the server log has details")
-
-
-def _score_bounded(slots: threading.BoundedSemaphore, body: bytes, engine: SamEngine, policy: FetchPolicy):
-    with slots:
-        return score(body, engine, policy)
+        finally:
+            admitted -= 1
 
 
 async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
@@ -195,6 +208,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-key", default=os.environ.get("SAM_API_KEY"), help="require this bearer token on /score")
     parser.add_argument("--allow-private-urls", action="store_true", help="let /score fetch images from private/loopback addresses")
     parser.add_argument("--max-body-mb", type=int, default=64, help="largest /score body (default 64)")
+    defaults = RequestLimits()
+    parser.add_argument("--max-rows", type=int, default=defaults.max_rows, help="rows (images) per /score request")
+    parser.add_argument("--max-prompts", type=int, default=defaults.max_groups,
+                        help="point groups or boxes per row (one prediction each)")
+    parser.add_argument("--max-points", type=int, default=defaults.max_points, help="points per group")
+    parser.add_argument("--max-output-mp", type=int, default=defaults.max_output_pixels // 1_000_000,
+                        help="mask megapixels in one response (masks x image pixels)")
+    parser.add_argument("--score-queue", type=int, default=ServerConfig.score_queue,
+                        help="/score requests that may wait for a compute slot; more get 503")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image in pixels (default 50 MP)")
     parser.add_argument("--cache-mb", type=int, default=512, help="embedding cache size (default 512 MiB)")
     parser.add_argument("--session-budget-mb", type=int, default=None,
@@ -213,7 +235,10 @@ def main(argv: list[str] | None = None) -> None:
     except (ModelLoadError, ValueError) as exc:
         exit_with_message(exc)
     config = ServerConfig(host=args.host, port=args.port, share=args.share, api_key=args.api_key,
-                          max_body_bytes=args.max_body_mb << 20,
+                          max_body_bytes=args.max_body_mb << 20, score_queue=args.score_queue,
+                          limits=RequestLimits(max_rows=args.max_rows, max_groups=args.max_prompts,
+                                               max_points=args.max_points,
+                                               max_output_pixels=args.max_output_mp * 1_000_000),
                           fetch=FetchPolicy(allow_private=args.allow_private_urls),
                           session_budget_bytes=None if args.session_budget_mb is None else args.session_budget_mb << 20)
     serve(engine, config)

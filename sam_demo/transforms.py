@@ -39,7 +39,13 @@ class ImageGeometry:
 
     @classmethod
     def for_size(cls, original_hw: tuple[int, int]) -> "ImageGeometry":
-        return cls(tuple(original_hw), resized_hw(original_hw))
+        """Raises ValueError for an image so thin that SAM's input would have no row (or column) of it."""
+        resized = resized_hw(original_hw)
+        if 0 in resized:
+            h, w = original_hw
+            raise ValueError(f"the image is {w}x{h}: at SAM's {MODEL_SIDE}-pixel input its short side would be 0 "
+                             f"pixels; crop or pad it so that its long side is at most {2 * MODEL_SIDE} times its short side")
+        return cls(tuple(original_hw), resized)
 
     @property
     def low_res_extent(self) -> tuple[int, int]:
