@@ -19,7 +19,7 @@ def reference_predict(model, processor, image, points=None, labels=None, boxes=N
         kwargs["input_labels"] = [np.asarray(labels).tolist()]
     if boxes is not None:
         kwargs["input_boxes"] = [np.asarray(boxes).tolist()]
-    inputs = processor(images=image, return_tensors="pt", **kwargs)
+    inputs = processor(images=image, return_tensors="pt", input_data_format="channels_last", **kwargs)
     extra = {}
     if mask_input is not None:
         extra["input_masks"] = torch.from_numpy(np.asarray(mask_input, dtype=np.float32)).reshape(1, 1, 256, 256)
