@@ -13,6 +13,8 @@ Rows (each: ours, naive, ratio; p50 and p95 over interleaved runs):
 - batch: images/s on an endpoint batch CSV of distinct images, against a plain loop over the naive recipe.
 - cold start: a fresh process from start to the first mask, model already on disk.
 - memory (not with --quick): peak RSS with the model loaded and 32 images cached.
+`--ui` and `--ui-memory` time and weigh the web demo in Chromium (bench_ui.py); `--hostile` weighs
+single hostile or heavy /score requests (bench_server.py).
 Both sides flush denormals and use the same threads. The table is printed and written as JSON.
 """
 
@@ -335,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="only the web demo's rows, timed in headless Chromium (default arch: base)")
     parser.add_argument("--ui-app", type=Path, default=None,
                         help="with --ui: serve this checkout's app.py instead (e.g. a git worktree of an older commit)")
+    parser.add_argument("--hostile", action="store_true",
+                        help="only the server's peak memory per hostile or heavy /score request")
     parser.add_argument("--ui-memory", action="store_true",
                         help="only the web demo's server memory per open session (12 MP photo, ten objects)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
@@ -351,13 +355,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.model:
         path, label = args.model, args.model
     else:
-        arch = args.arch or ("tiny" if args.quick or args.ui_memory else "base" if args.ui else "large")
+        arch = args.arch or ("tiny" if args.quick or args.ui_memory or args.hostile else "base" if args.ui else "large")
         path = str(write_random_checkpoint(Path(tmp.name) / f"sam-{arch}-random", arch=arch))
         label = f"random-weight SAM ({arch} ViT)"
-    if args.ui or args.ui_memory:
+    if args.ui or args.ui_memory or args.hostile:
+        from .bench_server import request_memory
         from .bench_ui import bench_ui, session_memory
 
-        if args.ui_memory:
+        if args.hostile:
+            rows = request_memory(path, args.dtype, app=args.ui_app)
+        elif args.ui_memory:
             rows = session_memory(path, args.dtype, sessions=2 if args.quick else 4, app=args.ui_app)
         else:
             rows = bench_ui(path, args.dtype, args.rounds or (8 if args.quick else 30), app=args.ui_app)

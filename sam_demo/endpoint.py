@@ -327,14 +327,19 @@ def decode_mask_png(text: str) -> np.ndarray:
 
 def response_row(masks: np.ndarray, iou_scores: np.ndarray) -> dict:
     """One request row's response element from masks (G, C, H, W) bool and scores (G, C)."""
+    return response_from_groups(zip(masks, iou_scores))
+
+
+def response_from_groups(groups) -> dict:
+    """One request row's response element from (masks, scores) per prompt group, in order.
+
+    masks: an iterable of (H, W) bool masks (a generator makes each only when it is encoded);
+    scores: their (C,) predicted IoUs.
+    """
     predictions = [
-        {
-            "masks_per_prediction": [
-                {"encoded_binary_mask": encode_mask_png(mask), "iou_score": float(score)}
-                for mask, score in zip(group_masks, group_scores)
-            ]
-        }
-        for group_masks, group_scores in zip(masks, iou_scores)
+        {"masks_per_prediction": [{"encoded_binary_mask": encode_mask_png(mask), "iou_score": float(score)}
+                                  for mask, score in zip(group_masks, group_scores)]}
+        for group_masks, group_scores in groups
     ]
     return {"response": {"predictions": predictions}}
 

@@ -79,7 +79,7 @@ def to_rgb_array(image: np.ndarray | Image.Image, max_pixels: int = DEFAULT_MAX_
         if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
             array = np.asarray(image)
         else:
-            return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+            return np.ascontiguousarray(np.asarray(image if image.mode == "RGB" else image.convert("RGB")))
     elif isinstance(image, np.ndarray):
         array = image
     else:

@@ -1,7 +1,8 @@
 """Answer endpoint requests with a `SamEngine`: the real-time `/score` and the batch rows.
 
-A response is built mask by mask: each full-size mask is made from its low-res logits, written
-as a PNG and dropped, so a request's peak memory grows with one mask, not with all of them.
+A response is built mask by mask: the decoder runs on a few prompt groups at a time, and each
+full-size mask is made from its low-res logits, written as a PNG and dropped, so a request's peak
+memory grows with one mask and a few groups' decoder activations, not with all of them.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ from .endpoint import (
     decode_base64_image,
     over_limit,
     parse_request,
-    response_row,
+    response_from_groups,
 )
-from .engine import PromptError, SamEngine
+from .engine import ImageEmbedding, PromptError, SamEngine, check_prompts
 from .fetch import FetchPolicy, ResponseTooLarge, fetch_url
 from .images import ImageTooLargeError, decode_image_bytes, to_rgb_array
 from .transforms import masks_from_logits
+
+# Prompt groups per decoder call in the fast mode: its upscaling activations take 8 MiB per group.
+# The exact mode decodes all of a row's groups in one call, as the reference recipe does: float32
+# sums may change with the batch's shape, in the last bit.
+DECODE_GROUPS = 8
 
 
 def load_row_image(row: EndpointRow, index: int, engine: SamEngine, policy: FetchPolicy) -> np.ndarray:
@@ -66,13 +72,25 @@ def _predict(row: EndpointRow, index: int, engine: SamEngine, policy: FetchPolic
         raise RequestError(str(exc), index, "image") from None
     del rgb
     try:
-        low_res, iou = engine.decode_low_res(embedding, row.points_xy, row.labels, row.boxes_xyxy, None,
-                                             row.multimask_output)
+        check_prompts(embedding.geometry, row.points_xy, row.labels, row.boxes_xyxy, None)
     except PromptError as exc:
         raise RequestError(exc.reason, index, PROMPT_FIELD_TO_COLUMN.get(exc.field, "input_points")) from None
-    masks = ((masks_from_logits(group[c : c + 1], embedding.geometry, exact=engine.exact)[0] for c in range(len(group)))
-             for group in low_res)
-    return response_row(masks, iou.cpu().numpy()), pixels
+    return response_from_groups(_groups(engine, embedding, row)), pixels
+
+
+def _groups(engine: SamEngine, embedding: ImageEmbedding, row: EndpointRow):
+    """(masks, scores) of each prompt group, decoding DECODE_GROUPS groups at a time (the fast mode);
+    the masks of a group are made one at a time, as they are consumed."""
+    count = len(row.points_xy if row.points_xy is not None else row.boxes_xyxy)
+    step = count if engine.exact else DECODE_GROUPS
+    part = lambda array, chunk: None if array is None else array[chunk]  # noqa: E731
+    for start in range(0, count, step):
+        chunk = slice(start, start + step)
+        low_res, iou = engine.decode_low_res(embedding, part(row.points_xy, chunk), part(row.labels, chunk),
+                                             part(row.boxes_xyxy, chunk), None, row.multimask_output)
+        for group, scores in zip(low_res, iou.cpu().numpy()):
+            yield (masks_from_logits(group[c : c + 1], embedding.geometry, exact=engine.exact)[0]
+                   for c in range(len(group))), scores
 
 
 def score(body: dict | str | bytes, engine: SamEngine, policy: FetchPolicy = FetchPolicy(),

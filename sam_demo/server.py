@@ -22,6 +22,7 @@ from .demo_routes import add_demo_routes
 from .endpoint import COLUMNS, RequestError, RequestLimits
 from .engine import SamEngine
 from .fetch import FetchPolicy
+from .heap import map_large_blocks
 from .http_body import read_limited
 from .images import DEFAULT_MAX_PIXELS
 from .loading import (
@@ -227,6 +228,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    map_large_blocks()  # a request's or an upload's big arrays leave the RSS when freed
     engine_config = EngineConfig(model=args.model, device=args.device, dtype=args.dtype,
                                  cache_bytes=args.cache_mb << 20, max_pixels=args.max_pixels)
     print(f"Loading {resolve_model(args.model)} ...", flush=True)

@@ -15,8 +15,6 @@ event resumes from it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import threading
 import time
@@ -45,19 +43,6 @@ def memory_limit_bytes() -> int:
 
 def default_budget_bytes() -> int:
     return int(memory_limit_bytes() * DEFAULT_BUDGET_FRACTION)
-
-
-def return_free_memory() -> None:
-    """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing).
-
-    An upload's transients (its decoded pixels, the encoder's inputs: tens of MB) are freed, but
-    glibc keeps such freed blocks in its heaps, where they count in the process's RSS as if every
-    session still held its pixels. Called after each upload and each "segment everything".
-    """
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ from .images import decode_image_bytes, to_rgb_array
 from .render import click_status, display_image_uri, exports_html, plural, shown_score, view_json
 from .session import FixedMask, Session
 from .scoring import load_row_image, score
-from .session_store import SessionStore, return_free_memory
+from .heap import return_free_memory
+from .session_store import SessionStore
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"

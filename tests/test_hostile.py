@@ -180,3 +180,28 @@ def test_saturated_score_sheds_load_and_health_stays_live(hostile):
           f"/score statuses {sorted(statuses)}")
     assert set(statuses) <= {200, 503} and 503 in statuses and 200 in statuses
     assert max(health_s) < 5.0
+
+
+@pytest.fixture(scope="module")
+def fast_engine(checkpoint):
+    from sam_demo import EngineConfig, load_engine
+
+    return load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="bfloat16"))
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_many_groups_decoded_a_few_at_a_time_equal_one_call_for_all(engine, fast_engine, mode):
+    from sam_demo.scoring import DECODE_GROUPS, score
+
+    engine = engine if mode == "exact" else fast_engine
+
+    rng = np.random.default_rng(3)
+    corner = rng.uniform(0, 250, size=(2 * DECODE_GROUPS + 3, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(20, 200, size=corner.shape)], axis=1).round(1)
+    answer = score(body(CAT64, boxes=json.dumps(boxes.tolist()), multimask=True), engine)
+    expected = engine.decode(engine.embed(CAT), boxes_xyxy=boxes, multimask_output=True)
+    got = read_response(answer)[0]
+    assert len(got) == len(boxes)
+    for g, group in enumerate(got):
+        assert all(np.array_equal(m.mask, expected.masks[g, c]) for c, m in enumerate(group)), f"group {g}"
+        assert [m.iou_score for m in group] == expected.iou_scores[g].tolist()
