@@ -102,13 +102,18 @@ def run_row(row: BatchRow, engine: SamEngine, policy: FetchPolicy, everything: E
     return out
 
 
-def done_keys(output: Path) -> set[tuple[str, int]]:
-    """Rows already in OUTPUT. Truncates a last line that a crash left incomplete."""
+def done_keys(output: Path) -> tuple[set[tuple[str, int]], int]:
+    """Rows already in OUTPUT, and how many lines were dropped from it.
+
+    OUTPUT is cut at its first line that is incomplete (a crash mid-write) or not a result; the
+    lines after that one go too (their rows are computed again), and the count says so.
+    """
     if not output.exists():
-        return set()
-    keys, good_bytes = set(), 0
+        return set(), 0
+    keys, good_bytes, lines = set(), 0, 0
     with open(output, "rb") as handle:
         for line in handle:
+            lines += 1
             if not line.endswith(b"\n"):
                 break
             try:
@@ -117,10 +122,11 @@ def done_keys(output: Path) -> set[tuple[str, int]]:
             except (json.JSONDecodeError, KeyError, TypeError):
                 break
             good_bytes += len(line)
+        dropped = (lines - len(keys)) + sum(1 for _ in handle)
     if good_bytes != output.stat().st_size:
         with open(output, "r+b") as handle:
             handle.truncate(good_bytes)
-    return keys
+    return keys, dropped
 
 
 def write_predictions_csv(output: Path, target: Path) -> None:
@@ -147,7 +153,10 @@ def run_job(input_path: Path, output: Path, results_for, predictions_csv: Path |
     from tqdm import tqdm
 
     all_rows = list(read_rows(input_path))
-    done = done_keys(output)
+    done, dropped = done_keys(output)
+    if dropped:
+        print(f"{output}: line {len(done) + 1} is cut short or not a result; it and the {dropped - 1} lines after it "
+              "were dropped, and their rows are computed again", file=sys.stderr)
     todo = [r for r in all_rows if r.key not in done]
     output.parent.mkdir(parents=True, exist_ok=True)
     errors = 0
@@ -161,7 +170,8 @@ def run_job(input_path: Path, output: Path, results_for, predictions_csv: Path |
             bar.update(1)
     if predictions_csv is not None:
         write_predictions_csv(output, predictions_csv)
-    return {"rows": len(all_rows), "skipped": len(all_rows) - len(todo), "written": len(todo), "errors": errors}
+    return {"rows": len(all_rows), "skipped": len(all_rows) - len(todo), "written": len(todo), "errors": errors,
+            "dropped": dropped}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,11 +202,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             engine = load_engine(config)
             results_for = lambda rows: run_local(rows, engine, policy, everything)  # noqa: E731
+        summary = run_job(args.input, args.output, results_for, args.predictions_csv, progress=not args.no_progress)
     except (ModelLoadError, ValueError) as exc:
         exit_with_message(exc)
-    try:
-        summary = run_job(args.input, args.output, results_for, args.predictions_csv, progress=not args.no_progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # while the model loads, or while rows run
         print("\ninterrupted; rows written so far are kept. Run the same command again to resume.", file=sys.stderr)
         raise SystemExit(130) from None
     print(f"{summary['written']} rows written ({summary['errors']} with errors), {summary['skipped']} already done, "

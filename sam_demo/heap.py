@@ -11,8 +11,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
-M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
-LARGE_BLOCK_BYTES = 4 << 20  # a 2-megapixel mask or image plane and up; a click's arrays stay below
+M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's malloc.h
+M_MMAP_THRESHOLD = -3
+LARGE_BLOCK_BYTES = 9 << 20  # above a click's largest arrays (8 MiB of decoder activations): mapping those cost 15 ms a click
+
+
+TRIM_THRESHOLD_BYTES = 256 << 20  # free heap top kept; return_free_memory() trims it after uploads
 
 
 def _libc():
@@ -28,6 +32,9 @@ def map_large_blocks(threshold: int = LARGE_BLOCK_BYTES) -> None:
     libc = _libc()
     if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(M_MMAP_THRESHOLD, threshold)
+        # Fixing that threshold also fixes the heaps' trim threshold at 128 KiB: the heaps would
+        # then shrink after every click and fault their pages in again at the next (15 ms a click).
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
 
 
 def return_free_memory() -> None:

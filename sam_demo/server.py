@@ -121,8 +121,6 @@ def add_api_routes(app: FastAPI, engine: SamEngine | None, config: ServerConfig,
         stats = engine.cache_stats()
         demo = {} if sessions is None else {"sessions": asdict(sessions.stats())}
         return {
-            "score": {"computing_or_waiting": admitted, "max_computing": config.score_concurrency,
-                      "max_waiting": config.score_queue},
             "status": "ok",
             "model": engine.info.model,
             "device": engine.info.device,
@@ -130,6 +128,8 @@ def add_api_routes(app: FastAPI, engine: SamEngine | None, config: ServerConfig,
             "random_weights": engine.info.random_weights,
             "cache": {"entries": stats.entries, "bytes": stats.bytes, "max_bytes": stats.max_bytes,
                       "hits": stats.hits, "misses": stats.misses},
+            "score": {"computing_or_waiting": admitted, "max_computing": config.score_concurrency,
+                      "max_waiting": config.score_queue},
             **demo,
         }
 

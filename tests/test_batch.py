@@ -59,9 +59,22 @@ def test_resume_after_interrupt_and_torn_line(engine, job, tmp_path):
     with open(partial, "a") as handle:
         handle.write('{"file": "a.csv", "row": 3, "resp')  # a crash mid-write
     summary = run(engine, folder, partial)
-    assert summary["skipped"] == 3 and summary["written"] == 3
+    assert summary["skipped"] == 3 and summary["written"] == 3 and summary["dropped"] == 1
     assert partial.read_bytes() == full.read_bytes()
     assert run(engine, folder, partial)["written"] == 0  # nothing left to do, nothing duplicated
+
+
+def test_a_corrupt_line_in_the_middle_is_reported_with_the_lines_dropped_after_it(engine, job, tmp_path, capsys):
+    folder, _ = job
+    full = tmp_path / "full.jsonl"
+    run(engine, folder, full)
+    lines = full.read_text().splitlines(keepends=True)
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_text("".join(lines[:2]) + "not json\n" + "".join(lines[3:]))
+    summary = run(engine, folder, damaged)
+    assert summary["skipped"] == 2 and summary["dropped"] == len(lines) - 2 and summary["written"] == len(lines) - 2
+    assert f"line 3 is cut short or not a result; it and the {len(lines) - 3} lines after it" in capsys.readouterr().err
+    assert damaged.read_bytes() == full.read_bytes()
 
 
 def test_repeated_images_are_encoded_once(checkpoint, job, tmp_path, monkeypatch):
