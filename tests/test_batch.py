@@ -24,7 +24,7 @@ def test_outputs_one_line_per_row_in_order_with_errors_recorded(engine, job, tmp
     folder, rows = job
     output = tmp_path / "out.jsonl"
     summary = run(engine, folder, output, predictions_csv=tmp_path / "predictions.csv")
-    assert summary == {"rows": 6, "skipped": 0, "written": 6, "errors": 2}
+    assert summary == {"rows": 6, "skipped": 0, "written": 6, "errors": 2, "dropped": 0}
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     assert [(r["file"], r["row"]) for r in lines] == [("a.csv", 0), ("a.csv", 1), ("a.csv", 2), ("a.csv", 3),
                                                        ("b.csv", 0), ("b.csv", 1)]
