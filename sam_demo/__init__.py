@@ -1,17 +1,26 @@
-"""sam-demo: an interactive Segment Anything demo and a local twin of the Azure ML SAM endpoint."""
+"""sam-demo: an interactive Segment Anything demo and a local twin of the Azure ML SAM endpoint.
 
-from .engine import ImageEmbedding, Prediction, PromptError, SamEngine
-from .loading import EngineConfig, ModelLoadError, load_engine
-from .predictor import SamPredictor, load_predictor
+The names below are imported on first use (PEP 562), so that `python -m sam_demo.batch` and the
+other commands start without torch and can handle Ctrl-C from their first moment.
+"""
 
-__all__ = [
-    "EngineConfig",
-    "ImageEmbedding",
-    "ModelLoadError",
-    "Prediction",
-    "PromptError",
-    "SamEngine",
-    "SamPredictor",
-    "load_engine",
-    "load_predictor",
-]
+from importlib import import_module
+
+_MODULE_OF = {
+    "EngineConfig": "loading",
+    "ImageEmbedding": "engine",
+    "ModelLoadError": "loading",
+    "Prediction": "engine",
+    "PromptError": "engine",
+    "SamEngine": "engine",
+    "SamPredictor": "predictor",
+    "load_engine": "loading",
+    "load_predictor": "predictor",
+}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,9 @@ with --everything, {"file", "row", "everything": {"width", "height", "annotation
 A bad row is recorded and the run goes on. Re-running with the same OUTPUT resumes: rows already
 written are skipped; a line cut short by a crash is dropped and redone. Repeated images hit the
 engine's embedding cache, so each distinct image is encoded once.
+
+torch and the model code are imported when they are first needed, inside `main`'s handling of
+Ctrl-C, so an interrupt at any moment ends with one line, not a traceback.
 """
 
 from __future__ import annotations
@@ -22,19 +25,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .endpoint import COLUMNS, EndpointRow, RequestError, parse_row
-from .everything import EverythingConfig, coco_result, generate
-from .engine import SamEngine
 from .fetch import FetchPolicy
-from .loading import (
-    DTYPES,
-    EngineConfig,
-    ModelLoadError,
-    exit_with_message,
-    load_engine,
-)
-from .scoring import load_row_image, predict_row
+
+if TYPE_CHECKING:
+    from .engine import SamEngine
+    from .everything import EverythingConfig
+    from .loading import EngineConfig
 
 csv.field_size_limit(sys.maxsize)  # base64 images make very long cells
 
@@ -84,6 +83,9 @@ def run_row(row: BatchRow, engine: SamEngine, policy: FetchPolicy, everything: E
     Never raises for bad input. With `everything`, the row's prompts are ignored and the
     line holds {"width", "height", "annotations": COCO annotations with RLE}.
     """
+    from .everything import coco_result, generate
+    from .scoring import load_row_image, predict_row
+
     out = {"file": row.file, "row": row.row}
     try:
         if row.values is None:
@@ -175,6 +177,17 @@ def run_job(input_path: Path, output: Path, results_for, predictions_csv: Path |
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except KeyboardInterrupt:  # while importing, loading the model, or running rows
+        print("\ninterrupted; rows written so far are kept. Run the same command again to resume.", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _main(argv: list[str] | None) -> None:
+    from .everything import EverythingConfig
+    from .loading import DTYPES, EngineConfig, ModelLoadError, exit_with_message, load_engine
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", type=Path, help="a batch CSV file or a folder of them")
     parser.add_argument("output", type=Path, help="JSON Lines output (resumed if it exists)")
@@ -205,9 +218,6 @@ def main(argv: list[str] | None = None) -> None:
         summary = run_job(args.input, args.output, results_for, args.predictions_csv, progress=not args.no_progress)
     except (ModelLoadError, ValueError) as exc:
         exit_with_message(exc)
-    except KeyboardInterrupt:  # while the model loads, or while rows run
-        print("\ninterrupted; rows written so far are kept. Run the same command again to resume.", file=sys.stderr)
-        raise SystemExit(130) from None
     print(f"{summary['written']} rows written ({summary['errors']} with errors), {summary['skipped']} already done, "
           f"to {args.output}")
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from conftest import BATCH_HEADER
@@ -123,3 +126,17 @@ def test_everything_mode(engine, job, tmp_path):
     assert (first["width"], first["height"]) == (451, 300) and first["annotations"]
     assert {"segmentation", "bbox", "area", "predicted_iou", "stability_score"} <= set(first["annotations"][0])
     assert "everything" in json.loads(next(csv.reader(open(tmp_path / "predictions.csv")))[2])
+
+
+@pytest.mark.parametrize("after_s", [0.6, 1.5, 4.0])
+def test_ctrl_c_at_any_moment_ends_with_one_line_not_a_traceback(checkpoint, job, tmp_path, after_s):
+    folder, _ = job
+    process = subprocess.Popen([sys.executable, "-m", "sam_demo.batch", str(folder), str(tmp_path / "out.jsonl"),
+                                "--model", str(checkpoint), "--no-progress"],
+                               cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip(f"the job finished within {after_s} s")
+    assert process.returncode == 130 and "Traceback" not in err and "Run the same command again to resume" in err
