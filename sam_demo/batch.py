@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .cli import add_engine_flags, engine_config, fetch_policy
 from .endpoint import COLUMNS, EndpointRow, RequestError, parse_row
 from .fetch import FetchPolicy
 
@@ -185,17 +186,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
-    from .everything import EverythingConfig
-    from .loading import DTYPES, EngineConfig, ModelLoadError, exit_with_message, load_engine
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", type=Path, help="a batch CSV file or a folder of them")
     parser.add_argument("output", type=Path, help="JSON Lines output (resumed if it exists)")
-    parser.add_argument("--model", default=None, help="hub id or save_pretrained folder (default: $SAM_MODEL or facebook/sam-vit-large)")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None, choices=list(DTYPES))
+    add_engine_flags(parser)
     parser.add_argument("--predictions-csv", type=Path, default=None, help="also write Azure-style predictions.csv (valid JSON)")
-    parser.add_argument("--allow-private-urls", action="store_true")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: this process; ray: a Ray Data actor pool (pip install -r requirements-ray.txt)")
     parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
@@ -205,8 +200,10 @@ def _main(argv: list[str] | None) -> None:
     parser.add_argument("--points-per-side", type=int, default=32, help="with --everything: grid size (default 32)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    config = EngineConfig(model=args.model, device=args.device, dtype=args.dtype)
-    policy = FetchPolicy(allow_private=args.allow_private_urls)
+    from .everything import EverythingConfig
+    from .loading import ModelLoadError, exit_with_message, load_engine
+
+    config, policy = engine_config(args), fetch_policy(args)
     try:
         input_files(args.input)
         everything = EverythingConfig(points_per_side=args.points_per_side) if args.everything else None

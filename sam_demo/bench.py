@@ -32,11 +32,14 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .cli import add_engine_flags, engine_config
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -136,8 +139,8 @@ def bench_click(engine, naive: Naive, rounds: int) -> Row:
     clicks = rng.uniform([0, 0], [1800, 1200], size=(rounds + 3, 2))
     ours, base = [], []
     for i, xy in enumerate(clicks):
-        t_naive = timed(lambda: naive.click(image, reference, xy), engine.device)
-        t_ours = timed(lambda: engine.decode(embedding, xy[None, None], np.ones((1, 1), np.int64)), engine.device)
+        t_naive = timed(partial(naive.click, image, reference, xy), engine.device)
+        t_ours = timed(partial(engine.decode, embedding, xy[None, None], np.ones((1, 1), np.int64)), engine.device)
         if i >= 3:  # warm-up
             base.append(t_naive * 1000)
             ours.append(t_ours * 1000)
@@ -150,8 +153,8 @@ def bench_encode(engine, naive: Naive, rounds: int) -> Row:
     for i in range(rounds + 1):
         image = images[i % len(images)]
         engine.cache.clear()
-        t_ours = timed(lambda: engine.embed(image), engine.device)
-        t_naive = timed(lambda: naive.embed(image), engine.device)
+        t_ours = timed(partial(engine.embed, image), engine.device)
+        t_naive = timed(partial(naive.embed, image), engine.device)
         if i >= 1:
             ours.append(t_ours * 1000)
             base.append(t_naive * 1000)
@@ -324,10 +327,8 @@ def agreement(engine, path: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny random SAM, few rounds (a smoke test)")
-    parser.add_argument("--model", default=None, help="hub id or folder with real weights")
+    add_engine_flags(parser)
     parser.add_argument("--arch", default=None, help="random-weight ViT size when no --model: tiny, base, large, huge")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None, help="timed clicks (encodes use a fifth, at least 3)")
     parser.add_argument("--pipeline-python", default=os.environ.get("SAM_PIPELINE_PYTHON"),
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from .checkpoints import write_random_checkpoint
-    from .loading import EngineConfig, load_engine
+    from .loading import load_engine
 
     torch.set_flush_denormal(True)
     if args.threads:
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
             rows = bench_ui(path, args.dtype, args.rounds or (8 if args.quick else 30), app=args.ui_app)
         info = {"model": label, "device": "cpu", "dtype": args.dtype or "default", **machine(), "accuracy": "-"}
     else:
-        engine = load_engine(EngineConfig(model=path, device=args.device, dtype=args.dtype))
+        engine = load_engine(engine_config(args, model=path))
         naive = Naive(path, engine.device)
         rows = [bench_click(engine, naive, rounds),
                 bench_encode(engine, naive, max(3, rounds // 20 if args.quick else 3))]

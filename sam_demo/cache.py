@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
+DEFAULT_CACHE_BYTES = 512 << 20  # the engine's embeddings: ~120 of 4 MiB (fp32)
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .cache import ByteLRUCache, CacheStats
+from .cache import DEFAULT_CACHE_BYTES, ByteLRUCache, CacheStats
 from .decoder import CachedDecoder, ImageDecoderCache
 from .fast_decoder import FastDecoder
 from .images import DEFAULT_MAX_PIXELS, to_rgb_array
 from .transforms import LOW_RES_SIDE, ImageGeometry, masks_from_logits
 
-DEFAULT_CACHE_BYTES = 512 << 20  # ~120 fp32 embeddings of 4 MiB
 RANDOM_WEIGHTS_ATTR = "sam_demo_random_weights"  # config.json marker of random-weight checkpoints
 
 

@@ -103,7 +103,6 @@ def masks_from_saved(data: bytes, image_hw: tuple[int, int]) -> list[FixedMask]:
         raise ValueError(f"the file is not JSON: {exc}") from None
     shown = body.get("shown") if isinstance(body, dict) else None
     rows = read_response(body["response"] if isinstance(body, dict) and "response" in body and "request" in body else body)
-    masks = []
     if shown:
         try:
             chosen = [rows[entry["row"]][entry["prediction"]][entry["mask"]] for entry in shown]

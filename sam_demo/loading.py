@@ -12,14 +12,16 @@ from urllib.parse import urlparse
 
 import torch
 
-from .engine import DEFAULT_CACHE_BYTES, RANDOM_WEIGHTS_ATTR, EngineInfo, SamEngine
+from .cache import DEFAULT_CACHE_BYTES
+from .cli import DTYPE_NAMES
+from .engine import RANDOM_WEIGHTS_ATTR, EngineInfo, SamEngine
 from .images import DEFAULT_MAX_PIXELS
 from .vision_attention import patch_vision_attention
 
 log = logging.getLogger("sam_demo")
 
 DEFAULT_MODEL = "facebook/sam-vit-large"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 class ModelLoadError(RuntimeError):

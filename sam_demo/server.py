@@ -9,30 +9,22 @@ import argparse
 import asyncio
 import hmac
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 
 from fastapi import FastAPI, Request
-from fastapi_offline import FastAPIOffline
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from .cli import add_engine_flags, add_server_flags, engine_config, fetch_policy
 from .demo_routes import add_demo_routes
 from .endpoint import COLUMNS, RequestError, RequestLimits
 from .engine import SamEngine
 from .fetch import FetchPolicy
 from .heap import map_large_blocks
 from .http_body import read_limited
-from .images import DEFAULT_MAX_PIXELS
-from .loading import (
-    DTYPES,
-    EngineConfig,
-    ModelLoadError,
-    exit_with_message,
-    load_engine,
-    resolve_model,
-)
+from .loading import ModelLoadError, exit_with_message, load_engine, resolve_model
 from .scoring import score
 from .session_store import SessionStore
 
@@ -200,14 +192,9 @@ def build_app(engine: SamEngine, config: ServerConfig = ServerConfig()) -> FastA
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="sam-demo: interactive SAM in the browser + the Azure endpoint's /score")
-    parser.add_argument("--model", default=None, help="hub id or save_pretrained folder (default: $SAM_MODEL or facebook/sam-vit-large)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu)")
-    parser.add_argument("--dtype", default=None, choices=list(DTYPES), help="default: fastest safe choice for the device")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    add_engine_flags(parser)
+    add_server_flags(parser)
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
-    parser.add_argument("--api-key", default=os.environ.get("SAM_API_KEY"), help="require this bearer token on /score")
-    parser.add_argument("--allow-private-urls", action="store_true", help="let /score fetch images from private/loopback addresses")
     parser.add_argument("--max-body-mb", type=int, default=64, help="largest /score body (default 64)")
     defaults = RequestLimits()
     parser.add_argument("--max-rows", type=int, default=defaults.max_rows, help="rows (images) per /score request")
@@ -218,8 +205,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="mask megapixels in one response (masks x image pixels)")
     parser.add_argument("--score-queue", type=int, default=ServerConfig.score_queue,
                         help="/score requests that may wait for a compute slot; more get 503")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image in pixels (default 50 MP)")
-    parser.add_argument("--cache-mb", type=int, default=512, help="embedding cache size (default 512 MiB)")
     parser.add_argument("--session-budget-mb", type=int, default=None,
                         help="memory for the web demo's sessions, all together (default: a quarter of the RAM)")
     return parser.parse_args(argv)
@@ -229,11 +214,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     map_large_blocks()  # a request's or an upload's big arrays leave the RSS when freed
-    engine_config = EngineConfig(model=args.model, device=args.device, dtype=args.dtype,
-                                 cache_bytes=args.cache_mb << 20, max_pixels=args.max_pixels)
     print(f"Loading {resolve_model(args.model)} ...", flush=True)
     try:
-        engine = load_engine(engine_config)
+        engine = load_engine(engine_config(args))
     except (ModelLoadError, ValueError) as exc:
         exit_with_message(exc)
     config = ServerConfig(host=args.host, port=args.port, share=args.share, api_key=args.api_key,
@@ -241,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
                           limits=RequestLimits(max_rows=args.max_rows, max_groups=args.max_prompts,
                                                max_points=args.max_points,
                                                max_output_pixels=args.max_output_mp * 1_000_000),
-                          fetch=FetchPolicy(allow_private=args.allow_private_urls),
+                          fetch=fetch_policy(args),
                           session_budget_bytes=None if args.session_budget_mb is None else args.session_budget_mb << 20)
     serve(engine, config)
 

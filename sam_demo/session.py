@@ -143,7 +143,7 @@ class FixedMask:
     uid: str = field(default_factory=_uid)
 
     @classmethod
-    def of(cls, mask: np.ndarray, score: float, label: str) -> "FixedMask":
+    def of(cls, mask: np.ndarray, score: float, label: str) -> FixedMask:
         """From an (H, W) bool mask."""
         return cls(mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8)), float(score), label)
 
@@ -191,7 +191,7 @@ class Layer:
 
     @property
     def hex(self) -> str:
-        return "#%02x%02x%02x" % self.rgb
+        return "#{:02x}{:02x}{:02x}".format(*self.rgb)
 
 
 @dataclass
@@ -222,7 +222,7 @@ class Session:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # shared by all forks
 
     @classmethod
-    def start(cls, image_bytes: bytes, embedding: ImageEmbedding, name: str = "image") -> "Session":
+    def start(cls, image_bytes: bytes, embedding: ImageEmbedding, name: str = "image") -> Session:
         """A new session on an uploaded file and its embedding (from `engine.embed` of its pixels)."""
         return cls(image_bytes, embedding.key, tuple(embedding.geometry.original_hw), name)
 
@@ -240,13 +240,13 @@ class Session:
         return (len(self.image_bytes) + sum(r.nbytes for r in self.results.values())
                 + sum(f.nbytes for f in self.imported + self.auto_masks))
 
-    def light(self) -> "Session":
+    def light(self) -> Session:
         """A fork without the decoded results (prompts, file and fixed masks kept); `update` remakes them."""
         light = self.fork()
         light.results = {}
         return light
 
-    def fork(self) -> "Session":
+    def fork(self) -> Session:
         """A copy whose containers can change without touching this one (arrays are shared).
 
         Handlers edit a fork and return it, so a failed edit leaves the stored state intact.

@@ -38,7 +38,7 @@ class ImageGeometry:
     resized_hw: tuple[int, int]
 
     @classmethod
-    def for_size(cls, original_hw: tuple[int, int]) -> "ImageGeometry":
+    def for_size(cls, original_hw: tuple[int, int]) -> ImageGeometry:
         """Raises ValueError for an image so thin that SAM's input would have no row (or column) of it."""
         resized = resized_hw(original_hw)
         if 0 in resized:

@@ -26,16 +26,16 @@ import numpy as np
 from gradio import FileData
 from gradio.utils import get_upload_folder as gradio_upload_folder
 
-from .engine import SamEngine
 from .endpoint import COLUMNS, EndpointRow, RequestError
+from .engine import SamEngine
 from .everything import EverythingConfig, coco_result, generate
-from .fetch import FetchPolicy
 from .exports import masks_from_saved
+from .fetch import FetchPolicy
+from .heap import return_free_memory
 from .images import decode_image_bytes, to_rgb_array
 from .render import click_status, display_image_uri, exports_html, plural, shown_score, view_json
-from .session import FixedMask, Session
 from .scoring import load_row_image, score
-from .heap import return_free_memory
+from .session import FixedMask, Session
 from .session_store import SessionStore
 
 STATIC = Path(__file__).resolve().parent / "static"

@@ -34,7 +34,9 @@ def seed_request(image_b64: str) -> dict:
     """The endpoint's sample request, verbatim but for the image."""
     return json.loads(
         '{"input_data": {"columns": ["image", "input_points", "input_boxes", "input_labels", "multimask_output"],'
-        ' "index": [0], "data": [["%s", "", "[[650, 900, 1000, 1250]]", "", false]]}, "params": {}}' % image_b64
+        ' "index": [0], "data": [["IMAGE", "", "[[650, 900, 1000, 1250]]", "", false]]}, "params": {}}'.replace(
+            "IMAGE", image_b64
+        )
     )
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pycocotools import mask as mask_utils
-
 from conftest import ASSETS, asset
+from pycocotools import mask as mask_utils
 from reference import mask_iou
+
 from sam_demo import SamPredictor
 from sam_demo.everything import EverythingConfig, generate, nms, remove_small_regions
 

@@ -14,9 +14,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from sam_demo import EngineConfig, SamPredictor, load_engine
+from sam_demo.demo_routes import EXPORTS
 from sam_demo.endpoint import read_response
 from sam_demo.scoring import score
-from sam_demo.demo_routes import EXPORTS
 from sam_demo.ui import (
     DemoContext,
     build_demo,
