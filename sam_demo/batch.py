@@ -151,20 +151,27 @@ def run_local(
         yield run_row(row, engine, policy, everything)
 
 
-def run_job(input_path: Path, output: Path, results_for, predictions_csv: Path | None = None, progress: bool = True) -> dict:
+def run_job(
+    input_path: Path, output: Path, results_for, predictions_csv: Path | None = None, progress: bool = True
+) -> dict:
     """Run (or resume) a job. `results_for(rows)` yields one output dict per row, in order."""
     from tqdm import tqdm
 
     all_rows = list(read_rows(input_path))
     done, dropped = done_keys(output)
     if dropped:
-        print(f"{output}: line {len(done) + 1} is cut short or not a result; it and the {dropped - 1} lines after it "
-              "were dropped, and their rows are computed again", file=sys.stderr)
+        print(
+            f"{output}: line {len(done) + 1} is cut short or not a result; it and the {dropped - 1} lines after it "
+            "were dropped, and their rows are computed again",
+            file=sys.stderr,
+        )
     todo = [r for r in all_rows if r.key not in done]
     output.parent.mkdir(parents=True, exist_ok=True)
     errors = 0
-    with open(output, "a", encoding="utf-8") as sink, tqdm(total=len(todo), unit="row", disable=not progress,
-                                                           desc="SAM batch") as bar:
+    with (
+        open(output, "a", encoding="utf-8") as sink,
+        tqdm(total=len(todo), unit="row", disable=not progress, desc="SAM batch") as bar,
+    ):
         for record in results_for(todo):
             sink.write(json.dumps(record) + "\n")
             sink.flush()
@@ -173,8 +180,13 @@ def run_job(input_path: Path, output: Path, results_for, predictions_csv: Path |
             bar.update(1)
     if predictions_csv is not None:
         write_predictions_csv(output, predictions_csv)
-    return {"rows": len(all_rows), "skipped": len(all_rows) - len(todo), "written": len(todo), "errors": errors,
-            "dropped": dropped}
+    return {
+        "rows": len(all_rows),
+        "skipped": len(all_rows) - len(todo),
+        "written": len(todo),
+        "errors": errors,
+        "dropped": dropped,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,13 +202,26 @@ def _main(argv: list[str] | None) -> None:
     parser.add_argument("input", type=Path, help="a batch CSV file or a folder of them")
     parser.add_argument("output", type=Path, help="JSON Lines output (resumed if it exists)")
     add_engine_flags(parser)
-    parser.add_argument("--predictions-csv", type=Path, default=None, help="also write Azure-style predictions.csv (valid JSON)")
-    parser.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="local: this process; ray: a Ray Data actor pool (pip install -r requirements-ray.txt)")
-    parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
-    parser.add_argument("--workers", type=int, default=None, help="Ray actors, one model each (default: one per GPU, or 1)")
-    parser.add_argument("--everything", action="store_true",
-                        help="segment everything in each row's image (prompts ignored); lines hold COCO RLE annotations")
+    parser.add_argument(
+        "--predictions-csv", type=Path, default=None, help="also write Azure-style predictions.csv (valid JSON)"
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process; ray: a Ray Data actor pool (pip install -r requirements-ray.txt)",
+    )
+    parser.add_argument(
+        "--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="Ray actors, one model each (default: one per GPU, or 1)"
+    )
+    parser.add_argument(
+        "--everything",
+        action="store_true",
+        help="segment everything in each row's image (prompts ignored); lines hold COCO RLE annotations",
+    )
     parser.add_argument("--points-per-side", type=int, default=32, help="with --everything: grid size (default 32)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -215,12 +240,19 @@ def _main(argv: list[str] | None) -> None:
         summary = run_job(args.input, args.output, results_for, args.predictions_csv, progress=not args.no_progress)
     except (ModelLoadError, ValueError) as exc:
         exit_with_message(exc)
-    print(f"{summary['written']} rows written ({summary['errors']} with errors), {summary['skipped']} already done, "
-          f"to {args.output}")
+    print(
+        f"{summary['written']} rows written ({summary['errors']} with errors), {summary['skipped']} already done, "
+        f"to {args.output}"
+    )
 
 
-def _ray_runner(config: EngineConfig, policy: FetchPolicy, workers: int | None, address: str | None,
-                everything: EverythingConfig | None):
+def _ray_runner(
+    config: EngineConfig,
+    policy: FetchPolicy,
+    workers: int | None,
+    address: str | None,
+    everything: EverythingConfig | None,
+):
     try:
         import ray  # noqa: F401
     except ImportError as exc:

@@ -67,11 +67,17 @@ def run_ray(
         workers = max(1, gpus)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
-    items = [{"item": json.dumps({"file": r.file, "row": r.row, "values": r.values, "problem": r.problem})} for r in rows]
+    items = [
+        {"item": json.dumps({"file": r.file, "row": r.row, "values": r.values, "problem": r.problem})} for r in rows
+    ]
     dataset = ray.data.from_items(items).map_batches(
         SamWorker,
-        fn_constructor_kwargs={"config": config, "policy": policy, "threads": threads or torch.get_num_threads(),
-                               "everything": everything},
+        fn_constructor_kwargs={
+            "config": config,
+            "policy": policy,
+            "threads": threads or torch.get_num_threads(),
+            "everything": everything,
+        },
         batch_size=1,
         concurrency=workers,
         num_gpus=1 if gpus else 0,

@@ -61,9 +61,17 @@ class Row:
         ratio = None
         if p50 and n50:
             ratio = p50 / n50 if self.higher_is_better else n50 / p50
-        return {"name": self.name, "unit": self.unit, "ours_p50": p50, "ours_p95": self.stat(self.ours, 95),
-                "naive_p50": n50, "naive_p95": self.stat(self.naive, 95), "speedup": ratio, "runs": len(self.ours),
-                "note": self.note}
+        return {
+            "name": self.name,
+            "unit": self.unit,
+            "ours_p50": p50,
+            "ours_p95": self.stat(self.ours, 95),
+            "naive_p50": n50,
+            "naive_p95": self.stat(self.naive, 95),
+            "speedup": ratio,
+            "runs": len(self.ours),
+            "note": self.note,
+        }
 
 
 def machine() -> dict:
@@ -75,8 +83,13 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -117,17 +130,25 @@ class Naive:
     @torch.inference_mode()
     def click(self, image: np.ndarray, embeddings: torch.Tensor, xy) -> torch.Tensor:
         inputs = self.processor(images=image, input_points=[[[list(xy)]]], return_tensors="pt")
-        out = self.model(image_embeddings=embeddings, input_points=inputs["input_points"].to(self.device),
-                         input_labels=torch.ones((1, 1, 1), dtype=torch.int64, device=self.device))
-        return self.processor.post_process_masks(out.pred_masks.cpu(), inputs["original_sizes"], inputs["reshaped_input_sizes"])[0]
+        out = self.model(
+            image_embeddings=embeddings,
+            input_points=inputs["input_points"].to(self.device),
+            input_labels=torch.ones((1, 1, 1), dtype=torch.int64, device=self.device),
+        )
+        return self.processor.post_process_masks(
+            out.pred_masks.cpu(), inputs["original_sizes"], inputs["reshaped_input_sizes"]
+        )[0]
 
     @torch.inference_mode()
     def full(self, image: Image.Image, box) -> tuple:
         inputs = self.processor(images=image, input_boxes=[[list(box)]], return_tensors="pt").to(self.device)
-        out = self.model(**{k: v for k, v in inputs.items() if k not in ("original_sizes", "reshaped_input_sizes")},
-                         multimask_output=False)
-        masks = self.processor.post_process_masks(out.pred_masks.cpu(), inputs["original_sizes"].cpu(),
-                                                  inputs["reshaped_input_sizes"].cpu())[0]
+        out = self.model(
+            **{k: v for k, v in inputs.items() if k not in ("original_sizes", "reshaped_input_sizes")},
+            multimask_output=False,
+        )
+        masks = self.processor.post_process_masks(
+            out.pred_masks.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu()
+        )[0]
         return masks, out.iou_scores
 
 
@@ -222,8 +243,9 @@ print(time.perf_counter() - t)
 
 def run_python(code: str, python: str = sys.executable) -> str:
     """Run `code` in a fresh interpreter (from the repository root); its stdout, or RuntimeError with its stderr."""
-    done = subprocess.run([python, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{python} failed:\n{done.stderr[-2000:]}")
     return done.stdout
@@ -294,16 +316,24 @@ def bench_everything(engine, path: str, pipeline_python: str | None, rounds: int
         found = len(generate(engine, image, EverythingConfig(points_per_side=side)))
         ours.append((time.perf_counter() - start) * 1000)
     if not pipeline_python:
-        return Row(name, "ms", ours, None,
-                   note=f"{found} masks; pipeline not run: give --pipeline-python (a Python with torchvision)")
+        return Row(
+            name,
+            "ms",
+            ours,
+            None,
+            note=f"{found} masks; pipeline not run: give --pipeline-python (a Python with torchvision)",
+        )
     with tempfile.TemporaryDirectory() as tmp:
         image_path = Path(tmp) / "photo.png"
         Image.fromarray(image).save(image_path)
-        code = PIPELINE.format(path=path, image=str(image_path), rounds=rounds, threads=torch.get_num_threads(),
-                               side=side)
+        code = PIPELINE.format(
+            path=path, image=str(image_path), rounds=rounds, threads=torch.get_num_threads(), side=side
+        )
         result = json.loads(run_python(code, pipeline_python).strip().splitlines()[-1])
-    note = (f"ours from the cached embedding, {found} masks; pipeline incl. its encode, {result['masks']} masks, "
-            f"torch {result['torch']} in {pipeline_python}")
+    note = (
+        f"ours from the cached embedding, {found} masks; pipeline incl. its encode, {result['masks']} masks, "
+        f"torch {result['torch']} in {pipeline_python}"
+    )
     return Row(name, "ms", ours, [t * 1000 for t in result["times"]], note=note)
 
 
@@ -331,17 +361,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arch", default=None, help="random-weight ViT size when no --model: tiny, base, large, huge")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None, help="timed clicks (encodes use a fifth, at least 3)")
-    parser.add_argument("--pipeline-python", default=os.environ.get("SAM_PIPELINE_PYTHON"),
-                        help="a Python with torchvision to time transformers' mask-generation pipeline "
-                             "(default: $SAM_PIPELINE_PYTHON); without it the everything row has no baseline")
-    parser.add_argument("--ui", action="store_true",
-                        help="only the web demo's rows, timed in headless Chromium (default arch: base)")
-    parser.add_argument("--ui-app", type=Path, default=None,
-                        help="with --ui: serve this checkout's app.py instead (e.g. a git worktree of an older commit)")
-    parser.add_argument("--hostile", action="store_true",
-                        help="only the server's peak memory per hostile or heavy /score request")
-    parser.add_argument("--ui-memory", action="store_true",
-                        help="only the web demo's server memory per open session (12 MP photo, ten objects)")
+    parser.add_argument(
+        "--pipeline-python",
+        default=os.environ.get("SAM_PIPELINE_PYTHON"),
+        help="a Python with torchvision to time transformers' mask-generation pipeline "
+        "(default: $SAM_PIPELINE_PYTHON); without it the everything row has no baseline",
+    )
+    parser.add_argument(
+        "--ui", action="store_true", help="only the web demo's rows, timed in headless Chromium (default arch: base)"
+    )
+    parser.add_argument(
+        "--ui-app",
+        type=Path,
+        default=None,
+        help="with --ui: serve this checkout's app.py instead (e.g. a git worktree of an older commit)",
+    )
+    parser.add_argument(
+        "--hostile", action="store_true", help="only the server's peak memory per hostile or heavy /score request"
+    )
+    parser.add_argument(
+        "--ui-memory",
+        action="store_true",
+        help="only the web demo's server memory per open session (12 MP photo, ten objects)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
     args = parser.parse_args(argv)
 
@@ -373,26 +415,37 @@ def main(argv: list[str] | None = None) -> None:
     else:
         engine = load_engine(engine_config(args, model=path))
         naive = Naive(path, engine.device)
-        rows = [bench_click(engine, naive, rounds),
-                bench_encode(engine, naive, max(3, rounds // 20 if args.quick else 3))]
+        rows = [
+            bench_click(engine, naive, rounds),
+            bench_encode(engine, naive, max(3, rounds // 20 if args.quick else 3)),
+        ]
         rows.append(bench_everything(engine, path, args.pipeline_python, 1, 8 if args.quick else 32))
         rows.append(bench_batch(engine, naive, 20))
         rows.append(bench_cold_start(path, engine.device))
         if not args.quick and engine.device.type == "cpu":
             rows.append(bench_memory(path))
-        info = {"model": label, "device": engine.info.device, "dtype": engine.info.dtype, **machine(),
-                "accuracy": agreement(engine, path)}
+        info = {
+            "model": label,
+            "device": engine.info.device,
+            "dtype": engine.info.dtype,
+            **machine(),
+            "accuracy": agreement(engine, path),
+        }
     report = {"machine": info, "rows": [r.as_dict() for r in rows]}
 
-    print(f"\nsam-demo benchmark - {label} on {info['device']} ({info['dtype']}); {info['cpu']}, "
-          f"{info['threads']} threads{', ' + info['gpu'] if 'gpu' in info else ''}")
+    print(
+        f"\nsam-demo benchmark - {label} on {info['device']} ({info['dtype']}); {info['cpu']}, "
+        f"{info['threads']} threads{', ' + info['gpu'] if 'gpu' in info else ''}"
+    )
     print(f"{'':38} {'ours p50':>10} {'ours p95':>10} {'naive p50':>10} {'naive p95':>10} {'speedup':>8}")
     fmt = lambda v: "-" if v is None else f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"  # noqa: E731
     for row in report["rows"]:
         name = f"{row['name']} [{row['unit']}]"
         speed = "-" if row["speedup"] is None else f"{row['speedup']:.1f}x"
-        print(f"{name:38} {fmt(row['ours_p50']):>10} {fmt(row['ours_p95']):>10} {fmt(row['naive_p50']):>10} "
-              f"{fmt(row['naive_p95']):>10} {speed:>8}")
+        print(
+            f"{name:38} {fmt(row['ours_p50']):>10} {fmt(row['ours_p95']):>10} {fmt(row['naive_p50']):>10} "
+            f"{fmt(row['naive_p95']):>10} {speed:>8}"
+        )
     for row in report["rows"]:
         if row["note"]:
             print(f"{row['name']}: {row['note']}")

@@ -38,14 +38,17 @@ WARM_UP_IMAGE = np.full((300, 450, 3), 90, dtype=np.uint8)
 
 def cases() -> list[tuple[str, str]]:
     """(name, request body) of each measured request."""
+
     def ramp(side: int) -> str:  # a side x side PNG that compresses to almost nothing
         row = np.linspace(0, 255, side, dtype=np.uint8)
         return _png_b64(np.stack([np.tile(row, (side, 1))] * 3, axis=-1))
 
+    def boxes(n: int, side: int) -> str:  # n boxes over the top-left quarter, each a little to the right
+        step, edge = side // 200, side // 60
+        return json.dumps([[edge + i * step, edge, side // 2 + i * step, side // 2] for i in range(n)])
+
     big, mid = ramp(6000), ramp(2000)
     small = _png_b64(WARM_UP_IMAGE)
-    boxes = lambda n, side: json.dumps([[side // 60 + i * side // 200, side // 60, side // 2 + i * side // 200, side // 2]  # noqa: E731
-                                        for i in range(n)])
     return [
         ("6000x6000 PNG, 12 boxes", _request(big, boxes=boxes(12, 6000))),
         ("6000x6000 PNG, 100 boxes", _request(big, boxes=boxes(100, 6000))),
@@ -60,7 +63,9 @@ def request_memory(model: str, dtype: str | None, app: Path | None = None) -> li
     from .bench import Row
 
     def post(text: str) -> httpx.Response:
-        return httpx.post(server.url + "/score", content=text, timeout=900, headers={"Content-Type": "application/json"})
+        return httpx.post(
+            server.url + "/score", content=text, timeout=900, headers={"Content-Type": "application/json"}
+        )
 
     def field(name: str) -> float:
         status = Path(f"/proc/{server.process.pid}/status").read_text().splitlines()

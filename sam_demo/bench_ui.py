@@ -32,8 +32,15 @@ import numpy as np
 from PIL import Image
 
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PAUSE_S = 0.3  # between a mask painted and the next click
 PROBE = """() => {
   window.__sd = {down: [], move: [], click: [], preview: []};
@@ -125,7 +132,10 @@ class Page:
         self.page.set_input_files("#image-input input[type=file]", str(path))
         self.page.wait_for_function(
             "(before) => (document.querySelector('#prompter .sd-base').getAttribute('src') || '') !== before "
-            "&& document.querySelector('#status').innerText.includes('encoded')", arg=before, timeout=timeout_ms)
+            "&& document.querySelector('#status').innerText.includes('encoded')",
+            arg=before,
+            timeout=timeout_ms,
+        )
         self.box = self.page.locator("#prompter .sd-base").bounding_box()
 
     def at(self, fx: float, fy: float) -> tuple[float, float]:
@@ -152,9 +162,9 @@ class Page:
         painted = self.wait_painted("click", n)
         return painted - self.page.evaluate("__sd.down[__sd.down.length - 1]")
 
-
-    def clicks(self, spots, per_object: int = 3, pause_s: float = PAUSE_S, server=None,
-               rest_first: bool = False) -> tuple[list[float], float]:
+    def clicks(
+        self, spots, per_object: int = 3, pause_s: float = PAUSE_S, server=None, rest_first: bool = False
+    ) -> tuple[list[float], float]:
         """Click each spot, `per_object` clicks on the edited object, then undo them: an annotator's
         few clicks per object, at a steady object count, `pause_s` after each paint (a person looks
         at the mask before the next click). Returns each click's ms to painted, and with `server`
@@ -218,19 +228,47 @@ def bench_ui(model: str, dtype: str | None, clicks: int, objects: int = 10, app:
                     user.press("#new-object")  # the finished object's outline is redrawn thin
                 many, cpu = user.clicks(spots(clicks), server=server)
                 rows.append(Row(f"UI click -> painted, {objects} objects", "ms", many, None))
-                rows.append(Row(f"UI server CPU per click, {objects} objects", "ms", [cpu], None,
-                                note="server process CPU time from each click until its panels are refreshed"))
+                rows.append(
+                    Row(
+                        f"UI server CPU per click, {objects} objects",
+                        "ms",
+                        [cpu],
+                        None,
+                        note="server process CPU time from each click until its panels are refreshed",
+                    )
+                )
 
                 rest = [user.rest(fx, fy) for fx, fy in spots(clicks)]
                 got = [r for r in rest if r is not None]
                 if got:
-                    rows.append(Row("UI hover rest -> preview painted", "ms", got, None,
-                                    note=f"{len(got)} of {len(rest)} rests got a preview"))
-                    rows.append(Row("UI hover previews per second, slow move", "1/s", [hover_rate(user)], None,
-                                    higher_is_better=True))
+                    rows.append(
+                        Row(
+                            "UI hover rest -> preview painted",
+                            "ms",
+                            got,
+                            None,
+                            note=f"{len(got)} of {len(rest)} rests got a preview",
+                        )
+                    )
+                    rows.append(
+                        Row(
+                            "UI hover previews per second, slow move",
+                            "1/s",
+                            [hover_rate(user)],
+                            None,
+                            higher_is_better=True,
+                        )
+                    )
                     rested, _ = user.clicks(spots(clicks), rest_first=True)
-                    rows.append(Row(f"UI click after its preview -> painted, {objects} objects", "ms", rested, None,
-                                    note="the mouse rested until the hover preview showed, then clicked there"))
+                    rows.append(
+                        Row(
+                            f"UI click after its preview -> painted, {objects} objects",
+                            "ms",
+                            rested,
+                            None,
+                            note="the mouse rested until the hover preview showed, then clicked there",
+                        )
+                    )
 
                 stop = threading.Event()
                 uploads = []
@@ -240,9 +278,16 @@ def bench_ui(model: str, dtype: str | None, clicks: int, objects: int = 10, app:
                 busy, _ = user.clicks(spots(clicks))
                 stop.set()
                 uploader.join()
-                rows.append(Row("UI click -> painted, other user uploading", "ms", busy, None,
-                                note=f"{len(uploads)} uploads by the other user meanwhile, "
-                                     f"encode p50 {np.median(uploads) if uploads else float('nan'):.2f} s"))
+                rows.append(
+                    Row(
+                        "UI click -> painted, other user uploading",
+                        "ms",
+                        busy,
+                        None,
+                        note=f"{len(uploads)} uploads by the other user meanwhile, "
+                        f"encode p50 {np.median(uploads) if uploads else float('nan'):.2f} s",
+                    )
+                )
                 browser.close()
         finally:
             server.close()
@@ -277,8 +322,9 @@ def upload_loop(url: str, images: list[Path], stop: threading.Event, seconds: li
         browser.close()
 
 
-def session_memory(model: str, dtype: str | None, sessions: int = 4, objects: int = 10,
-                   size=(4000, 3000), app: Path | None = None) -> list:
+def session_memory(
+    model: str, dtype: str | None, sessions: int = 4, objects: int = 10, size=(4000, 3000), app: Path | None = None
+) -> list:
     """Server memory per open session: `sessions` tabs each upload a distinct photo of `size`
     (12 MP by default) and make `objects` objects with one click each, then stay open.
 
@@ -323,7 +369,13 @@ def session_memory(model: str, dtype: str | None, sessions: int = 4, objects: in
         finally:
             server.close()
     sessions_mib = health.get("sessions", {}).get("bytes", 0) / 2**20
-    return [Row(f"UI server memory per session, {size[0] * size[1] / 1e6:.0f} MP, {objects} objects", "MiB",
-                [per_session], None,
-                note=f"RSS growth less the embedding cache's over {sessions} open tabs; "
-                     f"the session store counts {sessions_mib:.1f} MiB for all {sessions + 1} sessions")]
+    return [
+        Row(
+            f"UI server memory per session, {size[0] * size[1] / 1e6:.0f} MP, {objects} objects",
+            "MiB",
+            [per_session],
+            None,
+            note=f"RSS growth less the embedding cache's over {sessions} open tabs; "
+            f"the session store counts {sessions_mib:.1f} MiB for all {sessions + 1} sessions",
+        )
+    ]

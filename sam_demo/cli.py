@@ -21,24 +21,40 @@ DEFAULT_CACHE_MB = DEFAULT_CACHE_BYTES >> 20
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     """--model, --device, --dtype, --cache-mb, --max-pixels and --allow-private-urls."""
-    parser.add_argument("--model", default=None,
-                        help="hub id or save_pretrained folder (default: $SAM_MODEL or facebook/sam-vit-large)")
+    parser.add_argument(
+        "--model", default=None, help="hub id or save_pretrained folder (default: $SAM_MODEL or facebook/sam-vit-large)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu)")
-    parser.add_argument("--dtype", default=None, choices=DTYPE_NAMES, help="default: the fastest safe choice for the device")
-    parser.add_argument("--cache-mb", type=int, default=DEFAULT_CACHE_MB,
-                        help=f"embedding cache size (default {DEFAULT_CACHE_MB} MiB)")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                        help=f"largest image in pixels (default {DEFAULT_MAX_PIXELS / 1e6:g} MP)")
-    parser.add_argument("--allow-private-urls", action="store_true",
-                        help="let image URLs point at private, loopback or link-local addresses")
+    parser.add_argument(
+        "--dtype", default=None, choices=DTYPE_NAMES, help="default: the fastest safe choice for the device"
+    )
+    parser.add_argument(
+        "--cache-mb", type=int, default=DEFAULT_CACHE_MB, help=f"embedding cache size (default {DEFAULT_CACHE_MB} MiB)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"largest image in pixels (default {DEFAULT_MAX_PIXELS / 1e6:g} MP)",
+    )
+    parser.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        help="let image URLs point at private, loopback or link-local addresses",
+    )
 
 
 def engine_config(args: argparse.Namespace, model: str | None = None):
     """The `EngineConfig` of parsed engine flags (`model` overrides --model)."""
     from .loading import EngineConfig
 
-    return EngineConfig(model=model or args.model, device=args.device, dtype=args.dtype,
-                        cache_bytes=args.cache_mb << 20, max_pixels=args.max_pixels)
+    return EngineConfig(
+        model=model or args.model,
+        device=args.device,
+        dtype=args.dtype,
+        cache_bytes=args.cache_mb << 20,
+        max_pixels=args.max_pixels,
+    )
 
 
 def fetch_policy(args: argparse.Namespace):

@@ -65,8 +65,9 @@ class CachedDecoder:
     @torch.inference_mode()
     def prompt_embeddings(self, points=None, labels=None, boxes=None) -> torch.Tensor:
         """Sparse prompt embeddings (1, B, T, 256) in the decoder's dtype, from model-frame prompts."""
-        sparse, _ = self.model.prompt_encoder(input_points=points, input_labels=labels, input_boxes=boxes,
-                                              input_masks=None)
+        sparse, _ = self.model.prompt_encoder(
+            input_points=points, input_labels=labels, input_boxes=boxes, input_masks=None
+        )
         return sparse.to(self.dtype)
 
     def _image_tokens(self, features: torch.Tensor) -> torch.Tensor:
@@ -92,7 +93,9 @@ class CachedDecoder:
             first_q=first.cross_attn_image_to_token.q_proj(keys_pe),
         )
 
-    def _attend(self, module: SamAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    def _attend(
+        self, module: SamAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+    ) -> torch.Tensor:
         """SamAttention.forward after its input projections (query/key/value already projected)."""
         point_batch = query.shape[1]
         heads = module.num_attention_heads

@@ -93,9 +93,15 @@ def edit(engine: SamEngine, sessions: SessionStore, session: Session, events: li
         decoded = time.perf_counter()
         sessions.put(session)
         view = view_json(session, click_status(session, count, (decoded - locked) * 1000), cache)
-    timing = ", ".join(f"{name};dur={(b - a) * 1000:.1f}" for name, a, b in
-                       (("wait", start, locked), ("decode", locked, decoded), ("render", decoded, time.perf_counter()),
-                        ("cpu", cpu, time.thread_time())))
+    timing = ", ".join(
+        f"{name};dur={(b - a) * 1000:.1f}"
+        for name, a, b in (
+            ("wait", start, locked),
+            ("decode", locked, decoded),
+            ("render", decoded, time.perf_counter()),
+            ("cpu", cpu, time.thread_time()),
+        )
+    )
     return Response(view, media_type="application/json", headers={"Cache-Control": "no-store", "Server-Timing": timing})
 
 
@@ -109,8 +115,12 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
     a matmul depend on it and its results must equal the reference recipe's bit for bit.
     """
     threads = torch.get_num_threads() if engine.exact else 1
-    interactive = ThreadPoolExecutor(INTERACTIVE_THREADS, thread_name_prefix="sam-interactive",
-                                     initializer=torch.set_num_threads, initargs=(threads,))
+    interactive = ThreadPoolExecutor(
+        INTERACTIVE_THREADS,
+        thread_name_prefix="sam-interactive",
+        initializer=torch.set_num_threads,
+        initargs=(threads,),
+    )
     preview_slot = threading.Lock()
     expired = "this session has expired; reload the page and upload the image again"
 
@@ -166,8 +176,11 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
         except ValueError as exc:
             return _error(409, str(exc))
         name = f"{Path(session.name).stem or 'image'}.{kind}"
-        return Response(content, media_type=mime, headers={
-            "Content-Disposition": f'attachment; filename="{_ascii_name(name)}"', "Cache-Control": "no-store"})
+        return Response(
+            content,
+            media_type=mime,
+            headers={"Content-Disposition": f'attachment; filename="{_ascii_name(name)}"', "Cache-Control": "no-store"},
+        )
 
 
 def _ascii_name(name: str) -> str:

@@ -49,7 +49,6 @@ class RequestLimits:
     max_output_pixels: int = 500_000_000
     max_literal_chars: int = 10_000
 
-
     @property
     def max_numbers(self) -> int:
         """Numbers that one request body may hold (JSON parsing stops past them)."""
@@ -78,6 +77,7 @@ def _load_json(text: str | bytes, max_numbers: int):
             if count > max_numbers:
                 raise _TooManyNumbers
             return parse(literal)
+
         return hook
 
     return json.loads(text, parse_int=counted(int), parse_float=counted(float))
@@ -86,9 +86,10 @@ def _load_json(text: str | bytes, max_numbers: int):
 class RequestError(ValueError):
     """Bad request input. `row` (0-based, or None) and `column` (or None) say where."""
 
-
     def __init__(self, message: str, row: int | None = None, column: str | None = None, status: int = 400):
-        where = ", ".join(p for p in (f"row {row}" if row is not None else "", f"column {column!r}" if column else "") if p)
+        where = ", ".join(
+            p for p in (f"row {row}" if row is not None else "", f"column {column!r}" if column else "") if p
+        )
         super().__init__(f"{where}: {message}" if where else message)
         self.message = message
         self.row = row
@@ -126,26 +127,41 @@ def parse_request(body: dict | str | bytes, limits: RequestLimits = RequestLimit
         try:
             body = _load_json(body, limits.max_numbers)
         except _TooManyNumbers:
-            raise over_limit("numbers in one request", f"more than {limits.max_numbers:,}", limits.max_numbers,
-                        "--max-rows x --max-prompts x --max-points") from None
+            raise over_limit(
+                "numbers in one request",
+                f"more than {limits.max_numbers:,}",
+                limits.max_numbers,
+                "--max-rows x --max-prompts x --max-points",
+            ) from None
         except RecursionError:
             raise RequestError("the body is nested too deeply to be a request") from None
         except ValueError as exc:  # also a number of over 4,300 digits
             raise RequestError(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict) or "input_data" not in body:
-        raise RequestError('the body must be a JSON object with "input_data" (pandas split format: columns, index, data)')
+        raise RequestError(
+            'the body must be a JSON object with "input_data" (pandas split format: columns, index, data)'
+        )
     table = body["input_data"]
-    if not isinstance(table, dict) or not isinstance(table.get("columns"), list) or not isinstance(table.get("data"), list):
+    if (
+        not isinstance(table, dict)
+        or not isinstance(table.get("columns"), list)
+        or not isinstance(table.get("data"), list)
+    ):
         raise RequestError('"input_data" must be an object with a "columns" list and a "data" list of rows')
     columns = table["columns"]
     missing = [c for c in COLUMNS if c not in columns]
     unknown = [c for c in columns if c not in COLUMNS]
     duplicated = sorted({str(c) for c in columns if columns.count(c) > 1})
     if missing or unknown or duplicated:
-        problems = (f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else "",
-                    f"given twice {duplicated}" if duplicated else "")
-        raise RequestError(f"columns must be exactly {list(COLUMNS)} in any order; " + "; ".join(p for p in problems if p),
-                           column=(missing or unknown or duplicated)[0])
+        problems = (
+            f"missing {missing}" if missing else "",
+            f"unknown {unknown}" if unknown else "",
+            f"given twice {duplicated}" if duplicated else "",
+        )
+        raise RequestError(
+            f"columns must be exactly {list(COLUMNS)} in any order; " + "; ".join(p for p in problems if p),
+            column=(missing or unknown or duplicated)[0],
+        )
     data = table["data"]
     if not data:
         raise RequestError('"input_data.data" has no rows')
@@ -174,8 +190,14 @@ def parse_row(values: dict, row: int, limits: RequestLimits = RequestLimits()) -
     multimask = _parse_bool(values["multimask_output"], row)
     for array, column in ((points, "input_points"), (boxes, "input_boxes")):
         if array is not None and len(array) > limits.max_groups:
-            raise over_limit("prompt groups (point groups or boxes) in one row", len(array), limits.max_groups,
-                        "--max-prompts", row, column)
+            raise over_limit(
+                "prompt groups (point groups or boxes) in one row",
+                len(array),
+                limits.max_groups,
+                "--max-prompts",
+                row,
+                column,
+            )
     if points is not None and points.shape[1] > limits.max_points:
         raise over_limit("points in one group", points.shape[1], limits.max_points, "--max-points", row, "input_points")
     if points is not None and points.shape[-1] != 2:
@@ -188,15 +210,19 @@ def parse_row(values: dict, row: int, limits: RequestLimits = RequestLimits()) -
         if labels.shape != points.shape[:2]:
             raise RequestError(
                 f"labels have shape {list(labels.shape)} but the points have {list(points.shape[:2])} (groups, points)",
-                row, "input_labels",
+                row,
+                "input_labels",
             )
         if not np.isin(labels, (1, 0, -1)).all():
-            raise RequestError(f"labels must be 1, 0 or -1, got {sorted(set(labels.ravel().tolist()))}", row, "input_labels")
+            raise RequestError(
+                f"labels must be 1, 0 or -1, got {sorted(set(labels.ravel().tolist()))}", row, "input_labels"
+            )
         labels = labels.astype(np.int64)
     if points is not None and boxes is not None and len(points) != len(boxes):
         raise RequestError(
             f"{len(points)} point groups but {len(boxes)} boxes; group i goes with box i, so the counts must match",
-            row, "input_boxes",
+            row,
+            "input_boxes",
         )
     if points is None and boxes is None:
         raise RequestError("the row has no prompt: give input_points and/or input_boxes", row, "input_points")
@@ -211,8 +237,9 @@ def _is_empty(value) -> bool:
     return isinstance(value, str) and value.strip().lower() in ("", "nan", "none", "null")
 
 
-def _parse_array(value, row: int, column: str, ndim: int, example: str,
-                 limits: RequestLimits = RequestLimits()) -> np.ndarray | None:
+def _parse_array(
+    value, row: int, column: str, ndim: int, example: str, limits: RequestLimits = RequestLimits()
+) -> np.ndarray | None:
     if _is_empty(value):
         return None
     if isinstance(value, str):
@@ -224,7 +251,9 @@ def _parse_array(value, row: int, column: str, ndim: int, example: str,
         array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise RequestError(
-            f"ragged nested list; every group needs the same number of entries, expected {example}", row, column,
+            f"ragged nested list; every group needs the same number of entries, expected {example}",
+            row,
+            column,
         ) from None
     if array.ndim != ndim or 0 in array.shape:
         raise RequestError(f"expected {ndim} levels of nesting {example}, got shape {list(array.shape)}", row, column)
@@ -241,15 +270,20 @@ def _parse_list_text(text: str, row: int, column: str, example: str, limits: Req
     try:
         return _load_json(text, most)
     except _TooManyNumbers:
-        raise over_limit("numbers in one list column", f"more than {most:,}", most, "--max-prompts x --max-points",
-                    row, column) from None
+        raise over_limit(
+            "numbers in one list column", f"more than {most:,}", most, "--max-prompts x --max-points", row, column
+        ) from None
     except RecursionError:
         raise RequestError(f"nested too deeply; expected {example}", row, column) from None
     except ValueError:
         pass
     if len(text) > limits.max_literal_chars:
-        raise RequestError(f"is not JSON ({len(text):,} characters; Python literals are read only up to "
-                           f"{limits.max_literal_chars:,}); expected {example}", row, column)
+        raise RequestError(
+            f"is not JSON ({len(text):,} characters; Python literals are read only up to "
+            f"{limits.max_literal_chars:,}); expected {example}",
+            row,
+            column,
+        )
     try:
         return ast.literal_eval(text.strip())
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
@@ -262,14 +296,17 @@ def _check_numbers(value, ndim: int, row: int, column: str, example: str) -> Non
     for depth in range(ndim):
         if not all(isinstance(v, (list, tuple)) for v in level):
             hint = " (a single box must still be wrapped: [[x0, y0, x1, y1]])" if column == "input_boxes" else ""
-            raise RequestError(f"expected {ndim} levels of nesting {example}, found a number at level {depth}{hint}",
-                               row, column)
+            raise RequestError(
+                f"expected {ndim} levels of nesting {example}, found a number at level {depth}{hint}", row, column
+            )
         level = [v for items in level for v in items]
     for v in level:
         if isinstance(v, (list, tuple)):
             raise RequestError(f"expected {ndim} levels of nesting {example}, found more", row, column)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise RequestError(f"expected numbers, found {v!r:.40} ({type(v).__name__}); expected {example}", row, column)
+            raise RequestError(
+                f"expected numbers, found {v!r:.40} ({type(v).__name__}); expected {example}", row, column
+            )
         if isinstance(v, int) and abs(v) > 2**53:
             raise RequestError(f"the number {str(v)[:20]}... is too large for a coordinate", row, column)
 
@@ -337,8 +374,12 @@ def response_from_groups(groups) -> dict:
     scores: their (C,) predicted IoUs.
     """
     predictions = [
-        {"masks_per_prediction": [{"encoded_binary_mask": encode_mask_png(mask), "iou_score": float(score)}
-                                  for mask, score in zip(group_masks, group_scores)]}
+        {
+            "masks_per_prediction": [
+                {"encoded_binary_mask": encode_mask_png(mask), "iou_score": float(score)}
+                for mask, score in zip(group_masks, group_scores)
+            ]
+        }
         for group_masks, group_scores in groups
     ]
     return {"response": {"predictions": predictions}}
@@ -371,11 +412,17 @@ def read_response(body) -> list[list[list[DecodedMask]]]:
             raise ValueError(f"response row {i} has no 'predictions' list")
         predictions = []
         for j, prediction in enumerate(row["predictions"]):
-            masks = prediction.get("masks_per_prediction", prediction.get("mask_per_prediction")) if isinstance(prediction, dict) else None
+            masks = (
+                prediction.get("masks_per_prediction", prediction.get("mask_per_prediction"))
+                if isinstance(prediction, dict)
+                else None
+            )
             if not isinstance(masks, list):
                 raise ValueError(f"response row {i}, prediction {j} has no 'masks_per_prediction' list")
             try:
-                predictions.append([DecodedMask(decode_mask_png(m["encoded_binary_mask"]), float(m["iou_score"])) for m in masks])
+                predictions.append(
+                    [DecodedMask(decode_mask_png(m["encoded_binary_mask"]), float(m["iou_score"])) for m in masks]
+                )
             except (KeyError, TypeError, ValueError, OSError, binascii.Error) as exc:
                 raise ValueError(f"response row {i}, prediction {j}: bad mask entry ({exc})") from None
         decoded.append(predictions)

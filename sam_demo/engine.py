@@ -143,8 +143,9 @@ class SamEngine:
     def _encode(self, key: str, rgb: np.ndarray) -> ImageEmbedding:
         geometry = ImageGeometry.for_size(rgb.shape[:2])
         # The layout is given: guessed, an image 1, 3 or 4 pixels tall reads as channels first.
-        pixel_values = self.processor.image_processor(rgb, return_tensors="pt",
-                                                      input_data_format="channels_last")["pixel_values"]
+        pixel_values = self.processor.image_processor(rgb, return_tensors="pt", input_data_format="channels_last")[
+            "pixel_values"
+        ]
         pixel_values = pixel_values.to(self.device, self.encoder_dtype)
         with self._encode_lock, torch.inference_mode(), self._autocast():
             features = self.model.get_image_embeddings(pixel_values)
@@ -174,9 +175,7 @@ class SamEngine:
         Arguments as in `decode`.
         """
         geometry = embedding.geometry
-        points_xy, labels, boxes_xyxy, mask_input = check_prompts(
-            geometry, points_xy, labels, boxes_xyxy, mask_input
-        )
+        points_xy, labels, boxes_xyxy, mask_input = check_prompts(geometry, points_xy, labels, boxes_xyxy, mask_input)
         prompts = {"input_points": None, "input_labels": None, "input_boxes": None}
         if points_xy is not None:
             prompts["input_points"] = self._tensor(geometry.coords_to_model(points_xy)[None])
@@ -185,13 +184,18 @@ class SamEngine:
             prompts["input_boxes"] = self._tensor(geometry.boxes_to_model(boxes_xyxy)[None])
         with torch.inference_mode():
             if mask_input is None:  # the common case: reuse the image's decoder cache
-                sparse = self.decoder.prompt_embeddings(prompts["input_points"], prompts["input_labels"],
-                                                        prompts["input_boxes"])
+                sparse = self.decoder.prompt_embeddings(
+                    prompts["input_points"], prompts["input_labels"], prompts["input_boxes"]
+                )
                 low_res, iou = self.decoder.decode(embedding.decoder_cache, sparse, multimask_output)
             else:
                 masks_in = torch.from_numpy(mask_input).to(self.device, self.weights_dtype)
-                out = self.model(image_embeddings=embedding.features, multimask_output=multimask_output,
-                                 input_masks=masks_in, **{k: v for k, v in prompts.items() if v is not None})
+                out = self.model(
+                    image_embeddings=embedding.features,
+                    multimask_output=multimask_output,
+                    input_masks=masks_in,
+                    **{k: v for k, v in prompts.items() if v is not None},
+                )
                 low_res, iou = out.pred_masks, out.iou_scores
         return low_res[0].float(), iou[0].float()
 
@@ -260,7 +264,10 @@ def check_prompts(
         if labels.shape != points_xy.shape[:2]:
             raise PromptError("labels", f"expected shape {points_xy.shape[:2]} to match the points, got {labels.shape}")
         if not np.isin(labels, (1, 0, -1)).all():
-            raise PromptError("labels", f"labels must be 1 (foreground), 0 (background) or -1 (ignored), got {np.unique(labels).tolist()}")
+            raise PromptError(
+                "labels",
+                f"labels must be 1 (foreground), 0 (background) or -1 (ignored), got {np.unique(labels).tolist()}",
+            )
         labels = labels.astype(np.int64)
     elif labels is not None:
         raise PromptError("labels", "labels were given without points")
@@ -270,11 +277,16 @@ def check_prompts(
             raise PromptError("boxes", f"expected shape (boxes, 4) as [x0, y0, x1, y1], got {boxes_xyxy.shape}")
         for i, (x0, y0, x1, y1) in enumerate(boxes_xyxy):
             if not (x1 > x0 and y1 > y0):
-                raise PromptError("boxes", f"box {i} {boxes_xyxy[i].tolist()} has zero or negative size; need x0 < x1 and y0 < y1")
+                raise PromptError(
+                    "boxes", f"box {i} {boxes_xyxy[i].tolist()} has zero or negative size; need x0 < x1 and y0 < y1"
+                )
             if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
                 raise PromptError("boxes", f"box {i} {boxes_xyxy[i].tolist()} lies wholly outside the {w}x{h} image")
         if groups is not None and groups != len(boxes_xyxy):
-            raise PromptError("boxes", f"{groups} point groups but {len(boxes_xyxy)} boxes; group i goes with box i, so the counts must match")
+            raise PromptError(
+                "boxes",
+                f"{groups} point groups but {len(boxes_xyxy)} boxes; group i goes with box i, so the counts must match",
+            )
         groups = len(boxes_xyxy)
     if mask_input is not None:
         mask_input = _finite_array("mask_input", mask_input, np.float32)

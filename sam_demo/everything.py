@@ -67,7 +67,9 @@ class AutoMask:
         from .exports import coco_annotation
 
         return coco_annotation(
-            self.segmentation, annotation_id, image_id,
+            self.segmentation,
+            annotation_id,
+            image_id,
             predicted_iou=self.predicted_iou,
             stability_score=self.stability_score,
             point_coords=[list(self.point_xy)],
@@ -78,15 +80,20 @@ class AutoMask:
 def coco_result(image_hw: tuple[int, int], masks: list[AutoMask]) -> dict:
     """{"width", "height", "annotations": COCO annotations with RLE, ids from 1}: what the batch
     command's --everything lines and the /segment_everything API return."""
-    return {"width": int(image_hw[1]), "height": int(image_hw[0]),
-            "annotations": [m.to_coco(i + 1) for i, m in enumerate(masks)]}
+    return {
+        "width": int(image_hw[1]),
+        "height": int(image_hw[0]),
+        "annotations": [m.to_coco(i + 1) for i, m in enumerate(masks)],
+    }
 
 
 def point_grid(n_per_side: int) -> np.ndarray:
     """(n*n, 2) points evenly spaced in [0, 1]^2, cell centres, x fastest."""
     offset = 1 / (2 * n_per_side)
     side = np.linspace(offset, 1 - offset, n_per_side)
-    return np.stack([np.tile(side[None, :], (n_per_side, 1)), np.tile(side[:, None], (1, n_per_side))], -1).reshape(-1, 2)
+    return np.stack([np.tile(side[None, :], (n_per_side, 1)), np.tile(side[:, None], (1, n_per_side))], -1).reshape(
+        -1, 2
+    )
 
 
 def crop_boxes(hw: tuple[int, int], layers: int, overlap_ratio: float) -> list[tuple[tuple[int, int, int, int], int]]:
@@ -98,8 +105,10 @@ def crop_boxes(hw: tuple[int, int], layers: int, overlap_ratio: float) -> list[t
         overlap = int(overlap_ratio * min(h, w) * (2 / per_side))
         crop_w = math.ceil((overlap * (per_side - 1) + w) / per_side)
         crop_h = math.ceil((overlap * (per_side - 1) + h) / per_side)
-        for x0, y0 in product([int((crop_w - overlap) * i) for i in range(per_side)],
-                              [int((crop_h - overlap) * i) for i in range(per_side)]):
+        for x0, y0 in product(
+            [int((crop_w - overlap) * i) for i in range(per_side)],
+            [int((crop_h - overlap) * i) for i in range(per_side)],
+        ):
             boxes.append(((x0, y0, min(x0 + crop_w, w), min(y0 + crop_h, h)), layer))
     return boxes
 
@@ -177,8 +186,10 @@ def generate(engine: SamEngine, image, config: EverythingConfig = EverythingConf
     rgb = to_rgb_array(image, engine.max_pixels)
     image_hw = rgb.shape[:2]
     crops = crop_boxes(image_hw, config.crop_n_layers, config.crop_overlap_ratio)
-    grids = [point_grid(max(1, int(config.points_per_side / config.crop_n_points_downscale_factor**layer)))
-             for layer in range(config.crop_n_layers + 1)]
+    grids = [
+        point_grid(max(1, int(config.points_per_side / config.crop_n_points_downscale_factor**layer)))
+        for layer in range(config.crop_n_layers + 1)
+    ]
     per_call = config.points_per_batch or (1 if engine.device.type == "cpu" else 64)
     total = sum(len(grids[layer]) for _, layer in crops)
     done, results = 0, []
@@ -204,18 +215,28 @@ def generate(engine: SamEngine, image, config: EverythingConfig = EverythingConf
 def _decode_batch(engine, embedding, points_xy, crop, image_hw, config) -> list[AutoMask]:
     """Decode single-point prompts (3 candidates each) and keep the masks that pass the filters."""
     count = len(points_xy)
-    low_res, scores = engine.decode_low_res(embedding, points_xy[:, None, :], np.ones((count, 1), np.int64),
-                                            multimask_output=True)  # (B, 3, 256, 256), (B, 3)
+    low_res, scores = engine.decode_low_res(
+        embedding, points_xy[:, None, :], np.ones((count, 1), np.int64), multimask_output=True
+    )  # (B, 3, 256, 256), (B, 3)
     candidates = low_res.shape[1]
     low_res, scores = low_res.reshape(-1, *low_res.shape[-2:]), scores.reshape(-1)
-    keep = torch.nonzero(scores > config.pred_iou_thresh).flatten() if config.pred_iou_thresh > 0 else torch.arange(len(scores))
+    keep = (
+        torch.nonzero(scores > config.pred_iou_thresh).flatten()
+        if config.pred_iou_thresh > 0
+        else torch.arange(len(scores))
+    )
     x0, y0, x1, y1 = crop
     out = []
     for chunk in keep.split(16):
-        logits = torch.from_numpy(masks_from_logits(low_res[chunk], embedding.geometry, return_logits=True,
-                                                    exact=engine.exact))
+        logits = torch.from_numpy(
+            masks_from_logits(low_res[chunk], embedding.geometry, return_logits=True, exact=engine.exact)
+        )
         stable = stability_scores(logits, 0.0, config.stability_score_offset)
-        passing = stable > config.stability_score_thresh if config.stability_score_thresh > 0 else torch.ones_like(stable, dtype=torch.bool)
+        passing = (
+            stable > config.stability_score_thresh
+            if config.stability_score_thresh > 0
+            else torch.ones_like(stable, dtype=torch.bool)
+        )
         masks = logits[passing] > 0
         if masks.shape[0] == 0:
             continue
@@ -230,8 +251,16 @@ def _decode_batch(engine, embedding, points_xy, crop, image_hw, config) -> list[
                 full = np.zeros(image_hw, dtype=bool)
                 full[y0:y1, x0:x1] = mask.numpy()
             px, py = points_xy[int(index) // candidates]
-            out.append(AutoMask(full, float(scores[index]), float(stability), tuple(int(v) for v in box),
-                                (float(px + x0), float(py + y0)), crop))
+            out.append(
+                AutoMask(
+                    full,
+                    float(scores[index]),
+                    float(stability),
+                    tuple(int(v) for v in box),
+                    (float(px + x0), float(py + y0)),
+                    crop,
+                )
+            )
     return out
 
 
@@ -254,8 +283,15 @@ def _clean_small_regions(masks: list[AutoMask], config: EverythingConfig) -> lis
     cleaned, scores = [], []
     for m in masks:
         seg = remove_small_regions(m.segmentation, config.min_mask_region_area)
-        cleaned.append(AutoMask(seg, m.predicted_iou, m.stability_score,
-                                tuple(int(v) for v in mask_boxes(torch.from_numpy(seg)[None])[0]), m.point_xy,
-                                m.crop_box_xyxy))
+        cleaned.append(
+            AutoMask(
+                seg,
+                m.predicted_iou,
+                m.stability_score,
+                tuple(int(v) for v in mask_boxes(torch.from_numpy(seg)[None])[0]),
+                m.point_xy,
+                m.crop_box_xyxy,
+            )
+        )
         scores.append(0.0 if not np.array_equal(seg, m.segmentation) else 1.0)  # prefer unchanged masks, as Meta
     return _keep_by_nms(cleaned, scores, config.box_nms_thresh)

@@ -32,8 +32,10 @@ def endpoint_export(session: Session) -> dict:
     image_b64 = base64.b64encode(session.image_bytes).decode("ascii")
     rows = [dict(image=image_b64, **r.prompts.endpoint_columns()) for _, r in results]
     response = [response_row(r.masks[None], r.scores[None]) for _, r in results]
-    shown = [{"row": k, "prediction": 0, "mask": r.chosen, "iou_score": r.score, "object": i + 1}
-             for k, (i, r) in enumerate(results)]
+    shown = [
+        {"row": k, "prediction": 0, "mask": r.chosen, "iou_score": r.score, "object": i + 1}
+        for k, (i, r) in enumerate(results)
+    ]
     return {"request": build_request(rows), "response": response, "shown": shown}
 
 
@@ -81,8 +83,10 @@ def coco_export(session: Session) -> dict:
     if not shown:
         raise ValueError("nothing to export yet: click on the image to segment an object")
     h, w = session.size_hw
-    annotations = [coco_annotation(mask, i + 1, predicted_iou=score, prompts=prompts)
-                   for i, (mask, score, prompts) in enumerate(shown)]
+    annotations = [
+        coco_annotation(mask, i + 1, predicted_iou=score, prompts=prompts)
+        for i, (mask, score, prompts) in enumerate(shown)
+    ]
     return {
         "images": [{"id": 1, "file_name": session.name, "width": w, "height": h}],
         "annotations": annotations,
@@ -102,13 +106,17 @@ def masks_from_saved(data: bytes, image_hw: tuple[int, int]) -> list[FixedMask]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"the file is not JSON: {exc}") from None
     shown = body.get("shown") if isinstance(body, dict) else None
-    rows = read_response(body["response"] if isinstance(body, dict) and "response" in body and "request" in body else body)
+    rows = read_response(
+        body["response"] if isinstance(body, dict) and "response" in body and "request" in body else body
+    )
     if shown:
         try:
             chosen = [rows[entry["row"]][entry["prediction"]][entry["mask"]] for entry in shown]
         except (KeyError, IndexError, TypeError):
-            raise ValueError('the saved JSON\'s "shown" list names masks its response does not have; '
-                             "load the file as Download JSON wrote it") from None
+            raise ValueError(
+                'the saved JSON\'s "shown" list names masks its response does not have; '
+                "load the file as Download JSON wrote it"
+            ) from None
     else:
         chosen = [max(prediction, key=lambda m: m.iou_score) for row in rows for prediction in row]
     for decoded in chosen:

@@ -90,13 +90,21 @@ class FastDecoder(CachedDecoder):
             # the second one split by output row a into two (in, (b, out)) blocks
             conv1, conv2 = dec.upscale_conv1, dec.upscale_conv2
             first = (conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, -1).contiguous(), conv1.bias.repeat(4))
-            second = [(conv2.weight[:, :, a].permute(0, 2, 1).reshape(conv2.in_channels, -1).contiguous(),
-                       conv2.bias.repeat(2)) for a in range(2)]
+            second = [
+                (
+                    conv2.weight[:, :, a].permute(0, 2, 1).reshape(conv2.in_channels, -1).contiguous(),
+                    conv2.bias.repeat(2),
+                )
+                for a in range(2)
+            ]
             self._up = (first, second)
             # the mask tokens' hypernetwork MLPs stacked per layer: weight (M, in, out), bias (M, 1, out)
             mlps = dec.output_hypernetworks_mlps
             self._hyper = [
-                (torch.stack([linear.weight.t() for linear in linears]), torch.stack([linear.bias[None] for linear in linears]))
+                (
+                    torch.stack([linear.weight.t() for linear in linears]),
+                    torch.stack([linear.bias[None] for linear in linears]),
+                )
                 for linears in zip(*[[mlp.proj_in, *mlp.layers, mlp.proj_out] for mlp in mlps])
             ]
 
@@ -167,12 +175,14 @@ class FastDecoder(CachedDecoder):
                 query = (queries + point_embeddings)[None]
                 queries = queries + layer.self_attn(query=query, key=query, value=queries[None])[0][0]
             queries = layer.layer_norm1(queries)
-            attn_out = self._token_to_image(layer.cross_attn_token_to_image, queries + point_embeddings, keys,
-                                            keys_pe, first)
+            attn_out = self._token_to_image(
+                layer.cross_attn_token_to_image, queries + point_embeddings, keys, keys_pe, first
+            )
             queries = layer.layer_norm2(queries + attn_out)
             queries = layer.layer_norm3(queries + layer.mlp(queries))
-            keys = self._image_to_token(layer.cross_attn_image_to_token, queries, queries + point_embeddings, keys,
-                                        keys_pe, first)
+            keys = self._image_to_token(
+                layer.cross_attn_image_to_token, queries, queries + point_embeddings, keys, keys_pe, first
+            )
             keys = layer.layer_norm4(keys)
         keys_pe = keys + self._pe
         final = self.transformer.final_attn_token_to_image

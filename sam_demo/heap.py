@@ -13,7 +13,9 @@ import ctypes.util
 
 M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
-LARGE_BLOCK_BYTES = 9 << 20  # above a click's largest arrays (8 MiB of decoder activations): mapping those cost 15 ms a click
+LARGE_BLOCK_BYTES = (
+    9 << 20
+)  # above a click's largest arrays (8 MiB of decoder activations): mapping those cost 15 ms a click
 
 
 TRIM_THRESHOLD_BYTES = 256 << 20  # free heap top kept; return_free_memory() trims it after uploads

@@ -52,10 +52,14 @@ def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         found = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = int(found.group(1)) if found else 0
         if pixels > max_pixels or not found:
-            raise ImageTooLargeError(f"the image has {pixels / 1e6:.1f} megapixels, over the limit of {max_pixels / 1e6:.1f}; "
-                                     "downscale it first, or raise the limit (--max-pixels)") from None
-        raise ImageTooLargeError(f"the image has {pixels / 1e6:.1f} megapixels; the image decoder refuses more than "
-                                 f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.1f} whatever --max-pixels says; downscale it first") from None
+            raise ImageTooLargeError(
+                f"the image has {pixels / 1e6:.1f} megapixels, over the limit of {max_pixels / 1e6:.1f}; "
+                "downscale it first, or raise the limit (--max-pixels)"
+            ) from None
+        raise ImageTooLargeError(
+            f"the image has {pixels / 1e6:.1f} megapixels; the image decoder refuses more than "
+            f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.1f} whatever --max-pixels says; downscale it first"
+        ) from None
     except UnidentifiedImageError:
         raise ValueError(
             f"the data is not an image that Pillow can read ({len(data)} bytes starting {data[:8]!r}); "

@@ -108,11 +108,28 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
     being edited (the browser flattens the others). Updates `cache`.
     """
     everything = [] if session is None else session.layers()
-    panels = {"status": html.escape(status), "candidates": candidates_html(session), "legend": legend_html(everything),
-              "exports": exports_html(session)}
+    panels = {
+        "status": html.escape(status),
+        "candidates": candidates_html(session),
+        "legend": legend_html(everything),
+        "exports": exports_html(session),
+    }
     if session is None:
-        return json.dumps({"token": "", "consumed": 0, "w": 1, "h": 1, "order": [], "active": "", "png": {},
-                           "points": [], "boxes": [], "tags": [], "panels": panels})
+        return json.dumps(
+            {
+                "token": "",
+                "consumed": 0,
+                "w": 1,
+                "h": 1,
+                "order": [],
+                "active": "",
+                "png": {},
+                "points": [],
+                "boxes": [],
+                "tags": [],
+                "panels": panels,
+            }
+        )
     cache = cache if cache is not None else ViewCache()
     h, w = session.size_hw
     hw = display_size((h, w))
@@ -134,10 +151,21 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
         anchor = cache.anchors.get(layer.key) if layer.source is not None else None
         if anchor is not None:
             tags.append([*anchor, f"#{layer.number} IoU {shown_score(layer.score):.2f}", layer.hex])
-    return json.dumps({"token": session.token, "consumed": session.consumed_events, "w": w, "h": h,
-                       "order": [layer.key for layer in layers], "png": png,
-                       "active": next((layer.key for layer in layers if layer.active), ""),
-                       "points": points, "boxes": boxes, "tags": tags, "panels": panels})
+    return json.dumps(
+        {
+            "token": session.token,
+            "consumed": session.consumed_events,
+            "w": w,
+            "h": h,
+            "order": [layer.key for layer in layers],
+            "png": png,
+            "active": next((layer.key for layer in layers if layer.active), ""),
+            "points": points,
+            "boxes": boxes,
+            "tags": tags,
+            "panels": panels,
+        }
+    )
 
 
 def _anchor(small: np.ndarray, sx: float, sy: float) -> tuple[float, float] | None:
@@ -164,8 +192,9 @@ def legend_rows(layers: list[Layer]) -> list[tuple[str, str, str]]:
         detail = "no prompt yet" if layer.score is None else f"IoU {shown_score(layer.score):.3f}"
         if layer.prompts is not None:
             p = layer.prompts
-            what = ", ".join(x for x in (plural(len(p.points), "point") if p.points else "",
-                                         "box" if p.box_xyxy else "") if x)
+            what = ", ".join(
+                x for x in (plural(len(p.points), "point") if p.points else "", "box" if p.box_xyxy else "") if x
+            )
             detail += f" · {what}" if what else ""
         name = layer.name + (" (editing)" if layer.active else "")
         rows.append((layer.hex, name, detail))
@@ -192,19 +221,25 @@ def exports_html(session: Session | None) -> str:
         status = f"Exports ready: {plural(len(results) + len(fixed), 'object')}, {plural(prompts, 'prompt')}."
         reasons = dict.fromkeys(reasons, "")
         if not results:
-            reasons["sam-endpoint.json"] = note = ("Download JSON replays prompts, and loaded or automatic masks have "
-                                                   "none: click on the image to add an object.")
+            reasons["sam-endpoint.json"] = note = (
+                "Download JSON replays prompts, and loaded or automatic masks have "
+                "none: click on the image to add an object."
+            )
     else:
         status = "Nothing to export yet."
     links = []
     for elem_id, kind, label in EXPORT_LINKS:
         if reasons[kind]:
-            links.append(f'<a id="{elem_id}" class="sd-download" aria-disabled="true" '
-                         f'title="{html.escape(reasons[kind])}">{label}</a>')
+            links.append(
+                f'<a id="{elem_id}" class="sd-download" aria-disabled="true" '
+                f'title="{html.escape(reasons[kind])}">{label}</a>'
+            )
         else:
             name = html.escape(f"{Path(session.name).stem or 'image'}.{kind}")
-            links.append(f'<a id="{elem_id}" class="sd-download" href="{export_url(session, kind)}" '
-                         f'download="{name}">{label}</a>')
+            links.append(
+                f'<a id="{elem_id}" class="sd-download" href="{export_url(session, kind)}" '
+                f'download="{name}">{label}</a>'
+            )
     note = f'<p class="sd-export-note">{note}</p>' if note else ""
     return f'<p id="export-status">{status}</p>{note}<div class="sd-downloads">{"".join(links)}</div>'
 
@@ -231,7 +266,7 @@ def candidates_html(session: Session | None) -> str:
     best = int(np.argmax(result.scores))
     buttons = "".join(
         f'<button type="button" class="sd-candidate" data-candidate="{k}" aria-pressed="{str(k == result.chosen).lower()}">'
-        f'Mask {k + 1} · IoU {shown_score(s):.3f}{" (best)" if k == best else ""}</button>'
+        f"Mask {k + 1} · IoU {shown_score(s):.3f}{' (best)' if k == best else ''}</button>"
         for k, s in enumerate(result.scores)
     )
     return f'<div class="sd-candidates" role="group" aria-label="Candidate masks"><p>Candidate masks for a single click</p>{buttons}</div>'

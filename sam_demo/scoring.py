@@ -49,8 +49,13 @@ def output_pixels(row: EndpointRow, image_hw: tuple[int, int]) -> int:
     return groups * (3 if row.multimask_output else 1) * image_hw[0] * image_hw[1]
 
 
-def predict_row(row: EndpointRow, index: int, engine: SamEngine, policy: FetchPolicy,
-                max_output_pixels: int = RequestLimits.max_output_pixels) -> dict:
+def predict_row(
+    row: EndpointRow,
+    index: int,
+    engine: SamEngine,
+    policy: FetchPolicy,
+    max_output_pixels: int = RequestLimits.max_output_pixels,
+) -> dict:
     """Run one request row; return its live-format response element.
 
     Raises RequestError (413) before decoding if its masks would exceed `max_output_pixels`.
@@ -58,14 +63,21 @@ def predict_row(row: EndpointRow, index: int, engine: SamEngine, policy: FetchPo
     return _predict(row, index, engine, policy, max_output_pixels)[0]
 
 
-def _predict(row: EndpointRow, index: int, engine: SamEngine, policy: FetchPolicy,
-             max_output_pixels: int) -> tuple[dict, int]:
+def _predict(
+    row: EndpointRow, index: int, engine: SamEngine, policy: FetchPolicy, max_output_pixels: int
+) -> tuple[dict, int]:
     """`predict_row`, also giving the response's mask pixels."""
     rgb = load_row_image(row, index, engine, policy)
     pixels = output_pixels(row, rgb.shape[:2])
     if pixels > max_output_pixels:
-        raise over_limit("mask pixels in the response (masks x image pixels)", pixels, max_output_pixels,
-                         "--max-output-mp", index, "image")
+        raise over_limit(
+            "mask pixels in the response (masks x image pixels)",
+            pixels,
+            max_output_pixels,
+            "--max-output-mp",
+            index,
+            "image",
+        )
     try:
         embedding = engine.embed(rgb)
     except ValueError as exc:  # e.g. an image too thin for SAM's input
@@ -86,15 +98,30 @@ def _groups(engine: SamEngine, embedding: ImageEmbedding, row: EndpointRow):
     part = lambda array, chunk: None if array is None else array[chunk]  # noqa: E731
     for start in range(0, count, step):
         chunk = slice(start, start + step)
-        low_res, iou = engine.decode_low_res(embedding, part(row.points_xy, chunk), part(row.labels, chunk),
-                                             part(row.boxes_xyxy, chunk), None, row.multimask_output)
+        low_res, iou = engine.decode_low_res(
+            embedding,
+            part(row.points_xy, chunk),
+            part(row.labels, chunk),
+            part(row.boxes_xyxy, chunk),
+            None,
+            row.multimask_output,
+        )
         for group, scores in zip(low_res, iou.cpu().numpy()):
-            yield (masks_from_logits(group[c : c + 1], embedding.geometry, exact=engine.exact)[0]
-                   for c in range(len(group))), scores
+            yield (
+                (
+                    masks_from_logits(group[c : c + 1], embedding.geometry, exact=engine.exact)[0]
+                    for c in range(len(group))
+                ),
+                scores,
+            )
 
 
-def score(body: dict | str | bytes, engine: SamEngine, policy: FetchPolicy = FetchPolicy(),
-          limits: RequestLimits = RequestLimits()) -> list[dict]:
+def score(
+    body: dict | str | bytes,
+    engine: SamEngine,
+    policy: FetchPolicy = FetchPolicy(),
+    limits: RequestLimits = RequestLimits(),
+) -> list[dict]:
     """Answer a whole real-time request: one response element per row, in order.
 
     The rows' masks together stay within `limits.max_output_pixels`.

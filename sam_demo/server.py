@@ -1,6 +1,6 @@
 """One server on one port: the Gradio UI at `/`, the endpoint twin at `POST /score`, `GET /health`.
 
-    python app.py [--model M] [--device D] [--dtype T] [--host H] [--port P] [--share] [--api-key K]
+python app.py [--model M] [--device D] [--dtype T] [--host H] [--port P] [--share] [--api-key K]
 """
 
 from __future__ import annotations
@@ -94,8 +94,9 @@ def error(status: int, message: str, row: int | None = None, column: str | None 
     return JSONResponse({"error": message, "row": row, "column": column}, status_code=status)
 
 
-def add_api_routes(app: FastAPI, engine: SamEngine | None, config: ServerConfig,
-                   sessions: SessionStore | None = None) -> None:
+def add_api_routes(
+    app: FastAPI, engine: SamEngine | None, config: ServerConfig, sessions: SessionStore | None = None
+) -> None:
     """Add POST /score and GET /health to `app`. `engine` None answers 503; /health reports
     `sessions` (the web demo's) when given.
 
@@ -118,10 +119,18 @@ def add_api_routes(app: FastAPI, engine: SamEngine | None, config: ServerConfig,
             "device": engine.info.device,
             "dtype": engine.info.dtype,
             "random_weights": engine.info.random_weights,
-            "cache": {"entries": stats.entries, "bytes": stats.bytes, "max_bytes": stats.max_bytes,
-                      "hits": stats.hits, "misses": stats.misses},
-            "score": {"computing_or_waiting": admitted, "max_computing": config.score_concurrency,
-                      "max_waiting": config.score_queue},
+            "cache": {
+                "entries": stats.entries,
+                "bytes": stats.bytes,
+                "max_bytes": stats.max_bytes,
+                "hits": stats.hits,
+                "misses": stats.misses,
+            },
+            "score": {
+                "computing_or_waiting": admitted,
+                "max_computing": config.score_concurrency,
+                "max_waiting": config.score_queue,
+            },
             **demo,
         }
 
@@ -136,10 +145,18 @@ def add_api_routes(app: FastAPI, engine: SamEngine | None, config: ServerConfig,
             "image's size) and the predicted IoU, in decoder order."
         ),
         response_model=list[RowResponse],
-        responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 413: {"model": ErrorBody},
-                   503: {"model": ErrorBody, "description": "loading, or too many requests waiting (see Retry-After)"}},
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-            "schema": ScoreRequest.model_json_schema(), "example": SCORE_EXAMPLE}}}},
+        responses={
+            400: {"model": ErrorBody},
+            401: {"model": ErrorBody},
+            413: {"model": ErrorBody},
+            503: {"model": ErrorBody, "description": "loading, or too many requests waiting (see Retry-After)"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ScoreRequest.model_json_schema(), "example": SCORE_EXAMPLE}},
+            }
+        },
     )
     async def score_endpoint(request: Request):
         nonlocal admitted
@@ -148,11 +165,19 @@ def add_api_routes(app: FastAPI, engine: SamEngine | None, config: ServerConfig,
             if not hmac.compare_digest(given.encode(), f"Bearer {config.api_key}".encode()):
                 return error(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'")
         if engine is None:
-            return JSONResponse({"error": "the model is still loading; retry shortly"}, status_code=503,
-                                headers={"Retry-After": "10"})
+            return JSONResponse(
+                {"error": "the model is still loading; retry shortly"}, status_code=503, headers={"Retry-After": "10"}
+            )
         if admitted >= config.score_concurrency + config.score_queue:
-            return JSONResponse({"error": f"busy: {admitted} requests are computing or waiting; retry shortly",
-                                 "row": None, "column": None}, status_code=503, headers={"Retry-After": "2"})
+            return JSONResponse(
+                {
+                    "error": f"busy: {admitted} requests are computing or waiting; retry shortly",
+                    "row": None,
+                    "column": None,
+                },
+                status_code=503,
+                headers={"Retry-After": "2"},
+            )
         admitted += 1
         try:
             body = await _read_body(request, config.max_body_bytes)
@@ -191,22 +216,40 @@ def build_app(engine: SamEngine, config: ServerConfig = ServerConfig()) -> FastA
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="sam-demo: interactive SAM in the browser + the Azure endpoint's /score")
+    parser = argparse.ArgumentParser(
+        description="sam-demo: interactive SAM in the browser + the Azure endpoint's /score"
+    )
     add_engine_flags(parser)
     add_server_flags(parser)
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     parser.add_argument("--max-body-mb", type=int, default=64, help="largest /score body (default 64)")
     defaults = RequestLimits()
     parser.add_argument("--max-rows", type=int, default=defaults.max_rows, help="rows (images) per /score request")
-    parser.add_argument("--max-prompts", type=int, default=defaults.max_groups,
-                        help="point groups or boxes per row (one prediction each)")
+    parser.add_argument(
+        "--max-prompts",
+        type=int,
+        default=defaults.max_groups,
+        help="point groups or boxes per row (one prediction each)",
+    )
     parser.add_argument("--max-points", type=int, default=defaults.max_points, help="points per group")
-    parser.add_argument("--max-output-mp", type=int, default=defaults.max_output_pixels // 1_000_000,
-                        help="mask megapixels in one response (masks x image pixels)")
-    parser.add_argument("--score-queue", type=int, default=ServerConfig.score_queue,
-                        help="/score requests that may wait for a compute slot; more get 503")
-    parser.add_argument("--session-budget-mb", type=int, default=None,
-                        help="memory for the web demo's sessions, all together (default: a quarter of the RAM)")
+    parser.add_argument(
+        "--max-output-mp",
+        type=int,
+        default=defaults.max_output_pixels // 1_000_000,
+        help="mask megapixels in one response (masks x image pixels)",
+    )
+    parser.add_argument(
+        "--score-queue",
+        type=int,
+        default=ServerConfig.score_queue,
+        help="/score requests that may wait for a compute slot; more get 503",
+    )
+    parser.add_argument(
+        "--session-budget-mb",
+        type=int,
+        default=None,
+        help="memory for the web demo's sessions, all together (default: a quarter of the RAM)",
+    )
     return parser.parse_args(argv)
 
 
@@ -219,13 +262,22 @@ def main(argv: list[str] | None = None) -> None:
         engine = load_engine(engine_config(args))
     except (ModelLoadError, ValueError) as exc:
         exit_with_message(exc)
-    config = ServerConfig(host=args.host, port=args.port, share=args.share, api_key=args.api_key,
-                          max_body_bytes=args.max_body_mb << 20, score_queue=args.score_queue,
-                          limits=RequestLimits(max_rows=args.max_rows, max_groups=args.max_prompts,
-                                               max_points=args.max_points,
-                                               max_output_pixels=args.max_output_mp * 1_000_000),
-                          fetch=fetch_policy(args),
-                          session_budget_bytes=None if args.session_budget_mb is None else args.session_budget_mb << 20)
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        api_key=args.api_key,
+        max_body_bytes=args.max_body_mb << 20,
+        score_queue=args.score_queue,
+        limits=RequestLimits(
+            max_rows=args.max_rows,
+            max_groups=args.max_prompts,
+            max_points=args.max_points,
+            max_output_pixels=args.max_output_mp * 1_000_000,
+        ),
+        fetch=fetch_policy(args),
+        session_budget_bytes=None if args.session_budget_mb is None else args.session_budget_mb << 20,
+    )
     serve(engine, config)
 
 
@@ -240,11 +292,17 @@ def serve(engine: SamEngine, config: ServerConfig) -> None:
         sessions = SessionStore(config.session_budget_bytes)
         add_api_routes(router, engine, config, sessions)
         add_demo_routes(router, engine, sessions)
-        build_demo(engine, sessions, config.fetch).launch(server_name=config.host, server_port=config.port, share=True,
-                                                          css=PAGE_CSS, app_kwargs={"routes": router.routes})
+        build_demo(engine, sessions, config.fetch).launch(
+            server_name=config.host,
+            server_port=config.port,
+            share=True,
+            css=PAGE_CSS,
+            app_kwargs={"routes": router.routes},
+        )
         return
     import uvicorn
 
     print(f"Serving the demo on http://{config.host}:{config.port}/ and the endpoint on POST /score", flush=True)
-    uvicorn.run(build_app(engine, config), host=config.host, port=config.port, log_level="warning",
-                timeout_graceful_shutdown=2)
+    uvicorn.run(
+        build_app(engine, config), host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=2
+    )

@@ -34,8 +34,16 @@ MAX_EVENTS = 5000  # prompt events per image (each click or box is one)
 COORD_DECIMALS = 2  # prompts are kept (and so decoded and exported) rounded to 1/100 pixel
 # Distinct, colour-blind-friendly hues (Okabe-Ito, then Tableau), as RGB; layer i gets PALETTE[i % 10].
 PALETTE = [
-    (0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233),
-    (213, 94, 0), (240, 228, 66), (148, 103, 189), (140, 86, 75), (127, 127, 127),
+    (0, 114, 178),
+    (230, 159, 0),
+    (0, 158, 115),
+    (204, 121, 167),
+    (86, 180, 233),
+    (213, 94, 0),
+    (240, 228, 66),
+    (148, 103, 189),
+    (140, 86, 75),
+    (127, 127, 127),
 ]
 
 
@@ -237,8 +245,11 @@ class Session:
     @property
     def nbytes(self) -> int:
         """Bytes of the arrays this state holds (the file, logits, fixed masks' RLE)."""
-        return (len(self.image_bytes) + sum(r.nbytes for r in self.results.values())
-                + sum(f.nbytes for f in self.imported + self.auto_masks))
+        return (
+            len(self.image_bytes)
+            + sum(r.nbytes for r in self.results.values())
+            + sum(f.nbytes for f in self.imported + self.auto_masks)
+        )
 
     def light(self) -> Session:
         """A fork without the decoded results (prompts, file and fixed masks kept); `update` remakes them."""
@@ -280,8 +291,9 @@ class Session:
             raise ValueError(f"the click at ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
         active = self.objects[-1]
         if len(active.points) >= MAX_POINTS_PER_OBJECT:
-            raise ValueError(f"an object takes at most {MAX_POINTS_PER_OBJECT} points; "
-                             "click + New object to start another, or Undo")
+            raise ValueError(
+                f"an object takes at most {MAX_POINTS_PER_OBJECT} points; click + New object to start another, or Undo"
+            )
         point = (round(float(x), COORD_DECIMALS), round(float(y), COORD_DECIMALS), int(label))
         return replace(active, points=active.points + (point,), candidate=None)
 
@@ -317,7 +329,9 @@ class Session:
                 else:
                     self.add_point(float(event["x"]), float(event["y"]), 1 if int(event.get("label", 1)) == 1 else 0)
             except (AttributeError, KeyError, TypeError, ValueError) as exc:
-                problems.append(str(exc) if isinstance(exc, ValueError) else f"a malformed prompt event was skipped: {event!r:.80}")
+                problems.append(
+                    str(exc) if isinstance(exc, ValueError) else f"a malformed prompt event was skipped: {event!r:.80}"
+                )
         self.consumed_events = max(self.consumed_events, len(events))
         return problems
 
@@ -397,8 +411,7 @@ class Session:
         the score tags and the legend all read it.
         """
         fixed = self.fixed_masks()
-        out = [Layer(n, f"{f.label} {n}", f, None, False, f"{f.uid}.{n}")
-               for n, f in enumerate(fixed, start=1)]
+        out = [Layer(n, f"{f.label} {n}", f, None, False, f"{f.uid}.{n}") for n, f in enumerate(fixed, start=1)]
         active = len(self.objects) - 1
         for i, prompts in enumerate(self.objects):
             n = len(fixed) + i + 1

@@ -76,8 +76,13 @@ class SessionStore:
     decoded now (the hover preview yields to them).
     """
 
-    def __init__(self, budget_bytes: int | None = None, max_sessions: int = DEFAULT_MAX_SESSIONS,
-                 idle_seconds: float = DEFAULT_IDLE_SECONDS, clock=time.monotonic):
+    def __init__(
+        self,
+        budget_bytes: int | None = None,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
+        clock=time.monotonic,
+    ):
         self.budget_bytes = default_budget_bytes() if budget_bytes is None else budget_bytes
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds
@@ -111,8 +116,9 @@ class SessionStore:
         with self._lock:
             self._expire()
             light = sum(1 for e in self._entries.values() if not e.session.results)
-            return SessionStats(len(self._entries), light, self._bytes, self.budget_bytes,
-                                self._lightened, self._forgotten)
+            return SessionStats(
+                len(self._entries), light, self._bytes, self.budget_bytes, self._lightened, self._forgotten
+            )
 
     def get(self, token: str) -> Session | None:
         entry = self._entry(token)

@@ -43,8 +43,10 @@ class ImageGeometry:
         resized = resized_hw(original_hw)
         if 0 in resized:
             h, w = original_hw
-            raise ValueError(f"the image is {w}x{h}: at SAM's {MODEL_SIDE}-pixel input its short side would be 0 "
-                             f"pixels; crop or pad it so that its long side is at most {2 * MODEL_SIDE} times its short side")
+            raise ValueError(
+                f"the image is {w}x{h}: at SAM's {MODEL_SIDE}-pixel input its short side would be 0 "
+                f"pixels; crop or pad it so that its long side is at most {2 * MODEL_SIDE} times its short side"
+            )
         return cls(tuple(original_hw), resized)
 
     @property
@@ -94,8 +96,9 @@ def upscale_logits(low_res: torch.Tensor, geometry: ImageGeometry) -> torch.Tens
     return x[:, 0]
 
 
-def upscale_logits_fast(low_res: np.ndarray, geometry: ImageGeometry, out: np.ndarray | None = None,
-                        size_hw: tuple[int, int] | None = None) -> np.ndarray:
+def upscale_logits_fast(
+    low_res: np.ndarray, geometry: ImageGeometry, out: np.ndarray | None = None, size_hw: tuple[int, int] | None = None
+) -> np.ndarray:
     """`upscale_logits` with OpenCV's bilinear resize: ~4x faster on CPU, equal up to float rounding.
 
     low_res: (256, 256) float32 -> (H, W) float32, written into `out` when given (reusing one
@@ -107,8 +110,9 @@ def upscale_logits_fast(low_res: np.ndarray, geometry: ImageGeometry, out: np.nd
     rh, rw = geometry.resized_hw
     factor = MODEL_SIDE // LOW_RES_SIDE
     in_h, in_w = geometry.low_res_extent
-    x = cv2.resize(np.ascontiguousarray(low_res[:in_h, :in_w]), (in_w * factor, in_h * factor),
-                   interpolation=cv2.INTER_LINEAR)
+    x = cv2.resize(
+        np.ascontiguousarray(low_res[:in_h, :in_w]), (in_w * factor, in_h * factor), interpolation=cv2.INTER_LINEAR
+    )
     h, w = size_hw or geometry.original_hw
     return cv2.resize(x[:rh, :rw], (w, h), dst=out, interpolation=cv2.INTER_LINEAR)
 
@@ -147,7 +151,11 @@ def masks_from_logits(
 def mask_to_size(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """(H, W) bool -> (h, w) uint8 0/1: a pixel is set where at least half of its area is (no copy if equal)."""
     mask = np.ascontiguousarray(mask).view(np.uint8)
-    return mask if mask.shape == tuple(size_hw) else cv2.resize(mask, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
+    return (
+        mask
+        if mask.shape == tuple(size_hw)
+        else cv2.resize(mask, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
+    )
 
 
 def logits_to_size(low_res: np.ndarray, geometry: ImageGeometry, size_hw: tuple[int, int]) -> np.ndarray:

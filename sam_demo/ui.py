@@ -48,10 +48,12 @@ PANEL_CSS = (STATIC / "panel.css").read_text()
 # "Error" overlay Gradio puts on output components would cover the prompter's toolbar and hint.
 # The upload box is hidden while it holds an image, which the prompter shows (it also takes new
 # images: "Change image", drop, paste). A job's progress replaces the status line it reports on.
-PAGE_CSS = ("#prompter > .wrap:has(> .error) { display: none; }\n"
-            "#image-input:has(.image-frame) { display: none; }\n"
-            "#status:has(> .wrap:not(.hide)) { min-height: 56px; }\n"
-            "#status:has(> .wrap:not(.hide)) .html-container { visibility: hidden; }")
+PAGE_CSS = (
+    "#prompter > .wrap:has(> .error) { display: none; }\n"
+    "#image-input:has(.image-frame) { display: none; }\n"
+    "#status:has(> .wrap:not(.hide)) { min-height: 56px; }\n"
+    "#status:has(> .wrap:not(.hide)) .html-container { visibility: hidden; }"
+)
 # How long Gradio keeps a tab's (light) session after the tab's last Gradio event; Gradio drops it
 # an hour after the tab closes in any case. Clicks go by the fast path and do not renew it, so it is
 # long; the session store forgets a session after an hour without any edit.
@@ -124,7 +126,9 @@ class ImageInput(gr.Image):
         try:
             return super().preprocess(payload)
         except Exception:
-            raise user_error("This file is not an image we can read. Upload a photo (JPEG, PNG, WebP, BMP, TIFF or GIF).") from None
+            raise user_error(
+                "This file is not an image we can read. Upload a photo (JPEG, PNG, WebP, BMP, TIFF or GIF)."
+            ) from None
 
     def get_block_name(self) -> str:
         return "image"  # drawn by Gradio's own image component
@@ -144,13 +148,15 @@ class Panel(_PageHTML):
 def _auto_update(session: Session | None):
     if session is None or not session.auto_masks:
         return gr.update(visible=False, choices=[], value=[])
-    choices = [(f"#{i + 1} · IoU {shown_score(m.score):.2f} · {m.area:,} px", i)
-               for i, m in enumerate(session.auto_masks)]
+    choices = [
+        (f"#{i + 1} · IoU {shown_score(m.score):.2f} · {m.area:,} px", i) for i, m in enumerate(session.auto_masks)
+    ]
     return gr.update(visible=True, choices=choices, value=list(session.auto_keep))
 
 
-def _view(ctx: DemoContext, session: Session | None, status: str, new_image: np.ndarray | None = None,
-          auto: bool = False) -> View:
+def _view(
+    ctx: DemoContext, session: Session | None, status: str, new_image: np.ndarray | None = None, auto: bool = False
+) -> View:
     """Record `session` as the latest state and build the outputs from it.
 
     new_image: the pixels of a new image, (H, W, 3) uint8, to send to the page. The view carries
@@ -165,8 +171,9 @@ def _view(ctx: DemoContext, session: Session | None, status: str, new_image: np.
     props = dict(view=view_json(session, status, ctx.sessions.view(session)))
     if new_image is not None:
         props["image_url"] = display_image_uri(new_image)
-    return View(session.light(), gr.update(**props),
-                _auto_update(session) if auto or new_image is not None else gr.skip())
+    return View(
+        session.light(), gr.update(**props), _auto_update(session) if auto or new_image is not None else gr.skip()
+    )
 
 
 def _require(session: Session | None) -> Session:
@@ -201,8 +208,12 @@ def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None
     session = Session.start(data, embedding, Path(path).name)
     h, w = session.size_hw
     how = f"in {seconds:.2f} s" if encoded else f"(cached embedding, {seconds * 1000:.0f} ms)"
-    view = _view(ctx, session, f"Image {w}×{h} encoded {how} on {engine.info.device}. Click on an object to segment it.",
-                 new_image=rgb)
+    view = _view(
+        ctx,
+        session,
+        f"Image {w}×{h} encoded {how} on {engine.info.device}. Click on an object to segment it.",
+        new_image=rgb,
+    )
     del rgb
     return_free_memory()
     return view
@@ -289,15 +300,21 @@ def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progres
         session.auto_keep = tuple(range(len(auto_masks)))
         if not auto_masks:
             return _view(ctx, session, f"Segment everything found no mask ({seconds:.1f} s).", auto=True)
-        return _view(ctx, session, f"Segment everything: {plural(len(auto_masks), 'mask')} in {seconds:.1f} s. "
-                                   "Untick the ones to drop in the list beside the image.", auto=True)
+        return _view(
+            ctx,
+            session,
+            f"Segment everything: {plural(len(auto_masks), 'mask')} in {seconds:.1f} s. "
+            "Untick the ones to drop in the list beside the image.",
+            auto=True,
+        )
 
 
 def on_auto_keep(ctx: DemoContext, keep: list[int] | None, session: Session | None) -> View:
     with ctx.sessions.editing(_require(session)) as session:
         session.auto_keep = tuple(sorted(int(i) for i in keep or []))
-        return _view(ctx, session, f"Keeping {len(session.auto_keep)} of "
-                                   f"{plural(len(session.auto_masks), 'automatic mask')}.")
+        return _view(
+            ctx, session, f"Keeping {len(session.auto_keep)} of {plural(len(session.auto_masks), 'automatic mask')}."
+        )
 
 
 def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -> View:
@@ -336,20 +353,30 @@ def _api_call(action, *args):
         raise user_error(str(exc)) from None
 
 
-def api_segment(ctx: DemoContext, image, input_points="", input_boxes="", input_labels="",
-                multimask_output: bool = False) -> dict:
+def api_segment(
+    ctx: DemoContext, image, input_points="", input_boxes="", input_labels="", multimask_output: bool = False
+) -> dict:
     """One row of the endpoint's request, as /score would answer it: {"response": {"predictions": [...]}}."""
     row = [_api_image(image), input_points, input_boxes, input_labels, multimask_output]
     body = {"input_data": {"columns": list(COLUMNS), "index": [0], "data": [row]}, "params": {}}
     return _api_call(lambda: score(body, ctx.engine, ctx.fetch)[0])
 
 
-def api_segment_everything(ctx: DemoContext, image, points_per_side: int = 32, pred_iou_thresh: float = 0.88,
-                           stability_score_thresh: float = 0.95) -> dict:
+def api_segment_everything(
+    ctx: DemoContext,
+    image,
+    points_per_side: int = 32,
+    pred_iou_thresh: float = 0.88,
+    stability_score_thresh: float = 0.95,
+) -> dict:
     """Every object in the image: {"width", "height", "annotations": COCO annotations with RLE}."""
+
     def run():
-        config = EverythingConfig(points_per_side=int(points_per_side), pred_iou_thresh=float(pred_iou_thresh),
-                                  stability_score_thresh=float(stability_score_thresh))
+        config = EverythingConfig(
+            points_per_side=int(points_per_side),
+            pred_iou_thresh=float(pred_iou_thresh),
+            stability_score_thresh=float(stability_score_thresh),
+        )
         row = EndpointRow(_api_image(image), None, None, None, False)
         rgb = load_row_image(row, 0, ctx.engine, ctx.fetch)
         return coco_result(rgb.shape[:2], generate(ctx.engine, rgb, config))
@@ -360,8 +387,13 @@ def api_segment_everything(ctx: DemoContext, image, points_per_side: int = 32, p
 def _add_api(ctx: DemoContext) -> None:
     """The two endpoints of the Space's "Use via API" page (everything else there is hidden)."""
 
-    def segment(image: FileData | str, input_points: str | list = "", input_boxes: str | list = "",
-                input_labels: str | list = "", multimask_output: bool = False) -> dict:
+    def segment(
+        image: FileData | str,
+        input_points: str | list = "",
+        input_boxes: str | list = "",
+        input_labels: str | list = "",
+        multimask_output: bool = False,
+    ) -> dict:
         """Segment with the Azure endpoint's five columns. image: a file (gradio_client.handle_file)
         or an http(s) URL; input_points (groups, points, 2), input_boxes (n, 4) and input_labels
         (groups, points) as JSON text or lists, "" for none. Returns what /score returns for this
@@ -369,8 +401,12 @@ def _add_api(ctx: DemoContext) -> None:
         "iou_score"}]}]}}, masks as base64 PNGs of the image's size."""
         return api_segment(ctx, image, input_points, input_boxes, input_labels, multimask_output)
 
-    def segment_everything(image: FileData | str, points_per_side: int = 32, pred_iou_thresh: float = 0.88,
-                           stability_score_thresh: float = 0.95) -> dict:
+    def segment_everything(
+        image: FileData | str,
+        points_per_side: int = 32,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+    ) -> dict:
         """Find every object (SAM's automatic mask generator). image: a file or an http(s) URL.
         Returns {"width", "height", "annotations"}: COCO annotations with RLE segmentation, bbox
         XYWH, area, predicted_iou and stability_score, largest first."""
@@ -381,7 +417,9 @@ def _add_api(ctx: DemoContext) -> None:
 
 
 # ---- layout -------------------------------------------------------------------------------------
-def build_demo(engine: SamEngine, sessions: SessionStore | None = None, fetch: FetchPolicy = FetchPolicy()) -> gr.Blocks:
+def build_demo(
+    engine: SamEngine, sessions: SessionStore | None = None, fetch: FetchPolicy = FetchPolicy()
+) -> gr.Blocks:
     """The Blocks app for one loaded engine; `sessions` is shared with the demo's HTTP routes."""
     ctx = DemoContext(engine, sessions if sessions is not None else SessionStore(), fetch)
     with gr.Blocks(title="SAM demo — Segment Anything", delete_cache=(3600, 3600)) as demo:
@@ -403,23 +441,36 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None, fetch: F
                 prompter = Prompter(elem_id="prompter")
 
             with gr.Column(scale=1, min_width=300):
-                image_in = ImageInput(label="Image (upload, paste or drop)", type="filepath", image_mode=None,
-                                    sources=["upload", "clipboard"], elem_id="image-input", height=220)
+                image_in = ImageInput(
+                    label="Image (upload, paste or drop)",
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    elem_id="image-input",
+                    height=220,
+                )
                 examples = sorted(str(p) for p in ASSETS.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-                example_picked = (gr.Examples(examples=examples, inputs=image_in, label="Example photos").load_input_event
-                                  if examples else None)
+                example_picked = (
+                    gr.Examples(examples=examples, inputs=image_in, label="Example photos").load_input_event
+                    if examples
+                    else None
+                )
                 with gr.Row():
                     undo = gr.Button("↶ Undo", size="sm", elem_id="undo", min_width=60)
                     redo = gr.Button("↷ Redo", size="sm", elem_id="redo", min_width=60)
                     clear = gr.Button("Clear", size="sm", elem_id="clear", min_width=60)
                 new_object = gr.Button("+ New object", variant="primary", elem_id="new-object")
                 everything = gr.Button("Segment everything", elem_id="segment-everything")
-                auto_keep = gr.CheckboxGroup(label="Automatic masks (untick to drop)", visible=False, elem_id="auto-masks")
+                auto_keep = gr.CheckboxGroup(
+                    label="Automatic masks (untick to drop)", visible=False, elem_id="auto-masks"
+                )
                 candidates = Panel("candidates", elem_id="candidates")
                 legend = Panel("legend", elem_id="legend")
                 with gr.Accordion("Export and import", open=True):
                     exports = Panel("exports", exports_html(None), elem_id="exports")
-                    load_saved = gr.UploadButton("Load saved JSON", file_types=[".json"], size="sm", elem_id="load-json")
+                    load_saved = gr.UploadButton(
+                        "Load saved JSON", file_types=[".json"], size="sm", elem_id="load-json"
+                    )
         del candidates, legend, exports  # drawn by the page from the prompter's views
         outputs = [state, prompter, auto_keep]
         # Edits skip Gradio's queue: they take milliseconds, and so run at once, side by side.
@@ -428,8 +479,15 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None, fetch: F
         # A new image comes from an upload (file, paste, drop) or an example; not .change, which
         # fires twice when one image replaces another. Progress shows in one place: the encode's
         # over the image, segment everything's on the status line.
-        encode = dict(inputs=[image_in, state], outputs=outputs, show_progress="full", show_progress_on=prompter,
-                      concurrency_id=ENCODE_CALLS, concurrency_limit=1, api_visibility="private")
+        encode = dict(
+            inputs=[image_in, state],
+            outputs=outputs,
+            show_progress="full",
+            show_progress_on=prompter,
+            concurrency_id=ENCODE_CALLS,
+            concurrency_limit=1,
+            api_visibility="private",
+        )
         image_in.upload(bind(on_image, ctx), **encode)
         if example_picked is not None:
             example_picked.then(bind(on_image, ctx), **encode)
@@ -439,8 +497,15 @@ def build_demo(engine: SamEngine, sessions: SessionStore | None = None, fetch: F
         auto_keep.input(bind(on_auto_keep, ctx), inputs=[auto_keep, state], **edit)
         load_saved.upload(bind(on_load_saved, ctx), inputs=[load_saved, state], **edit)
         # A long job of its own queue, so other users' clicks are not held behind it.
-        everything.click(bind(on_everything, ctx), inputs=state, outputs=outputs, show_progress="full",
-                         show_progress_on=status,
-                         concurrency_id=EVERYTHING_CALLS, concurrency_limit=1, api_visibility="private")
+        everything.click(
+            bind(on_everything, ctx),
+            inputs=state,
+            outputs=outputs,
+            show_progress="full",
+            show_progress_on=status,
+            concurrency_id=EVERYTHING_CALLS,
+            concurrency_limit=1,
+            api_visibility="private",
+        )
         _add_api(ctx)
     return demo

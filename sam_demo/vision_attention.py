@@ -43,8 +43,10 @@ def _project_out(self, out: torch.Tensor, batch: int, height: int, width: int) -
 
 def _rel_pos_tables(self, height: int, width: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Relative-position embeddings per (query, key) row pair (H, H, c) and column pair (W, W, c)."""
-    return (self.get_rel_pos(height, height, self.rel_pos_h).to(dtype),
-            self.get_rel_pos(width, width, self.rel_pos_w).to(dtype))
+    return (
+        self.get_rel_pos(height, height, self.rel_pos_h).to(dtype),
+        self.get_rel_pos(width, width, self.rel_pos_w).to(dtype),
+    )
 
 
 def _rel_pos_terms(query_grid: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor):

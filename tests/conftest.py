@@ -126,5 +126,3 @@ def job(tmp_path_factory):
             writer.writerows(rows)
     (folder / "notes.txt").write_text("not a csv")
     return folder, rows_a + rows_b
-
-

@@ -24,8 +24,11 @@ def reference_predict(model, processor, image, points=None, labels=None, boxes=N
     if mask_input is not None:
         extra["input_masks"] = torch.from_numpy(np.asarray(mask_input, dtype=np.float32)).reshape(1, 1, 256, 256)
     with torch.no_grad():
-        out = model(**{k: v for k, v in inputs.items() if k not in ("original_sizes", "reshaped_input_sizes")},
-                    multimask_output=multimask, **extra)
+        out = model(
+            **{k: v for k, v in inputs.items() if k not in ("original_sizes", "reshaped_input_sizes")},
+            multimask_output=multimask,
+            **extra,
+        )
     masks = processor.post_process_masks(out.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"])[0]
     return masks.numpy(), out.iou_scores[0].numpy(), out.pred_masks[0].numpy()
 

@@ -29,8 +29,14 @@ def test_outputs_one_line_per_row_in_order_with_errors_recorded(engine, job, tmp
     summary = run(engine, folder, output, predictions_csv=tmp_path / "predictions.csv")
     assert summary == {"rows": 6, "skipped": 0, "written": 6, "errors": 2, "dropped": 0}
     lines = [json.loads(line) for line in output.read_text().splitlines()]
-    assert [(r["file"], r["row"]) for r in lines] == [("a.csv", 0), ("a.csv", 1), ("a.csv", 2), ("a.csv", 3),
-                                                       ("b.csv", 0), ("b.csv", 1)]
+    assert [(r["file"], r["row"]) for r in lines] == [
+        ("a.csv", 0),
+        ("a.csv", 1),
+        ("a.csv", 2),
+        ("a.csv", 3),
+        ("b.csv", 0),
+        ("b.csv", 1),
+    ]
     assert lines[2]["error"]["column"] == "input_points" and "ragged" in lines[2]["error"]["error"]
     assert lines[4]["error"]["column"] == "image"
     for line, row in zip(lines, rows):
@@ -103,12 +109,31 @@ def test_missing_columns_are_recorded_per_row(engine, tmp_path):
 def test_command_line(checkpoint, job, tmp_path):
     folder, _ = job
     output = tmp_path / "cli.jsonl"
-    done = subprocess.run([sys.executable, "-m", "sam_demo.batch", "--model", str(checkpoint), "--dtype", "float32",
-                           "--no-progress", str(folder), str(output)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sam_demo.batch",
+            "--model",
+            str(checkpoint),
+            "--dtype",
+            "float32",
+            "--no-progress",
+            str(folder),
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "6 rows written (2 with errors)" in done.stdout and len(output.read_text().splitlines()) == 6
-    missing = subprocess.run([sys.executable, "-m", "sam_demo.batch", "--model", str(tmp_path / "nope"),
-                              str(folder), str(output)], capture_output=True, text=True, timeout=300)
+    missing = subprocess.run(
+        [sys.executable, "-m", "sam_demo.batch", "--model", str(tmp_path / "nope"), str(folder), str(output)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
 
 
@@ -118,8 +143,13 @@ def test_everything_mode(engine, job, tmp_path):
     folder, _ = job
     output = tmp_path / "everything.jsonl"
     config = EverythingConfig(points_per_side=4, pred_iou_thresh=0.3, stability_score_thresh=0.2)
-    run_job(folder, output, lambda rows: run_local(rows, engine, FetchPolicy(), config), progress=False,
-            predictions_csv=tmp_path / "predictions.csv")
+    run_job(
+        folder,
+        output,
+        lambda rows: run_local(rows, engine, FetchPolicy(), config),
+        progress=False,
+        predictions_csv=tmp_path / "predictions.csv",
+    )
     lines = [json.loads(x) for x in output.read_text().splitlines()]
     assert len(lines) == 6 and "error" in lines[4]  # the row with a broken image
     first = lines[0]["everything"]
@@ -131,9 +161,21 @@ def test_everything_mode(engine, job, tmp_path):
 @pytest.mark.parametrize("after_s", [0.6, 1.5, 4.0])
 def test_ctrl_c_at_any_moment_ends_with_one_line_not_a_traceback(checkpoint, job, tmp_path, after_s):
     folder, _ = job
-    process = subprocess.Popen([sys.executable, "-m", "sam_demo.batch", str(folder), str(tmp_path / "out.jsonl"),
-                                "--model", str(checkpoint), "--no-progress"],
-                               cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sam_demo.batch",
+            str(folder),
+            str(tmp_path / "out.jsonl"),
+            "--model",
+            str(checkpoint),
+            "--no-progress",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(after_s)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)

@@ -19,7 +19,9 @@ def test_ray_output_equals_local_output(engine, checkpoint, job, tmp_path):
     run_job(folder, local, lambda rows: run_local(rows, engine, FetchPolicy()), progress=False)
     config = EngineConfig(model=str(checkpoint), device="cpu", dtype="float32")
     try:
-        summary = run_job(folder, distributed, lambda rows: run_ray(rows, config, FetchPolicy(), workers=2), progress=False)
+        summary = run_job(
+            folder, distributed, lambda rows: run_ray(rows, config, FetchPolicy(), workers=2), progress=False
+        )
     finally:
         ray.shutdown()
     assert summary["written"] == 6 and summary["errors"] == 2

@@ -74,8 +74,9 @@ def test_click_drag_download_in_chromium(browser, server, engine):
     page.mouse.move(*at(0.5, 0.5), steps=4)
     page.mouse.move(*end, steps=4)
     page.mouse.up()
-    page.wait_for_function("document.querySelector('#export-status').innerText.includes('1 object, 3 prompts')",
-                           timeout=60_000)
+    page.wait_for_function(
+        "document.querySelector('#export-status').innerText.includes('1 object, 3 prompts')", timeout=60_000
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "demo-1400x1000.png"), full_page=True)
     with page.expect_download(timeout=60_000) as download:
@@ -143,19 +144,22 @@ def test_ten_objects_hover_preview_and_a_second_user(browser, server, engine):
         before = painted("click")
         page.mouse.click(*at(*spot))
         page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
-        page.wait_for_function(f"document.querySelector('#legend').innerText.includes('Object {i + 1} (editing)')",
-                               timeout=60_000)
+        page.wait_for_function(
+            f"document.querySelector('#legend').innerText.includes('Object {i + 1} (editing)')", timeout=60_000
+        )
         if i < 9:
             before = painted("click")
             page.locator("#new-object").click()  # the finished object's outline is redrawn thin
             page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
-            page.wait_for_function(f"document.querySelector('#legend').innerText.includes('Object {i + 2} (editing)')",
-                                   timeout=60_000)
+            page.wait_for_function(
+                f"document.querySelector('#legend').innerText.includes('Object {i + 2} (editing)')", timeout=60_000
+            )
     # Nine finished objects are flattened into one canvas; the edited one is its own layer.
     assert page.locator("#prompter .sd-layers canvas").count() == 1
     assert page.locator("#prompter .sd-layers img").count() == 1
-    page.wait_for_function("document.querySelector('#export-status').innerText.includes('10 objects, 10 prompts')",
-                           timeout=60_000)
+    page.wait_for_function(
+        "document.querySelector('#export-status').innerText.includes('10 objects, 10 prompts')", timeout=60_000
+    )
 
     # The lone click's candidates: pick one that is not shown.
     pick = page.locator("#candidates [data-candidate][aria-pressed=false]").first
@@ -223,7 +227,9 @@ DROP = """async ([selector, name, b64]) => {
 
 def test_new_images_by_example_button_and_drop_shown_once_and_fitted(browser, server, tmp_path):
     def encoded(size: str):
-        page.wait_for_function(f"document.querySelector('#status').innerText.includes('{size} encoded')", timeout=60_000)
+        page.wait_for_function(
+            f"document.querySelector('#status').innerText.includes('{size} encoded')", timeout=60_000
+        )
 
     page = open_with_image(browser, server, {"width": 1400, "height": 1000}, ASSETS / "chelsea.png")
     assert not page.locator("#image-input").is_visible(), "the photo is shown once, by the prompter"

@@ -102,7 +102,10 @@ def test_layers_number_and_colour_everything_once(ctx):
     session = on_prompt(ctx, json.dumps({"token": token, "events": [point(100, 100)]}), session).state
     session = ctx.sessions.get(on_new_object(ctx, session).state.token)
     layers = session.layers()
-    assert [(layer.number, layer.name, layer.active) for layer in layers] == [(1, "Object 1", False), (2, "Object 2", True)]
+    assert [(layer.number, layer.name, layer.active) for layer in layers] == [
+        (1, "Object 1", False),
+        (2, "Object 2", True),
+    ]
     assert layers[0].rgb == PALETTE[0] and layers[1].source is None and layers[1].score is None
     view = json.loads(view_json(session, "status"))
     assert view["points"] == [[100.0, 100.0, 1, layers[0].hex]] and view["tags"][0][3] == layers[0].hex

@@ -63,10 +63,16 @@ def test_seed_request_gives_live_format_equal_to_predictor(engine, photo):
 
 def test_multi_row_any_column_order_and_json_lists(engine, photo, landscape):
     columns = ["multimask_output", "input_labels", "image", "input_boxes", "input_points"]
-    body = {"input_data": {"columns": columns, "index": [0, 1], "data": [
-        [True, [[1], [1]], b64_png(photo), None, [[[280, 320]], [[900, 700]]]],
-        ["False", "[[1, 0]]", b64_png(landscape), "[[10, 20, 300, 250]]", "[[[100, 100], [200, 150]]]"],
-    ]}}
+    body = {
+        "input_data": {
+            "columns": columns,
+            "index": [0, 1],
+            "data": [
+                [True, [[1], [1]], b64_png(photo), None, [[[280, 320]], [[900, 700]]]],
+                ["False", "[[1, 0]]", b64_png(landscape), "[[10, 20, 300, 250]]", "[[[100, 100], [200, 150]]]"],
+            ],
+        }
+    }
     response = score(body, engine)
     decoded = read_response(response)
     assert [len(row) for row in decoded] == [2, 1]  # predictions per row = point groups / boxes
@@ -81,9 +87,13 @@ def test_multi_row_any_column_order_and_json_lists(engine, photo, landscape):
 
 
 def test_reader_accepts_model_card_spelling(engine, landscape):
-    live = score(build_request([dict(image=b64_png(landscape), input_points=[[[100, 100]]], multimask_output=True)]), engine)
-    card = [{"predictions": [{"mask_per_prediction": p["masks_per_prediction"]} for p in row["response"]["predictions"]]}
-            for row in live]
+    live = score(
+        build_request([dict(image=b64_png(landscape), input_points=[[[100, 100]]], multimask_output=True)]), engine
+    )
+    card = [
+        {"predictions": [{"mask_per_prediction": p["masks_per_prediction"]} for p in row["response"]["predictions"]]}
+        for row in live
+    ]
     a, b = read_response(live), read_response(card)
     assert len(a[0][0]) == 3
     for x, y in zip(a[0][0], b[0][0]):
@@ -101,7 +111,13 @@ def test_build_request_round_trips():
 
 
 def row(**overrides) -> dict:
-    values = {"image": "aGVsbG8=", "input_points": "[[[10, 10]]]", "input_boxes": "", "input_labels": "", "multimask_output": False}
+    values = {
+        "image": "aGVsbG8=",
+        "input_points": "[[[10, 10]]]",
+        "input_boxes": "",
+        "input_labels": "",
+        "multimask_output": False,
+    }
     values.update(overrides)
     return {"input_data": {"columns": list(values), "index": [0], "data": [list(values.values())]}}
 
@@ -117,8 +133,16 @@ def row(**overrides) -> dict:
         (row(input_points="", input_boxes="[[1, 2, 3]]"), "input_boxes", "[x0, y0, x1, y1]"),
         (row(input_labels="[[1, 0]]"), "input_labels", "shape"),
         (row(input_labels="[[2]]"), "input_labels", "1, 0 or -1"),
-        (row(input_points="", input_labels="[[1]]", input_boxes="[[1, 2, 3, 4]]"), "input_labels", "without input_points"),
-        (row(input_points="[[[1, 1]], [[2, 2]]]", input_boxes="[[1, 2, 3, 4]]"), "input_boxes", "2 point groups but 1 boxes"),
+        (
+            row(input_points="", input_labels="[[1]]", input_boxes="[[1, 2, 3, 4]]"),
+            "input_labels",
+            "without input_points",
+        ),
+        (
+            row(input_points="[[[1, 1]], [[2, 2]]]", input_boxes="[[1, 2, 3, 4]]"),
+            "input_boxes",
+            "2 point groups but 1 boxes",
+        ),
         (row(multimask_output="yes"), "multimask_output", "true or false"),
         (row(multimask_output=1), "multimask_output", "true or false"),
         (row(input_points=""), "input_points", "no prompt"),

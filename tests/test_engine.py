@@ -16,7 +16,9 @@ SIZES_WH = {"landscape": (1800, 1200), "portrait": (400, 600), "tiny": (17, 5), 
 
 @pytest.fixture(scope="module", params=list(SIZES_WH))
 def image(request) -> np.ndarray:
-    source = Image.fromarray(asset("chelsea.png") if request.param != "portrait" else asset("coffee.png").transpose(1, 0, 2))
+    source = Image.fromarray(
+        asset("chelsea.png") if request.param != "portrait" else asset("coffee.png").transpose(1, 0, 2)
+    )
     return np.asarray(source.resize(SIZES_WH[request.param], Image.BILINEAR))
 
 
@@ -29,7 +31,9 @@ CASES = {
     "point": dict(points=[[[0.4, 0.5]]], labels=[[1]], multimask=True),
     "negative_point": dict(points=[[[0.4, 0.5], [0.7, 0.3]]], labels=[[1, 0]], multimask=True),
     "box": dict(boxes=[[0.2, 0.2, 0.8, 0.9]], multimask=False),
-    "points_and_box": dict(points=[[[0.5, 0.5], [0.25, 0.3]]], labels=[[1, 0]], boxes=[[0.2, 0.2, 0.8, 0.9]], multimask=True),
+    "points_and_box": dict(
+        points=[[[0.5, 0.5], [0.25, 0.3]]], labels=[[1, 0]], boxes=[[0.2, 0.2, 0.8, 0.9]], multimask=True
+    ),
     "single_mask": dict(points=[[[0.6, 0.6]]], labels=[[1]], multimask=False),
     "two_boxes": dict(boxes=[[0.1, 0.1, 0.5, 0.5], [0.4, 0.3, 0.95, 0.99]], multimask=True),
     "box_past_the_edge": dict(boxes=[[-0.1, 0.5, 0.6, 1.2]], multimask=False),  # used as given, as Azure does
@@ -71,7 +75,9 @@ def test_predict_single_and_mask_input_match_reference(engine, reference_model, 
     best = logits[np.argmax(scores)][None]
     points2, labels2 = np.array([[200.0, 150.0], [320.0, 90.0]]), np.array([1, 0])
     masks2, scores2, logits2 = predictor.predict(points2, labels2, mask_input=best, multimask_output=False)
-    ref2 = reference_predict(*reference_model, landscape, points2[None], labels2[None], mask_input=best, multimask=False)
+    ref2 = reference_predict(
+        *reference_model, landscape, points2[None], labels2[None], mask_input=best, multimask=False
+    )
     assert_same((masks2[None], scores2[None], logits2[None]), ref2)
     assert not np.array_equal(masks2[0], masks[np.argmax(scores)]), "the mask input must change the result"
 
@@ -145,17 +151,22 @@ def decoder_cases(embedding):
     many_labels = torch.tensor([[[1, 0, 1, 1] * 5]])
     boxes = torch.tensor(geometry.boxes_to_model(np.array([[20.0, 30.0, 400.0, 280.0]]))[None])
     two_boxes = torch.tensor(geometry.boxes_to_model(np.array([[20.0, 30.0, 400.0, 280.0], [5, 5, 100, 90]]))[None])
-    return [dict(input_points=points, input_labels=labels), dict(input_boxes=boxes),
-            dict(input_points=points, input_labels=labels, input_boxes=boxes), dict(input_boxes=two_boxes),
-            dict(input_points=many, input_labels=many_labels)]
+    return [
+        dict(input_points=points, input_labels=labels),
+        dict(input_boxes=boxes),
+        dict(input_points=points, input_labels=labels, input_boxes=boxes),
+        dict(input_boxes=two_boxes),
+        dict(input_points=many, input_labels=many_labels),
+    ]
 
 
 def decode_both(engine, decoder, embedding, kwargs, multimask_output):
     """(SamModel's output, the decoder's output) for one prompt, in the decoder's dtype."""
     with torch.inference_mode():
         ref = engine.model(image_embeddings=embedding.features, multimask_output=multimask_output, **kwargs)
-        sparse, _ = engine.model.prompt_encoder(input_masks=None, **{"input_points": None, "input_labels": None,
-                                                                      "input_boxes": None, **kwargs})
+        sparse, _ = engine.model.prompt_encoder(
+            input_masks=None, **{"input_points": None, "input_labels": None, "input_boxes": None, **kwargs}
+        )
         return ref, decoder.decode(decoder.prepare(embedding.features), sparse, multimask_output)
 
 

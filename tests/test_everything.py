@@ -28,8 +28,12 @@ def pipeline_masks(checkpoint, image_path: Path, options: dict, tmp_path: Path) 
             raise RuntimeError("CI must set SAM_PIPELINE_PYTHON (a Python with torch + torchvision), see .ci/run")
         pytest.skip("set SAM_PIPELINE_PYTHON to a Python with torchvision to compare with the pipeline")
     out = tmp_path / f"reference-{time.monotonic_ns()}.npz"
-    done = subprocess.run([PIPELINE_PYTHON, str(REFERENCE_SCRIPT), str(checkpoint), str(image_path), str(out),
-                           json.dumps(options)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [PIPELINE_PYTHON, str(REFERENCE_SCRIPT), str(checkpoint), str(image_path), str(out), json.dumps(options)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return np.load(out)["masks"]
 
@@ -47,12 +51,22 @@ def assert_same_masks(ours, reference: np.ndarray):
 def test_matches_transformers_pipeline(engine, checkpoint, tmp_path, nms_thresh):
     # Thresholds suit the random test model (its IoU predictions and stability are low): with
     # Meta's defaults it keeps no mask at all and the comparison would prove nothing.
-    config = EverythingConfig(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.3,
-                              box_nms_thresh=nms_thresh)
+    config = EverythingConfig(
+        points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.3, box_nms_thresh=nms_thresh
+    )
     ours = generate(engine, asset("chelsea.png"), config)
-    reference = pipeline_masks(checkpoint, ASSETS / "chelsea.png", {
-        "points_per_batch": 64, "points_per_crop": 8, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.3,
-        "crops_nms_thresh": nms_thresh}, tmp_path)
+    reference = pipeline_masks(
+        checkpoint,
+        ASSETS / "chelsea.png",
+        {
+            "points_per_batch": 64,
+            "points_per_crop": 8,
+            "pred_iou_thresh": 0.5,
+            "stability_score_thresh": 0.3,
+            "crops_nms_thresh": nms_thresh,
+        },
+        tmp_path,
+    )
     assert len(ours) >= (20 if nms_thresh == 1.0 else 1)
     assert_same_masks(ours, reference)
 
@@ -63,14 +77,21 @@ def test_uses_the_cached_embedding(engine, monkeypatch):
     calls = []
     original = engine.model.get_image_embeddings
     monkeypatch.setattr(engine.model, "get_image_embeddings", lambda pv: calls.append(1) or original(pv))
-    masks = predictor.segment_everything(EverythingConfig(points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0))
+    masks = predictor.segment_everything(
+        EverythingConfig(points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0)
+    )
     assert calls == [] and len(masks) >= 1
 
 
 def test_crop_layers_small_regions_and_coco(engine):
     image = asset("chelsea.png")
-    masks = generate(engine, image, EverythingConfig(points_per_side=4, crop_n_layers=1, pred_iou_thresh=0.3,
-                                                     stability_score_thresh=0.2, min_mask_region_area=50))
+    masks = generate(
+        engine,
+        image,
+        EverythingConfig(
+            points_per_side=4, crop_n_layers=1, pred_iou_thresh=0.3, stability_score_thresh=0.2, min_mask_region_area=50
+        ),
+    )
     assert masks and all(m.segmentation.shape == (300, 451) for m in masks)
     areas = [int(m.segmentation.sum()) for m in masks]
     assert areas == sorted(areas, reverse=True)

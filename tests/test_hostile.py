@@ -57,34 +57,81 @@ CAT64 = b64_png(CAT)
 CASES = [
     # (name, body, status, column, words in the message)
     ("tuple bomb in a list column", body(CAT64, boxes="(" + "1, " * 400_000 + ")"), 400, "input_boxes", "10,000"),
-    ("10,000 points in one group", body(CAT64, points=json.dumps([[[5, 5]] * 10_000]), boxes=""), 413,
-     "input_points", "--max-points"),
-    ("numbers past the request's share", body(CAT64, boxes=json.dumps([[1, 2, 3, 4]] * 300_000)), 413,
-     "input_boxes", "numbers in one list column"),
+    (
+        "10,000 points in one group",
+        body(CAT64, points=json.dumps([[[5, 5]] * 10_000]), boxes=""),
+        413,
+        "input_points",
+        "--max-points",
+    ),
+    (
+        "numbers past the request's share",
+        body(CAT64, boxes=json.dumps([[1, 2, 3, 4]] * 300_000)),
+        413,
+        "input_boxes",
+        "numbers in one list column",
+    ),
     ("more rows than allowed", body(CAT64, rows=5), 413, None, "--max-rows"),
-    ("more boxes than allowed", body(CAT64, boxes=json.dumps([[1, 1, 50, 50]] * 9)), 413, "input_boxes",
-     "--max-prompts"),
-    ("a 400-digit integer in a box", body(CAT64, boxes="[[1, 1, 1" + "0" * 400 + ", 50]]"), 400, "input_boxes",
-     "too large"),
-    ("5000 digits in the body", body(CAT64).replace('"params": {}', '"params": {"n": 1' + "0" * 5000 + "}"), 400,
-     None, "not valid JSON"),
+    (
+        "more boxes than allowed",
+        body(CAT64, boxes=json.dumps([[1, 1, 50, 50]] * 9)),
+        413,
+        "input_boxes",
+        "--max-prompts",
+    ),
+    (
+        "a 400-digit integer in a box",
+        body(CAT64, boxes="[[1, 1, 1" + "0" * 400 + ", 50]]"),
+        400,
+        "input_boxes",
+        "too large",
+    ),
+    (
+        "5000 digits in the body",
+        body(CAT64).replace('"params": {}', '"params": {"n": 1' + "0" * 5000 + "}"),
+        400,
+        None,
+        "not valid JSON",
+    ),
     ("a body nested 100,000 deep", "[" * 100_000 + "]" * 100_000, 400, None, "nested too deeply"),
-    ("points nested 100,000 deep", body(CAT64, points="[" * 100_000 + "]" * 100_000, boxes=""), 400,
-     "input_points", "nested too deeply"),
-    ("numeric strings as coordinates", body(CAT64, boxes='[["1", "1", "50", "50"]]'), 400, "input_boxes",
-     "expected numbers"),
+    (
+        "points nested 100,000 deep",
+        body(CAT64, points="[" * 100_000 + "]" * 100_000, boxes=""),
+        400,
+        "input_points",
+        "nested too deeply",
+    ),
+    (
+        "numeric strings as coordinates",
+        body(CAT64, boxes='[["1", "1", "50", "50"]]'),
+        400,
+        "input_boxes",
+        "expected numbers",
+    ),
     ("booleans as coordinates", body(CAT64, boxes="[[true, 1, 50, 50]]"), 400, "input_boxes", "expected numbers"),
     ("an index of the wrong length", body(CAT64, index=[0, 1]), 400, None, "index"),
     ("an index that is a string", body(CAT64, index="0"), 400, None, "index"),
-    ("a column given twice", json.dumps({"input_data": {"columns": list(COLUMNS) + ["image"],
-                                                        "data": [[CAT64, "", "[[1, 1, 9, 9]]", "", False, CAT64]]}}),
-     400, "image", "given twice"),
+    (
+        "a column given twice",
+        json.dumps(
+            {
+                "input_data": {
+                    "columns": list(COLUMNS) + ["image"],
+                    "data": [[CAT64, "", "[[1, 1, 9, 9]]", "", False, CAT64]],
+                }
+            }
+        ),
+        400,
+        "image",
+        "given twice",
+    ),
 ]
 
 
 @pytest.mark.parametrize("name, text, status, column, words", CASES, ids=[c[0] for c in CASES])
-def test_hostile_requests_get_a_clear_4xx_and_the_server_answers_the_same_after(hostile, good, name, text, status,
-                                                                               column, words):
+def test_hostile_requests_get_a_clear_4xx_and_the_server_answers_the_same_after(
+    hostile, good, name, text, status, column, words
+):
     answer = post(hostile, text)
     assert answer.status_code == status, answer.text[:300]
     assert answer.json()["column"] == column and words in answer.json()["error"]
@@ -176,8 +223,10 @@ def test_saturated_score_sheds_load_and_health_stays_live(hostile):
     finally:
         done.set()
         prober.join()
-    print(f"/health under saturation: max {max(health_s) * 1000:.0f} ms over {len(health_s)} probes; "
-          f"/score statuses {sorted(statuses)}")
+    print(
+        f"/health under saturation: max {max(health_s) * 1000:.0f} ms over {len(health_s)} probes; "
+        f"/score statuses {sorted(statuses)}"
+    )
     assert set(statuses) <= {200, 503} and 503 in statuses and 200 in statuses
     assert max(health_s) < 5.0
 

@@ -26,7 +26,11 @@ def test_modes_convert_to_rgb():
     assert np.array_equal(to_rgb_array(pil.convert("RGBA")), rgb)
     gray = pil.convert("L")
     out = to_rgb_array(gray)
-    assert out.shape == rgb.shape and np.array_equal(out[..., 0], np.asarray(gray)) and np.array_equal(out[..., 2], out[..., 0])
+    assert (
+        out.shape == rgb.shape
+        and np.array_equal(out[..., 0], np.asarray(gray))
+        and np.array_equal(out[..., 2], out[..., 0])
+    )
     assert to_rgb_array(pil.convert("P")).shape == rgb.shape
     assert np.array_equal(to_rgb_array(np.asarray(gray)), out)  # HxW array
 

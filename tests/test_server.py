@@ -22,8 +22,10 @@ def photo() -> np.ndarray:
     return np.asarray(Image.fromarray(asset("chelsea.png")).resize((1800, 1350)))
 
 
-SEED = ('{"input_data": {"columns": ["image", "input_points", "input_boxes", "input_labels", "multimask_output"], '
-        '"index": [0], "data": [["image1", "", "[[650, 900, 1000, 1250]]", "", false]]}, "params": {}}')
+SEED = (
+    '{"input_data": {"columns": ["image", "input_points", "input_boxes", "input_labels", "multimask_output"], '
+    '"index": [0], "data": [["image1", "", "[[650, 900, 1000, 1250]]", "", false]]}, "params": {}}'
+)
 
 
 def notebook_masks(text: str) -> list[list[np.ndarray]]:
@@ -32,8 +34,12 @@ def notebook_masks(text: str) -> list[list[np.ndarray]]:
     out = []
     for response in frame["response"]:
         for prediction in response["predictions"]:
-            out.append([np.asarray(Image.open(io.BytesIO(base64.b64decode(m["encoded_binary_mask"])))) > 0
-                        for m in prediction["masks_per_prediction"]])
+            out.append(
+                [
+                    np.asarray(Image.open(io.BytesIO(base64.b64decode(m["encoded_binary_mask"])))) > 0
+                    for m in prediction["masks_per_prediction"]
+                ]
+            )
     return out
 
 
@@ -58,8 +64,12 @@ def test_health_and_docs(server):
 
 
 def test_seed_sample_verbatim(server, engine, photo):
-    response = httpx.post(f"{server.url}/score", content=SEED.replace("image1", b64_png(photo)),
-                          headers={"Content-Type": "application/json"}, timeout=60)
+    response = httpx.post(
+        f"{server.url}/score",
+        content=SEED.replace("image1", b64_png(photo)),
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
     assert response.status_code == 200
     (masks,) = notebook_masks(response.text)
     predictor = SamPredictor(engine)
@@ -70,10 +80,16 @@ def test_seed_sample_verbatim(server, engine, photo):
 
 
 def test_multi_row_multi_box(server, photo, landscape):
-    body = {"input_data": {"columns": ["image", "input_points", "input_boxes", "input_labels", "multimask_output"],
-                           "index": [0, 1],
-                           "data": [[b64_png(photo), "", "[[10, 10, 900, 700], [800, 500, 1700, 1300]]", "", True],
-                                    [b64_png(landscape), "[[[100, 100], [300, 200]]]", "", "[[1, 0]]", False]]}}
+    body = {
+        "input_data": {
+            "columns": ["image", "input_points", "input_boxes", "input_labels", "multimask_output"],
+            "index": [0, 1],
+            "data": [
+                [b64_png(photo), "", "[[10, 10, 900, 700], [800, 500, 1700, 1300]]", "", True],
+                [b64_png(landscape), "[[[100, 100], [300, 200]]]", "", "[[1, 0]]", False],
+            ],
+        }
+    }
     response = httpx.post(f"{server.url}/score", json=body, timeout=60)
     assert response.status_code == 200
     masks = notebook_masks(response.text)
@@ -119,8 +135,9 @@ def test_model_card_sample_box_past_the_edge_gets_the_reference_masks(server, en
     response = httpx.post(f"{server.url}/score", content=body, headers={"Content-Type": "application/json"}, timeout=60)
     assert response.status_code == 200
     (mask,) = read_response(response.json())[0][0]
-    ref_masks, ref_scores, _ = reference_predict(*reference_model, photo, None, None,
-                                                 np.array([[650.0, 900.0, 1000.0, 1250.0]]), multimask=False)
+    ref_masks, ref_scores, _ = reference_predict(
+        *reference_model, photo, None, None, np.array([[650.0, 900.0, 1000.0, 1250.0]]), multimask=False
+    )
     assert np.array_equal(mask.mask, ref_masks[0, 0]) and abs(mask.iou_score - float(ref_scores[0, 0])) < 1e-5
 
 
@@ -134,8 +151,12 @@ def test_api_key_and_model_not_loaded(engine):
         assert httpx.post(f"{running.url}/score", content=body).status_code == 401
         wrong = httpx.post(f"{running.url}/score", content=body, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and "Bearer" in wrong.json()["error"]
-        ok = httpx.post(f"{running.url}/score", content=SEED.replace("image1", b64_png(np.zeros((1300, 1100, 3), np.uint8))),
-                        headers={"Authorization": "Bearer s3cret"}, timeout=60)
+        ok = httpx.post(
+            f"{running.url}/score",
+            content=SEED.replace("image1", b64_png(np.zeros((1300, 1100, 3), np.uint8))),
+            headers={"Authorization": "Bearer s3cret"},
+            timeout=60,
+        )
         assert ok.status_code == 200
     app = FastAPI()
     add_api_routes(app, None, ServerConfig())
@@ -150,8 +171,13 @@ def test_app_exits_with_a_clear_message_when_the_model_cannot_load(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "app.py", "--model", str(tmp_path / "missing")], cwd=root,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "app.py", "--model", str(tmp_path / "missing")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "does not exist" in done.stderr and "save_pretrained" in done.stderr and "Traceback" not in done.stderr
 
@@ -167,8 +193,9 @@ def test_space_api_segment_and_segment_everything_via_gradio_client(server, engi
     assert not endpoints["unnamed_endpoints"]
 
     image = ASSETS / "chelsea.png"
-    element = client.predict(handle_file(str(image)), "[[[200, 150], [320, 90]]]", "", [[1, 0]], True,
-                             api_name="/segment")
+    element = client.predict(
+        handle_file(str(image)), "[[[200, 150], [320, 90]]]", "", [[1, 0]], True, api_name="/segment"
+    )
     assert list(element) == ["response"]
     decoded = read_response([element])[0][0]
     predictor = SamPredictor(engine)

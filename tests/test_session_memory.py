@@ -36,8 +36,9 @@ def click(ctx, session, *points_xy):
 def predictor_masks(engine, path, points_xy) -> np.ndarray:
     predictor = SamPredictor(engine)
     predictor.set_image(np.asarray(Image.open(path).convert("RGB")))
-    return predictor.predict(np.array(points_xy, dtype=float), np.ones(len(points_xy), dtype=int),
-                             multimask_output=len(points_xy) == 1)[0]
+    return predictor.predict(
+        np.array(points_xy, dtype=float), np.ones(len(points_xy), dtype=int), multimask_output=len(points_xy) == 1
+    )[0]
 
 
 def held_bytes(*roots) -> int:

@@ -108,15 +108,18 @@ def test_click_box_undo_new_object_match_predictor(ctx, engine, uploaded):
     assert len(view["order"]) == 1 and view["png"][view["order"][0]].startswith("data:image/png;base64,")
 
     session = on_prompt(ctx, events(session, point(200, 150), candidate(2)), session).state
-    assert stored(ctx, session).results[0].chosen == 2 and np.array_equal(stored(ctx, session).results[0].mask, masks[2])
+    assert stored(ctx, session).results[0].chosen == 2 and np.array_equal(
+        stored(ctx, session).results[0].mask, masks[2]
+    )
 
     # Negative click and a box arrive together (as after rapid input): both are applied, one decode.
     value = events(session, point(200, 150), candidate(2), point(320, 90, 0), box(40, 30, 400, 280))
     session, _, _ = view = on_prompt(ctx, value, session)
     legend = panels(view)["legend"]
     assert session.consumed_events == 4 and panels(view)["candidates"] == ""
-    masks2, scores2, _ = predictor.predict(np.array([[200, 150], [320, 90]]), np.array([1, 0]),
-                                           box=np.array([40, 30, 400, 280]), multimask_output=False)
+    masks2, scores2, _ = predictor.predict(
+        np.array([[200, 150], [320, 90]]), np.array([1, 0]), box=np.array([40, 30, 400, 280]), multimask_output=False
+    )
     assert np.array_equal(stored(ctx, session).results[0].mask, masks2[0]) and "2 points, box" in legend
 
     session = on_undo(ctx, session)[0]  # removes the box
@@ -152,7 +155,9 @@ def test_stale_and_bad_events_never_break_the_session(ctx, uploaded):
     before = stored(ctx, fresh)
     with pytest.raises(gr.Error, match="no prompt yet"):
         on_new_object(ctx, fresh)
-    assert fresh.objects[0].is_empty and stored(ctx, fresh) is before, "a failed action leaves the stored state untouched"
+    assert fresh.objects[0].is_empty and stored(ctx, fresh) is before, (
+        "a failed action leaves the stored state untouched"
+    )
 
 
 def test_bad_uploads_give_readable_errors(ctx, engine, tmp_path):
@@ -162,7 +167,9 @@ def test_bad_uploads_give_readable_errors(ctx, engine, tmp_path):
         on_image(ctx, str(text))
     big = tmp_path / "big.png"
     Image.new("RGB", (3000, 2000)).save(big)
-    small_limit = load_engine(EngineConfig(model=engine.info.model, device="cpu", dtype="float32", max_pixels=1_000_000))
+    small_limit = load_engine(
+        EngineConfig(model=engine.info.model, device="cpu", dtype="float32", max_pixels=1_000_000)
+    )
     with pytest.raises(gr.Error, match="megapixels"):
         on_image(DemoContext(small_limit), str(big))
 
@@ -184,16 +191,21 @@ def test_exports_replay_and_reload(ctx, engine, uploaded, tmp_path):
     view = on_prompt(ctx, events(session, point(200, 150), candidate(1), box(20, 20, 200, 200)), session)
     session, panel = view.state, panels(view)["exports"]
     assert "2 objects, 2 prompts" in panel
-    assert f'href="sam-demo/export/{session.token}/sam-endpoint.json"' in panel and 'download="chelsea.masks.zip"' in panel
+    assert (
+        f'href="sam-demo/export/{session.token}/sam-endpoint.json"' in panel and 'download="chelsea.masks.zip"' in panel
+    )
 
     saved = export(ctx, session, "sam-endpoint.json", tmp_path)
     export_json = json.loads(open(saved).read())
     assert list(export_json) == ["request", "response", "shown"]
     replay = score(export_json["request"], engine)  # what POST /score answers
     assert read_response(replay) and json.dumps(replay) == json.dumps(export_json["response"])
-    shown = [read_response(export_json["response"])[s["row"]][s["prediction"]][s["mask"]].mask
-             for s in export_json["shown"]]
-    assert np.array_equal(shown[0], stored(ctx, session).results[0].masks[1]) and np.array_equal(shown[1], stored(ctx, session).results[1].mask)
+    shown = [
+        read_response(export_json["response"])[s["row"]][s["prediction"]][s["mask"]].mask for s in export_json["shown"]
+    ]
+    assert np.array_equal(shown[0], stored(ctx, session).results[0].masks[1]) and np.array_equal(
+        shown[1], stored(ctx, session).results[1].mask
+    )
 
     with zipfile.ZipFile(io.BytesIO(export(ctx, session, "masks.zip"))) as archive:
         assert archive.namelist() == ["object_01.png", "object_02.png"]
@@ -243,8 +255,13 @@ def test_segment_everything_keep_and_drop(ctx, uploaded, monkeypatch):
     from sam_demo.everything import EverythingConfig
 
     # The random test model needs lower thresholds than Meta's defaults to produce masks.
-    monkeypatch.setattr(ui, "EverythingConfig", lambda: EverythingConfig(points_per_side=6, pred_iou_thresh=0.5,
-                                                                        stability_score_thresh=0.3, box_nms_thresh=1.0))
+    monkeypatch.setattr(
+        ui,
+        "EverythingConfig",
+        lambda: EverythingConfig(
+            points_per_side=6, pred_iou_thresh=0.5, stability_score_thresh=0.3, box_nms_thresh=1.0
+        ),
+    )
     session, _, auto = view = on_everything(ctx, uploaded)
     status = panels(view)["status"]
     count = len(session.auto_masks)
@@ -265,10 +282,14 @@ def test_segment_everything_keep_and_drop(ctx, uploaded, monkeypatch):
 def test_load_bare_response_in_model_card_spelling(ctx, uploaded, tmp_path):
     session = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)[0]
     saved = json.loads(export(ctx, session, "sam-endpoint.json"))
-    card = [{"predictions": [{"mask_per_prediction": p["masks_per_prediction"]} for p in row["response"]["predictions"]]}
-            for row in saved["response"]]
+    card = [
+        {"predictions": [{"mask_per_prediction": p["masks_per_prediction"]} for p in row["response"]["predictions"]]}
+        for row in saved["response"]
+    ]
     path = tmp_path / "card.json"
     path.write_text(json.dumps(card))
     loaded = on_load_saved(ctx, str(path), on_image(ctx, CAT)[0])[0]
     best = int(np.argmax(stored(ctx, session).results[0].scores))  # a bare response: the best mask of each prediction
-    assert len(loaded.imported) == 1 and np.array_equal(loaded.imported[0].mask, stored(ctx, session).results[0].masks[best])
+    assert len(loaded.imported) == 1 and np.array_equal(
+        loaded.imported[0].mask, stored(ctx, session).results[0].masks[best]
+    )
