@@ -1,0 +1,311 @@
+"""The SAM engine: a cached image encoder and a per-prompt decoder, stateless and thread-safe.
+
+Split as in sam2's `SAM2ImagePredictor`: `embed(image)` is the once-per-image work (the ViT,
+~100x the cost of a click) and is cached by image content; `decode(embedding, prompts)` is
+the per-click work and never touches the image's pixels again.
+
+Masks, scores and low-res logits equal the transformers reference recipe
+(`SamProcessor` + `SamModel` + `post_process_masks`, threshold 0) on the same weights and dtype.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .cache import DEFAULT_CACHE_BYTES, ByteLRUCache, CacheStats
+from .decoder import CachedDecoder, ImageDecoderCache
+from .fast_decoder import FastDecoder
+from .images import DEFAULT_MAX_PIXELS, to_rgb_array
+from .transforms import LOW_RES_SIDE, ImageGeometry, masks_from_logits
+
+RANDOM_WEIGHTS_ATTR = "sam_demo_random_weights"  # config.json marker of random-weight checkpoints
+
+
+class PromptError(ValueError):
+    """A prompt is malformed or lies outside the image. `field` names the offending input."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """The once-per-image state: SAM's image features and the image's geometry.
+
+    features: (1, 256, 64, 64) tensor on the engine's device, in the decoder's dtype.
+    key: hex digest of the image's RGB pixels and shape (the cache key).
+    decoder_cache: the decoder's prompt-independent work on this image (see decoder.py).
+    """
+
+    key: str
+    features: torch.Tensor
+    geometry: ImageGeometry
+    decoder_cache: ImageDecoderCache
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.numel() * self.features.element_size() + self.decoder_cache.nbytes
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Decoder output for B prompt groups with C masks each (C = 3 multimask, else 1).
+
+    masks: (B, C, H, W) bool (or float32 logits) in original pixels.
+    iou_scores: (B, C) float32 predicted IoU, in decoder order.
+    low_res_logits: (B, C, 256, 256) float32, suitable as a later `mask_input`.
+    """
+
+    masks: np.ndarray
+    iou_scores: np.ndarray
+    low_res_logits: np.ndarray
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model: str
+    device: str
+    dtype: str
+    random_weights: bool
+
+
+def image_key(rgb: np.ndarray) -> str:
+    """Content hash of an (H, W, 3) uint8 array: equal pixels give equal keys."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(rgb.shape).encode())
+    digest.update(memoryview(np.ascontiguousarray(rgb)).cast("B"))
+    return digest.hexdigest()
+
+
+class SamEngine:
+    """Runs a transformers `SamModel`; safe to share between threads and sessions.
+
+    Args:
+        model: a `SamModel` in eval mode, already on `device` (weights in `weights_dtype`).
+        processor: the matching `SamProcessor` (only its image processor is used, once per image).
+        device: torch device of the model.
+        compute_dtype: dtype the encoder computes in (autocast on CPU when lower than the weights).
+        cache_bytes: bound of the embedding cache, in bytes.
+    """
+
+    def __init__(
+        self,
+        model,
+        processor,
+        info: EngineInfo,
+        compute_dtype: torch.dtype = torch.float32,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        self.model = model
+        self.processor = processor
+        self.info = info
+        self.device = torch.device(info.device)
+        self.compute_dtype = compute_dtype
+        self.weights_dtype = model.mask_decoder.iou_token.weight.dtype
+        self.encoder_dtype = model.vision_encoder.patch_embed.projection.weight.dtype
+        self.max_pixels = max_pixels
+        self.cache: ByteLRUCache[ImageEmbedding] = ByteLRUCache(cache_bytes, lambda e: e.nbytes)
+        # float32 is the exact mode: masks bit-equal to the transformers recipe. Otherwise the
+        # decoder is rearranged for speed and the faster OpenCV resize is used (see decoder.py,
+        # transforms.py); on CPU the weights stay fp32 and the decoder gets its own bf16 copy.
+        self.exact = compute_dtype == torch.float32
+        self.decoder = (CachedDecoder if self.exact else FastDecoder)(model, compute_dtype)
+        self._encode_lock = threading.Lock()
+        # float64 prompts match SamProcessor exactly; MPS has no float64.
+        self._coord_dtype = torch.float32 if self.device.type == "mps" else torch.float64
+
+    # ---- once per image -------------------------------------------------------------------
+    def embed(self, image: np.ndarray | Image.Image) -> ImageEmbedding:
+        """Return the image's embedding, running the encoder only for images not seen before."""
+        return self.embed_with_status(image)[0]
+
+    def embed_with_status(self, image: np.ndarray | Image.Image) -> tuple[ImageEmbedding, bool]:
+        """`embed`, also saying whether this call ran the encoder (False: a cache hit)."""
+        rgb = to_rgb_array(image, self.max_pixels)
+        key = image_key(rgb)
+        return self.cache.lookup(key, lambda: self._encode(key, rgb))
+
+    def embed_by_key(self, key: str, load_rgb) -> ImageEmbedding:
+        """The embedding cached under `key`; on a miss, `load_rgb()` gives the (H, W, 3) uint8 pixels
+        to encode (they must be the ones `key` was made from)."""
+        return self.cache.get_or_compute(key, lambda: self._encode(key, load_rgb()))
+
+    def _encode(self, key: str, rgb: np.ndarray) -> ImageEmbedding:
+        geometry = ImageGeometry.for_size(rgb.shape[:2])
+        # The layout is given: guessed, an image 1, 3 or 4 pixels tall reads as channels first.
+        pixel_values = self.processor.image_processor(rgb, return_tensors="pt", input_data_format="channels_last")[
+            "pixel_values"
+        ]
+        pixel_values = pixel_values.to(self.device, self.encoder_dtype)
+        with self._encode_lock, torch.inference_mode(), self._autocast():
+            features = self.model.get_image_embeddings(pixel_values)
+        features = features.to(self.weights_dtype).contiguous()
+        return ImageEmbedding(key, features, geometry, self.decoder.prepare(features))
+
+    def _autocast(self):
+        if self.compute_dtype == self.weights_dtype:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+    def cache_stats(self) -> CacheStats:
+        return self.cache.stats()
+
+    # ---- once per prompt ------------------------------------------------------------------
+    def decode_low_res(
+        self,
+        embedding: ImageEmbedding,
+        points_xy: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        boxes_xyxy: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder alone: low-res logits (B, C, 256, 256) and IoU (B, C), float32, on the device.
+
+        Arguments as in `decode`.
+        """
+        geometry = embedding.geometry
+        points_xy, labels, boxes_xyxy, mask_input = check_prompts(geometry, points_xy, labels, boxes_xyxy, mask_input)
+        prompts = {"input_points": None, "input_labels": None, "input_boxes": None}
+        if points_xy is not None:
+            prompts["input_points"] = self._tensor(geometry.coords_to_model(points_xy)[None])
+            prompts["input_labels"] = torch.from_numpy(labels[None]).to(self.device)
+        if boxes_xyxy is not None:
+            prompts["input_boxes"] = self._tensor(geometry.boxes_to_model(boxes_xyxy)[None])
+        with torch.inference_mode():
+            if mask_input is None:  # the common case: reuse the image's decoder cache
+                sparse = self.decoder.prompt_embeddings(
+                    prompts["input_points"], prompts["input_labels"], prompts["input_boxes"]
+                )
+                low_res, iou = self.decoder.decode(embedding.decoder_cache, sparse, multimask_output)
+            else:
+                masks_in = torch.from_numpy(mask_input).to(self.device, self.weights_dtype)
+                out = self.model(
+                    image_embeddings=embedding.features,
+                    multimask_output=multimask_output,
+                    input_masks=masks_in,
+                    **{k: v for k, v in prompts.items() if v is not None},
+                )
+                low_res, iou = out.pred_masks, out.iou_scores
+        return low_res[0].float(), iou[0].float()
+
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        points_xy: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        boxes_xyxy: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Prediction:
+        """Predict masks for B prompt groups on one embedded image.
+
+        points_xy: (B, N, 2) float, [x, y] in original pixels; labels: (B, N) int in
+        {1 foreground, 0 background, -1 ignored}, default all 1; boxes_xyxy: (B, 4) in original
+        pixels; mask_input: (1, 256, 256) or (1, 1, 256, 256) low-res logits (B must be 1).
+        Raises PromptError (a ValueError) for malformed or out-of-image prompts.
+        """
+        low_res, iou = self.decode_low_res(embedding, points_xy, labels, boxes_xyxy, mask_input, multimask_output)
+        groups, count = low_res.shape[:2]
+        flat = low_res.reshape(groups * count, LOW_RES_SIDE, LOW_RES_SIDE)
+        masks = masks_from_logits(flat, embedding.geometry, return_logits, exact=self.exact)
+        return Prediction(
+            masks=masks.reshape(groups, count, *embedding.geometry.original_hw),
+            iou_scores=iou.cpu().numpy(),
+            low_res_logits=low_res.cpu().numpy(),
+        )
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device, self._coord_dtype)
+
+
+def check_prompts(
+    geometry: ImageGeometry,
+    points_xy: np.ndarray | None,
+    labels: np.ndarray | None,
+    boxes_xyxy: np.ndarray | None,
+    mask_input: np.ndarray | None,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Validate prompts against the image; return float64 points, int64 labels, boxes, mask.
+
+    Points may lie on the closed rectangle [0, W] x [0, H]. Boxes need x0 < x1 and y0 < y1 and
+    must overlap the image; one that reaches past its edge is used as given, as the live endpoint
+    and the transformers recipe use it (detectors produce such boxes).
+    """
+    h, w = geometry.original_hw
+    groups = None
+    if points_xy is not None:
+        points_xy = _finite_array("points", points_xy, np.float64)
+        if points_xy.ndim != 3 or points_xy.shape[2] != 2 or points_xy.shape[1] == 0:
+            raise PromptError("points", f"expected shape (groups, points, 2), got {points_xy.shape}")
+        outside = (points_xy[..., 0] < 0) | (points_xy[..., 0] > w) | (points_xy[..., 1] < 0) | (points_xy[..., 1] > h)
+        if outside.any():
+            g, n = np.argwhere(outside)[0]
+            raise PromptError(
+                "points",
+                f"point {points_xy[g, n].tolist()} (group {g}, point {n}) lies outside the {w}x{h} image; "
+                f"x must be in [0, {w}] and y in [0, {h}]",
+            )
+        groups = points_xy.shape[0]
+        if labels is None:
+            labels = np.ones(points_xy.shape[:2], dtype=np.int64)
+        labels = np.asarray(labels)
+        if labels.shape != points_xy.shape[:2]:
+            raise PromptError("labels", f"expected shape {points_xy.shape[:2]} to match the points, got {labels.shape}")
+        if not np.isin(labels, (1, 0, -1)).all():
+            raise PromptError(
+                "labels",
+                f"labels must be 1 (foreground), 0 (background) or -1 (ignored), got {np.unique(labels).tolist()}",
+            )
+        labels = labels.astype(np.int64)
+    elif labels is not None:
+        raise PromptError("labels", "labels were given without points")
+    if boxes_xyxy is not None:
+        boxes_xyxy = _finite_array("boxes", boxes_xyxy, np.float64)
+        if boxes_xyxy.ndim != 2 or boxes_xyxy.shape[1] != 4:
+            raise PromptError("boxes", f"expected shape (boxes, 4) as [x0, y0, x1, y1], got {boxes_xyxy.shape}")
+        for i, (x0, y0, x1, y1) in enumerate(boxes_xyxy):
+            if not (x1 > x0 and y1 > y0):
+                raise PromptError(
+                    "boxes", f"box {i} {boxes_xyxy[i].tolist()} has zero or negative size; need x0 < x1 and y0 < y1"
+                )
+            if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+                raise PromptError("boxes", f"box {i} {boxes_xyxy[i].tolist()} lies wholly outside the {w}x{h} image")
+        if groups is not None and groups != len(boxes_xyxy):
+            raise PromptError(
+                "boxes",
+                f"{groups} point groups but {len(boxes_xyxy)} boxes; group i goes with box i, so the counts must match",
+            )
+        groups = len(boxes_xyxy)
+    if mask_input is not None:
+        mask_input = _finite_array("mask_input", mask_input, np.float32)
+        if mask_input.shape == (1, LOW_RES_SIDE, LOW_RES_SIDE):
+            mask_input = mask_input[None]
+        if mask_input.shape != (1, 1, LOW_RES_SIDE, LOW_RES_SIDE):
+            raise PromptError("mask_input", f"expected (1, 256, 256) low-res logits, got {mask_input.shape}")
+        if groups not in (None, 1):
+            raise PromptError("mask_input", f"a mask input goes with one prompt group, got {groups}")
+    if points_xy is None and boxes_xyxy is None and mask_input is None:
+        raise PromptError("prompt", "give at least one point, box or mask input")
+    return points_xy, labels, boxes_xyxy, mask_input
+
+
+def _finite_array(field: str, value, dtype) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise PromptError(field, f"not a regular numeric array ({exc})") from None
+    if not np.isfinite(array).all():
+        raise PromptError(field, "contains NaN or infinite values")
+    return array
