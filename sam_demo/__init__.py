@@ -11,7 +11,7 @@ _MODULE_OF = {
     "ImageEmbedding": "engine",
     "ModelLoadError": "loading",
     "Prediction": "engine",
-    "PromptError": "engine",
+    "PromptError": "prompts",
     "SamEngine": "engine",
     "SamPredictor": "predictor",
     "load_engine": "loading",

@@ -30,7 +30,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .prompts import PromptError, check_structure
+
 COLUMNS = ("image", "input_points", "input_boxes", "input_labels", "multimask_output")
+# The prompt rules (prompts.py) name inputs by field; the endpoint by column. The one mapping:
 PROMPT_FIELD_TO_COLUMN = {"points": "input_points", "labels": "input_labels", "boxes": "input_boxes"}
 
 
@@ -188,6 +191,11 @@ def parse_row(values: dict, row: int, limits: RequestLimits = RequestLimits()) -
     boxes = parse("input_boxes", 2, "[[x0, y0, x1, y1], ...]")
     labels = parse("input_labels", 2, "[[1, 0, ...], ...] (one list per point group)")
     multimask = _parse_bool(values["multimask_output"], row)
+    try:
+        checked = check_structure(points, labels, boxes, names=PROMPT_FIELD_TO_COLUMN)
+    except PromptError as exc:
+        raise RequestError(exc.reason, row, PROMPT_FIELD_TO_COLUMN.get(exc.field, "input_points")) from None
+    points, boxes, labels = checked[0], checked[2], None if labels is None else checked[1]
     for array, column in ((points, "input_points"), (boxes, "input_boxes")):
         if array is not None and len(array) > limits.max_groups:
             raise over_limit(
@@ -200,32 +208,6 @@ def parse_row(values: dict, row: int, limits: RequestLimits = RequestLimits()) -
             )
     if points is not None and points.shape[1] > limits.max_points:
         raise over_limit("points in one group", points.shape[1], limits.max_points, "--max-points", row, "input_points")
-    if points is not None and points.shape[-1] != 2:
-        raise RequestError(f"each point must be [x, y], got {points.shape[-1]} numbers", row, "input_points")
-    if boxes is not None and boxes.shape[-1] != 4:
-        raise RequestError(f"each box must be [x0, y0, x1, y1], got {boxes.shape[-1]} numbers", row, "input_boxes")
-    if labels is not None:
-        if points is None:
-            raise RequestError("labels were given without input_points", row, "input_labels")
-        if labels.shape != points.shape[:2]:
-            raise RequestError(
-                f"labels have shape {list(labels.shape)} but the points have {list(points.shape[:2])} (groups, points)",
-                row,
-                "input_labels",
-            )
-        if not np.isin(labels, (1, 0, -1)).all():
-            raise RequestError(
-                f"labels must be 1, 0 or -1, got {sorted(set(labels.ravel().tolist()))}", row, "input_labels"
-            )
-        labels = labels.astype(np.int64)
-    if points is not None and boxes is not None and len(points) != len(boxes):
-        raise RequestError(
-            f"{len(points)} point groups but {len(boxes)} boxes; group i goes with box i, so the counts must match",
-            row,
-            "input_boxes",
-        )
-    if points is None and boxes is None:
-        raise RequestError("the row has no prompt: give input_points and/or input_boxes", row, "input_points")
     return EndpointRow(image.strip(), points, labels, boxes, multimask)
 
 
@@ -257,10 +239,6 @@ def _parse_array(
         ) from None
     if array.ndim != ndim or 0 in array.shape:
         raise RequestError(f"expected {ndim} levels of nesting {example}, got shape {list(array.shape)}", row, column)
-    if not np.isfinite(array).all():
-        raise RequestError("contains NaN or infinite numbers", row, column)
-    if column == "input_labels" and not (array == np.round(array)).all():
-        raise RequestError("labels must be whole numbers 1, 0 or -1", row, column)
     return array
 
 

@@ -23,18 +23,10 @@ from .cache import DEFAULT_CACHE_BYTES, ByteLRUCache, CacheStats
 from .decoder import CachedDecoder, ImageDecoderCache
 from .fast_decoder import FastDecoder
 from .images import DEFAULT_MAX_PIXELS, to_rgb_array
+from .prompts import PromptError, check_prompts  # noqa: F401  (PromptError: part of the engine's API)
 from .transforms import LOW_RES_SIDE, ImageGeometry, masks_from_logits
 
 RANDOM_WEIGHTS_ATTR = "sam_demo_random_weights"  # config.json marker of random-weight checkpoints
-
-
-class PromptError(ValueError):
-    """A prompt is malformed or lies outside the image. `field` names the offending input."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.reason = message
 
 
 @dataclass(frozen=True)
@@ -175,7 +167,9 @@ class SamEngine:
         Arguments as in `decode`.
         """
         geometry = embedding.geometry
-        points_xy, labels, boxes_xyxy, mask_input = check_prompts(geometry, points_xy, labels, boxes_xyxy, mask_input)
+        points_xy, labels, boxes_xyxy, mask_input = check_prompts(
+            geometry.original_hw, points_xy, labels, boxes_xyxy, mask_input
+        )
         prompts = {"input_points": None, "input_labels": None, "input_boxes": None}
         if points_xy is not None:
             prompts["input_points"] = self._tensor(geometry.coords_to_model(points_xy)[None])
@@ -228,84 +222,3 @@ class SamEngine:
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device, self._coord_dtype)
-
-
-def check_prompts(
-    geometry: ImageGeometry,
-    points_xy: np.ndarray | None,
-    labels: np.ndarray | None,
-    boxes_xyxy: np.ndarray | None,
-    mask_input: np.ndarray | None,
-) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """Validate prompts against the image; return float64 points, int64 labels, boxes, mask.
-
-    Points may lie on the closed rectangle [0, W] x [0, H]. Boxes need x0 < x1 and y0 < y1 and
-    must overlap the image; one that reaches past its edge is used as given, as the live endpoint
-    and the transformers recipe use it (detectors produce such boxes).
-    """
-    h, w = geometry.original_hw
-    groups = None
-    if points_xy is not None:
-        points_xy = _finite_array("points", points_xy, np.float64)
-        if points_xy.ndim != 3 or points_xy.shape[2] != 2 or points_xy.shape[1] == 0:
-            raise PromptError("points", f"expected shape (groups, points, 2), got {points_xy.shape}")
-        outside = (points_xy[..., 0] < 0) | (points_xy[..., 0] > w) | (points_xy[..., 1] < 0) | (points_xy[..., 1] > h)
-        if outside.any():
-            g, n = np.argwhere(outside)[0]
-            raise PromptError(
-                "points",
-                f"point {points_xy[g, n].tolist()} (group {g}, point {n}) lies outside the {w}x{h} image; "
-                f"x must be in [0, {w}] and y in [0, {h}]",
-            )
-        groups = points_xy.shape[0]
-        if labels is None:
-            labels = np.ones(points_xy.shape[:2], dtype=np.int64)
-        labels = np.asarray(labels)
-        if labels.shape != points_xy.shape[:2]:
-            raise PromptError("labels", f"expected shape {points_xy.shape[:2]} to match the points, got {labels.shape}")
-        if not np.isin(labels, (1, 0, -1)).all():
-            raise PromptError(
-                "labels",
-                f"labels must be 1 (foreground), 0 (background) or -1 (ignored), got {np.unique(labels).tolist()}",
-            )
-        labels = labels.astype(np.int64)
-    elif labels is not None:
-        raise PromptError("labels", "labels were given without points")
-    if boxes_xyxy is not None:
-        boxes_xyxy = _finite_array("boxes", boxes_xyxy, np.float64)
-        if boxes_xyxy.ndim != 2 or boxes_xyxy.shape[1] != 4:
-            raise PromptError("boxes", f"expected shape (boxes, 4) as [x0, y0, x1, y1], got {boxes_xyxy.shape}")
-        for i, (x0, y0, x1, y1) in enumerate(boxes_xyxy):
-            if not (x1 > x0 and y1 > y0):
-                raise PromptError(
-                    "boxes", f"box {i} {boxes_xyxy[i].tolist()} has zero or negative size; need x0 < x1 and y0 < y1"
-                )
-            if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
-                raise PromptError("boxes", f"box {i} {boxes_xyxy[i].tolist()} lies wholly outside the {w}x{h} image")
-        if groups is not None and groups != len(boxes_xyxy):
-            raise PromptError(
-                "boxes",
-                f"{groups} point groups but {len(boxes_xyxy)} boxes; group i goes with box i, so the counts must match",
-            )
-        groups = len(boxes_xyxy)
-    if mask_input is not None:
-        mask_input = _finite_array("mask_input", mask_input, np.float32)
-        if mask_input.shape == (1, LOW_RES_SIDE, LOW_RES_SIDE):
-            mask_input = mask_input[None]
-        if mask_input.shape != (1, 1, LOW_RES_SIDE, LOW_RES_SIDE):
-            raise PromptError("mask_input", f"expected (1, 256, 256) low-res logits, got {mask_input.shape}")
-        if groups not in (None, 1):
-            raise PromptError("mask_input", f"a mask input goes with one prompt group, got {groups}")
-    if points_xy is None and boxes_xyxy is None and mask_input is None:
-        raise PromptError("prompt", "give at least one point, box or mask input")
-    return points_xy, labels, boxes_xyxy, mask_input
-
-
-def _finite_array(field: str, value, dtype) -> np.ndarray:
-    try:
-        array = np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise PromptError(field, f"not a regular numeric array ({exc})") from None
-    if not np.isfinite(array).all():
-        raise PromptError(field, "contains NaN or infinite values")
-    return array

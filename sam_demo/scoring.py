@@ -19,9 +19,10 @@ from .endpoint import (
     parse_request,
     response_from_groups,
 )
-from .engine import ImageEmbedding, PromptError, SamEngine, check_prompts
+from .engine import ImageEmbedding, SamEngine
 from .fetch import FetchPolicy, ResponseTooLarge, fetch_url
 from .images import ImageTooLargeError, decode_image_bytes, to_rgb_array
+from .prompts import PromptError, check_prompts
 from .transforms import masks_from_logits
 
 # Prompt groups per decoder call in the fast mode: its upscaling activations take 8 MiB per group.
@@ -84,7 +85,7 @@ def _predict(
         raise RequestError(str(exc), index, "image") from None
     del rgb
     try:
-        check_prompts(embedding.geometry, row.points_xy, row.labels, row.boxes_xyxy, None)
+        check_prompts(embedding.geometry.original_hw, row.points_xy, row.labels, row.boxes_xyxy, None)
     except PromptError as exc:
         raise RequestError(exc.reason, index, PROMPT_FIELD_TO_COLUMN.get(exc.field, "input_points")) from None
     return response_from_groups(_groups(engine, embedding, row)), pixels

@@ -26,6 +26,7 @@ from pycocotools import mask as mask_utils
 
 from .engine import ImageEmbedding, SamEngine
 from .images import decode_image_bytes, to_rgb_array
+from .prompts import points_outside
 from .transforms import ImageGeometry, logits_to_size, mask_to_size, masks_from_logits
 
 MAX_HISTORY = 100
@@ -286,8 +287,8 @@ class Session:
 
         Raises ValueError for a point off the image (or not finite) and past the point limit.
         """
-        h, w = self.size_hw
-        if not (0 <= x <= w and 0 <= y <= h):
+        if points_outside(np.array([x, y], dtype=np.float64), self.size_hw):  # also NaN
+            h, w = self.size_hw
             raise ValueError(f"the click at ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
         active = self.objects[-1]
         if len(active.points) >= MAX_POINTS_PER_OBJECT:
