@@ -23,6 +23,7 @@ from .cache import DEFAULT_CACHE_BYTES, ByteLRUCache, CacheStats
 from .decoder import CachedDecoder, ImageDecoderCache
 from .fast_decoder import FastDecoder
 from .images import DEFAULT_MAX_PIXELS, to_rgb_array
+from .plan import ExecutionPlan
 from .prompts import PromptError, check_prompts  # noqa: F401  (PromptError: part of the engine's API)
 from .transforms import LOW_RES_SIDE, ImageGeometry, masks_from_logits
 
@@ -82,10 +83,9 @@ class SamEngine:
     """Runs a transformers `SamModel`; safe to share between threads and sessions.
 
     Args:
-        model: a `SamModel` in eval mode, already on `device` (weights in `weights_dtype`).
+        model: a `SamModel` in eval mode, on `plan.device`, cast as `plan` says (loading.py does it).
         processor: the matching `SamProcessor` (only its image processor is used, once per image).
-        device: torch device of the model.
-        compute_dtype: dtype the encoder computes in (autocast on CPU when lower than the weights).
+        plan: what runs (see plan.py); the engine follows it and infers nothing from the model.
         cache_bytes: bound of the embedding cache, in bytes.
     """
 
@@ -94,27 +94,25 @@ class SamEngine:
         model,
         processor,
         info: EngineInfo,
-        compute_dtype: torch.dtype = torch.float32,
+        plan: ExecutionPlan,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         self.model = model
         self.processor = processor
         self.info = info
+        self.plan = plan
         self.device = torch.device(info.device)
-        self.compute_dtype = compute_dtype
-        self.weights_dtype = model.mask_decoder.iou_token.weight.dtype
-        self.encoder_dtype = model.vision_encoder.patch_embed.projection.weight.dtype
+        self.compute_dtype = getattr(torch, plan.vit_compute)
+        self.weights_dtype = getattr(torch, plan.prompt_encoder)
+        self.encoder_dtype = getattr(torch, plan.vit_weights)
         self.max_pixels = max_pixels
         self.cache: ByteLRUCache[ImageEmbedding] = ByteLRUCache(cache_bytes, lambda e: e.nbytes)
-        # float32 is the exact mode: masks bit-equal to the transformers recipe. Otherwise the
-        # decoder is rearranged for speed and the faster OpenCV resize is used (see decoder.py,
-        # transforms.py); on CPU the weights stay fp32 and the decoder gets its own bf16 copy.
-        self.exact = compute_dtype == torch.float32
-        self.decoder = (CachedDecoder if self.exact else FastDecoder)(model, compute_dtype)
+        self.exact = plan.upscaler == "torch"  # masks_from_logits: the exact upscaler, or OpenCV's
+        decoder = {"exact": CachedDecoder, "fast": FastDecoder}[plan.decoder]
+        self.decoder = decoder(model, getattr(torch, plan.decoder_compute))
         self._encode_lock = threading.Lock()
-        # float64 prompts match SamProcessor exactly; MPS has no float64.
-        self._coord_dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        self._coord_dtype = getattr(torch, plan.coordinates)
 
     # ---- once per image -------------------------------------------------------------------
     def embed(self, image: np.ndarray | Image.Image) -> ImageEmbedding:

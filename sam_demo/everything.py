@@ -190,7 +190,7 @@ def generate(engine: SamEngine, image, config: EverythingConfig = EverythingConf
         point_grid(max(1, int(config.points_per_side / config.crop_n_points_downscale_factor**layer)))
         for layer in range(config.crop_n_layers + 1)
     ]
-    per_call = config.points_per_batch or (1 if engine.device.type == "cpu" else 64)
+    per_call = config.points_per_batch or engine.plan.everything_batch
     total = sum(len(grids[layer]) for _, layer in crops)
     done, results = 0, []
     for crop, layer in crops:

@@ -16,6 +16,7 @@ from .cache import DEFAULT_CACHE_BYTES
 from .cli import DTYPE_NAMES
 from .engine import RANDOM_WEIGHTS_ATTR, EngineInfo, SamEngine
 from .images import DEFAULT_MAX_PIXELS
+from .plan import ExecutionPlan
 from .vision_attention import patch_vision_attention
 
 log = logging.getLogger("sam_demo")
@@ -103,28 +104,22 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
     except Exception as exc:  # the hub raises many types: OSError, HTTP, validation, ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"could not load SAM model {name!r}: {reason}. {_advice()}") from None
-    # On GPUs the whole model is cast. On CPU the prompt encoder and decoder keep fp32 weights
-    # (the engine gives the decoder its own low-precision copy), and a low-precision encoder
-    # keeps its weights in that dtype but runs under autocast, which holds the layer norms and
-    # the residual stream in fp32; no fp32 copy of the ViT stays in memory.
-    weights_dtype = torch.float32 if device.type == "cpu" else compute_dtype
-    model = model.to(device=device, dtype=weights_dtype).eval()
-    cpu_low_precision = device.type == "cpu" and compute_dtype != torch.float32
-    if cpu_low_precision:
-        model.vision_encoder.to(compute_dtype)
-    if cpu_low_precision or model.config._attn_implementation == "sdpa":
-        # bf16 on CPU: the bias folded into the score matmul (faster); otherwise the exact
-        # blocked form (same results, a fraction of the peak memory). See vision_attention.py.
-        patch_vision_attention(model.vision_encoder, fast=cpu_low_precision)
+    plan = ExecutionPlan.choose(
+        device.type, str(compute_dtype).removeprefix("torch."), sdpa=model.config._attn_implementation == "sdpa"
+    )
+    model = model.to(device=device, dtype=DTYPES[plan.prompt_encoder]).eval()
+    model.vision_encoder.to(DTYPES[plan.vit_weights])
+    if plan.attention != "transformers":  # see vision_attention.py
+        patch_vision_attention(model.vision_encoder, fast=plan.attention == "folded")
     info = EngineInfo(
         model=name,
         device=str(device),
         dtype=str(compute_dtype).removeprefix("torch."),
         random_weights=bool(getattr(model.config, RANDOM_WEIGHTS_ATTR, False)),
     )
-    if config.dtype is None:
-        log.info("sam_demo: %s on %s, dtype %s chosen automatically (pass dtype to override)", name, device, info.dtype)
-    return SamEngine(model, processor, info, compute_dtype, config.cache_bytes, config.max_pixels)
+    how = "chosen automatically (pass dtype to override)" if config.dtype is None else "as asked"
+    log.info("sam_demo: %s on %s, dtype %s %s; plan: %s", name, device, info.dtype, how, plan.describe())
+    return SamEngine(model, processor, info, plan, config.cache_bytes, config.max_pixels)
 
 
 def _from_pretrained(path: str, model_cls, processor_cls, local: bool):

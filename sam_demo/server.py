@@ -119,6 +119,7 @@ def add_api_routes(
             "device": engine.info.device,
             "dtype": engine.info.dtype,
             "random_weights": engine.info.random_weights,
+            "plan": asdict(engine.plan),
             "cache": {
                 "entries": stats.entries,
                 "bytes": stats.bytes,

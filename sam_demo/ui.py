@@ -429,6 +429,7 @@ def build_demo(
             f"Model `{engine.info.model}` on `{engine.info.device}` ({engine.info.dtype}). "
             "Upload a photo, then click or tap what you want to segment."
         )
+        gr.Markdown(f"<small>Plan: {engine.plan.describe()}</small>", elem_id="plan")
         if engine.info.random_weights:
             gr.Markdown(
                 "⚠️ **This model has random weights** (a test checkpoint): masks are meaningless. "
