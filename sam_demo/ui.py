@@ -477,18 +477,22 @@ def build_demo(
         # Edits skip Gradio's queue: they take milliseconds, and so run at once, side by side.
         edit = dict(outputs=outputs, queue=False, show_progress="hidden", api_visibility="private")
         bind = functools.partial
+
+        def long_job(queue: str, progress_on) -> dict:
+            """A job of its own queue, one at a time, so no click waits behind it; its progress shows
+            in one place (the encode's over the image, segment everything's on the status line)."""
+            return dict(
+                outputs=outputs,
+                show_progress="full",
+                show_progress_on=progress_on,
+                concurrency_id=queue,
+                concurrency_limit=1,
+                api_visibility="private",
+            )
+
         # A new image comes from an upload (file, paste, drop) or an example; not .change, which
-        # fires twice when one image replaces another. Progress shows in one place: the encode's
-        # over the image, segment everything's on the status line.
-        encode = dict(
-            inputs=[image_in, state],
-            outputs=outputs,
-            show_progress="full",
-            show_progress_on=prompter,
-            concurrency_id=ENCODE_CALLS,
-            concurrency_limit=1,
-            api_visibility="private",
-        )
+        # fires twice when one image replaces another.
+        encode = dict(inputs=[image_in, state], **long_job(ENCODE_CALLS, prompter))
         image_in.upload(bind(on_image, ctx), **encode)
         if example_picked is not None:
             example_picked.then(bind(on_image, ctx), **encode)
@@ -497,16 +501,6 @@ def build_demo(
             button.click(bind(handler, ctx), inputs=state, **edit)
         auto_keep.input(bind(on_auto_keep, ctx), inputs=[auto_keep, state], **edit)
         load_saved.upload(bind(on_load_saved, ctx), inputs=[load_saved, state], **edit)
-        # A long job of its own queue, so other users' clicks are not held behind it.
-        everything.click(
-            bind(on_everything, ctx),
-            inputs=state,
-            outputs=outputs,
-            show_progress="full",
-            show_progress_on=status,
-            concurrency_id=EVERYTHING_CALLS,
-            concurrency_limit=1,
-            api_visibility="private",
-        )
+        everything.click(bind(on_everything, ctx), inputs=state, **long_job(EVERYTHING_CALLS, status))
         _add_api(ctx)
     return demo
