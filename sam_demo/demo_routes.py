@@ -187,9 +187,13 @@ def _ascii_name(name: str) -> str:
     return "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
 
 
-async def _json_body(request: Request, limit: int = 1 << 20) -> dict:
-    """The request's JSON object ({} if it is not one, or over `limit` bytes: never read further)."""
-    data = await read_limited(request, limit)
+async def _json_body(request: Request, limit: int = 1 << 20, timeout_s: float = 10.0) -> dict:
+    """The request's JSON object ({} if it is not one, over `limit` bytes, or not all there within
+    `timeout_s`: never read further)."""
+    try:
+        data = await read_limited(request, limit, timeout_s)
+    except TimeoutError:
+        return {}
     try:
         body = json.loads(data) if data is not None else {}
     except (ValueError, RecursionError):

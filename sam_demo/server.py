@@ -38,6 +38,7 @@ class ServerConfig:
     share: bool = False
     api_key: str | None = None  # when set, /score needs "Authorization: Bearer <key>"
     max_body_bytes: int = 64 << 20
+    body_timeout_s: float = 30.0  # for the whole /score body; 408 past it
     score_concurrency: int = 2  # /score requests computed at once
     score_queue: int = 16  # /score requests that may wait for them; more get 503 at once
     limits: RequestLimits = field(default_factory=RequestLimits)
@@ -149,6 +150,7 @@ def add_api_routes(
         responses={
             400: {"model": ErrorBody},
             401: {"model": ErrorBody},
+            408: {"model": ErrorBody, "description": "the body did not arrive in time"},
             413: {"model": ErrorBody},
             503: {"model": ErrorBody, "description": "loading, or too many requests waiting (see Retry-After)"},
         },
@@ -181,7 +183,7 @@ def add_api_routes(
             )
         admitted += 1
         try:
-            body = await _read_body(request, config.max_body_bytes)
+            body = await _read_body(request, config.max_body_bytes, config.body_timeout_s)
             if isinstance(body, JSONResponse):
                 return body
             async with slots:
@@ -195,8 +197,11 @@ def add_api_routes(
             admitted -= 1
 
 
-async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
-    body = await read_limited(request, limit)
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes | JSONResponse:
+    try:
+        body = await read_limited(request, limit, timeout_s)
+    except TimeoutError:
+        return error(408, f"the request body did not arrive within {timeout_s:g} s; send it at once")
     if body is None:
         return error(413, f"the request body is over the limit of {limit >> 20} MiB (--max-body-mb)")
     return body

@@ -35,7 +35,7 @@ def body(image: str, points="", boxes="[[10, 10, 200, 200]]", labels="", multima
 @pytest.fixture(scope="module")
 def hostile(engine):
     limits = RequestLimits(max_rows=4, max_groups=8, max_points=16, max_output_pixels=20_000_000)
-    config = ServerConfig(max_body_bytes=8 << 20, limits=limits, score_concurrency=1, score_queue=2)
+    config = ServerConfig(max_body_bytes=8 << 20, limits=limits, score_concurrency=1, score_queue=2, body_timeout_s=2)
     with RunningServer(build_app(engine, config)) as running:
         yield running
 
@@ -254,3 +254,27 @@ def test_many_groups_decoded_a_few_at_a_time_equal_one_call_for_all(engine, fast
     for g, group in enumerate(got):
         assert all(np.array_equal(m.mask, expected.masks[g, c]) for c, m in enumerate(group)), f"group {g}"
         assert [m.iou_score for m in group] == expected.iou_scores[g].tolist()
+
+
+def test_a_body_sent_a_byte_at_a_time_gets_408_and_frees_its_place(hostile, good):
+    import socket
+
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", hostile.port), timeout=30) as slow:
+        slow.sendall(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            slow.sendall(b" ")
+            time.sleep(0.2)
+            slow.setblocking(False)
+            try:
+                answer += slow.recv(4096)
+            except BlockingIOError:
+                pass
+            slow.setblocking(True)
+            assert time.monotonic() - start < 20, "no answer: the slow body held its place"
+    assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 2 s" in answer
+    again = post(hostile, good[0])
+    assert again.status_code == 200 and again.json() == good[1]
