@@ -54,13 +54,19 @@ class RequestLimits:
 
     @property
     def max_numbers(self) -> int:
-        """Numbers that one request body may hold (JSON parsing stops past them)."""
+        """Numbers that one request body may hold (JSON parsing stops past them): per row, G groups
+        of P points (2 numbers each), their P labels, and a box (4)."""
         return self.max_rows * self.max_groups * (3 * self.max_points + 4) + 1000
+
+    @property
+    def max_column_numbers(self) -> int:
+        """Numbers that one list column may hold: the points (2 per point) or the boxes, at most."""
+        return self.max_groups * (2 * self.max_points + 4)
 
 
 def over_limit(what: str, value: int | str, limit: int, flag: str, row: int | None = None, column: str | None = None):
-    value = f"{value:,}" if isinstance(value, int) else value
     """RequestError (413) saying which limit a request is over, by how much, and its flag."""
+    value = f"{value:,}" if isinstance(value, int) else value
     return RequestError(f"{what}: {value} is over the limit of {limit:,} ({flag})", row, column, status=413)
 
 
@@ -121,6 +127,16 @@ class EndpointRow:
     @property
     def is_url(self) -> bool:
         return self.image.startswith(("http://", "https://"))
+
+    @property
+    def groups(self) -> int:
+        """Prompt groups, one prediction each."""
+        return len(self.points_xy if self.points_xy is not None else self.boxes_xyxy)
+
+
+def prompt_error(exc: PromptError, row: int) -> RequestError:
+    """A prompt rule's error as the endpoint's: its field named by its column (the one mapping)."""
+    return RequestError(exc.reason, row, PROMPT_FIELD_TO_COLUMN.get(exc.field, "input_points"))
 
 
 # ---- requests ------------------------------------------------------------------------------
@@ -192,10 +208,10 @@ def parse_row(values: dict, row: int, limits: RequestLimits = RequestLimits()) -
     labels = parse("input_labels", 2, "[[1, 0, ...], ...] (one list per point group)")
     multimask = _parse_bool(values["multimask_output"], row)
     try:
-        checked = check_structure(points, labels, boxes, names=PROMPT_FIELD_TO_COLUMN)
+        points, checked_labels, boxes, _ = check_structure(points, labels, boxes, names=PROMPT_FIELD_TO_COLUMN)
     except PromptError as exc:
-        raise RequestError(exc.reason, row, PROMPT_FIELD_TO_COLUMN.get(exc.field, "input_points")) from None
-    points, boxes, labels = checked[0], checked[2], None if labels is None else checked[1]
+        raise prompt_error(exc, row) from None
+    labels = None if labels is None else checked_labels  # absent labels stay absent (all 1 to the engine)
     for array, column in ((points, "input_points"), (boxes, "input_boxes")):
         if array is not None and len(array) > limits.max_groups:
             raise over_limit(
@@ -244,7 +260,7 @@ def _parse_array(
 
 def _parse_list_text(text: str, row: int, column: str, example: str, limits: RequestLimits):
     """A list column's text: JSON, or (only when short) a Python literal such as "((1, 2),)"."""
-    most = limits.max_groups * (2 * limits.max_points + 4)
+    most = limits.max_column_numbers
     try:
         return _load_json(text, most)
     except _TooManyNumbers:

@@ -108,7 +108,8 @@ class SamEngine:
         self.encoder_dtype = getattr(torch, plan.vit_weights)
         self.max_pixels = max_pixels
         self.cache: ByteLRUCache[ImageEmbedding] = ByteLRUCache(cache_bytes, lambda e: e.nbytes)
-        self.exact = plan.upscaler == "torch"  # masks_from_logits: the exact upscaler, or OpenCV's
+        self.exact = plan.exact  # the exact mode (decoder and upscaler): results equal the reference's
+        self.exact_upscale = plan.upscaler == "torch"  # masks_from_logits: the exact upscaler, or OpenCV's
         decoder = {"exact": CachedDecoder, "fast": FastDecoder}[plan.decoder]
         self.decoder = decoder(model, getattr(torch, plan.decoder_compute))
         self._encode_lock = threading.Lock()
@@ -211,7 +212,7 @@ class SamEngine:
         low_res, iou = self.decode_low_res(embedding, points_xy, labels, boxes_xyxy, mask_input, multimask_output)
         groups, count = low_res.shape[:2]
         flat = low_res.reshape(groups * count, LOW_RES_SIDE, LOW_RES_SIDE)
-        masks = masks_from_logits(flat, embedding.geometry, return_logits, exact=self.exact)
+        masks = masks_from_logits(flat, embedding.geometry, return_logits, exact=self.exact_upscale)
         return Prediction(
             masks=masks.reshape(groups, count, *embedding.geometry.original_hw),
             iou_scores=iou.cpu().numpy(),

@@ -229,7 +229,7 @@ def _decode_batch(engine, embedding, points_xy, crop, image_hw, config) -> list[
     out = []
     for chunk in keep.split(16):
         logits = torch.from_numpy(
-            masks_from_logits(low_res[chunk], embedding.geometry, return_logits=True, exact=engine.exact)
+            masks_from_logits(low_res[chunk], embedding.geometry, return_logits=True, exact=engine.exact_upscale)
         )
         stable = stability_scores(logits, 0.0, config.stability_score_offset)
         passing = (

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
-LARGE_BLOCK_BYTES = (
-    9 << 20
-)  # above a click's largest arrays (8 MiB of decoder activations): mapping those cost 15 ms a click
-
-
+# Above a click's largest arrays (8 MiB of decoder activations): mapping those cost 15 ms a click.
+LARGE_BLOCK_BYTES = 9 << 20
 TRIM_THRESHOLD_BYTES = 256 << 20  # free heap top kept; return_free_memory() trims it after uploads
 
 
+@functools.cache
 def _libc():
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

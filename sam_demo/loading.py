@@ -104,9 +104,8 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
     except Exception as exc:  # the hub raises many types: OSError, HTTP, validation, ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"could not load SAM model {name!r}: {reason}. {_advice()}") from None
-    plan = ExecutionPlan.choose(
-        device.type, str(compute_dtype).removeprefix("torch."), sdpa=model.config._attn_implementation == "sdpa"
-    )
+    dtype_name = str(compute_dtype).removeprefix("torch.")
+    plan = ExecutionPlan.choose(device.type, dtype_name, sdpa=model.config._attn_implementation == "sdpa")
     model = model.to(device=device, dtype=DTYPES[plan.prompt_encoder]).eval()
     model.vision_encoder.to(DTYPES[plan.vit_weights])
     if plan.attention != "transformers":  # see vision_attention.py
@@ -114,7 +113,7 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
     info = EngineInfo(
         model=name,
         device=str(device),
-        dtype=str(compute_dtype).removeprefix("torch."),
+        dtype=dtype_name,
         random_weights=bool(getattr(model.config, RANDOM_WEIGHTS_ATTR, False)),
     )
     how = "chosen automatically (pass dtype to override)" if config.dtype is None else "as asked"

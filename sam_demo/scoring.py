@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from .endpoint import (
-    PROMPT_FIELD_TO_COLUMN,
     EndpointRow,
     RequestError,
     RequestLimits,
     decode_base64_image,
     over_limit,
     parse_request,
+    prompt_error,
     response_from_groups,
 )
 from .engine import ImageEmbedding, SamEngine
@@ -46,8 +46,7 @@ def load_row_image(row: EndpointRow, index: int, engine: SamEngine, policy: Fetc
 
 def output_pixels(row: EndpointRow, image_hw: tuple[int, int]) -> int:
     """Mask pixels in the row's response: groups x masks per group x H x W."""
-    groups = len(row.points_xy if row.points_xy is not None else row.boxes_xyxy)
-    return groups * (3 if row.multimask_output else 1) * image_hw[0] * image_hw[1]
+    return row.groups * (3 if row.multimask_output else 1) * image_hw[0] * image_hw[1]
 
 
 def predict_row(
@@ -87,14 +86,14 @@ def _predict(
     try:
         check_prompts(embedding.geometry.original_hw, row.points_xy, row.labels, row.boxes_xyxy, None)
     except PromptError as exc:
-        raise RequestError(exc.reason, index, PROMPT_FIELD_TO_COLUMN.get(exc.field, "input_points")) from None
+        raise prompt_error(exc, index) from None
     return response_from_groups(_groups(engine, embedding, row)), pixels
 
 
 def _groups(engine: SamEngine, embedding: ImageEmbedding, row: EndpointRow):
     """(masks, scores) of each prompt group, decoding DECODE_GROUPS groups at a time (the fast mode);
     the masks of a group are made one at a time, as they are consumed."""
-    count = len(row.points_xy if row.points_xy is not None else row.boxes_xyxy)
+    count = row.groups
     step = count if engine.exact else DECODE_GROUPS
     part = lambda array, chunk: None if array is None else array[chunk]  # noqa: E731
     for start in range(0, count, step):
@@ -110,7 +109,7 @@ def _groups(engine: SamEngine, embedding: ImageEmbedding, row: EndpointRow):
         for group, scores in zip(low_res, iou.cpu().numpy()):
             yield (
                 (
-                    masks_from_logits(group[c : c + 1], embedding.geometry, exact=engine.exact)[0]
+                    masks_from_logits(group[c : c + 1], embedding.geometry, exact=engine.exact_upscale)[0]
                     for c in range(len(group))
                 ),
                 scores,

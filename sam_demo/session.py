@@ -392,7 +392,7 @@ class Session:
             else:
                 low_res, scores = decode(engine, embedding, prompts)
                 decoded += 1
-            self.results[i] = ObjectResult(prompts, low_res, scores, embedding.geometry, engine.exact)
+            self.results[i] = ObjectResult(prompts, low_res, scores, embedding.geometry, engine.exact_upscale)
         for i in [k for k in self.results if k >= len(self.objects)]:
             del self.results[i]
         return decoded

@@ -26,7 +26,7 @@ from .render import ViewCache
 from .session import Session
 
 DEFAULT_MAX_SESSIONS = 1024
-DEFAULT_IDLE_SECONDS = 3600.0  # also the time-to-live of the session in Gradio's state
+DEFAULT_IDLE_SECONDS = 3600.0  # Gradio keeps a closed tab's state as long
 DEFAULT_BUDGET_FRACTION = 0.25  # of the memory this process may use
 
 
@@ -52,7 +52,7 @@ class SessionStats:
     bytes: int
     budget_bytes: int
     lightened: int  # times a session was made light to fit the budget
-    forgotten: int  # sessions forgotten to fit the budget or the count
+    forgotten: int  # sessions forgotten: idle, or to fit the budget or the count
 
 
 @dataclass

@@ -42,7 +42,8 @@ def test_every_decision_of_the_plan_reaches_the_engine(planned, checkpoint):
         assert not any(f in ATTENTION.values() for f in patched)
     else:
         assert ATTENTION[plan.attention] in patched
-    assert planned.exact == (plan.upscaler == "torch") and planned._coord_dtype == getattr(torch, plan.coordinates)
+    assert planned.exact == plan.exact and planned.exact_upscale == (plan.upscaler == "torch")
+    assert planned._coord_dtype == getattr(torch, plan.coordinates)
     assert plan.everything_batch == 1 and plan.describe().startswith("cpu:")
 
 
