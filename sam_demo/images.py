@@ -25,10 +25,13 @@ class ImageTooLargeError(ValueError):
 def check_pixel_limit(width: int, height: int, max_pixels: int) -> None:
     """Raise ImageTooLargeError when width*height exceeds max_pixels."""
     if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"image is {width}x{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
-            f"{max_pixels / 1e6:.1f}; downscale it first, or raise the limit (--max-pixels)"
-        )
+        raise _over_pixel_limit(f"image is {width}x{height} = {width * height / 1e6:.1f} megapixels", max_pixels)
+
+
+def _over_pixel_limit(what: str, max_pixels: int) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"{what}, over the limit of {max_pixels / 1e6:.1f}; downscale it first, or raise the limit (--max-pixels)"
+    )
 
 
 def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -52,10 +55,7 @@ def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         found = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = int(found.group(1)) if found else 0
         if pixels > max_pixels or not found:
-            raise ImageTooLargeError(
-                f"the image has {pixels / 1e6:.1f} megapixels, over the limit of {max_pixels / 1e6:.1f}; "
-                "downscale it first, or raise the limit (--max-pixels)"
-            ) from None
+            raise _over_pixel_limit(f"the image has {pixels / 1e6:.1f} megapixels", max_pixels) from None
         raise ImageTooLargeError(
             f"the image has {pixels / 1e6:.1f} megapixels; the image decoder refuses more than "
             f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.1f} whatever --max-pixels says; downscale it first"
