@@ -122,13 +122,36 @@ def score(
     policy: FetchPolicy = FetchPolicy(),
     limits: RequestLimits = RequestLimits(),
 ) -> list[dict]:
-    """Answer a whole real-time request: one response element per row, in order.
+    """Answer a whole real-time request: one response element per row, in order."""
+    return score_rows(parse_request(body, limits), engine, policy, limits)
 
-    The rows' masks together stay within `limits.max_output_pixels`.
-    """
+
+def score_rows(
+    rows: list[EndpointRow],
+    engine: SamEngine,
+    policy: FetchPolicy = FetchPolicy(),
+    limits: RequestLimits = RequestLimits(),
+) -> list[dict]:
+    """Answer a parsed request's rows, in order; their masks together stay within
+    `limits.max_output_pixels`."""
     out, left = [], limits.max_output_pixels
-    for i, row in enumerate(parse_request(body, limits)):
+    for i, row in enumerate(rows):
         element, pixels = _predict(row, i, engine, policy, left)
         out.append(element)
         left -= pixels
     return out
+
+
+def answer(
+    request: bytes | list[EndpointRow],
+    engine: SamEngine,
+    policy: FetchPolicy = FetchPolicy(),
+    limits: RequestLimits = RequestLimits(),
+) -> tuple[int, list | dict]:
+    """/score's answer to a body, or to rows parsed from one, as (HTTP status, JSON payload):
+    200 and the response, or a `RequestError`'s status and body."""
+    try:
+        rows = request if isinstance(request, list) else parse_request(request, limits)
+        return 200, score_rows(rows, engine, policy, limits)
+    except RequestError as exc:
+        return exc.status, exc.to_json()
