@@ -1,7 +1,8 @@
 """Command-line flags shared by the app (`app.py`), the batch command and the benchmark.
 
 `add_engine_flags` declares how the model is loaded and what input it takes; `engine_config` and
-`fetch_policy` turn the parsed flags into the engine's and the URL fetcher's configurations. The
+`fetch_policy` turn the parsed flags into the engine's (`EngineConfig`, defined here so that a
+process that only passes it on, such as a Serve gateway, needs no torch) and the URL fetcher's. The
 app's environment defaults are read here too (`SAM_MODEL` is read where the model is resolved, in
 loading.py, because the Python API honours it as well). Imports no torch, so a command can handle
 Ctrl-C before torch is loaded.
@@ -11,12 +12,24 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 
 from .cache import DEFAULT_CACHE_BYTES
 from .images import DEFAULT_MAX_PIXELS
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # loading.DTYPES maps them to torch dtypes
 DEFAULT_CACHE_MB = DEFAULT_CACHE_BYTES >> 20
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything that decides how the model is loaded and cached."""
+
+    model: str | None = None  # None: $SAM_MODEL or facebook/sam-vit-large
+    device: str | None = None  # None: cuda, then mps, then cpu
+    dtype: str | None = None  # None: the fastest safe choice for the device
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +59,6 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 
 def engine_config(args: argparse.Namespace, model: str | None = None):
     """The `EngineConfig` of parsed engine flags (`model` overrides --model)."""
-    from .loading import EngineConfig
-
     return EngineConfig(
         model=model or args.model,
         device=args.device,

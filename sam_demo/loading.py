@@ -6,16 +6,13 @@ import logging
 import os
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
-from .cache import DEFAULT_CACHE_BYTES
-from .cli import DTYPE_NAMES
+from .cli import DTYPE_NAMES, EngineConfig
 from .engine import RANDOM_WEIGHTS_ATTR, EngineInfo, SamEngine
-from .images import DEFAULT_MAX_PIXELS
 from .plan import ExecutionPlan
 from .vision_attention import patch_vision_attention
 
@@ -27,17 +24,6 @@ DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 class ModelLoadError(RuntimeError):
     """The model could not be loaded; the message says what to do instead."""
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Everything that decides how the model is loaded and cached."""
-
-    model: str | None = None  # None: $SAM_MODEL or facebook/sam-vit-large
-    device: str | None = None  # None: cuda, then mps, then cpu
-    dtype: str | None = None  # None: the fastest safe choice for the device
-    cache_bytes: int = DEFAULT_CACHE_BYTES
-    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def resolve_model(model: str | None) -> str:

@@ -7,6 +7,8 @@ memory grows with one mask and a few groups' decoder activations, not with all o
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 
 from .endpoint import (
@@ -155,3 +157,15 @@ def answer(
         return 200, score_rows(rows, engine, policy, limits)
     except RequestError as exc:
         return exc.status, exc.to_json()
+
+
+def engine_report(engine: SamEngine) -> dict:
+    """/health's description of an engine: model, device, dtype, plan and embedding cache."""
+    return {
+        "model": engine.info.model,
+        "device": engine.info.device,
+        "dtype": engine.info.dtype,
+        "random_weights": engine.info.random_weights,
+        "plan": asdict(engine.plan),
+        "cache": asdict(engine.cache_stats()),
+    }

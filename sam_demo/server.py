@@ -20,24 +20,12 @@ from .demo_routes import add_demo_routes
 from .engine import SamEngine
 from .heap import map_large_blocks
 from .loading import ModelLoadError, exit_with_message, load_engine, resolve_model
-from .scoring import answer
+from .scoring import answer, engine_report
 from .session_store import SessionStore
 
 log = logging.getLogger("sam_demo")
 
 __all__ = ["EngineBackend", "ServerConfig", "build_app", "main", "serve"]
-
-
-def engine_report(engine: SamEngine) -> dict:
-    """/health's description of an engine: model, device, dtype, plan and embedding cache."""
-    return {
-        "model": engine.info.model,
-        "device": engine.info.device,
-        "dtype": engine.info.dtype,
-        "random_weights": engine.info.random_weights,
-        "plan": asdict(engine.plan),
-        "cache": asdict(engine.cache_stats()),
-    }
 
 
 class EngineBackend:
