@@ -225,8 +225,9 @@ def _main(argv: list[str] | None) -> None:
     parser.add_argument("--points-per-side", type=int, default=32, help="with --everything: grid size (default 32)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    from .cli import exit_with_message
     from .everything import EverythingConfig
-    from .loading import ModelLoadError, exit_with_message, load_engine
+    from .loading import ModelLoadError, load_engine
 
     config, policy = engine_config(args), fetch_policy(args)
     try:

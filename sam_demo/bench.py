@@ -384,6 +384,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="only the web demo's server memory per open session (12 MP photo, ten objects)",
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="only the endpoint on Ray Serve: 1 and 2 replicas, image-affine vs Serve's default router",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
     args = parser.parse_args(argv)
 
@@ -398,10 +403,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.model:
         path, label = args.model, args.model
     else:
-        arch = args.arch or ("tiny" if args.quick or args.ui_memory or args.hostile else "base" if args.ui else "large")
+        light = args.quick or args.ui_memory or args.hostile
+        arch = args.arch or ("tiny" if light else "base" if args.ui or args.serve else "large")
         path = str(write_random_checkpoint(Path(tmp.name) / f"sam-{arch}-random", arch=arch))
         label = f"random-weight SAM ({arch} ViT)"
-    if args.ui or args.ui_memory or args.hostile:
+    if args.serve:
+        from .bench_serve import serve_rows
+
+        rows = serve_rows(path, args.dtype, requests=40 if args.quick else 100, images=4 if args.quick else 10)
+        info = {"model": label, "device": "cpu", "dtype": args.dtype or "default", **machine(), "accuracy": "-"}
+    elif args.ui or args.ui_memory or args.hostile:
         from .bench_server import request_memory
         from .bench_ui import bench_ui, session_memory
 
@@ -437,13 +448,13 @@ def main(argv: list[str] | None = None) -> None:
         f"\nsam-demo benchmark - {label} on {info['device']} ({info['dtype']}); {info['cpu']}, "
         f"{info['threads']} threads{', ' + info['gpu'] if 'gpu' in info else ''}"
     )
-    print(f"{'':38} {'ours p50':>10} {'ours p95':>10} {'naive p50':>10} {'naive p95':>10} {'speedup':>8}")
+    print(f"{'':46} {'ours p50':>10} {'ours p95':>10} {'naive p50':>10} {'naive p95':>10} {'speedup':>8}")
     fmt = lambda v: "-" if v is None else f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"  # noqa: E731
     for row in report["rows"]:
         name = f"{row['name']} [{row['unit']}]"
         speed = "-" if row["speedup"] is None else f"{row['speedup']:.1f}x"
         print(
-            f"{name:38} {fmt(row['ours_p50']):>10} {fmt(row['ours_p95']):>10} {fmt(row['naive_p50']):>10} "
+            f"{name:46} {fmt(row['ours_p50']):>10} {fmt(row['ours_p95']):>10} {fmt(row['naive_p50']):>10} "
             f"{fmt(row['naive_p95']):>10} {speed:>8}"
         )
     for row in report["rows"]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass
 
 from .cache import DEFAULT_CACHE_BYTES
@@ -79,3 +80,9 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--api-key", default=os.environ.get("SAM_API_KEY"), help="require this bearer token on /score")
+
+
+def exit_with_message(exc: Exception | str) -> None:
+    """For command-line entry points: print the message (no traceback) and exit with status 2."""
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -141,9 +140,3 @@ def _advice() -> str:
         "(--model /path/to/folder or SAM_MODEL=/path/to/folder); "
         "for a random-weight model to try the app: python -m sam_demo.checkpoints checkpoints/sam-tiny-random"
     )
-
-
-def exit_with_message(exc: Exception) -> None:
-    """For command-line entry points: print the message (no traceback) and exit with status 2."""
-    print(f"error: {exc}", file=sys.stderr)
-    raise SystemExit(2)

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -34,7 +35,7 @@ from ray.serve.handle import DeploymentHandle
 
 from .affinity import route_key
 from .api import ServerConfig, add_api_routes, add_score_flags, error, server_config
-from .cli import EngineConfig, add_engine_flags, add_server_flags, engine_config
+from .cli import EngineConfig, add_engine_flags, add_server_flags, engine_config, exit_with_message
 from .endpoint import RequestError, parse_request
 from .serve_router import DEFAULT_MAX_IMBALANCE, ROUTE_KEY, ImageAffinityRouter
 
@@ -99,20 +100,30 @@ class Scorer:
         self.settings = settings
         self.slots = asyncio.Semaphore(settings.server.score_concurrency)
         self.replica = serve.get_replica_context().replica_id.unique_id
+        self.computing_or_waiting = 0  # only the replica's event loop changes it
 
     async def score(self, rows: list, route_key: str = "") -> tuple[int, list | dict]:
         """(HTTP status, JSON payload) for a request's parsed rows. `route_key` is for the router."""
         from .scoring import answer
 
-        async with self.slots:
-            server = self.settings.server
-            return await asyncio.to_thread(answer, rows, self.engine, server.fetch, server.limits)
+        server = self.settings.server
+        self.computing_or_waiting += 1
+        try:
+            async with self.slots:
+                return await asyncio.to_thread(answer, rows, self.engine, server.fetch, server.limits)
+        finally:
+            self.computing_or_waiting -= 1
 
     def record_routing_stats(self) -> dict:
         """This replica in /health (Serve's routing-stats hook, also read by the gateway)."""
         from .scoring import engine_report
 
-        return {"replica": self.replica, "node": ray.get_runtime_context().get_node_id(), **engine_report(self.engine)}
+        return {
+            "replica": self.replica,
+            "node": ray.get_runtime_context().get_node_id(),
+            "computing_or_waiting": self.computing_or_waiting,
+            **engine_report(self.engine),
+        }
 
 
 class ServeBackend:
@@ -301,14 +312,25 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    ray.init(address=args.ray_address, logging_level=logging.WARNING)
+        exit_with_message(exc)
+    import sam_demo
+
+    # This package goes with the app to every node; the replicas' logs stay in Ray's log folder
+    # (/tmp/ray/session_latest/logs/serve/), not on this console.
+    ray.init(
+        address=args.ray_address,
+        runtime_env={"py_modules": [sam_demo]},
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
     serve.start(http_options={"host": args.host, "port": args.port})
     print(f"Starting {settings.replicas} replica(s) of {settings.engine.model or 'the default model'} ...", flush=True)
     try:
         serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
-    except RuntimeError as exc:  # a replica could not start (e.g. the model did not load)
-        raise SystemExit(f"error: the Serve app did not start: {exc}") from None
+    except RuntimeError:  # a replica could not start, e.g. its model did not load
+        reason = _scorer_failure()
+        serve.delete(APP_NAME)
+        exit_with_message(f"the Serve app did not start: {reason}")
     print(f"Serving POST /score and GET /health on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     try:
         while True:
@@ -316,6 +338,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         serve.delete(APP_NAME)
         print("stopped", flush=True)
+
+
+def _scorer_failure() -> str:
+    """The last line of the Scorer deployment's status message: its replicas' error."""
+    deployment = serve.status().applications.get(APP_NAME)
+    message = deployment.deployments[SCORER].message if deployment and SCORER in deployment.deployments else ""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return (
+        re.sub(r"^[\w.]+: ", "", lines[-1]) if lines else "see Ray's Serve logs (/tmp/ray/session_latest/logs/serve/)"
+    )
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from .api import ServerConfig, add_api_routes, add_score_flags, server_config
-from .cli import add_engine_flags, add_server_flags, engine_config
+from .cli import add_engine_flags, add_server_flags, engine_config, exit_with_message
 from .demo_routes import add_demo_routes
 from .engine import SamEngine
 from .heap import map_large_blocks
-from .loading import ModelLoadError, exit_with_message, load_engine, resolve_model
+from .loading import ModelLoadError, load_engine, resolve_model
 from .scoring import answer, engine_report
 from .session_store import SessionStore
 

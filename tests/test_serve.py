@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from conftest import RunningServer, asset, b64_png, free_port
 
+from sam_demo.affinity import rendezvous_order, route_key
 from sam_demo.api import ServerConfig, add_api_routes
 from sam_demo.cli import EngineConfig
 from sam_demo.endpoint import COLUMNS, RequestLimits
@@ -29,6 +30,11 @@ from sam_demo.serve import APP_NAME, SCORER, ServeSettings, build_app, settings_
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ServerConfig(max_body_bytes=2 << 20, limits=RequestLimits(max_rows=3, max_groups=70))
+
+
+def engine_config(checkpoint: Path) -> EngineConfig:
+    """The single server's and the replicas': conftest's `engine`'s (float32 on CPU)."""
+    return EngineConfig(model=str(checkpoint), device="cpu", dtype="float32")
 
 
 def body(rows: list[list]) -> bytes:
@@ -46,16 +52,20 @@ def point_request(image: str, x: int = 40, y: int = 30) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def single(engine):
+def single(checkpoint):
     """The single-process server's /score and /health with the same config, engine config and torch
-    threads as a replica (1 per CPU; float32 sums may differ in the last bit with the thread count)."""
+    threads as a replica (1 per CPU; float32 sums may differ in the last bit with the thread count),
+    and an engine of its own (the session's caches embeddings made with other thread counts)."""
     import torch
     from fastapi import FastAPI
 
-    app = FastAPI()
-    add_api_routes(app, EngineBackend(engine, CONFIG), CONFIG)
+    from sam_demo import load_engine
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    engine = load_engine(engine_config(checkpoint))
+    app = FastAPI()
+    add_api_routes(app, EngineBackend(engine, CONFIG), CONFIG)
     try:
         with RunningServer(app) as running:
             yield running.url
@@ -74,9 +84,9 @@ def cluster():
 
 
 def deploy(checkpoint: Path, router: str) -> None:
-    """2 replicas on the 2 CPUs; the engine config is conftest's `engine`'s (float32 on CPU)."""
+    """2 replicas on the 2 CPUs."""
     settings = ServeSettings(
-        engine=EngineConfig(model=str(checkpoint), device="cpu", dtype="float32"),
+        engine=engine_config(checkpoint),
         server=CONFIG,
         replicas=2,
         router=router,
@@ -157,13 +167,17 @@ def test_image_routing_runs_the_encoder_once_per_image(image_routed):
 
 def test_a_replica_killed_during_a_burst_costs_only_503s(image_routed, single):
     images = [random_image(200 + i) for i in range(6)]
-    # Heavier requests (64 boxes, 3 masks each), so that some are computing when the replica dies.
-    boxes = json.dumps([[i, i, 100 + i, 80 + i] for i in range(64)])
-    distinct = [body([[image, "", boxes, "", True]]) for image in images]
+    # Heavier requests (16 boxes, ~0.5 s each), so that some are computing when the replica dies.
+    boxes = json.dumps([[i, i, 100 + i, 80 + i] for i in range(16)])
+    distinct = [body([[image, "", boxes, "", False]]) for image in images]
     expected = [post(single, content).content for content in distinct]
     order = [i for i in range(len(distinct)) for _ in range(6)]
     random.Random(2).shuffle(order)
-    victim = live_replicas(image_routed)[0]["replica"]
+    # The victim: the replica that owns most of these images (by the router's rule).
+    owners = [
+        rendezvous_order(route_key(image), [r["replica"] for r in live_replicas(image_routed)])[0] for image in images
+    ]
+    victim = max(set(owners), key=owners.count)
     done = threading.Semaphore(0)
 
     def send(i: int) -> tuple[int, httpx.Response]:
@@ -175,9 +189,14 @@ def test_a_replica_killed_during_a_burst_costs_only_503s(image_routed, single):
         futures = [pool.submit(send, i) for i in order]
         for _ in range(4):
             done.acquire()
+        deadline = time.monotonic() + 60
+        while not any(r["replica"] == victim and r["computing_or_waiting"] for r in live_replicas(image_routed)):
+            assert time.monotonic() < deadline, "the victim never held a request"
+            time.sleep(0.01)  # kill it while it holds requests
         ray.kill(ray.get_actor(f"SERVE_REPLICA::{APP_NAME}#{SCORER}#{victim}", namespace="serve"), no_restart=True)
         results = [future.result(timeout=300) for future in as_completed(futures)]
     statuses = [response.status_code for _, response in results]
+    print(f"a replica killed during a burst of {len(order)}: {statuses.count(200)} x 200, {statuses.count(503)} x 503")
     assert set(statuses) <= {200, 503}, statuses
     for i, response in results:
         if response.status_code == 200:
