@@ -24,19 +24,20 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import ray
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.config import RequestRouterConfig
+from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from .affinity import route_key
 from .api import ServerConfig, add_api_routes, add_score_flags, error, server_config
 from .cli import EngineConfig, add_engine_flags, add_server_flags, engine_config, exit_with_message
-from .endpoint import RequestError, parse_request
+from .endpoint import EndpointRow, RequestError, parse_request
 from .serve_router import DEFAULT_MAX_IMBALANCE, ROUTE_KEY, ImageAffinityRouter
 
 log = logging.getLogger("sam_demo")
@@ -72,6 +73,10 @@ class ServeSettings:
             raise ValueError(f"--max-replicas ({self.max_replicas}) must be at least --replicas ({self.replicas})")
         if self.router not in ROUTERS:
             raise ValueError(f"--router must be one of {ROUTERS}, got {self.router!r}")
+        if self.max_imbalance < 0 or self.cpus_per_replica < 0 or self.gpus_per_replica < 0:
+            raise ValueError("--max-imbalance, --cpus-per-replica and --gpus-per-replica must not be negative")
+        if self.request_timeout_s <= 0:
+            raise ValueError(f"--request-timeout must be positive, got {self.request_timeout_s:g}")
 
     @property
     def most_replicas(self) -> int:
@@ -79,8 +84,6 @@ class ServeSettings:
 
     def gateway_config(self) -> ServerConfig:
         """The gateway's admission: every replica's computing slots, then the queue."""
-        from dataclasses import replace
-
         return replace(self.server, score_concurrency=self.server.score_concurrency * self.most_replicas)
 
 
@@ -136,19 +139,27 @@ class ServeBackend:
 
     async def score(self, body: bytes) -> JSONResponse:
         try:
-            rows = await asyncio.to_thread(parse_request, body, self.settings.server.limits)
+            rows, key = await asyncio.to_thread(self._parse, body)
         except RequestError as exc:
             return JSONResponse(exc.to_json(), status_code=exc.status)
         timeout = self.settings.request_timeout_s
         try:
             async with asyncio.timeout(timeout):
-                status, payload = await self.scorer.score.remote(rows, **{ROUTE_KEY: route_key(rows[0].image)})
+                status, payload = await self.scorer.score.remote(rows, **{ROUTE_KEY: key})
         except TimeoutError:
             return error(503, f"no replica answered within {timeout:g} s; retry shortly", retry_after_s=5)
-        except RayActorError:
+        except (RayActorError, ReplicaUnavailableError):
             log.warning("a replica stopped while computing a /score request")
             return error(503, "the replica computing this request stopped; retry it", retry_after_s=1)
+        except DeploymentUnavailableError:
+            return error(503, "no replica is available (the app is being replaced or removed); retry shortly", 5)
         return JSONResponse(payload, status_code=status)
+
+    def _parse(self, body: bytes) -> tuple[list[EndpointRow], str]:
+        """The request's rows and its routing key: its first row's image's (off the event loop:
+        hashing a 50 MB image takes tens of ms)."""
+        rows = parse_request(body, self.settings.server.limits)
+        return rows, route_key(rows[0].image)
 
     async def health(self) -> dict:
         replicas = await self._replica_reports()
