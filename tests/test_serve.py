@@ -237,3 +237,51 @@ def test_the_config_file_deploys_the_same_app_as_the_command():
     assert settings_from_config({**application.args, "max_replicas": 8}).max_replicas == 8
     with pytest.raises(ValueError, match="--replicas"):
         settings_from_config({"replicas": 0})
+
+
+def test_the_router_ranks_replicas_by_the_image_and_their_loads():
+    """ImageAffinityRouter's glue, on stand-in replicas: the key from the handle call, loads from Serve's
+    queue-length cache or a probe, and affinity.preference's order as one replica per rank."""
+    import asyncio
+
+    from ray.serve._private.common import DeploymentHandleSource, DeploymentID, ReplicaID, RequestMetadata
+    from ray.serve.request_router import PendingRequest
+
+    from sam_demo.serve_router import ROUTE_KEY, ImageAffinityRouter
+
+    deployment = DeploymentID(name=SCORER, app_name=APP_NAME)
+
+    class Replica:  # what the router reads of a RunningReplica
+        def __init__(self, unique_id: str, probed_load: int):
+            self.replica_id = ReplicaID(unique_id, deployment)
+            self.max_ongoing_requests = 18
+            self.probed_load = probed_load
+
+        async def get_queue_len(self, *, deadline_s: float) -> int:
+            return self.probed_load
+
+    def request(key: str | None) -> PendingRequest:
+        kwargs = {} if key is None else {ROUTE_KEY: key}
+        return PendingRequest(args=[], kwargs=kwargs, metadata=RequestMetadata(request_id="r", internal_request_id="r"))
+
+    async def ranks(router, replicas, pending) -> list[list[str]]:
+        return [[r.replica_id.unique_id for r in rank] for rank in await router.choose_replicas(replicas, pending)]
+
+    async def scenario():
+        router = ImageAffinityRouter(deployment, DeploymentHandleSource.UNKNOWN, use_replica_queue_len_cache=True)
+        router.initialize_state(max_imbalance=2)
+        key = route_key("some image")
+        owner, second, third = order = rendezvous_order(key, ["a", "b", "c"])
+        replicas = [Replica(u, probed_load=3 if u == owner else 0) for u in "abc"]
+        # No figure cached: every replica is probed; the owner, 3 busier than the least, is over the bound.
+        assert await ranks(router, replicas, request(key)) == [[second], [owner], [third]]
+        for r in replicas:
+            router.replica_queue_len_cache.update(r.replica_id, 0)
+        pending = request(key)
+        assert await ranks(router, replicas, pending) == [[u] for u in order]
+        assert pending.routing_context.should_backoff  # all ranks tried: wait before the next round
+        router.replica_queue_len_cache.update(replicas["abc".index(owner)].replica_id, 2)
+        assert (await ranks(router, replicas, request(key)))[0] == [owner]  # at the bound, it keeps the image
+        assert sorted((await ranks(router, replicas, request(None)))[0]) == ["a", "b", "c"]  # no key: any
+
+    asyncio.run(scenario())
