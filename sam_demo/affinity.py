@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 
+DEFAULT_MAX_IMBALANCE = 8  # ongoing requests; about one encode's time in cache hits
+
 
 def route_key(image: str) -> str:
     """The routing key of a request's image as sent (base64 text or URL): 32 hex digits."""

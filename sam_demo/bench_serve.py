@@ -57,7 +57,8 @@ def serve_rows(model: str, dtype: str | None, requests: int, images: int, client
     from ray import serve
 
     from .cli import EngineConfig
-    from .serve import APP_NAME, ServeSettings, build_app
+    from .serve import ServeSettings
+    from .serve_app import APP_NAME, build_app
 
     cores = os.cpu_count() or 2
     rng = np.random.default_rng(0)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
-from .affinity import preference
+from .affinity import DEFAULT_MAX_IMBALANCE, preference
 
 ROUTE_KEY = "route_key"  # the handle call's keyword argument that carries the image's key
-DEFAULT_MAX_IMBALANCE = 8  # ongoing requests; about one encode's time in cache hits
 
 
 class ImageAffinityRouter(RequestRouter):

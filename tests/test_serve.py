@@ -26,7 +26,8 @@ from sam_demo.server import EngineBackend
 ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt")
 serve = pytest.importorskip("ray.serve")
 
-from sam_demo.serve import APP_NAME, SCORER, ServeSettings, build_app, settings_from_config  # noqa: E402
+from sam_demo.serve import ServeSettings, settings_from_config  # noqa: E402
+from sam_demo.serve_app import APP_NAME, SCORER, build_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ServerConfig(max_body_bytes=2 << 20, limits=RequestLimits(max_rows=3, max_groups=70))
