@@ -12,9 +12,12 @@ so a missing Ray is one clear message.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
+import signal
+import sys
 import time
 from dataclasses import dataclass, field, replace
 
@@ -163,29 +166,38 @@ def main(argv: list[str] | None = None) -> None:
         exit_with_message(f"{exc}; the Serve app needs Ray Serve: pip install -r requirements-ray.txt")
     import sam_demo
 
-    # This package goes with the app to every node; the replicas' logs stay in Ray's log folder
-    # (/tmp/ray/session_latest/logs/serve/), not on this console.
-    ray.init(
-        address=args.ray_address,
-        runtime_env={"py_modules": [sam_demo]},
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
-    serve.start(http_options={"host": args.host, "port": args.port})
-    print(f"Starting {settings.replicas} replica(s) of {settings.engine.model or 'the default model'} ...", flush=True)
     try:
-        serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
-    except RuntimeError:  # a replica could not start, e.g. its model did not load
-        reason = _scorer_failure(serve)
-        serve.delete(APP_NAME)
-        exit_with_message(f"the Serve app did not start: {reason}")
-    print(f"Serving POST /score and GET /health on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
-    try:
+        # This package goes with the app to every node; the replicas' logs stay in Ray's log folder
+        # (/tmp/ray/session_latest/logs/serve/), not on this console.
+        ray.init(
+            address=args.ray_address,
+            runtime_env={"py_modules": [sam_demo]},
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+        signal.signal(signal.SIGTERM, _interrupt)  # a container's stop, as Ctrl-C (after Ray sets its own)
+        serve.start(http_options={"host": args.host, "port": args.port})
+        model = settings.engine.model or "the default model"
+        print(f"Starting {settings.replicas} replica(s) of {model} ...", flush=True)
+        try:
+            serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
+        except RuntimeError:  # a replica could not start, e.g. its model did not load
+            reason = _scorer_failure(serve)
+            serve.delete(APP_NAME)
+            exit_with_message(f"the Serve app did not start: {reason}")
+        print(f"Serving POST /score and GET /health on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        serve.delete(APP_NAME)
-        print("stopped", flush=True)
+        if ray.is_initialized():  # take the app down (on a cluster it would stay up)
+            with contextlib.suppress(Exception):
+                serve.delete(APP_NAME)
+        print("stopped", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _scorer_failure(serve) -> str:

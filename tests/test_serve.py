@@ -286,3 +286,18 @@ def test_the_router_ranks_replicas_by_the_image_and_their_loads():
         assert sorted((await ranks(router, replicas, request(None)))[0]) == ["a", "b", "c"]  # no key: any
 
     asyncio.run(scenario())
+
+
+def test_the_command_refuses_bad_flags_in_one_line():
+    import subprocess
+    import sys
+
+    for flags, message in (
+        (["--replicas", "0"], "--replicas must be at least 1"),
+        (["--replicas", "3", "--max-replicas", "2"], "--max-replicas (2) must be at least --replicas (3)"),
+        (["--request-timeout", "0"], "--request-timeout must be positive"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "sam_demo.serve", *flags], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
