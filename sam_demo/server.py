@@ -23,8 +23,6 @@ from .loading import ModelLoadError, load_engine, resolve_model
 from .scoring import answer, engine_report
 from .session_store import SessionStore
 
-log = logging.getLogger("sam_demo")
-
 __all__ = ["EngineBackend", "ServerConfig", "build_app", "main", "serve"]
 
 
