@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from .cli import fetch_policy
 from .endpoint import COLUMNS, RequestLimits
 from .fetch import FetchPolicy
 from .http_body import read_limited
@@ -219,8 +220,6 @@ def add_score_flags(parser: argparse.ArgumentParser) -> None:
 
 def server_config(args: argparse.Namespace, **fields) -> ServerConfig:
     """The `ServerConfig` of parsed server, score and engine flags; `fields` set the rest."""
-    from .cli import fetch_policy
-
     return ServerConfig(
         host=args.host,
         port=args.port,

@@ -9,7 +9,6 @@ requests (the replicas' cache misses), and each request's time.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -19,22 +18,19 @@ import httpx
 import numpy as np
 
 from .bench import Row
-from .bench_server import _png_b64
-from .endpoint import COLUMNS
-
-
-def _click(image_b64: str, x: int, y: int) -> bytes:
-    row = [image_b64, f"[[[{x}, {y}]]]", "", "[[1]]", False]
-    return json.dumps({"input_data": {"columns": list(COLUMNS), "index": [0], "data": [row]}}).encode()
+from .bench_server import _png_b64, _request
 
 
 def _burst(url: str, images: list[str], requests: int, clients: int, seed: int) -> tuple[float, list[float]]:
     """(seconds for the whole burst, each request's seconds); every answer must be a 200."""
     rng = random.Random(seed)
-    bodies = [_click(images[i % len(images)], rng.randrange(20, 600), rng.randrange(20, 440)) for i in range(requests)]
+    bodies = [
+        _request(images[i % len(images)], points=f"[[[{rng.randrange(20, 600)}, {rng.randrange(20, 440)}]]]")
+        for i in range(requests)
+    ]
     rng.shuffle(bodies)
 
-    def send(body: bytes) -> float:
+    def send(body: str) -> float:
         start = time.perf_counter()
         response = httpx.post(f"{url}/score", content=body, timeout=600)
         if response.status_code != 200:
