@@ -6,21 +6,19 @@ on the prompt, and that is asserted, or every equivalence test would pass vacuou
 
 from __future__ import annotations
 
-import base64
 import csv
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from transformers import SamModel, SamProcessor
 
 from sam_demo import EngineConfig, load_engine
-from sam_demo.checkpoints import check_prompt_dependence, write_random_checkpoint
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from sam_demo.engine.random_sam import check_prompt_dependence, write_random_checkpoint
+from tests.support.photos import asset, b64_png
+from tests.support.requests import BATCH_HEADER
+from tests.support.servers import RunningServer
 
 torch.set_flush_denormal(True)
 
@@ -43,69 +41,18 @@ def reference_model(checkpoint):
     return SamModel.from_pretrained(checkpoint).eval(), SamProcessor.from_pretrained(checkpoint)
 
 
-def asset(name: str) -> np.ndarray:
-    return np.asarray(Image.open(ASSETS / name).convert("RGB"))
-
-
 @pytest.fixture(scope="session")
 def landscape() -> np.ndarray:
     return asset("chelsea.png")  # 451x300
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RunningServer:
-    """Serve an ASGI app with uvicorn in a thread on 127.0.0.1 (for HTTP and browser tests)."""
-
-    def __init__(self, app):
-        import threading
-
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        import time
-
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="session")
 def server(engine):
-    from sam_demo.server import ServerConfig, build_app
+    from sam_demo.app import build_app
+    from sam_demo.endpoint.settings import ServerConfig
 
     with RunningServer(build_app(engine, ServerConfig(max_body_bytes=8 << 20))) as running:
         yield running
-
-
-BATCH_HEADER = ["image", "input_points", "input_boxes", "input_labels", "multimask_output"]
-
-
-def b64_png(rgb: np.ndarray) -> str:
-    """Base64 of a PNG of an (H, W, 3) uint8 array, as endpoint requests carry images."""
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,22 @@
-"""pyproject.toml declares what the requirements files do: `pip install .[dev]` equals `-r requirements-dev.txt`."""
+"""Packaging: pyproject.toml declares what the requirements files do (`pip install .[dev]` equals
+`-r requirements-dev.txt`), and the wheel holds the package with its data, which an installed app uses."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import sysconfig
+import time
 import tomllib
+import zipfile
 from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.photos import PHOTOS
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,3 +39,82 @@ def test_extras_match_the_requirements_files():
     extras = project["optional-dependencies"]
     assert sorted(base + extras["ray"]) == sorted(requirement_lines("requirements-ray.txt"))
     assert sorted(base + extras["dev"]) == sorted(requirement_lines("requirements-dev.txt"))
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The package's wheel, built from this checkout as `pip wheel . --no-deps` builds it."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    (path,) = out.glob("sam_demo-*.whl")
+    return path
+
+
+def test_the_wheel_holds_the_package_and_its_data_not_the_benchmarks_or_tests(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {name.split("/")[0] for name in names if ".dist-info/" not in name} == {"sam_demo"}
+    photos = sorted(p.name for p in PHOTOS.iterdir())
+    assert photos and {f"sam_demo/demo/examples/{name}" for name in photos} <= names
+    assert {f"sam_demo/demo/static/{p.name}" for p in (PHOTOS.parent / "static").iterdir()} <= names
+    assert not any(name.startswith(("benchmarks/", "tests/")) or "/bench" in name for name in names)
+
+
+def test_the_installed_app_shows_the_examples(wheel, checkpoint, tmp_path):
+    """Installed into a fresh venv (its dependencies seen through a .pth file, so nothing is downloaded)
+    and started from elsewhere, `sam-demo` offers every example photo, served from the package."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "-q",
+            "--no-deps",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    server = subprocess.Popen(
+        [str(venv / "bin" / "sam-demo"), "--model", str(checkpoint), "--port", str(port), "--dtype", "float32"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the installed app did not start"
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        health = httpx.get(url + "/health").json()
+        assert health["model"] == str(checkpoint)
+        config = httpx.get(url + "/config").json()
+        samples = [c["props"]["samples"] for c in config["components"] if c.get("type") == "dataset"]
+        assert len(samples) == 1, "one gallery of examples"
+        shown = {sample[0]["orig_name"]: sample[0]["url"] for sample in samples[0]}
+        assert sorted(shown) == sorted(p.name for p in PHOTOS.glob("*") if p.suffix in (".png", ".jpg"))
+        for name, file_url in shown.items():
+            answer = httpx.get(file_url)
+            assert answer.status_code == 200 and answer.content == (PHOTOS / name).read_bytes()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,92 @@
+"""The demo's Gradio components: the prompt surface, the upload box, the page's panels, and their CSS/JS.
+
+The prompter and the panels are `gr.HTML` subclasses with their own JavaScript (`static/`); the
+page draws the layers, markers, status, legend and exports from the prompter's views.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from sam_demo.demo.render import view_json
+
+__all__ = ["PAGE_CSS", "ImageInput", "Panel", "Prompter", "user_error"]
+
+STATIC = Path(__file__).resolve().parent / "static"
+PROMPTER_JS = (STATIC / "prompter.js").read_text()
+PROMPTER_CSS = (STATIC / "prompter.css").read_text()
+PANEL_JS = (STATIC / "panel.js").read_text()
+PANEL_CSS = (STATIC / "panel.css").read_text()
+# Page-wide CSS (passed where the app is mounted or launched): an error is told in its toast; the
+# "Error" overlay Gradio puts on output components would cover the prompter's toolbar and hint.
+# The upload box is hidden while it holds an image, which the prompter shows (it also takes new
+# images: "Change image", drop, paste). A job's progress replaces the status line it reports on.
+PAGE_CSS = (
+    "#prompter > .wrap:has(> .error) { display: none; }\n"
+    "#image-input:has(.image-frame) { display: none; }\n"
+    "#status:has(> .wrap:not(.hide)) { min-height: 56px; }\n"
+    "#status:has(> .wrap:not(.hide)) .html-container { visibility: hidden; }"
+)
+
+
+def user_error(message: str) -> gr.Error:
+    """An error the user made (told in a toast); not a fault of the server, so no traceback in its log."""
+    return gr.Error(message, print_exception=False)
+
+
+class _PageHTML(gr.HTML):
+    """A gr.HTML with its own JavaScript and no custom events.
+
+    gr.HTML looks up custom events by searching js_on_load for every unknown attribute, which
+    Gradio does many times per update; these components fire none (the prompter only .change).
+    """
+
+    def __getattr__(self, name: str):
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+
+class Prompter(_PageHTML):
+    """Click/drag surface: shows the image, the mask layers and SVG markers; emits prompt events.
+
+    Props: image_url (the display JPEG), view (JSON from `render.view_json`).
+    """
+
+    def __init__(self, image_url: str = "", view: str | None = None, **kwargs):
+        # Gradio re-creates the component from gr.update(...) keywords, so the props are parameters.
+        kwargs.setdefault("value", "")
+        kwargs.setdefault("html_template", '<div class="sd-root"></div>')
+        kwargs.setdefault("css_template", PROMPTER_CSS)
+        kwargs.setdefault("js_on_load", PROMPTER_JS)
+        view = view if view is not None else view_json(None, "Upload an image to start.")
+        super().__init__(image_url=image_url, view=view, **kwargs)
+
+    def api_info(self) -> dict:
+        return {"type": "string", "description": 'JSON {"token": str, "events": [{"type": "point"|"box", ...}]}'}
+
+
+class ImageInput(gr.Image):
+    """The upload box. A file that is not an image gets a plain message instead of Gradio's internal
+    one (which names the server's temporary paths)."""
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:
+            raise user_error(
+                "This file is not an image we can read. Upload a photo (JPEG, PNG, WebP, BMP, TIFF or GIF)."
+            ) from None
+
+    def get_block_name(self) -> str:
+        return "image"  # drawn by Gradio's own image component
+
+
+class Panel(_PageHTML):
+    """A part of the page drawn from the prompter's views: "status", "candidates", "legend" or "exports"."""
+
+    def __init__(self, part: str = "status", initial: str = "", **kwargs):
+        kwargs.setdefault("value", initial)
+        kwargs.setdefault("css_template", PANEL_CSS)
+        kwargs.setdefault("js_on_load", PANEL_JS)
+        super().__init__(part=part, **kwargs)

@@ -1,0 +1,148 @@
+"""The demo's page: `build_demo` lays out the components and binds the handlers; `mount_demo` and
+`launch_demo` serve it beside other routes (the endpoint's), on uvicorn or on Gradio's own server.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import gradio as gr
+from fastapi import FastAPI
+
+from sam_demo.demo.components import PAGE_CSS, ImageInput, Panel, Prompter
+from sam_demo.demo.handlers import (
+    ENCODE_CALLS,
+    EVERYTHING_CALLS,
+    DemoContext,
+    on_auto_keep,
+    on_clear,
+    on_everything,
+    on_image,
+    on_load_saved,
+    on_new_object,
+    on_prompt,
+    on_redo,
+    on_undo,
+)
+from sam_demo.demo.render import exports_html
+from sam_demo.demo.session_store import SessionStore
+from sam_demo.demo.space_api import add_space_api
+from sam_demo.endpoint.fetch import FetchPolicy
+from sam_demo.engine.sam_engine import SamEngine
+
+__all__ = ["EXAMPLES", "build_demo", "example_photos", "launch_demo", "mount_demo"]
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"  # package data: installed with the package
+# How long Gradio keeps a tab's (light) session after the tab's last Gradio event; Gradio drops it
+# an hour after the tab closes in any case. Clicks go by the fast path and do not renew it, so it is
+# long; the session store forgets a session after an hour without any edit.
+STATE_TTL_SECONDS = 24 * 3600
+
+
+def example_photos() -> list[str]:
+    """The example photos' paths, sorted; shipped in the package (`examples/`)."""
+    return sorted(str(p) for p in EXAMPLES.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+
+
+def build_demo(
+    engine: SamEngine, sessions: SessionStore | None = None, fetch: FetchPolicy = FetchPolicy()
+) -> gr.Blocks:
+    """The Blocks app for one loaded engine; `sessions` is shared with the demo's HTTP routes."""
+    ctx = DemoContext(engine, sessions if sessions is not None else SessionStore(), fetch)
+    with gr.Blocks(title="SAM demo — Segment Anything", delete_cache=(3600, 3600)) as demo:
+        state = gr.State(None, time_to_live=STATE_TTL_SECONDS)
+        gr.Markdown(
+            f"## Segment Anything — click to segment\n"
+            f"Model `{engine.info.model}` on `{engine.info.device}` ({engine.info.dtype}). "
+            "Upload a photo, then click or tap what you want to segment."
+        )
+        gr.Markdown(f"<small>Plan: {engine.plan.describe()}</small>", elem_id="plan")
+        if engine.info.random_weights:
+            gr.Markdown(
+                "⚠️ **This model has random weights** (a test checkpoint): masks are meaningless. "
+                "Run with `--model facebook/sam-vit-large` or a downloaded checkpoint for real results.",
+                elem_id="random-weights-warning",
+            )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=320):
+                status = Panel("status", "Upload an image to start.", elem_id="status")
+                prompter = Prompter(elem_id="prompter")
+
+            with gr.Column(scale=1, min_width=300):
+                image_in = ImageInput(
+                    label="Image (upload, paste or drop)",
+                    type="filepath",
+                    image_mode=None,
+                    sources=["upload", "clipboard"],
+                    elem_id="image-input",
+                    height=220,
+                )
+                examples = example_photos()
+                example_picked = (
+                    gr.Examples(examples=examples, inputs=image_in, label="Example photos").load_input_event
+                    if examples
+                    else None
+                )
+                with gr.Row():
+                    undo = gr.Button("↶ Undo", size="sm", elem_id="undo", min_width=60)
+                    redo = gr.Button("↷ Redo", size="sm", elem_id="redo", min_width=60)
+                    clear = gr.Button("Clear", size="sm", elem_id="clear", min_width=60)
+                new_object = gr.Button("+ New object", variant="primary", elem_id="new-object")
+                everything = gr.Button("Segment everything", elem_id="segment-everything")
+                auto_keep = gr.CheckboxGroup(
+                    label="Automatic masks (untick to drop)", visible=False, elem_id="auto-masks"
+                )
+                candidates = Panel("candidates", elem_id="candidates")
+                legend = Panel("legend", elem_id="legend")
+                with gr.Accordion("Export and import", open=True):
+                    exports = Panel("exports", exports_html(None), elem_id="exports")
+                    load_saved = gr.UploadButton(
+                        "Load saved JSON", file_types=[".json"], size="sm", elem_id="load-json"
+                    )
+        del candidates, legend, exports  # drawn by the page from the prompter's views
+        outputs = [state, prompter, auto_keep]
+        # Edits skip Gradio's queue: they take milliseconds, and so run at once, side by side.
+        edit = dict(outputs=outputs, queue=False, show_progress="hidden", api_visibility="private")
+        bind = functools.partial
+
+        def long_job(queue: str, progress_on) -> dict:
+            """A job of its own queue, one at a time, so no click waits behind it; its progress shows
+            in one place (the encode's over the image, segment everything's on the status line)."""
+            return dict(
+                outputs=outputs,
+                show_progress="full",
+                show_progress_on=progress_on,
+                concurrency_id=queue,
+                concurrency_limit=1,
+                api_visibility="private",
+            )
+
+        # A new image comes from an upload (file, paste, drop) or an example; not .change, which
+        # fires twice when one image replaces another.
+        encode = dict(inputs=[image_in, state], **long_job(ENCODE_CALLS, prompter))
+        image_in.upload(bind(on_image, ctx), **encode)
+        if example_picked is not None:
+            example_picked.then(bind(on_image, ctx), **encode)
+        prompter.change(bind(on_prompt, ctx), inputs=[prompter, state], trigger_mode="always_last", **edit)
+        for button, handler in ((undo, on_undo), (redo, on_redo), (clear, on_clear), (new_object, on_new_object)):
+            button.click(bind(handler, ctx), inputs=state, **edit)
+        auto_keep.input(bind(on_auto_keep, ctx), inputs=[auto_keep, state], **edit)
+        load_saved.upload(bind(on_load_saved, ctx), inputs=[load_saved, state], **edit)
+        everything.click(bind(on_everything, ctx), inputs=state, **long_job(EVERYTHING_CALLS, status))
+        add_space_api(ctx)
+    return demo
+
+
+def mount_demo(app: FastAPI, engine: SamEngine, sessions: SessionStore, fetch: FetchPolicy) -> FastAPI:
+    """`app` with the demo mounted at `/` (its other routes keep their paths)."""
+    return gr.mount_gradio_app(app, build_demo(engine, sessions, fetch), path="/", css=PAGE_CSS)
+
+
+def launch_demo(
+    engine: SamEngine, sessions: SessionStore, fetch: FetchPolicy, host: str, port: int, routes: list
+) -> None:
+    """Serve the demo on Gradio's own server with a public share link, `routes` beside it; blocks."""
+    build_demo(engine, sessions, fetch).launch(
+        server_name=host, server_port=port, share=True, css=PAGE_CSS, app_kwargs={"routes": routes}
+    )

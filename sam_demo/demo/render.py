@@ -1,0 +1,272 @@
+"""What the browser draws for a session: the display image, one small PNG per mask layer, markers, panels.
+
+The browser keeps every layer it was sent and stacks them itself, so an edit sends only the
+layers whose key is new (one, after a click): a palette PNG at display size whose transparent
+index 0 is the background, index 1 the tinted fill and index 2 the outline, in the layer's colour.
+Points, boxes and score tags travel as JSON in original pixels and are drawn as SVG. The status
+line, the legend and the export links travel in the same view (as HTML), so a click's answer
+updates everything it changes at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from sam_demo.demo.session import Decoded, Layer, Session
+
+DISPLAY_MAX_SIDE = 1280
+EXPORT_PATH = "/sam-demo/export"  # + /{token}/{kind}: a download, built when asked for
+EXPORT_LINKS = (  # (element id, kind, label)
+    ("download-json", "sam-endpoint.json", "Download JSON (endpoint request + response)"),
+    ("download-zip", "masks.zip", "PNG masks (zip)"),
+    ("download-coco", "coco.json", "COCO JSON (RLE)"),
+)
+FILL_ALPHA = 110
+PREVIEW_ALPHA = 90
+_EDGE = {False: np.ones((3, 3), np.uint8), True: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))}
+
+
+def display_size(original_hw: tuple[int, int], max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:
+    """(h, w) at which the image is shown: the original, or downscaled to max_side."""
+    h, w = original_hw
+    scale = min(1.0, max_side / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def data_uri(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def display_image_uri(rgb: np.ndarray) -> str:
+    """The image for the browser: JPEG (quality 90) at display size, as a data URI."""
+    h, w = display_size(rgb.shape[:2])
+    small = rgb if (h, w) == rgb.shape[:2] else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return data_uri("image/jpeg", jpeg.tobytes())
+
+
+def palette_png(index: np.ndarray, rgb: tuple[int, int, int], alphas: bytes) -> bytes:
+    """(h, w) uint8 palette indices (0, 1, 2) -> a 2-bit PNG, every index in `rgb` with `alphas`."""
+    image = Image.fromarray(index, mode="P")
+    image.putpalette([0, 0, 0, *rgb, *rgb])
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", transparency=alphas, bits=2, compress_level=1)
+    return buffer.getvalue()
+
+
+def layer_png(small: np.ndarray, rgb: tuple[int, int, int], active: bool) -> bytes:
+    """A layer for a (h, w) 0/1 display mask: tinted fill with an outline (thicker while edited)."""
+    edge = cv2.morphologyEx(small, cv2.MORPH_GRADIENT, _EDGE[active])
+    index = small.copy()
+    index[edge > 0] = 2
+    return palette_png(index, rgb, bytes([0, FILL_ALPHA, 255]))
+
+
+def preview_png(small: np.ndarray, rgb: tuple[int, int, int]) -> bytes:
+    """The faint hover preview for a (h, w) 0/1 display mask: fill only."""
+    return palette_png(small, rgb, bytes([0, PREVIEW_ALPHA, PREVIEW_ALPHA]))
+
+
+def shown_score(score: float) -> float:
+    """A predicted IoU as the UI shows it: clamped to [0, 1] (exports keep the raw value)."""
+    return min(max(float(score), 0.0), 1.0)
+
+
+@dataclass
+class ViewCache:
+    """What one session's browser holds: the layers on screen (key -> the tag anchor of its mask),
+    and the decode behind the last hover preview (a click on that spot shows it without decoding).
+
+    Lives in the session store beside the session; used under the session's lock, but for
+    `preview`, which the preview route sets (one assignment).
+    """
+
+    anchors: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+    preview: Decoded | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.preview is None else self.preview.nbytes
+
+
+def view_json(session: Session | None, status: str, cache: ViewCache | None = None) -> str:
+    """The prompter's `view`: the layer order, PNGs of new layers, markers, tags and the panels.
+
+    {token, consumed, w, h, order: [key], active: key or "", png: {key: data URI},
+     points: [[x, y, label, colour]], boxes: [[x0, y0, x1, y1, colour]], tags: [[x, y, text, colour]],
+     panels: {status, candidates, legend, exports: HTML}}, coordinates in original pixels.
+    consumed: how many browser events the session has applied; active: the layer of the object
+    being edited (the browser flattens the others). Updates `cache`.
+    """
+    everything = [] if session is None else session.layers()
+    panels = {
+        "status": html.escape(status),
+        "candidates": candidates_html(session),
+        "legend": legend_html(everything),
+        "exports": exports_html(session),
+    }
+    if session is None:
+        return json.dumps(
+            {
+                "token": "",
+                "consumed": 0,
+                "w": 1,
+                "h": 1,
+                "order": [],
+                "active": "",
+                "png": {},
+                "points": [],
+                "boxes": [],
+                "tags": [],
+                "panels": panels,
+            }
+        )
+    cache = cache if cache is not None else ViewCache()
+    h, w = session.size_hw
+    hw = display_size((h, w))
+    layers = [layer for layer in everything if layer.source is not None]
+    png = {}
+    for layer in layers:
+        if layer.key not in cache.anchors:
+            small = layer.source.display_mask(hw)
+            png[layer.key] = data_uri("image/png", layer_png(small, layer.rgb, layer.active))
+            cache.anchors[layer.key] = _anchor(small, w / hw[1], h / hw[0])
+    shown = {layer.key for layer in layers}
+    cache.anchors = {k: v for k, v in cache.anchors.items() if k in shown}
+    points, boxes, tags = [], [], []
+    for layer in everything:
+        if layer.prompts is not None:
+            points += [[x, y, label, layer.hex] for x, y, label in layer.prompts.points]
+            if layer.prompts.box_xyxy:
+                boxes.append([*layer.prompts.box_xyxy, layer.hex])
+        anchor = cache.anchors.get(layer.key) if layer.source is not None else None
+        if anchor is not None:
+            tags.append([*anchor, f"#{layer.number} IoU {shown_score(layer.score):.2f}", layer.hex])
+    return json.dumps(
+        {
+            "token": session.token,
+            "consumed": session.consumed_events,
+            "w": w,
+            "h": h,
+            "order": [layer.key for layer in layers],
+            "png": png,
+            "active": next((layer.key for layer in layers if layer.active), ""),
+            "points": points,
+            "boxes": boxes,
+            "tags": tags,
+            "panels": panels,
+        }
+    )
+
+
+def _anchor(small: np.ndarray, sx: float, sy: float) -> tuple[float, float] | None:
+    """Top-left of a display mask's bounding box, in original pixels (None if empty)."""
+    x, y, bw, bh = cv2.boundingRect(small)
+    return None if bw == 0 else (round(x * sx, 1), round(y * sy, 1))
+
+
+def legend_html(layers: list[Layer]) -> str:
+    """The legend: a colour swatch, name and IoU (and prompts) per layer ("" for none)."""
+    if not layers:
+        return ""
+    rows = "".join(
+        f'<li><span class="sd-swatch" style="background:{c}"></span><b>{html.escape(n)}</b> — {html.escape(t)}</li>'
+        for c, n, t in legend_rows(layers)
+    )
+    return f'<ul class="sd-legend">{rows}</ul>'
+
+
+def legend_rows(layers: list[Layer]) -> list[tuple[str, str, str]]:
+    """(colour, name, detail) per layer, as the legend lists them."""
+    rows = []
+    for layer in layers:
+        detail = "no prompt yet" if layer.score is None else f"IoU {shown_score(layer.score):.3f}"
+        if layer.prompts is not None:
+            p = layer.prompts
+            what = ", ".join(
+                x for x in (plural(len(p.points), "point") if p.points else "", "box" if p.box_xyxy else "") if x
+            )
+            detail += f" · {what}" if what else ""
+        name = layer.name + (" (editing)" if layer.active else "")
+        rows.append((layer.hex, name, detail))
+    return rows
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
+def export_url(session: Session, kind: str) -> str:
+    """Relative URL of a download (relative, so it works under any mount path or proxy prefix)."""
+    return f"{EXPORT_PATH.lstrip('/')}/{session.token}/{kind}"
+
+
+def exports_html(session: Session | None) -> str:
+    """The export panel: a status line and three download links; the server builds a file when clicked."""
+    results = [] if session is None else session.finished_results()
+    fixed = [] if session is None else session.fixed_masks()
+    reasons = dict.fromkeys((kind for _, kind, _ in EXPORT_LINKS), "Click on the image to segment an object first.")
+    note = ""
+    if results or fixed:
+        prompts = sum(len(r.prompts.points) + (r.prompts.box_xyxy is not None) for _, r in results)
+        status = f"Exports ready: {plural(len(results) + len(fixed), 'object')}, {plural(prompts, 'prompt')}."
+        reasons = dict.fromkeys(reasons, "")
+        if not results:
+            reasons["sam-endpoint.json"] = note = (
+                "Download JSON replays prompts, and loaded or automatic masks have "
+                "none: click on the image to add an object."
+            )
+    else:
+        status = "Nothing to export yet."
+    links = []
+    for elem_id, kind, label in EXPORT_LINKS:
+        if reasons[kind]:
+            links.append(
+                f'<a id="{elem_id}" class="sd-download" aria-disabled="true" '
+                f'title="{html.escape(reasons[kind])}">{label}</a>'
+            )
+        else:
+            name = html.escape(f"{Path(session.name).stem or 'image'}.{kind}")
+            links.append(
+                f'<a id="{elem_id}" class="sd-download" href="{export_url(session, kind)}" '
+                f'download="{name}">{label}</a>'
+            )
+    note = f'<p class="sd-export-note">{note}</p>' if note else ""
+    return f'<p id="export-status">{status}</p>{note}<div class="sd-downloads">{"".join(links)}</div>'
+
+
+def click_status(session: Session, decoded: int = 0, ms: float = 0.0) -> str:
+    """The status line after an edit: the edited object's IoU (and decode time), or what to do."""
+    active = session.layers()[-1]
+    if active.score is None:
+        return f"Object {active.number}: click on the image or drag a box."
+    status = f"Object {active.number}: IoU {shown_score(active.score):.3f}"
+    if decoded:
+        status += f" · decoded in {ms:.0f} ms"
+    if active.prompts.multimask:
+        status += " · 3 candidates: pick another below if the best is not what you meant"
+    return status
+
+
+def candidates_html(session: Session | None) -> str:
+    """SAM's three candidates after a lone click, one button each (the page sends a choice as a
+    {"type": "candidate", "index"} prompt event); "" when the edited object has none."""
+    result = None if session is None else session.results.get(len(session.objects) - 1)
+    if result is None or not result.prompts.multimask:
+        return ""
+    best = int(np.argmax(result.scores))
+    buttons = "".join(
+        f'<button type="button" class="sd-candidate" data-candidate="{k}" aria-pressed="{str(k == result.chosen).lower()}">'
+        f"Mask {k + 1} · IoU {shown_score(s):.3f}{' (best)' if k == best else ''}</button>"
+        for k, s in enumerate(result.scores)
+    )
+    return f'<div class="sd-candidates" role="group" aria-label="Candidate masks"><p>Candidate masks for a single click</p>{buttons}</div>'

@@ -1,0 +1,201 @@
+"""HTTP routes of the web demo outside Gradio's events: the click fast path, the hover preview, the downloads.
+
+    POST /sam-demo/edit                    {"token", "events"} -> the prompter's view JSON (render.view_json)
+    POST /sam-demo/preview                 {"token", "x", "y"} -> image/png (half display size), or 204 when busy
+    GET  /sam-demo/export/{token}/{kind}   kind: sam-endpoint.json | masks.zip | coco.json
+
+All find the session by its unguessable token in the `SessionStore`. A click goes to /edit: it
+applies the new events and decodes under the session's lock, exactly as the UI's `on_prompt`
+would, and answers with the new layers and panels (status, candidates, legend, exports) at once.
+Only if /edit fails does the page fire its Gradio event, which does the edit itself, reports the
+problem and resends every layer.
+
+A preview is the mask that a positive click at (x, y) would give the object being edited, drawn
+faintly; it never waits: while any edit is being decoded, or another preview is running, it is
+dropped (204) at once. Downloads are built when asked for, from the session's latest state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from sam_demo.demo.exports import coco_export, endpoint_export, masks_zip
+from sam_demo.demo.render import (
+    DISPLAY_MAX_SIDE,
+    EXPORT_PATH,
+    ViewCache,
+    click_status,
+    display_size,
+    preview_png,
+    view_json,
+)
+from sam_demo.demo.session import Decoded, ObjectPrompts, Session, decode
+from sam_demo.demo.session_store import SessionStore
+from sam_demo.endpoint.http_body import read_limited
+from sam_demo.engine.sam_engine import SamEngine
+from sam_demo.engine.utils.transforms import logits_to_size
+
+EXPORTS = {
+    "sam-endpoint.json": ("application/json", lambda s: json.dumps(endpoint_export(s)).encode()),
+    "masks.zip": ("application/zip", masks_zip),
+    "coco.json": ("application/json", lambda s: json.dumps(coco_export(s)).encode()),
+}
+EDIT_PATH = "/sam-demo/edit"
+INTERACTIVE_THREADS = 2
+PREVIEW_PATH = "/sam-demo/preview"
+
+
+def preview(engine: SamEngine, session: Session, prompts: ObjectPrompts, cache: ViewCache) -> bytes:
+    """PNG of the mask a positive click would show, faint, at half the display size.
+
+    prompts: the edited object's with that point (`Session.with_point`), as the click would make
+    them, so the decode is the click's: it is kept in `cache.preview`, and a click on that spot
+    shows it without decoding again. Same choice of output (the best of three for a lone point);
+    the logits are resized straight to size.
+    """
+    embedding = session.embedding(engine)
+    low_res, scores = decode(engine, embedding, prompts)
+    cache.preview = Decoded(prompts, low_res, scores)
+    hw = display_size(session.size_hw, DISPLAY_MAX_SIDE // 2)
+    small = logits_to_size(low_res[int(scores.argmax())], embedding.geometry, hw)
+    return preview_png(small, session.layers()[-1].rgb)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def edit(engine: SamEngine, sessions: SessionStore, session: Session, events: list) -> Response:
+    """Apply a click's new events to the session's latest state and decode: the view JSON, timed.
+
+    Malformed events are not applied here (422): the page then fires its Gradio event, which
+    applies the others and reports them to the user.
+    """
+    start, cpu = time.perf_counter(), time.thread_time()
+    with sessions.editing(session) as session:
+        if session.apply_events(events):
+            return _error(422, "some prompt events are malformed; the page's own event will report them")
+        locked = time.perf_counter()
+        cache = sessions.view(session)
+        try:
+            count = session.update(engine, ready=cache.preview)
+        except (ValueError, RuntimeError) as exc:
+            return _error(400, str(exc))
+        decoded = time.perf_counter()
+        sessions.put(session)
+        view = view_json(session, click_status(session, count, (decoded - locked) * 1000), cache)
+    timing = ", ".join(
+        f"{name};dur={(b - a) * 1000:.1f}"
+        for name, a, b in (
+            ("wait", start, locked),
+            ("decode", locked, decoded),
+            ("render", decoded, time.perf_counter()),
+            ("cpu", cpu, time.thread_time()),
+        )
+    )
+    return Response(view, media_type="application/json", headers={"Cache-Control": "no-store", "Server-Timing": timing})
+
+
+def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: SessionStore) -> None:
+    """Add the click, preview and download routes for the demo whose sessions live in `sessions`.
+
+    Clicks and previews run on their own small pool of threads, two of them so that two users'
+    clicks run side by side. In the fast (reduced precision) mode each uses one torch thread: on a
+    CPU a decoder call after an idle pause is no faster on two threads than on one, and costs
+    twice the CPU. The exact mode keeps the process's thread count, because the float32 sums of
+    a matmul depend on it and its results must equal the reference recipe's bit for bit.
+    """
+    threads = torch.get_num_threads() if engine.exact else 1
+    interactive = ThreadPoolExecutor(
+        INTERACTIVE_THREADS,
+        thread_name_prefix="sam-interactive",
+        initializer=torch.set_num_threads,
+        initargs=(threads,),
+    )
+    preview_slot = threading.Lock()
+    expired = "this session has expired; reload the page and upload the image again"
+
+    async def run(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(interactive, fn, *args)
+
+    @app.post(EDIT_PATH, include_in_schema=False)
+    async def edit_route(request: Request):
+        body = await _json_body(request)
+        token, events = body.get("token"), body.get("events")
+        if not isinstance(token, str) or not isinstance(events, list):
+            return _error(400, 'send JSON {"token": str, "events": [...]}')
+        session = sessions.get(token)
+        if session is None:
+            return _error(404, expired)
+        return await run(edit, engine, sessions, session, events)
+
+    @app.post(PREVIEW_PATH, include_in_schema=False)
+    async def preview_route(request: Request):
+        body = await _json_body(request)
+        try:
+            token, x, y = str(body["token"]), float(body["x"]), float(body["y"])
+        except (ValueError, KeyError, TypeError):
+            return _error(400, 'send JSON {"token": str, "x": number, "y": number}')
+        session = sessions.get(token)
+        if session is None:
+            return _error(404, expired)
+        try:
+            prompts = session.with_point(x, y, 1)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if sessions.edits_in_flight or not preview_slot.acquire(blocking=False):
+            return Response(status_code=204, headers={"X-Preview": "dropped: busy"})
+        try:
+            png = await run(preview, engine, session, prompts, sessions.view(session))
+        finally:
+            preview_slot.release()
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    @app.get(EXPORT_PATH + "/{token}/{kind}", include_in_schema=False)
+    def export(token: str, kind: str):
+        if kind not in EXPORTS:
+            return _error(404, f"unknown export {kind!r}; one of {', '.join(EXPORTS)}")
+        session = sessions.get(token)
+        if session is None:
+            return _error(404, expired)
+        mime, build = EXPORTS[kind]
+        try:
+            with sessions.editing(session) as session:
+                if session.update(engine):  # it had been made light: its masks were remade
+                    sessions.put(session)
+                content = build(session)
+        except ValueError as exc:
+            return _error(409, str(exc))
+        name = f"{Path(session.name).stem or 'image'}.{kind}"
+        return Response(
+            content,
+            media_type=mime,
+            headers={"Content-Disposition": f'attachment; filename="{_ascii_name(name)}"', "Cache-Control": "no-store"},
+        )
+
+
+def _ascii_name(name: str) -> str:
+    return "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
+
+
+async def _json_body(request: Request, limit: int = 1 << 20, timeout_s: float = 10.0) -> dict:
+    """The request's JSON object ({} if it is not one, over `limit` bytes, or not all there within
+    `timeout_s`: never read further)."""
+    try:
+        data = await read_limited(request, limit, timeout_s)
+    except TimeoutError:
+        return {}
+    try:
+        body = json.loads(data) if data is not None else {}
+    except (ValueError, RecursionError):
+        return {}
+    return body if isinstance(body, dict) else {}

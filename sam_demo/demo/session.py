@@ -1,0 +1,443 @@
+"""One user's annotation session: an image, its objects' prompts, undo/redo and the results.
+
+Pure Python (no gradio): the web UI keeps a `Session` in `gr.State` and calls these methods.
+Each object's mask is computed from *all* of its prompts in one decoder call (no mask
+feedback), so the exported endpoint request replays exactly what is on screen.
+
+A session holds what it cannot get back (the uploaded file's bytes, the prompts) and, compactly,
+what it can: each object's low-res logits (masks are made from them on demand), fixed masks as
+RLE. Neither the decoded pixels nor the embedding are held: the pixels are decoded again from
+the file where needed, and the embedding comes from the engine's cache by the image's key (the
+encoder runs again if it was evicted). `light()` drops the logits too; `update` remakes them.
+
+Which output is shown (Meta's demo rule): a single click -> the 3 multimask candidates, the
+best preselected and switchable; more clicks or a box -> the single-mask output.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+
+from sam_demo.engine.sam_engine import ImageEmbedding, SamEngine
+from sam_demo.engine.utils.geometry import ImageGeometry
+from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
+from sam_demo.engine.utils.prompts import points_outside
+from sam_demo.engine.utils.transforms import logits_to_size, mask_to_size, masks_from_logits
+
+MAX_HISTORY = 100
+MAX_POINTS_PER_OBJECT = 64  # more says nothing new to SAM and makes each click slower
+MAX_EVENTS = 5000  # prompt events per image (each click or box is one)
+COORD_DECIMALS = 2  # prompts are kept (and so decoded and exported) rounded to 1/100 pixel
+# Distinct, colour-blind-friendly hues (Okabe-Ito, then Tableau), as RGB; layer i gets PALETTE[i % 10].
+PALETTE = [
+    (0, 114, 178),
+    (230, 159, 0),
+    (0, 158, 115),
+    (204, 121, 167),
+    (86, 180, 233),
+    (213, 94, 0),
+    (240, 228, 66),
+    (148, 103, 189),
+    (140, 86, 75),
+    (127, 127, 127),
+]
+
+
+def _uid() -> str:
+    return secrets.token_hex(6)
+
+
+@dataclass(frozen=True)
+class ObjectPrompts:
+    """Prompts of one object, in original pixels. points: ((x, y, label), ...), label 1 or 0."""
+
+    points: tuple[tuple[float, float, int], ...] = ()
+    box_xyxy: tuple[float, float, float, float] | None = None
+    candidate: int | None = None  # chosen multimask candidate; None = best by predicted IoU
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.points and self.box_xyxy is None
+
+    @property
+    def multimask(self) -> bool:
+        return len(self.points) == 1 and self.box_xyxy is None
+
+    def endpoint_columns(self) -> dict:
+        """This object's prompts as one endpoint request row's list columns (one group)."""
+        return {
+            "input_points": [[[x, y] for x, y, _ in self.points]] if self.points else None,
+            "input_labels": [[label for _, _, label in self.points]] if self.points else None,
+            "input_boxes": [list(self.box_xyxy)] if self.box_xyxy else None,
+            "multimask_output": self.multimask,
+        }
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    """Decoder output for one object's prompts, kept compact: the low-res logits, not the masks.
+
+    low_res: (C, 256, 256) float32 logits; scores: (C,) float32 predicted IoU. Full-size masks
+    are made from the logits when asked for, exactly as `SamEngine.decode` makes them
+    (`exact` and `geometry` are the engine's and the image's).
+    """
+
+    prompts: ObjectPrompts
+    low_res: np.ndarray
+    scores: np.ndarray
+    geometry: ImageGeometry
+    exact: bool
+    uid: str = field(default_factory=_uid)  # names this decode (the masks); kept when only the choice changes
+
+    @property
+    def masks(self) -> np.ndarray:
+        """(C, H, W) bool in original pixels, made on each access (a few ms per mask)."""
+        return masks_from_logits(torch.from_numpy(self.low_res), self.geometry, exact=self.exact)
+
+    def display_mask(self, size_hw: tuple[int, int]) -> np.ndarray:
+        """The chosen mask as (h, w) uint8 0/1 at `size_hw`, straight from its logits."""
+        return logits_to_size(self.low_res[self.chosen], self.geometry, size_hw)
+
+    @property
+    def chosen(self) -> int:
+        c = self.prompts.candidate
+        return c if c is not None and c < len(self.scores) else int(np.argmax(self.scores))
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The chosen mask, (H, W) bool in original pixels."""
+        k = self.chosen
+        return masks_from_logits(torch.from_numpy(self.low_res[k : k + 1]), self.geometry, exact=self.exact)[0]
+
+    @property
+    def score(self) -> float:
+        return float(self.scores[self.chosen])
+
+    @property
+    def nbytes(self) -> int:
+        return self.low_res.nbytes + self.scores.nbytes
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoder call made ahead of an edit (the hover preview's): the prompts it was made for, its
+    low-res logits (C, 256, 256) float32 and scores (C,). `Session.update` uses it instead of
+    decoding when the edited object's prompts come to equal these."""
+
+    prompts: ObjectPrompts
+    low_res: np.ndarray
+    scores: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.low_res.nbytes + self.scores.nbytes
+
+
+@dataclass(frozen=True)
+class FixedMask:
+    """A mask shown without prompts to edit: loaded from a saved JSON, or from "segment everything".
+
+    rle: the mask as pycocotools' compressed RLE ({"size": [H, W], "counts": bytes}); `mask`
+    decodes it. Make one with `FixedMask.of`.
+    """
+
+    rle: dict
+    score: float  # predicted IoU
+    label: str
+    uid: str = field(default_factory=_uid)
+
+    @classmethod
+    def of(cls, mask: np.ndarray, score: float, label: str) -> FixedMask:
+        """From an (H, W) bool mask."""
+        return cls(mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8)), float(score), label)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(H, W) bool, decoded on each access."""
+        return mask_utils.decode(self.rle).astype(bool)
+
+    @property
+    def area(self) -> int:
+        return int(mask_utils.area(self.rle))
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.rle["counts"])
+
+    def display_mask(self, size_hw: tuple[int, int]) -> np.ndarray:
+        """(h, w) uint8 0/1 at `size_hw`."""
+        return mask_to_size(self.mask, size_hw)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One entry of what the user sees: a shown mask (or an object still without prompts).
+
+    number: 1-based display number; its colour is PALETTE[number - 1]. source: the mask shown,
+    None for an object with no prompt yet. prompts: None for fixed masks.
+    key: changes whenever what is drawn for this layer changes (mask, colour, or being edited).
+    """
+
+    number: int
+    name: str
+    source: ObjectResult | FixedMask | None
+    prompts: ObjectPrompts | None
+    active: bool
+    key: str
+
+    @property
+    def score(self) -> float | None:
+        return None if self.source is None else self.source.score
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        return PALETTE[(self.number - 1) % len(PALETTE)]
+
+    @property
+    def hex(self) -> str:
+        return "#{:02x}{:02x}{:02x}".format(*self.rgb)
+
+
+@dataclass
+class Session:
+    """Per-user state. `objects[-1]` is the one being edited; earlier ones are kept as they are.
+
+    image_bytes: the uploaded file as sent (exported as the request's base64 image).
+    embedding_key: the image's key in the engine's embedding cache (`engine.image_key` of its pixels).
+    size_hw: (H, W) of the image, EXIF orientation applied. token: changes with every new image.
+    results: object index -> its last decode (absent after `light()`, remade by `update`).
+    imported: masks loaded from a saved response, shown but not editable.
+    auto_masks / auto_keep: "segment everything" results and the indices the user keeps.
+    """
+
+    image_bytes: bytes
+    embedding_key: str
+    size_hw: tuple[int, int]
+    name: str = "image"
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # unguessable; names the session
+    objects: list[ObjectPrompts] = field(default_factory=lambda: [ObjectPrompts()])
+    results: dict[int, ObjectResult] = field(default_factory=dict)
+    imported: list[FixedMask] = field(default_factory=list)
+    auto_masks: list[FixedMask] = field(default_factory=list)
+    auto_keep: tuple[int, ...] = ()
+    undo_stack: list[list[ObjectPrompts]] = field(default_factory=list)
+    redo_stack: list[list[ObjectPrompts]] = field(default_factory=list)
+    consumed_events: int = 0
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # shared by all forks
+
+    @classmethod
+    def start(cls, image_bytes: bytes, embedding: ImageEmbedding, name: str = "image") -> Session:
+        """A new session on an uploaded file and its embedding (from `engine.embed` of its pixels)."""
+        return cls(image_bytes, embedding.key, tuple(embedding.geometry.original_hw), name)
+
+    def pixels(self, max_pixels: int) -> np.ndarray:
+        """The image as (H, W, 3) uint8 RGB, decoded again from its file (not kept)."""
+        return to_rgb_array(decode_image_bytes(self.image_bytes, max_pixels), max_pixels)
+
+    def embedding(self, engine: SamEngine) -> ImageEmbedding:
+        """The image's embedding: from the engine's cache, or encoded again if it was evicted."""
+        return engine.embed_by_key(self.embedding_key, lambda: self.pixels(engine.max_pixels))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays this state holds (the file, logits, fixed masks' RLE)."""
+        return (
+            len(self.image_bytes)
+            + sum(r.nbytes for r in self.results.values())
+            + sum(f.nbytes for f in self.imported + self.auto_masks)
+        )
+
+    def light(self) -> Session:
+        """A fork without the decoded results (prompts, file and fixed masks kept); `update` remakes them."""
+        light = self.fork()
+        light.results = {}
+        return light
+
+    def fork(self) -> Session:
+        """A copy whose containers can change without touching this one (arrays are shared).
+
+        Handlers edit a fork and return it, so a failed edit leaves the stored state intact.
+        """
+        return replace(
+            self,
+            objects=list(self.objects),
+            results=dict(self.results),
+            imported=list(self.imported),
+            auto_masks=list(self.auto_masks),
+            undo_stack=list(self.undo_stack),
+            redo_stack=list(self.redo_stack),
+        )
+
+    # ---- edits: each is one undoable action ------------------------------------------------
+    def _edit(self, objects: list[ObjectPrompts]) -> None:
+        self.undo_stack = (self.undo_stack + [list(self.objects)])[-MAX_HISTORY:]
+        self.redo_stack = []
+        self.objects = objects
+
+    def add_point(self, x: float, y: float, label: int) -> None:
+        self._edit(self.objects[:-1] + [self.with_point(x, y, label)])
+
+    def with_point(self, x: float, y: float, label: int) -> ObjectPrompts:
+        """The active object's prompts with one more point (rounded as stored), not applied.
+
+        Raises ValueError for a point off the image (or not finite) and past the point limit.
+        """
+        if points_outside(np.array([x, y], dtype=np.float64), self.size_hw):  # also NaN
+            h, w = self.size_hw
+            raise ValueError(f"the click at ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
+        active = self.objects[-1]
+        if len(active.points) >= MAX_POINTS_PER_OBJECT:
+            raise ValueError(
+                f"an object takes at most {MAX_POINTS_PER_OBJECT} points; click + New object to start another, or Undo"
+            )
+        point = (round(float(x), COORD_DECIMALS), round(float(y), COORD_DECIMALS), int(label))
+        return replace(active, points=active.points + (point,), candidate=None)
+
+    def set_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        h, w = self.size_hw
+        x0, x1 = sorted((min(max(x0, 0.0), w), min(max(x1, 0.0), w)))
+        y0, y1 = sorted((min(max(y0, 0.0), h), min(max(y1, 0.0), h)))
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            raise ValueError("the box has zero size; drag a larger box, or click for a point")
+        active = self.objects[-1]
+        box = tuple(round(v, COORD_DECIMALS) for v in (x0, y0, x1, y1))
+        self._edit(self.objects[:-1] + [replace(active, box_xyxy=box, candidate=None)])
+
+    def apply_events(self, events: list) -> list[str]:
+        """Apply the prompt surface's events not applied yet (`events[consumed_events:]`).
+
+        events: the browser's whole list for this image, each {"type": "point", "x", "y", "label"}
+        or {"type": "box", "x0", "y0", "x1", "y1"} in original pixels, or {"type": "candidate",
+        "index"} (the multimask candidate to show). Returns a message per event that was skipped as
+        malformed or not applicable; the others are applied in order.
+        """
+        if not isinstance(events, list):
+            return ["the prompt surface sent malformed data; reload the page"]
+        if len(events) > MAX_EVENTS:
+            return [f"more than {MAX_EVENTS} clicks on one image; upload it again to start afresh"]
+        problems = []
+        for event in events[self.consumed_events :]:
+            try:
+                if event.get("type") == "box":
+                    self.set_box(float(event["x0"]), float(event["y0"]), float(event["x1"]), float(event["y1"]))
+                elif event.get("type") == "candidate":
+                    self.select_candidate(int(event["index"]))
+                else:
+                    self.add_point(float(event["x"]), float(event["y"]), 1 if int(event.get("label", 1)) == 1 else 0)
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                problems.append(
+                    str(exc) if isinstance(exc, ValueError) else f"a malformed prompt event was skipped: {event!r:.80}"
+                )
+        self.consumed_events = max(self.consumed_events, len(events))
+        return problems
+
+    def select_candidate(self, index: int) -> None:
+        active = self.objects[-1]
+        if not active.multimask:
+            raise ValueError("candidates are offered for a single click only")
+        if index not in (0, 1, 2):
+            raise ValueError(f"there are 3 candidates, numbered 0 to 2; got {index}")
+        self._edit(self.objects[:-1] + [replace(active, candidate=int(index))])
+
+    def new_object(self) -> None:
+        if self.objects[-1].is_empty:
+            raise ValueError("the current object has no prompt yet; click on the image first")
+        self._edit(self.objects + [ObjectPrompts()])
+
+    def clear(self) -> None:
+        if len(self.objects) == 1 and self.objects[0].is_empty:
+            return
+        self._edit([ObjectPrompts()])
+
+    def undo(self) -> bool:
+        return self._step(self.undo_stack, self.redo_stack)
+
+    def redo(self) -> bool:
+        return self._step(self.redo_stack, self.undo_stack)
+
+    def _step(self, source: list, target: list) -> bool:
+        """Restore the last state of `source`, saving the current one on `target`."""
+        if not source:
+            return False
+        target.append(list(self.objects))
+        self.objects = source.pop()
+        return True
+
+    # ---- results ---------------------------------------------------------------------------
+    def update(self, engine: SamEngine, ready: Decoded | None = None) -> int:
+        """Decode every object whose prompts changed since its last result; return the count.
+
+        ready: a decode already made for some prompts (same engine, same image), used as is.
+        """
+        decoded = 0
+        embedding = None
+        for i, prompts in enumerate(self.objects):
+            cached = self.results.get(i)
+            if prompts.is_empty:
+                self.results.pop(i, None)
+                continue
+            if cached is not None and _same_inputs(cached.prompts, prompts):
+                if cached.prompts != prompts:  # only the chosen candidate changed
+                    self.results[i] = replace(cached, prompts=prompts)
+                continue
+            if embedding is None:
+                embedding = self.embedding(engine)
+            if ready is not None and _same_inputs(ready.prompts, prompts):
+                low_res, scores = ready.low_res, ready.scores
+            else:
+                low_res, scores = decode(engine, embedding, prompts)
+                decoded += 1
+            self.results[i] = ObjectResult(prompts, low_res, scores, embedding.geometry, engine.exact_upscale)
+        for i in [k for k in self.results if k >= len(self.objects)]:
+            del self.results[i]
+        return decoded
+
+    def fixed_masks(self) -> list[FixedMask]:
+        """Loaded masks, then the kept "segment everything" masks, in display order."""
+        return self.imported + [self.auto_masks[i] for i in self.auto_keep]
+
+    def finished_results(self) -> list[tuple[int, ObjectResult]]:
+        """(object index, result) for every object with a prompt, in order."""
+        return [(i, self.results[i]) for i, p in enumerate(self.objects) if not p.is_empty and i in self.results]
+
+    def layers(self) -> list[Layer]:
+        """Everything shown, in display order: fixed masks, then every object (the last one is edited).
+
+        The one place that numbers and colours what is on screen: the mask layers, the markers,
+        the score tags and the legend all read it.
+        """
+        fixed = self.fixed_masks()
+        out = [Layer(n, f"{f.label} {n}", f, None, False, f"{f.uid}.{n}") for n, f in enumerate(fixed, start=1)]
+        active = len(self.objects) - 1
+        for i, prompts in enumerate(self.objects):
+            n = len(fixed) + i + 1
+            result = self.results.get(i) if not prompts.is_empty else None
+            key = f"{result.uid}.{result.chosen}.{n}.{int(i == active)}" if result else f"empty.{n}"
+            out.append(Layer(n, f"Object {n}", result, prompts, i == active, key))
+        return out
+
+
+def decode(engine: SamEngine, embedding: ImageEmbedding, prompts: ObjectPrompts) -> tuple[np.ndarray, np.ndarray]:
+    """One object's decoder call: low-res logits (C, 256, 256) and scores (C,), float32 numpy."""
+    low_res, iou = engine.decode_low_res(embedding, *decoder_arrays(prompts), None, prompts.multimask)
+    return low_res[0].cpu().numpy(), iou[0].cpu().numpy()
+
+
+def decoder_arrays(prompts: ObjectPrompts) -> tuple:
+    """(points_xy (1, N, 2) float64, labels (1, N), boxes_xyxy (1, 4) float64), None where absent."""
+    cols = prompts.endpoint_columns()
+    return (
+        None if cols["input_points"] is None else np.array(cols["input_points"], dtype=np.float64),
+        None if cols["input_labels"] is None else np.array(cols["input_labels"]),
+        None if cols["input_boxes"] is None else np.array(cols["input_boxes"], dtype=np.float64),
+    )
+
+
+def _same_inputs(a: ObjectPrompts, b: ObjectPrompts) -> bool:
+    return a.points == b.points and a.box_xyxy == b.box_xyxy

@@ -1,0 +1,28 @@
+"""How the engine is loaded: `EngineConfig`, the dtype names, and the random-weights marker.
+
+Torch-free, so a process that only passes a config on (a command parsing its flags, a Serve
+gateway) needs no torch. `loading.py` turns a config into a `SamEngine`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sam_demo.engine.utils.cache import DEFAULT_CACHE_BYTES
+from sam_demo.engine.utils.images import DEFAULT_MAX_PIXELS
+
+__all__ = ["DTYPE_NAMES", "EngineConfig", "RANDOM_WEIGHTS_ATTR"]
+
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # loading.DTYPES maps them to torch dtypes
+RANDOM_WEIGHTS_ATTR = "sam_demo_random_weights"  # config.json marker of random-weight checkpoints
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything that decides how the model is loaded and cached."""
+
+    model: str | None = None  # None: $SAM_MODEL or facebook/sam-vit-large
+    device: str | None = None  # None: cuda, then mps, then cpu
+    dtype: str | None = None  # None: the fastest safe choice for the device
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS

@@ -1,0 +1,142 @@
+"""Load a SAM checkpoint (hub id or local `save_pretrained` folder) into a `SamEngine`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from sam_demo.engine.config import DTYPE_NAMES, RANDOM_WEIGHTS_ATTR, EngineConfig
+from sam_demo.engine.modeling.vision_attention import patch_vision_attention
+from sam_demo.engine.plan import ExecutionPlan
+from sam_demo.engine.sam_engine import EngineInfo, SamEngine
+
+log = logging.getLogger("sam_demo")
+
+DEFAULT_MODEL = "facebook/sam-vit-large"
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says what to do instead."""
+
+
+def resolve_model(model: str | None) -> str:
+    return model or os.environ.get("SAM_MODEL") or DEFAULT_MODEL
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA GPU; use --device cpu")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for, but this machine has no usable MPS; use --device cpu")
+    return resolved
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    if dtype is not None:
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        return DTYPES[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
+    """Load the model and processor; raise ModelLoadError with advice if that fails."""
+    from transformers import SamModel, SamProcessor
+
+    name = resolve_model(config.model)
+    device = resolve_device(config.device)
+    compute_dtype = resolve_dtype(config.dtype, device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+    # A hub id is "name" or "org/name"; anything else (or an existing path) is a folder.
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
+    if looks_local and not Path(name).expanduser().is_dir():
+        raise ModelLoadError(f"model folder {name!r} does not exist. {_advice()}")
+    path = str(Path(name).expanduser()) if looks_local else name
+    try:
+        model, processor = _from_pretrained(path, SamModel, SamProcessor, local=looks_local)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # the hub raises many types: OSError, HTTP, validation, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load SAM model {name!r}: {reason}. {_advice()}") from None
+    dtype_name = str(compute_dtype).removeprefix("torch.")
+    plan = ExecutionPlan.choose(device.type, dtype_name, sdpa=model.config._attn_implementation == "sdpa")
+    model = model.to(device=device, dtype=DTYPES[plan.prompt_encoder]).eval()
+    model.vision_encoder.to(DTYPES[plan.vit_weights])
+    if plan.attention != "transformers":  # see vision_attention.py
+        patch_vision_attention(model.vision_encoder, fast=plan.attention == "folded")
+    info = EngineInfo(
+        model=name,
+        device=str(device),
+        dtype=dtype_name,
+        random_weights=bool(getattr(model.config, RANDOM_WEIGHTS_ATTR, False)),
+    )
+    how = "chosen automatically (pass dtype to override)" if config.dtype is None else "as asked"
+    log.info("sam_demo: %s on %s, dtype %s %s; plan: %s", name, device, info.dtype, how, plan.describe())
+    return SamEngine(model, processor, info, plan, config.cache_bytes, config.max_pixels)
+
+
+def _from_pretrained(path: str, model_cls, processor_cls, local: bool):
+    """Load from a folder or the local hub cache; go online only if the hub's host resolves.
+
+    Without this, an offline machine spends minutes in the hub client's retries.
+    """
+    if local:
+        return model_cls.from_pretrained(path), processor_cls.from_pretrained(path)
+    try:
+        return (
+            model_cls.from_pretrained(path, local_files_only=True),
+            processor_cls.from_pretrained(path, local_files_only=True),
+        )
+    except Exception:
+        pass  # not in the local cache: download
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    if constants.HF_HUB_OFFLINE:
+        raise ModelLoadError(f"model {path!r} is not in the local cache and HF_HUB_OFFLINE is set. {_advice()}")
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as exc:
+        raise ModelLoadError(
+            f"model {path!r} is not in the local cache and the hub ({host}) cannot be reached: {exc}. {_advice()}"
+        ) from None
+    return model_cls.from_pretrained(path), processor_cls.from_pretrained(path)
+
+
+def _advice() -> str:
+    return (
+        "Without access to the Hugging Face hub, pass a local folder written by save_pretrained "
+        "(--model /path/to/folder or SAM_MODEL=/path/to/folder); "
+        "for a random-weight model to try the app: python -m sam_demo.checkpoints checkpoints/sam-tiny-random"
+    )

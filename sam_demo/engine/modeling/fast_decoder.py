@@ -1,0 +1,216 @@
+"""SAM's mask decoder rearranged for speed: the same function, products taken in another order.
+
+Used when the decoder runs in reduced precision (bf16 on CPU, bf16/fp16 on GPU), where
+bit-equality with transformers is moot. Run in fp32 its logits equal `SamModel`'s to ~1e-5
+(the tests check this). What changes against `CachedDecoder`:
+
+- *Few tokens, many pixels.* A click has ~7 prompt tokens against 4096 image tokens. Every
+  attention between them is re-associated so that the per-head projections act on the tokens,
+  never on the image: with u = q_h * scale,
+  u (x W_k,h + b_k,h)^T = (u W_k,h) x^T + u . b_k,h, and softmax(.) (x W_v,h^T) = (softmax(.) x) W_v,h^T;
+  for the image-to-token direction, out_proj(concat_h P_h v_h) = sum_h P_h (v_h W_o,h^T) + b_o.
+  Per layer that is two (H*T, 256) x (256, 4096) products instead of four 4096 x 256 x 128
+  projections, and the residual add rides in the last product (`baddbmm`).
+- *Cached first layer, per-head layouts.* The first layer's image-side projections are cached
+  per image as (heads, c, 4096) and (heads, 4096, c), so its attentions are plain batched
+  matmuls with no copies.
+- *Upscaling head channels-last.* Each 2x2 stride-2 transposed convolution is a matmul and
+  its layer norm a plain `layer_norm`; only the returned masks' hypernetworks run. The 128x128
+  map is put in row-major order once, so each row of 256 logits is one contiguous run.
+
+Shapes: prompt tokens (G, T, 256) for G prompt groups; image tokens (G, 4096, 256).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from sam_demo.engine.modeling.decoder import CachedDecoder, ImageDecoderCache
+
+
+@dataclass(frozen=True)
+class _HeadWeights:
+    """A linear layer's weight split per head: (H, c, C), for products with a few tokens."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor  # (H, 1, c)
+
+    @classmethod
+    def of(cls, linear: torch.nn.Linear, heads: int) -> _HeadWeights:
+        out_features, in_features = linear.weight.shape
+        weight = linear.weight.reshape(heads, out_features // heads, in_features).contiguous()
+        return cls(weight, linear.bias.reshape(heads, 1, -1))
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(G, T, H * c) -> (G, H, T, c), a view."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(G, H, T, c) -> (G, T, H * c)."""
+    return x.transpose(1, 2).flatten(2)
+
+
+def _per_head_t(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """A projected image (1, N, H * c) -> (H, c, N), contiguous."""
+    return x[0].unflatten(-1, (heads, -1)).permute(1, 2, 0).contiguous()
+
+
+class FastDecoder(CachedDecoder):
+    """`CachedDecoder`, re-associated for a few prompt tokens (see the module docstring)."""
+
+    def __init__(self, model, dtype: torch.dtype | None = None):
+        super().__init__(model, dtype)
+        dec, transformer = self.mask_decoder, self.transformer
+        self._pe = self.pe_tokens[0]  # (1, 4096, 256)
+        with torch.inference_mode():
+            # per-head projections of the image tokens; the first layer's come from the image's cache
+            self._k, self._v, self._q, self._o = {}, {}, {}, {}
+            for index, layer in enumerate(transformer.layers):
+                attn = layer.cross_attn_image_to_token
+                heads = attn.num_attention_heads
+                if index > 0:
+                    self._q[attn] = _HeadWeights.of(attn.q_proj, heads)
+                # out_proj (256, H * c) -> per head (H, c, 256); its bias spread over the H heads,
+                # whose attention weights each sum to 1
+                weight = attn.out_proj.weight.unflatten(1, (heads, -1)).permute(1, 2, 0).contiguous()
+                self._o[attn] = (weight, attn.out_proj.bias / heads)
+            for attn in [layer.cross_attn_token_to_image for layer in transformer.layers[1:]] + [
+                transformer.final_attn_token_to_image
+            ]:
+                heads = attn.num_attention_heads
+                self._k[attn] = _HeadWeights.of(attn.k_proj, heads)
+                value = _HeadWeights.of(attn.v_proj, heads)
+                self._v[attn] = (value.weight.transpose(1, 2), value.bias)  # (H, 256, c), (H, 1, c)
+            # ConvTranspose2d(k=2, s=2) weights (in, out, 2, 2) -> (in, (a, b, out)), bias tiled to match;
+            # the second one split by output row a into two (in, (b, out)) blocks
+            conv1, conv2 = dec.upscale_conv1, dec.upscale_conv2
+            first = (conv1.weight.permute(0, 2, 3, 1).reshape(conv1.in_channels, -1).contiguous(), conv1.bias.repeat(4))
+            second = [
+                (
+                    conv2.weight[:, :, a].permute(0, 2, 1).reshape(conv2.in_channels, -1).contiguous(),
+                    conv2.bias.repeat(2),
+                )
+                for a in range(2)
+            ]
+            self._up = (first, second)
+            # the mask tokens' hypernetwork MLPs stacked per layer: weight (M, in, out), bias (M, 1, out)
+            mlps = dec.output_hypernetworks_mlps
+            self._hyper = [
+                (
+                    torch.stack([linear.weight.t() for linear in linears]),
+                    torch.stack([linear.bias[None] for linear in linears]),
+                )
+                for linears in zip(*[[mlp.proj_in, *mlp.layers, mlp.proj_out] for mlp in mlps])
+            ]
+
+    @torch.inference_mode()
+    def prepare(self, features: torch.Tensor) -> ImageDecoderCache:
+        """features (1, 256, 64, 64) -> cache with keys (1, 4096, 256) and the first layer's
+        projections per head: first_k, first_q (H, c, 4096), first_v (H, 4096, c)."""
+        keys = self._image_tokens(features).contiguous()
+        keys_pe = keys + self._pe
+        first = self.transformer.layers[0]
+        to_image, to_token = first.cross_attn_token_to_image, first.cross_attn_image_to_token
+        heads = to_image.num_attention_heads
+        return ImageDecoderCache(
+            keys=keys,
+            first_k=_per_head_t(to_image.k_proj(keys_pe), heads),
+            first_v=_per_head_t(to_image.v_proj(keys), heads).transpose(1, 2).contiguous(),
+            first_q=_per_head_t(to_token.q_proj(keys_pe), to_token.num_attention_heads),
+        )
+
+    @staticmethod
+    def _image_scores(u: torch.Tensor, keys_pe: torch.Tensor, weights: _HeadWeights) -> torch.Tensor:
+        """Scores of scaled per-head token vectors u (G, H, T, c) against linear(keys_pe), the image
+        tokens (G, 4096, 256) projected by per-head `weights`, re-associated. -> (G, H, T, 4096)."""
+        groups, heads, tokens, _ = u.shape
+        left = (u @ weights.weight).flatten(1, 2)  # (G, H * T, 256)
+        constant = (u * weights.bias).sum(-1).reshape(groups, heads * tokens, 1)
+        return torch.baddbmm(constant, left, keys_pe.transpose(1, 2)).unflatten(1, (heads, tokens))
+
+    def _token_to_image(self, attn, queries_pe, keys, keys_pe, cache: ImageDecoderCache | None):
+        """Tokens attend to the image: (G, T, 256) -> (G, T, 256). `cache` for the first layer."""
+        heads = attn.num_attention_heads
+        u = _split_heads(attn.q_proj(queries_pe), heads) * attn.scaling
+        if cache is not None:
+            weights = torch.softmax(u @ cache.first_k, dim=-1)
+            out = weights @ cache.first_v  # (G, H, T, c)
+        else:
+            weights = torch.softmax(self._image_scores(u, keys_pe, self._k[attn]), dim=-1)
+            value_t, value_bias = self._v[attn]
+            pooled = torch.bmm(weights.flatten(1, 2), keys).unflatten(1, weights.shape[1:3])  # (G, H, T, 256)
+            out = pooled @ value_t + value_bias
+        return attn.out_proj(_merge_heads(out))
+
+    def _image_to_token(self, attn, queries, queries_pe, keys, keys_pe, cache: ImageDecoderCache | None):
+        """The image attends to the tokens; returns keys + the attention output (G, 4096, 256)."""
+        heads = attn.num_attention_heads
+        u = _split_heads(attn.k_proj(queries_pe), heads) * attn.scaling
+        scores = u @ cache.first_q if cache is not None else self._image_scores(u, keys_pe, self._q[attn])
+        weights = torch.softmax(scores, dim=2)  # over the tokens
+        out_weight, out_bias = self._o[attn]
+        mixed = (_split_heads(attn.v_proj(queries), heads) @ out_weight + out_bias).flatten(1, 2)  # (G, H*T, 256)
+        return torch.baddbmm(keys, weights.flatten(1, 2).transpose(1, 2), mixed)
+
+    @torch.inference_mode()
+    def decode(
+        self, cache: ImageDecoderCache, sparse: torch.Tensor, multimask_output: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """sparse: (1, G, T', 256) prompt embeddings -> low-res logits (1, G, C, 256, 256), IoU (1, G, C)."""
+        groups = sparse.shape[1]
+        point_embeddings = self._point_embeddings(sparse)[0]
+        queries, keys, keys_pe = point_embeddings, cache.keys.expand(groups, -1, -1), None
+        for index, layer in enumerate(self.transformer.layers):
+            first = cache if index == 0 else None
+            if first is None:
+                keys_pe = keys + self._pe
+            if layer.skip_first_layer_pe:  # SamAttention takes (1, G, T, 256)
+                queries = layer.self_attn(query=queries[None], key=queries[None], value=queries[None])[0][0]
+            else:
+                query = (queries + point_embeddings)[None]
+                queries = queries + layer.self_attn(query=query, key=query, value=queries[None])[0][0]
+            queries = layer.layer_norm1(queries)
+            attn_out = self._token_to_image(
+                layer.cross_attn_token_to_image, queries + point_embeddings, keys, keys_pe, first
+            )
+            queries = layer.layer_norm2(queries + attn_out)
+            queries = layer.layer_norm3(queries + layer.mlp(queries))
+            keys = self._image_to_token(
+                layer.cross_attn_image_to_token, queries, queries + point_embeddings, keys, keys_pe, first
+            )
+            keys = layer.layer_norm4(keys)
+        keys_pe = keys + self._pe
+        final = self.transformer.final_attn_token_to_image
+        attn_out = self._token_to_image(final, queries + point_embeddings, keys, keys_pe, None)
+        tokens = self.transformer.layer_norm_final_attn(queries + attn_out)
+        return self._heads(tokens, keys, groups, multimask_output)
+
+    def _heads(self, tokens: torch.Tensor, keys: torch.Tensor, groups: int, multimask_output: bool):
+        """Mask and IoU heads: tokens (G, T, 256), image tokens (G, 4096, 256)."""
+        dec = self.mask_decoder
+        height, width = self.embedding_hw
+        selected = range(1, dec.num_mask_tokens) if multimask_output else range(1)
+        iou_pred = dec.iou_prediction_head(tokens[:, 0, :])[:, selected.start : selected.stop]
+        hyper = tokens[:, 1 + selected.start : 1 + selected.stop, :].transpose(0, 1)  # (M, G, 256)
+        for index, (weight, bias) in enumerate(self._hyper):
+            hyper = torch.baddbmm(bias[selected.start : selected.stop], hyper, weight[selected.start : selected.stop])
+            hyper = torch.relu(hyper) if index < len(self._hyper) - 1 else hyper.transpose(0, 1)  # (G, M, 32)
+        (w1, b1), second = self._up
+        norm = dec.upscale_layer_norm
+        x = torch.addmm(b1, keys.reshape(groups * height * width, -1), w1)  # rows (g, i, j), cols (a, b, c)
+        x = x.view(-1, w1.shape[1] // 4)  # rows (g, i, j, a, b): pixel (2i + a, 2j + b) of the 128x128 map
+        x = dec.activation(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
+        x = x.view(groups, height, width, 2, 2, -1).transpose(2, 3).reshape(groups * 4 * height * width, -1)
+        # rows (g, I, J) of the 128x128 map; pixel (2I + a2, 2J + b2) of the 256x256 logits comes from
+        # the second convolution's column block a2, whose columns are (b2, c): one run of 256 logits
+        masks = torch.empty(groups, len(selected), 4 * height, 4 * width, dtype=torch.float32, device=keys.device)
+        rows = masks.view(groups, len(selected), 2 * height, 2, 4 * width)  # (g, m, I, a2, 2J + b2)
+        for a2, (w2, b2) in enumerate(second):
+            y = dec.activation(torch.addmm(b2, x, w2)).view(groups, -1, w2.shape[1] // 2)  # rows (I, J, b2)
+            rows[:, :, :, a2].copy_(torch.bmm(hyper, y.transpose(1, 2)).view(rows[:, :, :, a2].shape))
+        return masks[None], iou_pred[None].float()

@@ -1,0 +1,254 @@
+"""The SAM engine: a cached image encoder and a per-prompt decoder, stateless and thread-safe.
+
+Split as in sam2's `SAM2ImagePredictor`: `embed(image)` is the once-per-image work (the ViT,
+~100x the cost of a click) and is cached by image content; `decode(embedding, prompts)` is
+the per-click work and never touches the image's pixels again.
+
+Masks, scores and low-res logits equal the transformers reference recipe
+(`SamProcessor` + `SamModel` + `post_process_masks`, threshold 0) on the same weights and dtype.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sam_demo.engine.modeling.decoder import CachedDecoder, ImageDecoderCache
+from sam_demo.engine.modeling.fast_decoder import FastDecoder
+from sam_demo.engine.plan import ExecutionPlan
+from sam_demo.engine.utils.cache import DEFAULT_CACHE_BYTES, ByteLRUCache, CacheStats
+from sam_demo.engine.utils.geometry import LOW_RES_SIDE, ImageGeometry
+from sam_demo.engine.utils.images import DEFAULT_MAX_PIXELS, to_rgb_array
+from sam_demo.engine.utils.prompts import PromptError, check_prompts  # noqa: F401  (PromptError: part of the engine's API)
+from sam_demo.engine.utils.transforms import masks_from_logits
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """The once-per-image state: SAM's image features and the image's geometry.
+
+    Args:
+        key (`str`):
+            Hex digest of the image's RGB pixels and shape: the cache key.
+        features (`torch.Tensor` of shape `(1, 256, 64, 64)`):
+            The ViT's image embedding, on the engine's device, in the decoder's dtype.
+        geometry (`ImageGeometry`):
+            The image's size in the original and model frames.
+        decoder_cache (`ImageDecoderCache`):
+            The decoder's prompt-independent work on this image (see modeling/decoder.py).
+    """
+
+    key: str
+    features: torch.Tensor
+    geometry: ImageGeometry
+    decoder_cache: ImageDecoderCache
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.numel() * self.features.element_size() + self.decoder_cache.nbytes
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Decoder output for B prompt groups with C masks each (C = 3 with multimask output, else 1).
+
+    Args:
+        masks (`np.ndarray` of shape `(B, C, H, W)`):
+            bool masks (float32 logits with `return_logits`) in the original image's pixels.
+        iou_scores (`np.ndarray` of shape `(B, C)`):
+            float32 predicted IoU of each mask, in decoder order.
+        low_res_logits (`np.ndarray` of shape `(B, C, 256, 256)`):
+            float32 logits over the padded 1024x1024 model frame, usable as a later `mask_input`.
+    """
+
+    masks: np.ndarray
+    iou_scores: np.ndarray
+    low_res_logits: np.ndarray
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model: str
+    device: str
+    dtype: str
+    random_weights: bool
+
+
+def image_key(rgb: np.ndarray) -> str:
+    """Content hash of an (H, W, 3) uint8 array: equal pixels give equal keys."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(rgb.shape).encode())
+    digest.update(memoryview(np.ascontiguousarray(rgb)).cast("B"))
+    return digest.hexdigest()
+
+
+class SamEngine:
+    """Runs a transformers `SamModel`; safe to share between threads and sessions.
+
+    Args:
+        model: a `SamModel` in eval mode, on `plan.device`, cast as `plan` says (loading.py does it).
+        processor: the matching `SamProcessor` (only its image processor is used, once per image).
+        plan: what runs (see plan.py); the engine follows it and infers nothing from the model.
+        cache_bytes: bound of the embedding cache, in bytes.
+    """
+
+    def __init__(
+        self,
+        model,
+        processor,
+        info: EngineInfo,
+        plan: ExecutionPlan,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        self.model = model
+        self.processor = processor
+        self.info = info
+        self.plan = plan
+        self.device = torch.device(info.device)
+        self.compute_dtype = getattr(torch, plan.vit_compute)
+        self.weights_dtype = getattr(torch, plan.prompt_encoder)
+        self.encoder_dtype = getattr(torch, plan.vit_weights)
+        self.max_pixels = max_pixels
+        self.cache: ByteLRUCache[ImageEmbedding] = ByteLRUCache(cache_bytes, lambda e: e.nbytes)
+        self.exact = plan.exact  # the exact mode (decoder and upscaler): results equal the reference's
+        self.exact_upscale = plan.upscaler == "torch"  # masks_from_logits: the exact upscaler, or OpenCV's
+        decoder = {"exact": CachedDecoder, "fast": FastDecoder}[plan.decoder]
+        self.decoder = decoder(model, getattr(torch, plan.decoder_compute))
+        self._encode_lock = threading.Lock()
+        self._coord_dtype = getattr(torch, plan.coordinates)
+
+    # ---- once per image -------------------------------------------------------------------
+    def embed(self, image: np.ndarray | Image.Image) -> ImageEmbedding:
+        """The image's embedding, running the encoder only for images not seen before.
+
+        Arguments:
+          image (np.ndarray or PIL.Image): an (H, W, 3) uint8 RGB array, or a PIL image of any
+            mode (converted to RGB, EXIF orientation applied), of at most `max_pixels` pixels.
+
+        Returns:
+          (ImageEmbedding): the (1, 256, 64, 64) features and the image's geometry; the same
+            object for equal pixels while it stays in the cache.
+
+        Raises ValueError for an image too large or too thin for SAM's input.
+        """
+        return self.embed_with_status(image)[0]
+
+    def embed_with_status(self, image: np.ndarray | Image.Image) -> tuple[ImageEmbedding, bool]:
+        """`embed`, also saying whether this call ran the encoder (False: a cache hit)."""
+        rgb = to_rgb_array(image, self.max_pixels)
+        key = image_key(rgb)
+        return self.cache.lookup(key, lambda: self._encode(key, rgb))
+
+    def embed_by_key(self, key: str, load_rgb) -> ImageEmbedding:
+        """The embedding cached under `key`; on a miss, `load_rgb()` gives the (H, W, 3) uint8 pixels
+        to encode (they must be the ones `key` was made from)."""
+        return self.cache.get_or_compute(key, lambda: self._encode(key, load_rgb()))
+
+    def _encode(self, key: str, rgb: np.ndarray) -> ImageEmbedding:
+        geometry = ImageGeometry.for_size(rgb.shape[:2])
+        # The layout is given: guessed, an image 1, 3 or 4 pixels tall reads as channels first.
+        pixel_values = self.processor.image_processor(rgb, return_tensors="pt", input_data_format="channels_last")[
+            "pixel_values"
+        ]
+        pixel_values = pixel_values.to(self.device, self.encoder_dtype)
+        with self._encode_lock, torch.inference_mode(), self._autocast():
+            features = self.model.get_image_embeddings(pixel_values)
+        features = features.to(self.weights_dtype).contiguous()
+        return ImageEmbedding(key, features, geometry, self.decoder.prepare(features))
+
+    def _autocast(self):
+        if self.compute_dtype == self.weights_dtype:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+    def cache_stats(self) -> CacheStats:
+        return self.cache.stats()
+
+    # ---- once per prompt ------------------------------------------------------------------
+    def decode_low_res(
+        self,
+        embedding: ImageEmbedding,
+        points_xy: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        boxes_xyxy: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder alone: low-res logits (B, C, 256, 256) and IoU (B, C), float32, on the device.
+
+        Arguments as in `decode`.
+        """
+        geometry = embedding.geometry
+        points_xy, labels, boxes_xyxy, mask_input = check_prompts(
+            geometry.original_hw, points_xy, labels, boxes_xyxy, mask_input
+        )
+        prompts = {"input_points": None, "input_labels": None, "input_boxes": None}
+        if points_xy is not None:
+            prompts["input_points"] = self._tensor(geometry.coords_to_model(points_xy)[None])
+            prompts["input_labels"] = torch.from_numpy(labels[None]).to(self.device)
+        if boxes_xyxy is not None:
+            prompts["input_boxes"] = self._tensor(geometry.boxes_to_model(boxes_xyxy)[None])
+        with torch.inference_mode():
+            if mask_input is None:  # the common case: reuse the image's decoder cache
+                sparse = self.decoder.prompt_embeddings(
+                    prompts["input_points"], prompts["input_labels"], prompts["input_boxes"]
+                )
+                low_res, iou = self.decoder.decode(embedding.decoder_cache, sparse, multimask_output)
+            else:
+                masks_in = torch.from_numpy(mask_input).to(self.device, self.weights_dtype)
+                out = self.model(
+                    image_embeddings=embedding.features,
+                    multimask_output=multimask_output,
+                    input_masks=masks_in,
+                    **{k: v for k, v in prompts.items() if v is not None},
+                )
+                low_res, iou = out.pred_masks, out.iou_scores
+        return low_res[0].float(), iou[0].float()
+
+    def decode(
+        self,
+        embedding: ImageEmbedding,
+        points_xy: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        boxes_xyxy: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> Prediction:
+        """Predict masks for B prompt groups on one embedded image. Point group b goes with box b.
+
+        Arguments:
+          embedding (ImageEmbedding): from `embed`.
+          points_xy (np.ndarray or None): (B, N, 2) float, [x, y] in original pixels.
+          labels (np.ndarray or None): (B, N) int, 1 foreground, 0 background, -1 ignored;
+            None: all foreground.
+          boxes_xyxy (np.ndarray or None): (B, 4) float, [x0, y0, x1, y1] in original pixels.
+          mask_input (np.ndarray or None): (1, 256, 256) or (1, 1, 256, 256) low-res logits from
+            an earlier prediction (then B is 1).
+          multimask_output (bool): three candidate masks per group (C = 3), else one (C = 1).
+          return_logits (bool): float32 logits instead of bool masks.
+
+        Returns:
+          (Prediction): masks (B, C, H, W), iou_scores (B, C), low_res_logits (B, C, 256, 256).
+
+        Raises PromptError (a ValueError) for malformed or out-of-image prompts.
+        """
+        low_res, iou = self.decode_low_res(embedding, points_xy, labels, boxes_xyxy, mask_input, multimask_output)
+        groups, count = low_res.shape[:2]
+        flat = low_res.reshape(groups * count, LOW_RES_SIDE, LOW_RES_SIDE)
+        masks = masks_from_logits(flat, embedding.geometry, return_logits, exact=self.exact_upscale)
+        return Prediction(
+            masks=masks.reshape(groups, count, *embedding.geometry.original_hw),
+            iou_scores=iou.cpu().numpy(),
+            low_res_logits=low_res.cpu().numpy(),
+        )
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device, self._coord_dtype)

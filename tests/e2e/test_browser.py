@@ -1,0 +1,256 @@
+"""A real browser (Debian's Chromium, driven by Playwright): upload, click, right-click, drag, download.
+
+The downloaded JSON must hold the prompts where the mouse went (within one display pixel) and
+masks equal to the predictor's for those prompts; posting its request to /score replays it.
+Screenshots go to $ARTIFACTS_DIR (default: artifacts/).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from sam_demo import SamPredictor
+from sam_demo.endpoint.wire import read_response
+from tests.support.chromium import CHROMIUM, FLAGS
+from tests.support.photos import PHOTOS
+from tests.support.servers import REPOSITORY
+
+ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", REPOSITORY / "artifacts"))
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must run the browser test: apt-get install -y chromium")
+    pytest.skip("Chromium is not installed (apt-get install -y chromium)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+def open_with_image(browser, server, viewport, image: Path):
+    page = browser.new_page(viewport=viewport, accept_downloads=True)
+    page.goto(server.url + "/", wait_until="load")
+    page.wait_for_selector("#prompter .sd-stage", timeout=60_000)
+    page.set_input_files("#image-input input[type=file]", str(image))
+    page.wait_for_selector("#prompter .sd-stage.has-image", timeout=60_000)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('encoded')", timeout=60_000)
+    return page
+
+
+def test_click_drag_download_in_chromium(browser, server, engine):
+    image_path = PHOTOS / "chelsea.png"
+    rgb = np.asarray(Image.open(image_path).convert("RGB"))
+    h, w = rgb.shape[:2]
+    page = open_with_image(browser, server, {"width": 1400, "height": 1000}, image_path)
+    bb = page.locator("#prompter .sd-base").bounding_box()
+    px = w / bb["width"]  # original pixels per display pixel
+
+    def at(fx, fy):
+        return bb["x"] + bb["width"] * fx, bb["y"] + bb["height"] * fy
+
+    def to_original(x, y):
+        return (x - bb["x"]) * px, (y - bb["y"]) * h / bb["height"]
+
+    clicks = [at(0.4, 0.5), at(0.7, 0.3)]
+    page.mouse.click(*clicks[0])
+    page.wait_for_function("document.querySelector('#status').innerText.includes('IoU')", timeout=60_000)
+    page.mouse.click(*clicks[1], button="right")
+    start, end = at(0.15, 0.2), at(0.85, 0.9)
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*at(0.5, 0.5), steps=4)
+    page.mouse.move(*end, steps=4)
+    page.mouse.up()
+    page.wait_for_function(
+        "document.querySelector('#export-status').innerText.includes('1 object, 3 prompts')", timeout=60_000
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-1400x1000.png"), full_page=True)
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("#download-json").click()
+    export = json.loads(Path(download.value.path()).read_text())
+    page.close()
+
+    (row,) = export["request"]["input_data"]["data"]
+    columns = export["request"]["input_data"]["columns"]
+    values = dict(zip(columns, row))
+    points = np.array(json.loads(values["input_points"]))[0]
+    labels = json.loads(values["input_labels"])[0]
+    (box,) = json.loads(values["input_boxes"])
+    assert labels == [1, 0] and values["multimask_output"] is False
+    for got, (cx, cy) in zip(points, clicks):
+        assert np.allclose(got, to_original(cx, cy), atol=px + 1e-6)
+    assert np.allclose(box, [*to_original(*start), *to_original(*end)], atol=px + 1e-6)
+
+    decoded = read_response(export["response"])
+    predictor = SamPredictor(engine)
+    predictor.set_image(rgb)
+    masks, scores, _ = predictor.predict(points, np.array(labels), box=np.array(box), multimask_output=False)
+    assert decoded[0][0][0].mask.shape == (h, w)
+    assert np.array_equal(decoded[0][0][0].mask, masks[0]) and decoded[0][0][0].iou_score == float(scores[0])
+
+    replay = httpx.post(f"{server.url}/score", json=export["request"], timeout=60)
+    assert replay.status_code == 200
+    assert np.array_equal(read_response(replay.json())[0][0][0].mask, masks[0])
+
+
+def test_narrow_viewport_and_negative_toggle(browser, server):
+    page = open_with_image(browser, server, {"width": 390, "height": 844}, PHOTOS / "coffee.png")
+    page.locator("#prompter .sd-mode").click()  # touch users: taps subtract
+    bb = page.locator("#prompter .sd-base").bounding_box()
+    assert bb["width"] <= 390
+    page.mouse.click(bb["x"] + bb["width"] * 0.5, bb["y"] + bb["height"] * 0.5)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('IoU')", timeout=60_000)
+    assert page.locator("#prompter svg circle[fill='#d62728']").count() == 1  # drawn as a negative point
+    page.screenshot(path=str(ARTIFACTS / "demo-390x844.png"), full_page=True)
+    page.close()
+
+
+PROBE = """() => {
+  window.__painted = {click: 0, preview: 0};
+  document.querySelector('#prompter').addEventListener('sam-demo:painted', (e) => { window.__painted[e.detail.kind] += 1; });
+}"""
+
+
+def test_ten_objects_hover_preview_and_a_second_user(browser, server, engine):
+    image_path = PHOTOS / "chelsea.png"
+    rgb = np.asarray(Image.open(image_path).convert("RGB"))
+    h, w = rgb.shape[:2]
+    page = open_with_image(browser, server, {"width": 1400, "height": 1000}, image_path)
+    page.evaluate(PROBE)
+    bb = page.locator("#prompter .sd-base").bounding_box()
+
+    def at(fx, fy):
+        return bb["x"] + bb["width"] * fx, bb["y"] + bb["height"] * fy
+
+    def painted(kind):
+        return page.evaluate(f"window.__painted.{kind}")
+
+    spots = [(0.1 + 0.08 * i, 0.2 + 0.06 * i) for i in range(10)]
+    for i, spot in enumerate(spots):
+        before = painted("click")
+        page.mouse.click(*at(*spot))
+        page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
+        page.wait_for_function(
+            f"document.querySelector('#legend').innerText.includes('Object {i + 1} (editing)')", timeout=60_000
+        )
+        if i < 9:
+            before = painted("click")
+            page.locator("#new-object").click()  # the finished object's outline is redrawn thin
+            page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
+            page.wait_for_function(
+                f"document.querySelector('#legend').innerText.includes('Object {i + 2} (editing)')", timeout=60_000
+            )
+    # Nine finished objects are flattened into one canvas; the edited one is its own layer.
+    assert page.locator("#prompter .sd-layers canvas").count() == 1
+    assert page.locator("#prompter .sd-layers img").count() == 1
+    page.wait_for_function(
+        "document.querySelector('#export-status').innerText.includes('10 objects, 10 prompts')", timeout=60_000
+    )
+
+    # The lone click's candidates: pick one that is not shown.
+    pick = page.locator("#candidates [data-candidate][aria-pressed=false]").first
+    chosen = int(pick.get_attribute("data-candidate"))
+    before = painted("click")
+    pick.click()
+    page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
+    page.wait_for_selector(f"#candidates [data-candidate='{chosen}'][aria-pressed=true]", timeout=60_000)
+
+    # Hover: a resting mouse gets a faint preview, and no prompt.
+    page.mouse.move(*at(0.5, 0.55), steps=2)
+    page.wait_for_function("window.__painted.preview > 0", timeout=60_000)
+    assert page.locator("#prompter .sd-preview").get_attribute("src").startswith("blob:")
+    assert "10 objects, 10 prompts" in page.locator("#export-status").inner_text()
+    page.mouse.move(bb["x"] - 40, bb["y"] - 40)  # leaving the image hides it
+    page.wait_for_function("!document.querySelector('#prompter .sd-preview').getAttribute('src')", timeout=10_000)
+
+    # A second user uploads and clicks; the first user's masks stay theirs.
+    shown = page.locator("#prompter .sd-layers img").get_attribute("src")
+    other = open_with_image(browser, server, {"width": 1400, "height": 1000}, PHOTOS / "coffee.png")
+    obb = other.locator("#prompter .sd-base").bounding_box()
+    other.mouse.click(obb["x"] + obb["width"] * 0.5, obb["y"] + obb["height"] * 0.5)
+    other.wait_for_function("document.querySelector('#status').innerText.includes('IoU')", timeout=60_000)
+    other.close()
+    assert page.locator("#prompter .sd-layers img").get_attribute("src") == shown
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("#download-json").click()
+    export = json.loads(Path(download.value.path()).read_text())
+    page.screenshot(path=str(ARTIFACTS / "demo-10-objects-1400x1000.png"), full_page=True)
+    page.close()
+    rows = export["request"]["input_data"]["data"]
+    assert len(rows) == 10 and export["shown"][9]["mask"] == chosen
+    predictor = SamPredictor(engine)
+    predictor.set_image(rgb)
+    decoded = read_response(export["response"])
+    for k, row in enumerate(rows):
+        points = np.array(json.loads(row[1]))[0]
+        masks, scores, _ = predictor.predict(points, np.array([1]))
+        best = export["shown"][k]["mask"]
+        assert np.array_equal(decoded[k][0][best].mask, masks[best]), f"object {k + 1}"
+
+
+def test_a_file_that_is_not_an_image_gets_a_plain_message(browser, server, tmp_path):
+    notes = tmp_path / "notes.png"
+    notes.write_text("this is not an image")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url + "/", wait_until="load")
+    page.wait_for_selector("#prompter .sd-stage", timeout=60_000)
+    page.set_input_files("#image-input input[type=file]", str(notes))
+    page.wait_for_function("document.body.innerText.includes('not an image we can read')", timeout=60_000)
+    text = page.evaluate("document.body.innerText")
+    covered = page.locator("#prompter > .wrap .error").is_visible()  # Gradio's "Error" overlay on an output
+    page.close()
+    assert not covered, "the toast tells the error; nothing covers the prompter's toolbar"
+    assert "Could not preprocess" not in text and "UnidentifiedImageError" not in text and "/gradio/" not in text
+
+
+DROP = """async ([selector, name, b64]) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], name, {type: 'image/png'}));
+  document.querySelector(selector).dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+}"""
+
+
+def test_new_images_by_example_button_and_drop_shown_once_and_fitted(browser, server, tmp_path):
+    def encoded(size: str):
+        page.wait_for_function(
+            f"document.querySelector('#status').innerText.includes('{size} encoded')", timeout=60_000
+        )
+
+    page = open_with_image(browser, server, {"width": 1400, "height": 1000}, PHOTOS / "chelsea.png")
+    assert not page.locator("#image-input").is_visible(), "the photo is shown once, by the prompter"
+    page.locator(".gallery-item").nth(2).click()  # the examples are sorted: astronaut, chelsea, coffee, rocket
+    encoded("600×400")
+    with page.expect_file_chooser() as chooser:
+        page.locator("#prompter .sd-change").click()
+    chooser.value.set_files(str(PHOTOS / "astronaut.png"))
+    encoded("512×512")
+    stage = page.locator("#prompter .sd-stage").bounding_box()
+    assert stage["y"] + stage["height"] <= 1000, "a square photo fits the window's height"
+    rocket = base64.b64encode((PHOTOS / "rocket.jpg").read_bytes()).decode()
+    page.evaluate(DROP, ["#prompter .sd-stage", "rocket.jpg", rocket])
+    encoded("640×427")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes((PHOTOS / "coffee.png").read_bytes()[:3000])
+    page.set_input_files("#image-input input[type=file]", str(broken))
+    page.wait_for_function("document.body.innerText.includes('damaged or truncated')", timeout=60_000)
+    page.wait_for_timeout(1000)  # a second event would have answered by now
+    text = page.evaluate("document.body.innerText")
+    page.close()
+    assert text.count("damaged or truncated") == 1, "one upload, one event, one message"
+    assert "640×427 encoded" in text, "the image shown before the bad upload stays"

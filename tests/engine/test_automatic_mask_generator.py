@@ -1,0 +1,113 @@
+"""Segment everything: equal to transformers' pipeline("mask-generation"), from the cached embedding."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from sam_demo import SamPredictor
+from sam_demo.engine.automatic_mask_generator import EverythingConfig, generate
+from sam_demo.engine.utils.amg import nms, remove_small_regions
+from tests.support.photos import PHOTOS, asset
+from tests.support.reference import mask_iou
+
+PIPELINE_PYTHON = os.environ.get("SAM_PIPELINE_PYTHON")
+REFERENCE_SCRIPT = Path(__file__).resolve().parents[1] / "support" / "pipeline_reference.py"
+
+
+def pipeline_masks(checkpoint, image_path: Path, options: dict, tmp_path: Path) -> np.ndarray:
+    if not PIPELINE_PYTHON:
+        if os.environ.get("CI"):
+            raise RuntimeError("CI must set SAM_PIPELINE_PYTHON (a Python with torch + torchvision), see .ci/run")
+        pytest.skip("set SAM_PIPELINE_PYTHON to a Python with torchvision to compare with the pipeline")
+    out = tmp_path / f"reference-{time.monotonic_ns()}.npz"
+    done = subprocess.run(
+        [PIPELINE_PYTHON, str(REFERENCE_SCRIPT), str(checkpoint), str(image_path), str(out), json.dumps(options)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return np.load(out)["masks"]
+
+
+def assert_same_masks(ours, reference: np.ndarray):
+    assert len(ours) == len(reference)
+    unused = list(range(len(reference)))
+    for m in ours:
+        best = max(unused, key=lambda j: mask_iou(m.segmentation, reference[j]))
+        assert mask_iou(m.segmentation, reference[best]) >= 0.99
+        unused.remove(best)
+
+
+@pytest.mark.parametrize("nms_thresh", [1.0, 0.7])
+def test_matches_transformers_pipeline(engine, checkpoint, tmp_path, nms_thresh):
+    # Thresholds suit the random test model (its IoU predictions and stability are low): with
+    # Meta's defaults it keeps no mask at all and the comparison would prove nothing.
+    config = EverythingConfig(
+        points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.3, box_nms_thresh=nms_thresh
+    )
+    ours = generate(engine, asset("chelsea.png"), config)
+    reference = pipeline_masks(
+        checkpoint,
+        PHOTOS / "chelsea.png",
+        {
+            "points_per_batch": 64,
+            "points_per_crop": 8,
+            "pred_iou_thresh": 0.5,
+            "stability_score_thresh": 0.3,
+            "crops_nms_thresh": nms_thresh,
+        },
+        tmp_path,
+    )
+    assert len(ours) >= (20 if nms_thresh == 1.0 else 1)
+    assert_same_masks(ours, reference)
+
+
+def test_uses_the_cached_embedding(engine, monkeypatch):
+    predictor = SamPredictor(engine)
+    predictor.set_image(asset("coffee.png"))
+    calls = []
+    original = engine.model.get_image_embeddings
+    monkeypatch.setattr(engine.model, "get_image_embeddings", lambda pv: calls.append(1) or original(pv))
+    masks = predictor.segment_everything(
+        EverythingConfig(points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0)
+    )
+    assert calls == [] and len(masks) >= 1
+
+
+def test_crop_layers_small_regions_and_coco(engine):
+    image = asset("chelsea.png")
+    masks = generate(
+        engine,
+        image,
+        EverythingConfig(
+            points_per_side=4, crop_n_layers=1, pred_iou_thresh=0.3, stability_score_thresh=0.2, min_mask_region_area=50
+        ),
+    )
+    assert masks and all(m.segmentation.shape == (300, 451) for m in masks)
+    areas = [int(m.segmentation.sum()) for m in masks]
+    assert areas == sorted(areas, reverse=True)
+    annotation = masks[0].to_coco(1)
+    rle = {"size": annotation["segmentation"]["size"], "counts": annotation["segmentation"]["counts"].encode()}
+    assert np.array_equal(mask_utils.decode(rle).astype(bool), masks[0].segmentation)
+    assert annotation["area"] == areas[0] and len(annotation["bbox"]) == 4 and "stability_score" in annotation
+
+
+def test_small_regions_and_nms_helpers():
+    mask = np.zeros((40, 40), bool)
+    mask[5:30, 5:30] = True
+    mask[10:12, 10:12] = False  # a 4-pixel hole
+    mask[35:37, 35:37] = True  # a 4-pixel island
+    cleaned = remove_small_regions(mask, 10)
+    assert cleaned[10:12, 10:12].all() and not cleaned[35:37, 35:37].any() and cleaned[5:30, 5:30].all()
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], dtype=torch.float)
+    assert nms(boxes, torch.tensor([0.5, 0.9, 0.1]), 0.7).tolist() == [1, 2]

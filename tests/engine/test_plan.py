@@ -1,0 +1,70 @@
+"""The execution plan: one read tells what runs, and every decision reaches the code.
+
+Runs every plan this machine can run (CPU: exact float32, and bfloat16) through a freshly loaded
+engine. A plan whose decoder, attention, upscaler, casts or batch size did not reach the engine
+fails here; the exact plan must also equal the transformers recipe.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sam_demo import EngineConfig, load_engine
+from sam_demo.engine.modeling.decoder import CachedDecoder
+from sam_demo.engine.modeling.fast_decoder import FastDecoder
+from sam_demo.engine.modeling.vision_attention import _blocked_forward, _folded_forward
+from sam_demo.engine.plan import ExecutionPlan
+from tests.support.reference import mask_iou, reference_predict
+
+DECODERS = {"exact": CachedDecoder, "fast": FastDecoder}
+ATTENTION = {"folded": _folded_forward, "blocked": _blocked_forward}
+
+
+@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+def planned(request, checkpoint):
+    return load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype=request.param))
+
+
+def test_every_decision_of_the_plan_reaches_the_engine(planned, checkpoint):
+    plan = planned.plan
+    sdpa = planned.model.config._attn_implementation == "sdpa"
+    assert plan == ExecutionPlan.choose("cpu", planned.info.dtype, sdpa=sdpa)
+    assert type(planned.decoder) is DECODERS[plan.decoder]
+    assert planned.decoder.dtype == getattr(torch, plan.decoder_compute)
+    encoder, model = planned.model.vision_encoder, planned.model
+    assert encoder.patch_embed.projection.weight.dtype == getattr(torch, plan.vit_weights)
+    assert model.prompt_encoder.point_embed[0].weight.dtype == getattr(torch, plan.prompt_encoder)
+    assert model.mask_decoder.iou_token.weight.dtype == getattr(torch, plan.prompt_encoder)
+    patched = [getattr(layer.attn.forward, "__func__", None) for layer in encoder.layers]
+    if plan.attention == "transformers":
+        assert not any(f in ATTENTION.values() for f in patched)
+    else:
+        assert ATTENTION[plan.attention] in patched
+    assert planned.exact == plan.exact and planned.exact_upscale == (plan.upscaler == "torch")
+    assert planned._coord_dtype == getattr(torch, plan.coordinates)
+    assert plan.everything_batch == 1 and plan.describe().startswith("cpu:")
+
+
+def test_each_plan_segments_as_the_reference_recipe_does(planned, reference_model, landscape):
+    model, processor = reference_model
+    points, labels = np.array([[[200.0, 150.0]]]), np.array([[1]])
+    ours = planned.decode(planned.embed(landscape), points, labels, multimask_output=True)
+    masks, scores, _ = reference_predict(model, processor, landscape, points=points, labels=labels)
+    if planned.plan.exact:
+        assert np.array_equal(ours.masks, masks) and np.array_equal(ours.iou_scores, scores)
+    else:  # reduced precision: close (random test weights are far more sensitive than real ones)
+        assert np.mean([mask_iou(a, b) for a, b in zip(ours.masks[0], masks[0])]) > 0.8
+
+
+def test_gpu_plans_cast_the_whole_model_and_batch_segment_everything():
+    plan = ExecutionPlan.choose("cuda", "bfloat16", sdpa=True)
+    assert (plan.vit_weights, plan.prompt_encoder, plan.decoder, plan.attention) == ("bfloat16",) * 2 + (
+        "fast",
+        "blocked",
+    )
+    assert plan.everything_batch == 64 and not plan.exact
+    assert ExecutionPlan.choose("mps", "float16", sdpa=False).coordinates == "float32"
+    exact = ExecutionPlan.choose("cuda", "float32", sdpa=False)
+    assert exact.exact and exact.attention == "transformers" and exact.upscaler == "torch"
