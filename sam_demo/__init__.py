@@ -18,21 +18,20 @@ other commands start without torch and can handle Ctrl-C from their first moment
 
 from importlib import import_module
 
-_MODULE_OF = {
-    "EngineConfig": "engine.config",
-    "ImageEmbedding": "engine.sam_engine",
-    "ModelLoadError": "engine.loading",
-    "Prediction": "engine.sam_engine",
-    "PromptError": "engine.utils.prompts",
-    "SamEngine": "engine.sam_engine",
-    "SamPredictor": "engine.predictor",
-    "load_engine": "engine.loading",
-    "load_predictor": "engine.predictor",
-}
-__all__ = sorted(_MODULE_OF)
+__all__ = [
+    "EngineConfig",
+    "ImageEmbedding",
+    "ModelLoadError",
+    "Prediction",
+    "PromptError",
+    "SamEngine",
+    "SamPredictor",
+    "load_engine",
+    "load_predictor",
+]
 
 
 def __getattr__(name: str):
-    if name in _MODULE_OF:
-        return getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)
+    if name in __all__:  # the engine's public names (sam_demo.engine imports each on first use)
+        return getattr(import_module(".engine", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

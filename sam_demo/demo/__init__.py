@@ -10,3 +10,7 @@
 
 The only subpackage that imports gradio. May import: `sam_demo.endpoint`, `sam_demo.engine`.
 """
+
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"  # the example photos: package data

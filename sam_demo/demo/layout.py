@@ -5,11 +5,11 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import gradio as gr
 from fastapi import FastAPI
 
+from sam_demo.demo import EXAMPLES
 from sam_demo.demo.components import PAGE_CSS, ImageInput, Panel, Prompter
 from sam_demo.demo.handlers import (
     ENCODE_CALLS,
@@ -31,9 +31,8 @@ from sam_demo.demo.space_api import add_space_api
 from sam_demo.endpoint.fetch import FetchPolicy
 from sam_demo.engine.sam_engine import SamEngine
 
-__all__ = ["EXAMPLES", "build_demo", "example_photos", "launch_demo", "mount_demo"]
+__all__ = ["build_demo", "example_photos", "launch_demo", "mount_demo"]
 
-EXAMPLES = Path(__file__).resolve().parent / "examples"  # package data: installed with the package
 # How long Gradio keeps a tab's (light) session after the tab's last Gradio event; Gradio drops it
 # an hour after the tab closes in any case. Clicks go by the fast path and do not renew it, so it is
 # long; the session store forgets a session after an hour without any edit.

@@ -2,9 +2,9 @@
 
 `add_api_routes` owns everything a client sees before and around the computation: the API key,
 admission (a bounded number computing and waiting, then 503 with Retry-After), the body's size
-and deadline, and the 500 for an unexpected error. An `ApiBackend` computes: `scoring.EngineBackend`
-with an engine in this process, `serve.gateway.ServeBackend` with replicas on Ray Serve. So both servers
-answer every request alike, byte for byte. Imports no torch (a Serve gateway never loads it).
+and deadline, and the 500 for an unexpected error. An `ApiBackend` computes: `engine_backend.EngineBackend`
+with an engine in this process, `serve.gateway.ServeBackend` with replicas on Ray Serve. So both
+servers answer every request alike, byte for byte. Imports no torch (a Serve gateway never loads it).
 """
 
 from __future__ import annotations

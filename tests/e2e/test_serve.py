@@ -5,6 +5,7 @@ answer."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
 import threading
@@ -28,7 +29,7 @@ from tests.support.servers import REPOSITORY, RunningServer, free_port
 ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r requirements-ray.txt")
 serve = pytest.importorskip("ray.serve")
 
-from sam_demo.serve.cli import settings_from_config  # noqa: E402
+from sam_demo.serve.cli import app_builder, settings_from_config  # noqa: E402
 from sam_demo.serve.deployments import build_app  # noqa: E402
 from sam_demo.serve.settings import APP_NAME, SCORER, ServeSettings  # noqa: E402
 
@@ -235,6 +236,8 @@ def test_the_config_file_deploys_the_same_app_as_the_command():
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     application = ServeDeploySchema.model_validate(config).applications[0]
     assert application.import_path == "sam_demo.serve:app_builder"
+    module, name = application.import_path.split(":")
+    assert getattr(importlib.import_module(module), name) is app_builder  # as Serve resolves the path
     settings = settings_from_config(application.args)
     assert settings.gpus_per_replica == 1 and settings.engine.device == "cuda" and settings.router == "image"
     assert settings.replicas == 2 and settings.max_replicas is None

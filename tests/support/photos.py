@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-import sam_demo.demo
-
-PHOTOS = Path(sam_demo.demo.__file__).resolve().parent / "examples"
+from sam_demo.demo import EXAMPLES as PHOTOS
 
 
 def asset(name: str) -> np.ndarray:
