@@ -32,9 +32,9 @@ def bench_click(engine, naive: Naive, rounds: int) -> Row:
 
 def agreement(engine, path: str) -> str:
     """Mean mask IoU of the engine's default dtype against fp32, over clicks on one photo."""
-    if engine.info.dtype == "float32":
-        return "default dtype is float32: exact"
-    exact = load_engine(EngineConfig(model=path, device=engine.info.device, dtype="float32"))
+    if engine.exact:
+        return "the exact mode: bit-equal to the transformers recipe"
+    exact = load_engine(EngineConfig(model=path, device=engine.info.device, exact=True))
     image = photo(1800, 1200)
     fast, ref = engine.embed(image), exact.embed(image)
     ious = []

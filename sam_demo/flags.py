@@ -25,13 +25,19 @@ DEFAULT_CACHE_MB = DEFAULT_CACHE_BYTES >> 20
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
-    """--model, --device, --dtype, --cache-mb, --max-pixels and --allow-private-urls."""
+    """--model, --device, --dtype, --exact, --cache-mb, --max-pixels and --allow-private-urls."""
     parser.add_argument(
         "--model", default=None, help="hub id or save_pretrained folder (default: $SAM_MODEL or facebook/sam-vit-large)"
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu)")
     parser.add_argument(
         "--dtype", default=None, choices=DTYPE_NAMES, help="default: the fastest safe choice for the device"
+    )
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="the exact mode: transformers' decoder and upscaler in float32, masks bit-equal to the "
+        "transformers recipe (default: the fast mode, within a pixel of it)",
     )
     parser.add_argument(
         "--cache-mb", type=int, default=DEFAULT_CACHE_MB, help=f"embedding cache size (default {DEFAULT_CACHE_MB} MiB)"
@@ -55,6 +61,7 @@ def engine_config(args: argparse.Namespace, model: str | None = None):
         model=model or args.model,
         device=args.device,
         dtype=args.dtype,
+        exact=args.exact,
         cache_bytes=args.cache_mb << 20,
         max_pixels=args.max_pixels,
     )

@@ -30,7 +30,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def engine(checkpoint):
-    engine = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32"))
+    engine = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32", exact=True))
     assert engine.info.random_weights
     assert check_prompt_dependence(engine.model) > 0.05
     return engine

@@ -109,12 +109,9 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
     """Add the click, preview and download routes for the demo whose sessions live in `sessions`.
 
     Clicks and previews run on their own small pool of threads, two of them so that two users'
-    clicks run side by side. In the fast (reduced precision) mode each uses one torch thread: on a
-    CPU a decoder call after an idle pause is no faster on two threads than on one, and costs
-    twice the CPU. The exact mode keeps the process's thread count, because the float32 sums of
-    a matmul depend on it and its results must equal the reference recipe's bit for bit.
+    clicks run side by side, each on as many torch threads as the plan says (`one_thread_per_click`).
     """
-    threads = torch.get_num_threads() if engine.exact else 1
+    threads = 1 if engine.plan.one_thread_per_click else torch.get_num_threads()
     interactive = ThreadPoolExecutor(
         INTERACTIVE_THREADS,
         thread_name_prefix="sam-interactive",

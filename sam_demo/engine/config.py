@@ -23,6 +23,7 @@ class EngineConfig:
 
     model: str | None = None  # None: $SAM_MODEL or facebook/sam-vit-large
     device: str | None = None  # None: cuda, then mps, then cpu
-    dtype: str | None = None  # None: the fastest safe choice for the device
+    dtype: str | None = None  # None: the fastest safe choice for the device (float32 with `exact`)
+    exact: bool = False  # transformers' decoder and upscaler in float32: masks bit-equal to the reference
     cache_bytes: int = DEFAULT_CACHE_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS

@@ -56,7 +56,10 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str | None, device: torch.device, exact: bool = False) -> torch.dtype:
+    """The compute dtype asked for, else float32 for the exact mode, else the fastest safe one."""
+    if exact and dtype is None:
+        return torch.float32
     if dtype is not None:
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
@@ -74,7 +77,8 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
 
     name = resolve_model(config.model)
     device = resolve_device(config.device)
-    compute_dtype = resolve_dtype(config.dtype, device)
+    compute_dtype = resolve_dtype(config.dtype, device, config.exact)
+    ExecutionPlan.check_mode(str(compute_dtype).removeprefix("torch."), config.exact)  # before the weights load
     if device.type == "cpu":
         torch.set_flush_denormal(True)
     # A hub id is "name" or "org/name"; anything else (or an existing path) is a folder.
@@ -90,7 +94,9 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"could not load SAM model {name!r}: {reason}. {_advice()}") from None
     dtype_name = str(compute_dtype).removeprefix("torch.")
-    plan = ExecutionPlan.choose(device.type, dtype_name, sdpa=model.config._attn_implementation == "sdpa")
+    plan = ExecutionPlan.choose(
+        device.type, dtype_name, sdpa=model.config._attn_implementation == "sdpa", exact=config.exact
+    )
     model = model.to(device=device, dtype=DTYPES[plan.prompt_encoder]).eval()
     model.vision_encoder.to(DTYPES[plan.vit_weights])
     if plan.attention != "transformers":  # see vision_attention.py

@@ -2,8 +2,11 @@
 
 SAM has several forms of the same maths here: the exact decoder and `FastDecoder`, transformers'
 ViT attention and the blocked or folded one, the exact upscaler and the OpenCV one, bf16 with fp32
-weights on CPU and whole-model casts on GPUs. `ExecutionPlan.choose` makes every such decision in
-one place; loading.py (casts, attention), the engine (decoder, coordinates, upscaler, autocast) and
+weights on CPU and whole-model casts on GPUs. The mode is chosen apart from the dtype: the fast
+mode (`FastDecoder`, the OpenCV upscaler) runs on every device and dtype, float32 included, within
+a pixel of the reference; the exact mode (asked for with `exact`, in float32) runs transformers'
+decoder and upscaler, bit-equal to the reference recipe. `ExecutionPlan.choose` makes every such
+decision in one place; loading.py (casts, attention), the engine (decoder, coordinates, upscaler, autocast) and
 segment everything follow it. It is logged at start-up, reported by /health and shown in the UI.
 dtypes are torch dtype names.
 """
@@ -29,6 +32,7 @@ class ExecutionPlan:
     mask_input: how a prompt with a mask input runs ("full model": SamModel.forward; the cached
       decoders have no mask path).
     everything_batch: prompts per decoder call in segment everything.
+    why: why this mode was chosen (shown with the plan).
     """
 
     device: str
@@ -42,23 +46,44 @@ class ExecutionPlan:
     upscaler: str
     mask_input: str
     everything_batch: int
+    why: str
 
     @property
     def exact(self) -> bool:
         """Masks and scores bit-equal to the transformers reference recipe."""
         return self.decoder == "exact" and self.upscaler == "torch"
 
-    @classmethod
-    def choose(cls, device: str, compute: str, sdpa: bool) -> ExecutionPlan:
-        """The plan for a device type ("cpu", "cuda", "mps"), a compute dtype name, and whether the
-        model was loaded with SDPA attention.
+    @property
+    def one_thread_per_click(self) -> bool:
+        """A click's decode runs on one torch thread: a reduced-precision decode on a CPU takes ~10 ms
+        and after an idle pause is no faster on two threads. A float32 decode, several times the
+        work, keeps the process's threads (and the exact mode needs them: its float32 sums, and so
+        its bit-equality with the reference, depend on the thread count)."""
+        return self.decoder_compute != "float32"
 
-        float32 is the exact mode. Lower precision: on GPUs the whole model is cast; on CPU the
-        prompt encoder and decoder keep fp32 weights (the fast decoder gets its own low-precision
-        copy) and the ViT keeps its weights in that dtype under autocast, which holds layer norms
-        and the residual stream in fp32. Segment everything decodes one prompt per call on CPU,
-        where batching computes no faster and its intermediates cost page faults; 64 elsewhere.
+    @staticmethod
+    def check_mode(compute: str, exact: bool) -> None:
+        """Raise ValueError for a mode the plan cannot run: the exact mode in reduced precision."""
+        if exact and compute != "float32":
+            raise ValueError(
+                f"the exact mode computes in float32, as the transformers recipe does, not {compute}; "
+                "drop --dtype or --exact"
+            )
+
+    @classmethod
+    def choose(cls, device: str, compute: str, sdpa: bool, exact: bool = False) -> ExecutionPlan:
+        """The plan for a device type ("cpu", "cuda", "mps"), a compute dtype name, whether the
+        model was loaded with SDPA attention, and whether the exact mode was asked for.
+
+        The fast mode (the default) runs `FastDecoder` in `compute` and the OpenCV upscaler; the
+        exact mode runs transformers' decoder and upscaler, and only in float32 (the reference
+        recipe's precision). Lower precision: on GPUs the whole model is cast; on CPU the prompt
+        encoder and decoder keep fp32 weights (the fast decoder gets its own low-precision copy)
+        and the ViT keeps its weights in that dtype under autocast, which holds layer norms and
+        the residual stream in fp32. Segment everything decodes one prompt per call on CPU, where
+        batching computes no faster and its intermediates cost page faults; 64 elsewhere.
         """
+        cls.check_mode(compute, exact)
         cpu, low = device == "cpu", compute != "float32"
         weights = "float32" if cpu else compute
         if cpu and low:
@@ -70,13 +95,16 @@ class ExecutionPlan:
             vit_weights=compute if cpu and low else weights,
             vit_compute=compute,
             prompt_encoder=weights,
-            decoder="fast" if low else "exact",
+            decoder="exact" if exact else "fast",
             decoder_compute=compute,
             coordinates="float32" if device == "mps" else "float64",
             attention=attention,
-            upscaler="opencv" if low else "torch",
+            upscaler="torch" if exact else "opencv",
             mask_input="full model",
             everything_batch=1 if cpu else 64,
+            why="asked for (--exact)"
+            if exact
+            else "the default; --exact gives masks bit-equal to the transformers recipe",
         )
 
     def describe(self) -> str:
@@ -84,5 +112,5 @@ class ExecutionPlan:
         return (
             f"{self.device}: ViT {self.vit_weights} weights computing in {self.vit_compute}, {self.attention} "
             f"attention; {self.decoder} decoder in {self.decoder_compute}; {self.upscaler} upscaler; "
-            f"{'exact (equal to the transformers recipe)' if self.exact else 'fast'}"
+            f"{'exact mode (bit-equal to the transformers recipe)' if self.exact else 'fast mode'}: {self.why}"
         )

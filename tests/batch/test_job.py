@@ -82,7 +82,7 @@ def test_a_corrupt_line_in_the_middle_is_reported_with_the_lines_dropped_after_i
 
 
 def test_repeated_images_are_encoded_once(checkpoint, job, tmp_path, monkeypatch):
-    engine = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32"))
+    engine = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32", exact=True))
     calls = []
     original = engine.model.get_image_embeddings
     monkeypatch.setattr(engine.model, "get_image_embeddings", lambda pv: calls.append(1) or original(pv))

@@ -17,7 +17,7 @@ def test_ray_output_equals_local_output(engine, checkpoint, job, tmp_path):
     folder, _ = job
     local, distributed = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
     run_job(folder, local, lambda rows: run_local(rows, engine, FetchPolicy()), progress=False)
-    config = EngineConfig(model=str(checkpoint), device="cpu", dtype="float32")
+    config = EngineConfig(model=str(checkpoint), device="cpu", dtype="float32", exact=True)
     try:
         summary = run_job(
             folder, distributed, lambda rows: run_ray(rows, config, FetchPolicy(), workers=2), progress=False

@@ -39,7 +39,7 @@ CONFIG = ServerConfig(max_body_bytes=2 << 20, limits=RequestLimits(max_rows=3, m
 
 def engine_config(checkpoint: Path) -> EngineConfig:
     """The single server's and the replicas': conftest's `engine`'s (float32 on CPU)."""
-    return EngineConfig(model=str(checkpoint), device="cpu", dtype="float32")
+    return EngineConfig(model=str(checkpoint), device="cpu", dtype="float32", exact=True)
 
 
 def body(rows: list[list]) -> bytes:

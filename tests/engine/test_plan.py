@@ -22,15 +22,21 @@ DECODERS = {"exact": CachedDecoder, "fast": FastDecoder}
 ATTENTION = {"folded": _folded_forward, "blocked": _blocked_forward}
 
 
-@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+# (dtype, exact): the exact mode, the fast mode in float32 (every CPU), and in bfloat16.
+MODES = [("float32", True), ("float32", False), ("bfloat16", False)]
+
+
+@pytest.fixture(scope="module", params=MODES, ids=["exact-float32", "fast-float32", "fast-bfloat16"])
 def planned(request, checkpoint):
-    return load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype=request.param))
+    dtype, exact = request.param
+    return load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype=dtype, exact=exact))
 
 
-def test_every_decision_of_the_plan_reaches_the_engine(planned, checkpoint):
+def test_every_decision_of_the_plan_reaches_the_engine(planned, checkpoint, request):
     plan = planned.plan
     sdpa = planned.model.config._attn_implementation == "sdpa"
-    assert plan == ExecutionPlan.choose("cpu", planned.info.dtype, sdpa=sdpa)
+    dtype, exact = request.node.callspec.params["planned"]
+    assert plan == ExecutionPlan.choose("cpu", dtype, sdpa=sdpa, exact=exact) and plan.exact == exact
     assert type(planned.decoder) is DECODERS[plan.decoder]
     assert planned.decoder.dtype == getattr(torch, plan.decoder_compute)
     encoder, model = planned.model.vision_encoder, planned.model
@@ -54,6 +60,8 @@ def test_each_plan_segments_as_the_reference_recipe_does(planned, reference_mode
     masks, scores, _ = reference_predict(model, processor, landscape, points=points, labels=labels)
     if planned.plan.exact:
         assert np.array_equal(ours.masks, masks) and np.array_equal(ours.iou_scores, scores)
+    elif planned.info.dtype == "float32":  # the fast mode in float32: within a pixel (tests/engine/test_sam_engine.py)
+        assert np.mean([mask_iou(a, b) for a, b in zip(ours.masks[0], masks[0])]) > 0.99
     else:  # reduced precision: close (random test weights are far more sensitive than real ones)
         assert np.mean([mask_iou(a, b) for a, b in zip(ours.masks[0], masks[0])]) > 0.8
 
@@ -66,5 +74,46 @@ def test_gpu_plans_cast_the_whole_model_and_batch_segment_everything():
     )
     assert plan.everything_batch == 64 and not plan.exact
     assert ExecutionPlan.choose("mps", "float16", sdpa=False).coordinates == "float32"
-    exact = ExecutionPlan.choose("cuda", "float32", sdpa=False)
+    exact = ExecutionPlan.choose("cuda", "float32", sdpa=False, exact=True)
     assert exact.exact and exact.attention == "transformers" and exact.upscaler == "torch"
+
+
+# machine, --dtype, --exact -> the compute dtype, decoder, upscaler and ViT attention chosen
+MACHINES = [
+    ("avx2-cpu", None, False, "float32", "fast", "opencv", "blocked"),
+    ("avx2-cpu", None, True, "float32", "exact", "torch", "blocked"),
+    ("bf16-cpu", None, False, "bfloat16", "fast", "opencv", "folded"),
+    ("bf16-cpu", None, True, "float32", "exact", "torch", "blocked"),
+    ("bf16-cpu", "float32", False, "float32", "fast", "opencv", "blocked"),
+    ("cuda", None, False, "bfloat16", "fast", "opencv", "blocked"),
+    ("cuda", None, True, "float32", "exact", "torch", "blocked"),
+    ("cuda", "float16", False, "float16", "fast", "opencv", "blocked"),
+]
+
+
+@pytest.mark.parametrize(("machine", "dtype", "exact", "compute", "decoder", "upscaler", "attention"), MACHINES)
+def test_the_mode_is_chosen_apart_from_the_dtype(
+    monkeypatch, machine, dtype, exact, compute, decoder, upscaler, attention
+):
+    """The fast mode everywhere by default, float32 included (an AVX2-only CPU); the exact mode
+    when asked for, in float32. As data: the CPU's bf16 support and CUDA are stood in for."""
+    from sam_demo.engine import loading
+
+    monkeypatch.setattr(loading, "cpu_has_fast_bf16", lambda: machine == "bf16-cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    device = torch.device("cuda" if machine == "cuda" else "cpu")
+    chosen = loading.resolve_dtype(dtype, device, exact)
+    name = str(chosen).removeprefix("torch.")
+    plan = ExecutionPlan.choose(device.type, name, sdpa=True, exact=exact)
+    assert (name, plan.decoder, plan.upscaler, plan.attention) == (compute, decoder, upscaler, attention)
+    assert plan.exact == exact and plan.decoder_compute == compute
+    assert ("asked for (--exact)" if exact else "--exact gives masks bit-equal") in plan.describe()
+    assert plan.one_thread_per_click == (compute != "float32")
+
+
+def test_the_exact_mode_in_reduced_precision_is_refused_before_the_weights_load(tmp_path):
+    with pytest.raises(ValueError, match="exact mode computes in float32.*drop --dtype or --exact"):
+        ExecutionPlan.choose("cpu", "bfloat16", sdpa=True, exact=True)
+    missing = tmp_path / "no-such-model"  # not loaded: the mode is refused first
+    with pytest.raises(ValueError, match="exact mode computes in float32"):
+        load_engine(EngineConfig(model=str(missing), device="cpu", dtype="bfloat16", exact=True))

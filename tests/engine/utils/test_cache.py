@@ -15,7 +15,7 @@ from sam_demo.engine.utils.cache import ByteLRUCache
 @pytest.fixture()
 def counted_engine(checkpoint, monkeypatch):
     """A fresh engine (empty cache of 3 embeddings) whose encoder calls are counted."""
-    engine = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32"))
+    engine = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32", exact=True))
     entry_bytes = engine.embed(image(99)).nbytes
     engine.cache.clear()
     engine.cache.max_bytes = 3 * entry_bytes
