@@ -27,7 +27,9 @@ PAGE_CSS = (
     "#prompter > .wrap:has(> .error) { display: none; }\n"
     "#image-input:has(.image-frame) { display: none; }\n"
     "#status:has(> .wrap:not(.hide)) { min-height: 56px; }\n"
-    "#status:has(> .wrap:not(.hide)) .html-container { visibility: hidden; }"
+    "#status:has(> .wrap:not(.hide)) .html-container { visibility: hidden; }\n"
+    # Buttons that cannot run now (the prompter marks them from each view), their reason as the tooltip.
+    "button[aria-disabled='true'] { opacity: 0.45; cursor: not-allowed; }"
 )
 
 

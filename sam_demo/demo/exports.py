@@ -1,8 +1,9 @@
-"""Exports of a session: endpoint JSON (request + response), PNG masks (zip) and COCO.
+"""Exports of a session: endpoint JSON (request + response), PNG masks (zip), COCO, and cut-outs.
 
 The endpoint export holds one request row per object, each with the uploaded file as
 base64 and that object's prompts, so posting `request` to `/score` (ours or Azure's)
-reproduces `response`, mask for mask.
+reproduces `response`, mask for mask. A cut-out is an object's pixels as an RGBA PNG cropped to
+its box, alpha from its mask, the edge antialiased from SAM's logits.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def endpoint_export(session: Session) -> dict:
     """
     results = session.finished_results()
     if not results:
-        raise ValueError("nothing to export yet: click on the image to segment an object")
+        raise ValueError(NOTHING_YET)
     image_b64 = base64.b64encode(session.image_bytes).decode("ascii")
     rows = [dict(image=image_b64, **r.prompts.endpoint_columns()) for _, r in results]
     response = [response_row(r.masks[None], r.scores[None]) for _, r in results]
@@ -37,6 +38,9 @@ def endpoint_export(session: Session) -> dict:
         for k, (i, r) in enumerate(results)
     ]
     return {"request": build_request(rows), "response": response, "shown": shown}
+
+
+NOTHING_YET = "nothing to export yet: click on the image to segment an object"
 
 
 def _shown_masks(session: Session) -> list[tuple[np.ndarray, float, dict | None]]:
@@ -52,7 +56,7 @@ def masks_zip(session: Session) -> bytes:
     """A zip of object_NN.png: 8-bit grayscale, the image's size, 0 background / 255 object."""
     shown = _shown_masks(session)
     if not shown:
-        raise ValueError("nothing to export yet: click on the image to segment an object")
+        raise ValueError(NOTHING_YET)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
         for i, (mask, _, _) in enumerate(shown):
@@ -66,7 +70,7 @@ def coco_export(session: Session) -> dict:
     predicted IoU and the prompts that produced it."""
     shown = _shown_masks(session)
     if not shown:
-        raise ValueError("nothing to export yet: click on the image to segment an object")
+        raise ValueError(NOTHING_YET)
     h, w = session.size_hw
     annotations = [
         coco_annotation(mask, i + 1, predicted_iou=score, prompts=prompts)
@@ -77,6 +81,60 @@ def coco_export(session: Session) -> dict:
         "annotations": annotations,
         "categories": [{"id": 1, "name": "object"}],
     }
+
+
+def cutout_alpha(mask: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) uint8 alpha for an (H, W) bool mask: 255 inside, 0 outside, and with its logits a
+    one-pixel antialiased edge (the logit over its gradient: about the distance to the logit's
+    zero in pixels). Always >= 128 exactly where `mask` is set, so the alpha thresholds to the mask."""
+    if logits is None:
+        return mask.astype(np.uint8) * 255
+    gy, gx = np.gradient(logits)
+    soft = np.clip(0.5 + logits / np.maximum(np.hypot(gx, gy), 1e-6), 0.0, 1.0)
+    alpha = np.rint(soft * 255).astype(np.uint8)
+    return np.where(mask, np.maximum(alpha, 128), np.minimum(alpha, 127)).astype(np.uint8)
+
+
+def _cutout_alphas(session: Session) -> list[np.ndarray]:
+    """Every shown object's alpha, fixed masks first (as `_shown_masks` orders them)."""
+    alphas = [cutout_alpha(fixed.mask) for fixed in session.fixed_masks()]
+    for _, result in session.finished_results():
+        logits = result.logits
+        alphas.append(cutout_alpha(logits > 0, logits))
+    return alphas
+
+
+def _rgba_png(rgb: np.ndarray, alpha: np.ndarray) -> bytes:
+    """An RGBA PNG of `rgb` (H, W, 3) with `alpha` (H, W), cropped to where alpha is not 0."""
+    rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
+    if len(rows) == 0:
+        raise ValueError("the object's mask is empty: there is nothing to cut out; refine or delete it")
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    rgba = np.dstack([rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]])
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    return png.tobytes()
+
+
+def cutouts_zip(session: Session, max_pixels: int) -> bytes:
+    """A zip of object_NN.png: each object's RGBA cut-out, cropped to its box (numbered as masks.zip)."""
+    alphas = _cutout_alphas(session)
+    if not alphas:
+        raise ValueError(NOTHING_YET)
+    rgb = session.pixels(max_pixels)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for i, alpha in enumerate(alphas):
+            if alpha.any():
+                archive.writestr(f"object_{i + 1:02d}.png", _rgba_png(rgb, alpha))
+    return buffer.getvalue()
+
+
+def cutout_union_png(session: Session, max_pixels: int) -> bytes:
+    """One RGBA cut-out of every object together (alpha: the largest of theirs), cropped to them."""
+    alphas = _cutout_alphas(session)
+    if not alphas:
+        raise ValueError(NOTHING_YET)
+    return _rgba_png(session.pixels(max_pixels), np.maximum.reduce(alphas))
 
 
 def masks_from_saved(data: bytes, image_hw: tuple[int, int]) -> list[FixedMask]:

@@ -29,6 +29,7 @@ from sam_demo.engine.sam_engine import SamEngine
 from sam_demo.engine.utils.heap import return_free_memory
 from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
 
+NO_IMAGE = "Upload an image first (or pick an example), then click on it."
 ENCODE_CALLS = "sam-encode"  # uploads: one encoder run at a time
 EVERYTHING_CALLS = "sam-everything"  # "segment everything" jobs (seconds to minutes on a CPU)
 
@@ -65,7 +66,12 @@ def _auto_update(session: Session | None):
 
 
 def _view(
-    ctx: DemoContext, session: Session | None, status: str, new_image: np.ndarray | None = None, auto: bool = False
+    ctx: DemoContext,
+    session: Session | None,
+    status: str,
+    new_image: np.ndarray | None = None,
+    auto: bool = False,
+    problem: bool = False,
 ) -> View:
     """Record `session` as the latest state and build the outputs from it.
 
@@ -73,12 +79,13 @@ def _view(
     only the layers the page lacks; the automatic masks' list is rebuilt (Gradio redraws each
     updated component) only with `auto` or a new image. Gradio's state gets the session without
     its decoded results (`Session.light`): the store holds them, within its memory budget.
+    problem: `status` tells what went wrong (shown as an alert).
     """
     if session is None:
-        return View(None, gr.update(image_url="", view=view_json(None, status)), _auto_update(None))
+        return View(None, gr.update(image_url="", view=view_json(None, status, problem=problem)), _auto_update(None))
     _run(session.update, ctx.engine)  # remakes the results of a state the store had lightened
     ctx.sessions.put(session)
-    props = dict(view=view_json(session, status, ctx.sessions.view(session)))
+    props = dict(view=view_json(session, status, ctx.sessions.view(session), problem=problem))
     if new_image is not None:
         props["image_url"] = display_image_uri(new_image)
     return View(
@@ -86,9 +93,21 @@ def _view(
     )
 
 
+def _refused(ctx: DemoContext, session: Session | None, message: str) -> View:
+    """The outputs after an action that could not run: the session as it was (not stored again),
+    `message` on the status line as a problem. Edits skip Gradio's queue, where an error would
+    reach the page as a silent HTTP 500, so they tell their problems here."""
+    if session is None:
+        return View(None, gr.update(image_url="", view=view_json(None, message, problem=True)), _auto_update(None))
+    current = ctx.sessions.latest(session)
+    _run(current.update, ctx.engine)  # remakes the results of a state the store had lightened
+    view = view_json(current, message, ctx.sessions.view(current), problem=True)
+    return View(current.light(), gr.update(view=view), gr.skip())
+
+
 def _require(session: Session | None) -> Session:
     if session is None:
-        raise user_error("Upload an image first (or pick an example), then click on it.")
+        raise user_error(NO_IMAGE)
     return session
 
 
@@ -133,54 +152,65 @@ def on_prompt(ctx: DemoContext, value: str, session: Session | None) -> View:
     """New clicks or boxes from the browser: apply the events not seen yet, then decode."""
     try:
         message = json.loads(value) if value else {}
-    except json.JSONDecodeError:
-        raise user_error("The prompt surface sent malformed data; reload the page.") from None
+        if not isinstance(message, dict):
+            raise ValueError(message)
+    except ValueError:  # not JSON, or not an object
+        return _refused(ctx, session, "The prompt surface sent malformed data; reload the page.")
     events = message.get("events", [])
     if session is None:
-        if events:
-            gr.Warning("Upload an image first (or pick an example), then click on it.")
-        return _view(ctx, None, "Upload an image to start.")
+        return _refused(ctx, None, NO_IMAGE) if events else _view(ctx, None, "Upload an image to start.")
     with ctx.sessions.editing(session) as session:
         if message.get("token") != session.token:
             return _view(ctx, session, "Ready.")  # events for an earlier image
         # The page fires this event only when the click's fast path (routes.py) failed, and then
         # it may lack any layer, even one the fast path made before its answer was lost: send all.
         ctx.sessions.view(session).anchors.clear()
-        for problem in session.apply_events(events):
-            gr.Warning(problem)
-        return _decode_and_view(ctx, session)
+        return _decode_and_view(ctx, session, session.apply_events(events))
 
 
-def _decode_and_view(ctx: DemoContext, session: Session) -> View:
+def _decode_and_view(ctx: DemoContext, session: Session, problems: list[str] | None = None) -> View:
+    """Decode what changed and show it; `problems` (events that were skipped) go on the status line."""
     start = time.perf_counter()
     decoded = _run(session.update, ctx.engine)
-    status = click_status(session, decoded, (time.perf_counter() - start) * 1000)
-    return _view(ctx, session, status)
+    if problems:
+        return _view(ctx, session, " ".join(p[:1].upper() + p[1:] + "." for p in problems), problem=True)
+    return _view(ctx, session, click_status(session, decoded, (time.perf_counter() - start) * 1000))
 
 
 def on_undo(ctx: DemoContext, session: Session | None) -> View:
-    with ctx.sessions.editing(_require(session)) as session:
+    if session is None:
+        return _refused(ctx, None, NO_IMAGE)
+    with ctx.sessions.editing(session) as session:
         if not session.undo():
-            gr.Info("Nothing to undo.")
+            return _refused(ctx, session, "Nothing to undo.")
         return _decode_and_view(ctx, session)
 
 
 def on_redo(ctx: DemoContext, session: Session | None) -> View:
-    with ctx.sessions.editing(_require(session)) as session:
+    if session is None:
+        return _refused(ctx, None, NO_IMAGE)
+    with ctx.sessions.editing(session) as session:
         if not session.redo():
-            gr.Info("Nothing to redo.")
+            return _refused(ctx, session, "Nothing to redo.")
         return _decode_and_view(ctx, session)
 
 
 def on_clear(ctx: DemoContext, session: Session | None) -> View:
-    with ctx.sessions.editing(_require(session)) as session:
+    if session is None:
+        return _refused(ctx, None, NO_IMAGE)
+    with ctx.sessions.editing(session) as session:
         session.clear()
         return _decode_and_view(ctx, session)
 
 
 def on_new_object(ctx: DemoContext, session: Session | None) -> View:
-    with ctx.sessions.editing(_require(session)) as session:
-        _run(session.new_object)
+    if session is None:
+        return _refused(ctx, None, NO_IMAGE)
+    with ctx.sessions.editing(session) as session:
+        try:
+            session.new_object()
+        except ValueError as exc:
+            return _refused(ctx, session, str(exc)[:1].upper() + str(exc)[1:] + ".")
         return _decode_and_view(ctx, session)
 
 
@@ -220,7 +250,9 @@ def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progres
 
 
 def on_auto_keep(ctx: DemoContext, keep: list[int] | None, session: Session | None) -> View:
-    with ctx.sessions.editing(_require(session)) as session:
+    if session is None:
+        return _refused(ctx, None, NO_IMAGE)
+    with ctx.sessions.editing(session) as session:
         session.auto_keep = tuple(sorted(int(i) for i in keep or []))
         return _view(
             ctx, session, f"Keeping {len(session.auto_keep)} of {plural(len(session.auto_masks), 'automatic mask')}."
@@ -230,10 +262,13 @@ def on_auto_keep(ctx: DemoContext, keep: list[int] | None, session: Session | No
 def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -> View:
     """Draw the masks of a saved JSON (our export, or a response in either spelling)."""
     if session is None:
-        raise user_error("Upload the image these masks were made for first, then load the saved JSON.")
+        return _refused(ctx, None, "Upload the image these masks were made for first, then load the saved JSON.")
     with ctx.sessions.editing(session) as session:
         if not path:
             return _view(ctx, session, "Ready.")
-        masks = _run(masks_from_saved, Path(path).read_bytes(), session.size_hw)
+        try:
+            masks = masks_from_saved(Path(path).read_bytes(), session.size_hw)
+        except ValueError as exc:
+            return _refused(ctx, session, f"{Path(path).name} was not loaded: {exc}")
         session.imported = session.imported + masks
         return _view(ctx, session, f"Loaded {plural(len(masks), 'mask')} from {Path(path).name}.")

@@ -25,7 +25,7 @@ from sam_demo.demo.handlers import (
     on_redo,
     on_undo,
 )
-from sam_demo.demo.render import exports_html
+from sam_demo.demo.render import exports_html, status_html
 from sam_demo.demo.session_store import SessionStore
 from sam_demo.demo.space_api import add_space_api
 from sam_demo.endpoint.fetch import FetchPolicy
@@ -65,7 +65,7 @@ def build_demo(
             )
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=320):
-                status = Panel("status", "Upload an image to start.", elem_id="status")
+                status = Panel("status", status_html("Upload an image to start."), elem_id="status")
                 prompter = Prompter(elem_id="prompter")
 
             with gr.Column(scale=1, min_width=300):

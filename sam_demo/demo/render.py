@@ -29,6 +29,8 @@ EXPORT_LINKS = (  # (element id, kind, label)
     ("download-json", "sam-endpoint.json", "Download JSON (endpoint request + response)"),
     ("download-zip", "masks.zip", "PNG masks (zip)"),
     ("download-coco", "coco.json", "COCO JSON (RLE)"),
+    ("download-cutouts", "cutouts.zip", "Cut-outs: transparent PNGs (zip)"),
+    ("download-cutout", "cutout.png", "Cut-out of all objects (PNG)"),
 )
 FILL_ALPHA = 110
 PREVIEW_ALPHA = 90
@@ -98,18 +100,45 @@ class ViewCache:
         return 0 if self.preview is None else self.preview.nbytes
 
 
-def view_json(session: Session | None, status: str, cache: ViewCache | None = None) -> str:
+def controls(session: Session | None) -> dict[str, str]:
+    """Element id of each button -> why it cannot run now ("" when it can). The page dims a button
+    with a reason and shows the reason as its tooltip; a click still says it on the status line."""
+    if session is None:
+        no_image = "Upload an image first (or pick an example)."
+        return dict.fromkeys(("undo", "redo", "clear", "new-object", "segment-everything", "load-json"), no_image)
+    active = session.objects[-1]
+    empty = len(session.objects) == 1 and active.is_empty
+    return {
+        "undo": "" if session.undo_stack else "Nothing to undo yet.",
+        "redo": "" if session.redo_stack else "Nothing to redo.",
+        "clear": "Nothing to clear: no prompt yet." if empty else "",
+        "new-object": "Click on the image first: the current object has no prompt yet." if active.is_empty else "",
+        "segment-everything": "",
+        "load-json": "",
+    }
+
+
+def status_html(status: str, problem: bool = False) -> str:
+    """The status line: `status` as text, or as an alert when it says what went wrong."""
+    text = html.escape(status)
+    if problem:
+        return f'<div class="sd-status sd-problem" role="alert" title="{text}">⚠ {text}</div>'
+    return f'<div class="sd-status" title="{text}">{text}</div>'
+
+
+def view_json(session: Session | None, status: str, cache: ViewCache | None = None, problem: bool = False) -> str:
     """The prompter's `view`: the layer order, PNGs of new layers, markers, tags and the panels.
 
     {token, consumed, w, h, order: [key], active: key or "", png: {key: data URI},
      points: [[x, y, label, colour]], boxes: [[x0, y0, x1, y1, colour]], tags: [[x, y, text, colour]],
-     panels: {status, candidates, legend, exports: HTML}}, coordinates in original pixels.
-    consumed: how many browser events the session has applied; active: the layer of the object
-    being edited (the browser flattens the others). Updates `cache`.
+     panels: {status, candidates, legend, exports: HTML}, controls: {element id: reason or ""}},
+    coordinates in original pixels. consumed: how many browser events the session has applied;
+    active: the layer of the object being edited (the browser flattens the others). problem: the
+    status says what went wrong. Updates `cache`.
     """
     everything = [] if session is None else session.layers()
     panels = {
-        "status": html.escape(status),
+        "status": status_html(status, problem),
         "candidates": candidates_html(session),
         "legend": legend_html(everything),
         "exports": exports_html(session),
@@ -128,6 +157,7 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
                 "boxes": [],
                 "tags": [],
                 "panels": panels,
+                "controls": controls(None),
             }
         )
     cache = cache if cache is not None else ViewCache()
@@ -164,6 +194,7 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
             "boxes": boxes,
             "tags": tags,
             "panels": panels,
+            "controls": controls(session),
         }
     )
 

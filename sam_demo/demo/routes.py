@@ -2,7 +2,7 @@
 
     POST /sam-demo/edit                    {"token", "events"} -> the prompter's view JSON (render.view_json)
     POST /sam-demo/preview                 {"token", "x", "y"} -> image/png (half display size), or 204 when busy
-    GET  /sam-demo/export/{token}/{kind}   kind: sam-endpoint.json | masks.zip | coco.json
+    GET  /sam-demo/export/{token}/{kind}   kind: sam-endpoint.json | masks.zip | coco.json | cutouts.zip | cutout.png
 
 All find the session by its unguessable token in the `SessionStore`. A click goes to /edit: it
 applies the new events and decodes under the session's lock, exactly as the UI's `on_prompt`
@@ -28,7 +28,7 @@ import torch
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from sam_demo.demo.exports import coco_export, endpoint_export, masks_zip
+from sam_demo.demo.exports import coco_export, cutout_union_png, cutouts_zip, endpoint_export, masks_zip
 from sam_demo.demo.render import (
     DISPLAY_MAX_SIDE,
     EXPORT_PATH,
@@ -44,10 +44,13 @@ from sam_demo.endpoint.http_body import read_limited
 from sam_demo.engine.sam_engine import SamEngine
 from sam_demo.engine.utils.transforms import logits_to_size
 
+# kind -> (media type, build(session, max_pixels) -> the file's bytes)
 EXPORTS = {
-    "sam-endpoint.json": ("application/json", lambda s: json.dumps(endpoint_export(s)).encode()),
-    "masks.zip": ("application/zip", masks_zip),
-    "coco.json": ("application/json", lambda s: json.dumps(coco_export(s)).encode()),
+    "sam-endpoint.json": ("application/json", lambda s, _: json.dumps(endpoint_export(s)).encode()),
+    "masks.zip": ("application/zip", lambda s, _: masks_zip(s)),
+    "coco.json": ("application/json", lambda s, _: json.dumps(coco_export(s)).encode()),
+    "cutouts.zip": ("application/zip", cutouts_zip),
+    "cutout.png": ("image/png", cutout_union_png),
 }
 EDIT_PATH = "/sam-demo/edit"
 INTERACTIVE_THREADS = 2
@@ -169,7 +172,7 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
             with sessions.editing(session) as session:
                 if session.update(engine):  # it had been made light: its masks were remade
                     sessions.put(session)
-                content = build(session)
+                content = build(session, engine.max_pixels)
         except ValueError as exc:
             return _error(409, str(exc))
         name = f"{Path(session.name).stem or 'image'}.{kind}"

@@ -116,6 +116,13 @@ class ObjectResult:
         return masks_from_logits(torch.from_numpy(self.low_res[k : k + 1]), self.geometry, exact=self.exact)[0]
 
     @property
+    def logits(self) -> np.ndarray:
+        """The chosen mask's (H, W) float32 logits in original pixels; `mask` is exactly `logits > 0`."""
+        k = self.chosen
+        low_res = torch.from_numpy(self.low_res[k : k + 1])
+        return masks_from_logits(low_res, self.geometry, return_logits=True, exact=self.exact)[0]
+
+    @property
     def score(self) -> float:
         return float(self.scores[self.chosen])
 

@@ -26,58 +26,10 @@ from sam_demo.demo.handlers import (
     on_undo,
 )
 from sam_demo.demo.layout import build_demo
-from sam_demo.demo.routes import EXPORTS
 from sam_demo.endpoint.scoring import score
 from sam_demo.endpoint.wire import read_response
+from tests.support.demo import CAT, box, candidate, events, export, panels, point, stored
 from tests.support.photos import PHOTOS
-
-CAT = str(PHOTOS / "chelsea.png")  # 451x300
-
-
-def events(session, *items) -> str:
-    return json.dumps({"token": session.token, "events": list(items)})
-
-
-def point(x, y, label=1):
-    return {"type": "point", "x": x, "y": y, "label": label}
-
-
-def candidate(index):
-    return {"type": "candidate", "index": index}
-
-
-def box(x0, y0, x1, y1):
-    return {"type": "box", "x0": x0, "y0": y0, "x1": x1, "y1": y1}
-
-
-@pytest.fixture()
-def ctx(engine):
-    return DemoContext(engine)
-
-
-@pytest.fixture()
-def uploaded(ctx):
-    return on_image(ctx, CAT).state
-
-
-def panels(view) -> dict:
-    """The status line, legend and export links that a handler's view puts on the page (HTML)."""
-    return json.loads(view.prompter["view"])["panels"]
-
-
-def stored(ctx, session):
-    """The session's full state in the store (handlers give Gradio's state a light one, without results)."""
-    return ctx.sessions.get(session.token)
-
-
-def export(ctx, session, kind: str, folder=None):
-    """Build a download as the server does when its link is clicked; with `folder`, write it there."""
-    content = EXPORTS[kind][1](stored(ctx, session))
-    if folder is None:
-        return content
-    path = folder / f"saved.{kind}"
-    path.write_bytes(content)
-    return str(path)
 
 
 def test_upload_encodes_at_once_and_shows_the_image(ctx):
@@ -146,15 +98,15 @@ def test_stale_and_bad_events_never_break_the_session(ctx, uploaded):
     session = on_prompt(ctx, events(uploaded, box(10, 10, 10.2, 80), point(10, 10)), uploaded)[0]
     assert session.objects[0].box_xyxy is None and len(session.objects[0].points) == 1  # zero box skipped
     assert on_prompt(ctx, events(uploaded, point(5, 5)), None)[0] is None  # click before an image
-    with pytest.raises(gr.Error, match="Upload an image first"):
-        on_undo(ctx, None)
+    refused = panels(on_undo(ctx, None))["status"]
+    assert 'role="alert"' in refused and "Upload an image first" in refused
     # Handlers edit the latest state of the session, even when handed an older copy (overlapping events).
     assert on_undo(ctx, uploaded).state.objects[0].is_empty
     assert on_redo(ctx, uploaded).state.objects[0].points == ((10.0, 10.0, 1),)  # the stale copy has nothing to redo
     fresh = on_image(ctx, CAT).state
     before = stored(ctx, fresh)
-    with pytest.raises(gr.Error, match="no prompt yet"):
-        on_new_object(ctx, fresh)
+    refused = panels(on_new_object(ctx, fresh))["status"]
+    assert 'role="alert"' in refused and "no prompt yet" in refused
     assert fresh.objects[0].is_empty and stored(ctx, fresh) is before, (
         "a failed action leaves the stored state untouched"
     )
@@ -168,7 +120,7 @@ def test_bad_uploads_give_readable_errors(ctx, engine, tmp_path):
     big = tmp_path / "big.png"
     Image.new("RGB", (3000, 2000)).save(big)
     small_limit = load_engine(
-        EngineConfig(model=engine.info.model, device="cpu", dtype="float32", max_pixels=1_000_000)
+        EngineConfig(model=engine.info.model, device="cpu", dtype="float32", exact=True, max_pixels=1_000_000)
     )
     with pytest.raises(gr.Error, match="megapixels"):
         on_image(DemoContext(small_limit), str(big))
@@ -231,14 +183,14 @@ def test_loading_masks_for_another_image_is_refused(ctx, uploaded, tmp_path):
     session = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)[0]
     saved = export(ctx, session, "sam-endpoint.json", tmp_path)
     other = on_image(ctx, str(PHOTOS / "coffee.png"))[0]
-    with pytest.raises(gr.Error, match="upload the image the masks were made for"):
-        on_load_saved(ctx, saved, other)
-    with pytest.raises(gr.Error, match="Upload the image these masks were made for first"):
-        on_load_saved(ctx, saved, None)
+    view = on_load_saved(ctx, saved, other)
+    assert "saved.sam-endpoint.json was not loaded" in panels(view)["status"]
+    assert "upload the image the masks were made for" in panels(view)["status"] and not view.state.imported
+    assert "Upload the image these masks were made for first" in panels(on_load_saved(ctx, saved, None))["status"]
     junk = tmp_path / "junk.json"
     junk.write_text("{not json")
-    with pytest.raises(gr.Error, match="not JSON"):
-        on_load_saved(ctx, str(junk), other)
+    refused = panels(on_load_saved(ctx, str(junk), other))["status"]
+    assert 'role="alert"' in refused and "not JSON" in refused
 
 
 def test_build_demo_and_random_weights_banner(engine):
@@ -293,3 +245,52 @@ def test_load_bare_response_in_model_card_spelling(ctx, uploaded, tmp_path):
     assert len(loaded.imported) == 1 and np.array_equal(
         loaded.imported[0].mask, stored(ctx, session).results[0].masks[best]
     )
+
+
+EDITS_BEFORE_AN_IMAGE = {
+    "undo": lambda ctx: on_undo(ctx, None),
+    "redo": lambda ctx: on_redo(ctx, None),
+    "clear": lambda ctx: on_clear(ctx, None),
+    "new object": lambda ctx: on_new_object(ctx, None),
+    "keep automatic masks": lambda ctx: on_auto_keep(ctx, [0], None),
+    "a click": lambda ctx: on_prompt(ctx, json.dumps({"token": "", "events": [point(5, 5)]}), None),
+    "malformed prompt data": lambda ctx: on_prompt(ctx, "[1, 2", None),
+}
+
+
+@pytest.mark.parametrize("action", EDITS_BEFORE_AN_IMAGE)
+def test_every_edit_before_an_image_says_what_to_do_on_the_status_line(ctx, action):
+    """Edits skip Gradio's queue, where an error is a silent HTTP 500 on the page: they answer."""
+    view = EDITS_BEFORE_AN_IMAGE[action](ctx)
+    status = panels(view)["status"]
+    assert view.state is None and 'role="alert"' in status
+    assert "Upload an image first" in status or "malformed" in status
+    controls = json.loads(view.prompter["view"])["controls"]
+    assert set(controls) == {"undo", "redo", "clear", "new-object", "segment-everything", "load-json"}
+    assert all("Upload an image first" in why for why in controls.values())
+
+
+def test_the_views_say_which_buttons_can_run_and_why_not(ctx, uploaded):
+    controls = lambda view: json.loads(view.prompter["view"])["controls"]  # noqa: E731
+    fresh = on_prompt(ctx, events(uploaded), uploaded)
+    assert controls(fresh) == {
+        "undo": "Nothing to undo yet.",
+        "redo": "Nothing to redo.",
+        "clear": "Nothing to clear: no prompt yet.",
+        "new-object": "Click on the image first: the current object has no prompt yet.",
+        "segment-everything": "",
+        "load-json": "",
+    }
+    clicked = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)
+    assert controls(clicked)["undo"] == controls(clicked)["clear"] == controls(clicked)["new-object"] == ""
+    undone = on_undo(ctx, clicked.state)
+    assert controls(undone)["redo"] == "" and controls(undone)["undo"] == "Nothing to undo yet."
+    nothing = panels(on_undo(ctx, undone.state))["status"]
+    assert 'role="alert"' in nothing and "Nothing to undo" in nothing
+
+
+def test_skipped_events_are_told_on_the_status_line_and_the_rest_applied(ctx, uploaded):
+    view = on_prompt(ctx, events(uploaded, point(200, 150), point(9999, 5), box(10, 10, 10.2, 80)), uploaded)
+    status = panels(view)["status"]
+    assert 'role="alert"' in status and "outside the 451x300 image" in status and "zero size" in status
+    assert view.state.objects[0].points == ((200.0, 150.0, 1),)

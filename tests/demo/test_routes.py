@@ -17,19 +17,15 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from sam_demo import SamPredictor
-from sam_demo.demo.handlers import DemoContext, on_image, on_new_object, on_prompt, on_undo
+from sam_demo.demo.handlers import on_image, on_new_object, on_prompt, on_undo
 from sam_demo.demo.render import DISPLAY_MAX_SIDE, display_size, view_json
 from sam_demo.demo.routes import add_demo_routes
 from sam_demo.demo.session import MAX_POINTS_PER_OBJECT, PALETTE
 from sam_demo.demo.session_store import SessionStore
+from tests.support.demo import point
 from tests.support.photos import PHOTOS
 
 WIDE = PHOTOS / "rocket.jpg"
-
-
-@pytest.fixture()
-def ctx(engine):
-    return DemoContext(engine, SessionStore())
 
 
 @pytest.fixture()
@@ -38,10 +34,6 @@ def client(ctx):
     add_demo_routes(app, ctx.engine, ctx.sessions)
     with TestClient(app) as client:
         yield client
-
-
-def point(x, y, label=1):
-    return {"type": "point", "x": x, "y": y, "label": label}
 
 
 def edit(client, session, events):

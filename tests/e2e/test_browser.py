@@ -8,8 +8,10 @@ Screenshots go to $ARTIFACTS_DIR (default: artifacts/).
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -254,3 +256,140 @@ def test_new_images_by_example_button_and_drop_shown_once_and_fitted(browser, se
     page.close()
     assert text.count("damaged or truncated") == 1, "one upload, one event, one message"
     assert "640×427 encoded" in text, "the image shown before the bad upload stays"
+
+
+def status(page) -> str:
+    return page.locator("#status").inner_text()
+
+
+def test_edits_that_cannot_run_say_why_on_screen(browser, server, tmp_path):
+    """Before an image every button is dimmed with its reason, and a click on one says it on the
+    status line (these events skip Gradio's queue, where an error used to be a silent HTTP 500)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url + "/", wait_until="load")
+    page.wait_for_selector("#prompter .sd-stage", timeout=60_000)
+    page.wait_for_function("document.getElementById('undo')?.getAttribute('aria-disabled') === 'true'", timeout=30_000)
+    for control in ("undo", "redo", "clear", "new-object", "segment-everything"):
+        assert "Upload an image first" in page.locator(f"#{control}").get_attribute("title"), control
+    page.locator("#new-object").click(force=True)  # dimmed (aria-disabled), but a person can still click it
+    page.wait_for_function("document.querySelector('#status [role=alert]') !== null", timeout=30_000)
+    assert "Upload an image first" in status(page)
+    height = page.locator("#status").bounding_box()["height"]
+
+    page.set_input_files("#image-input input[type=file]", str(PHOTOS / "chelsea.png"))
+    page.wait_for_function("document.querySelector('#status').innerText.includes('encoded')", timeout=60_000)
+    assert page.locator("#status").bounding_box()["height"] == height, "the status line keeps its height"
+    assert page.locator("#undo").get_attribute("aria-disabled") == "true"
+    assert page.locator("#segment-everything").get_attribute("aria-disabled") is None
+
+    other_image = tmp_path / "masks-for-another-image.json"
+    other_image.write_text(
+        json.dumps(
+            [
+                {
+                    "response": {
+                        "predictions": [
+                            {
+                                "masks_per_prediction": [
+                                    {
+                                        "encoded_binary_mask": base64.b64encode(_png_mask(100, 100)).decode(),
+                                        "iou_score": 0.9,
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                }
+            ]
+        )
+    )
+    not_json = tmp_path / "notes.json"
+    not_json.write_text("these are my notes, not JSON")
+    for path, says in ((other_image, "the image the masks were made for"), (not_json, "not JSON")):
+        with page.expect_file_chooser() as chooser:
+            page.locator("#load-json").click()
+        chooser.value.set_files(str(path))
+        page.wait_for_function(
+            f"document.querySelector('#status [role=alert]')?.innerText.includes({json.dumps(says)})", timeout=30_000
+        )
+        assert f"{path.name} was not loaded" in status(page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-error-1400x1000.png"), full_page=True)
+    page.close()
+
+
+def _png_mask(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((height, width), 255, np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_keyboard_shortcuts_and_cutouts(browser, server, tmp_path):
+    page = open_with_image(browser, server, {"width": 1400, "height": 1000}, PHOTOS / "chelsea.png")
+    page.evaluate(PROBE)
+    bb = page.locator("#prompter .sd-base").bounding_box()
+
+    def click(fx, fy):
+        before = page.evaluate("window.__painted.click")
+        page.mouse.click(bb["x"] + bb["width"] * fx, bb["y"] + bb["height"] * fy)
+        page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
+
+    def exported(text: str):
+        page.wait_for_function(
+            f"document.querySelector('#export-status').innerText.includes({json.dumps(text)})", timeout=60_000
+        )
+
+    click(0.4, 0.5)
+    exported("1 object, 1 prompt")
+    pressed = page.locator("#candidates [aria-pressed=true]").get_attribute("data-candidate")
+    page.keyboard.press("c")  # the next candidate
+    page.wait_for_selector(
+        f"#candidates [data-candidate='{(int(pressed) + 1) % 3}'][aria-pressed=true]", timeout=30_000
+    )
+    page.keyboard.press("n")
+    page.wait_for_function("document.querySelector('#legend').innerText.includes('Object 2 (editing)')", timeout=30_000)
+    click(0.7, 0.3)
+    exported("2 objects, 2 prompts")
+    page.keyboard.press("Control+z")
+    exported("1 object, 1 prompt")
+    page.keyboard.press("Control+Shift+z")
+    exported("2 objects, 2 prompts")
+    page.keyboard.press("Control+z")
+    exported("1 object, 1 prompt")
+    page.keyboard.press("Control+y")
+    exported("2 objects, 2 prompts")
+
+    # Esc cancels a box being drawn: no prompt is added.
+    page.mouse.move(bb["x"] + bb["width"] * 0.2, bb["y"] + bb["height"] * 0.2)
+    page.mouse.down()
+    page.mouse.move(bb["x"] + bb["width"] * 0.6, bb["y"] + bb["height"] * 0.7, steps=4)
+    page.keyboard.press("Escape")
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    assert "2 objects, 2 prompts" in page.locator("#export-status").inner_text()
+
+    # `?` lists the keys; typing in a text field is not a shortcut.
+    page.keyboard.press("?")
+    assert page.locator("#prompter .sd-keys").is_visible()
+    assert "segment everything" in page.locator("#prompter .sd-keys").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "demo-keys-1400x1000.png"), full_page=True)
+    page.keyboard.press("Escape")
+    assert not page.locator("#prompter .sd-keys").is_visible()
+    page.evaluate("document.body.insertAdjacentHTML('beforeend', '<input id=typing>')")
+    page.locator("#typing").type("n")
+    page.wait_for_timeout(300)
+    assert "Object 3" not in page.locator("#legend").inner_text()
+
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("#download-cutouts").click()
+    with page.expect_download(timeout=60_000) as masks_download:
+        page.locator("#download-zip").click()
+    cutouts = zipfile.ZipFile(download.value.path())
+    masks = zipfile.ZipFile(masks_download.value.path())
+    page.close()
+    assert sorted(cutouts.namelist()) == sorted(masks.namelist()) == ["object_01.png", "object_02.png"]
+    for name in masks.namelist():
+        mask = np.asarray(Image.open(io.BytesIO(masks.read(name)))) > 127
+        cut = Image.open(io.BytesIO(cutouts.read(name)))
+        assert cut.mode == "RGBA" and cut.size[0] <= mask.shape[1] and cut.size[1] <= mask.shape[0]
+        assert (np.asarray(cut)[..., 3] >= 128).sum() == mask.sum(), "the cut-out's alpha is the exported mask"

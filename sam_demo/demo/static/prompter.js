@@ -11,6 +11,10 @@
 // and gets PNGs only for layers it does not have yet; a view is shown once all its layers are at
 // hand, and its panels (status line, legend, export links: HTML) go to the page's Panel
 // components through a "sam-demo:view" event on the document.
+// Each view's `controls` ({element id: reason}) dims the page's buttons that cannot run now, the
+// reason as their tooltip. Keys (never while a text field has focus; `?` lists them): N new
+// object, Ctrl/Cmd+Z undo, Ctrl/Cmd+Shift+Z or Ctrl+Y redo, Esc cancels the box being drawn,
+// C cycles the candidates, H toggles the hover preview, S segments everything.
 // Hover preview (mouse only): POST sam-demo/preview {token, x, y} -> a faint PNG, or 204 if busy.
 // Whenever new mask pixels are on screen it dispatches "sam-demo:painted" on #prompter,
 // detail {kind: "click" | "preview"}.
@@ -22,7 +26,21 @@ root.innerHTML = `
     <button type="button" class="sd-mode" aria-pressed="false" title="For touch screens: make taps subtract">Taps add <b>+ positive</b> points</button>
     <button type="button" class="sd-hover" aria-pressed="true" title="Show the mask a click would give under the resting mouse">Hover preview: on</button>
     <button type="button" class="sd-change" title="Open another photo (or drop or paste one on the image)">Change image</button>
+    <button type="button" class="sd-keys-button" aria-expanded="false" title="Keyboard shortcuts (?)">Keys ?</button>
     <span class="sd-hint"></span>
+  </div>
+  <div class="sd-keys" role="dialog" aria-label="Keyboard shortcuts" hidden>
+    <b>Keyboard shortcuts</b>
+    <table>
+      <tr><td><kbd>N</kbd></td><td>new object</td></tr>
+      <tr><td><kbd>Ctrl</kbd>/<kbd>⌘</kbd>+<kbd>Z</kbd></td><td>undo</td></tr>
+      <tr><td><kbd>Ctrl</kbd>/<kbd>⌘</kbd>+<kbd>Shift</kbd>+<kbd>Z</kbd>, <kbd>Ctrl</kbd>+<kbd>Y</kbd></td><td>redo</td></tr>
+      <tr><td><kbd>Esc</kbd></td><td>cancel the box being drawn; close this list</td></tr>
+      <tr><td><kbd>C</kbd></td><td>next of the three candidates (after one click)</td></tr>
+      <tr><td><kbd>H</kbd></td><td>hover preview on or off</td></tr>
+      <tr><td><kbd>S</kbd></td><td>segment everything</td></tr>
+      <tr><td><kbd>?</kbd></td><td>show or hide this list</td></tr>
+    </table>
   </div>
   <div class="sd-stage">
     <div class="sd-empty">Click here to upload an image, or paste, drop, or pick an example photo</div>
@@ -100,6 +118,7 @@ async function showView(next) {
   if (seq !== paintSeq) return;  // a newer view came meanwhile; it paints
   view = next;
   document.dispatchEvent(new CustomEvent('sam-demo:view', {detail: next.panels || {}}));
+  applyControls(next.controls || {});
   const order = (next.order || []).filter((key) => layers.has(key));
   for (const key of [...layers.keys()]) if (!order.includes(key)) layers.delete(key);
   const active = order.includes(next.active) ? next.active : null;
@@ -133,6 +152,23 @@ function fit() {
     base.style.width = '';
   }
   draw();
+}
+
+// Dim the page's buttons that cannot run now, their reason as the tooltip (a click on one still
+// reaches the server, which says the same on the status line). The buttons may not be on the page
+// yet when the first view comes: try again shortly.
+let controlsWanted = {}, controlsTimer = null;
+function applyControls(controls, tries = 40) {
+  controlsWanted = controls;
+  clearTimeout(controlsTimer);
+  let missing = false;
+  for (const [id, why] of Object.entries(controlsWanted)) {
+    const button = document.getElementById(id);
+    if (!button) { missing = true; continue; }
+    if (why) { button.setAttribute('aria-disabled', 'true'); button.title = why; }
+    else { button.removeAttribute('aria-disabled'); button.removeAttribute('title'); }
+  }
+  if (missing && tries > 0) controlsTimer = setTimeout(() => applyControls(controlsWanted, tries - 1), 250);
 }
 
 function point(x, y, label, color, k, pending) {
@@ -307,7 +343,7 @@ stage.addEventListener('pointermove', (ev) => {
   if (drag.moved) draw();
 });
 stage.addEventListener('pointerup', (ev) => {
-  if (!drag) return;
+  if (!drag) return;  // also after Esc cancelled the box being drawn
   const d = drag;
   drag = null;
   const p = toImage(ev);
@@ -328,6 +364,40 @@ mode.addEventListener('click', () => {
 hoverButton.addEventListener('click', () => {
   setHover(!hoverOn);
   localStorage.setItem('sam-demo-hover', hoverOn ? 'on' : 'off');
+});
+
+// ---- keyboard shortcuts (listed in the `?` overlay)
+const keysBox = root.querySelector('.sd-keys');
+const keysButton = root.querySelector('.sd-keys-button');
+function showKeys(open) {
+  keysBox.hidden = !open;
+  keysButton.setAttribute('aria-expanded', String(open));
+}
+keysButton.addEventListener('click', () => showKeys(keysBox.hidden));
+const pressButton = (id) => document.getElementById(id)?.click();
+function nextCandidate() {
+  const buttons = [...document.querySelectorAll('#candidates [data-candidate]')];
+  if (!buttons.length || !token) return;
+  const current = buttons.findIndex((b) => b.getAttribute('aria-pressed') === 'true');
+  send({type: 'candidate', index: Number(buttons[(current + 1) % buttons.length].dataset.candidate)});
+}
+document.addEventListener('keydown', (ev) => {
+  const target = ev.target;
+  if (ev.isComposing || (target.closest && target.closest('input, textarea, select, [contenteditable]'))) return;
+  const key = ev.key.toLowerCase(), mod = ev.ctrlKey || ev.metaKey;
+  let act = null;
+  if (mod && !ev.altKey && key === 'z') act = () => pressButton(ev.shiftKey ? 'redo' : 'undo');
+  else if (mod && !ev.altKey && key === 'y') act = () => pressButton('redo');
+  else if (key === 'escape') act = () => { if (drag) { drag = null; draw(); } else showKeys(false); };
+  else if (mod || ev.altKey) return;
+  else if (ev.key === '?') act = () => showKeys(keysBox.hidden);
+  else if (key === 'n') act = () => pressButton('new-object');
+  else if (key === 'c') act = nextCandidate;
+  else if (key === 'h' && canHover) act = () => hoverButton.click();
+  else if (key === 's') act = () => pressButton('segment-everything');
+  if (!act) return;
+  ev.preventDefault();
+  act();
 });
 setHover(hoverOn);
 new ResizeObserver(fit).observe(root);

@@ -1,0 +1,91 @@
+"""The demo's downloads read back by real readers: cut-outs (zip and union) against the exported masks."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sam_demo.demo.exports import cutout_alpha
+from sam_demo.demo.handlers import on_new_object, on_prompt
+from tests.support.demo import CAT, box, events, export, point
+
+# Two objects on the 451x300 photo: a click, then (a new object) a box.
+CLICK, BOX = point(200, 150), box(260, 40, 430, 250)
+
+
+@pytest.fixture()
+def two_objects(ctx, uploaded):
+    session = on_prompt(ctx, events(uploaded, CLICK), uploaded).state
+    session = on_new_object(ctx, session).state
+    return on_prompt(ctx, events(session, CLICK, BOX), session).state
+
+
+def exported_masks(ctx, session) -> list[np.ndarray]:
+    with zipfile.ZipFile(io.BytesIO(export(ctx, session, "masks.zip"))) as archive:
+        return [np.asarray(Image.open(io.BytesIO(archive.read(n)))) > 127 for n in sorted(archive.namelist())]
+
+
+def placed(png: Image.Image, mask_shape: tuple[int, int], mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """The cut-out's alpha put back at its place in the image: its offset is the mask's top-left corner
+    less what the antialiased edge adds (found by matching, and checked by the caller)."""
+    alpha = np.asarray(png)[..., 3]
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    for dy in (0, 1):
+        for dx in (0, 1):
+            y0, x0 = rows[0] - dy, cols[0] - dx
+            full = np.zeros(mask_shape, np.uint8)
+            if y0 < 0 or x0 < 0 or y0 + alpha.shape[0] > mask_shape[0] or x0 + alpha.shape[1] > mask_shape[1]:
+                continue
+            full[y0 : y0 + alpha.shape[0], x0 : x0 + alpha.shape[1]] = alpha
+            if np.array_equal(full >= 128, mask):
+                return full, (y0, x0)
+    raise AssertionError("the cut-out's alpha does not threshold to the exported mask at any offset")
+
+
+def test_each_cutout_is_the_objects_pixels_with_the_exported_mask_as_alpha(ctx, two_objects):
+    masks = exported_masks(ctx, two_objects)
+    rgb = np.asarray(Image.open(CAT).convert("RGB"))
+    with zipfile.ZipFile(io.BytesIO(export(ctx, two_objects, "cutouts.zip"))) as archive:
+        names = sorted(archive.namelist())
+        assert names == ["object_01.png", "object_02.png"]
+        for name, mask in zip(names, masks):
+            png = Image.open(io.BytesIO(archive.read(name)))
+            assert png.mode == "RGBA"
+            alpha, (y0, x0) = placed(png, mask.shape, mask)
+            h, w = png.size[1], png.size[0]
+            assert np.array_equal(np.asarray(png)[..., :3], rgb[y0 : y0 + h, x0 : x0 + w])  # the original pixels
+            rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
+            assert (rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) == (h, w), "cropped to where the alpha is set"
+            assert ((alpha > 0) & (alpha < 255)).any(), "the edge is antialiased from the logits"
+
+
+def test_the_union_cutout_holds_every_object(ctx, two_objects):
+    masks = exported_masks(ctx, two_objects)
+    union = np.logical_or.reduce(masks)
+    png = Image.open(io.BytesIO(export(ctx, two_objects, "cutout.png")))
+    assert png.mode == "RGBA"
+    placed(png, union.shape, union)
+
+
+def test_cutouts_before_any_object_say_what_to_do(ctx, uploaded):
+    for kind in ("cutouts.zip", "cutout.png"):
+        with pytest.raises(ValueError, match="nothing to export yet: click on the image"):
+            export(ctx, uploaded, kind)
+
+
+@pytest.mark.parametrize("hard", [True, False])
+def test_the_alpha_thresholds_to_the_mask_exactly(hard):
+    yy, xx = np.mgrid[0:64, 0:64]
+    logits = 10.0 - np.hypot(yy - 30.3, xx - 31.7)  # a disc of radius 10, logit 0 on its edge
+    logits[30, 20] = 0.0  # exactly on the threshold: not in the mask
+    mask = logits > 0
+    alpha = cutout_alpha(mask) if hard else cutout_alpha(mask, logits)
+    assert alpha.dtype == np.uint8 and np.array_equal(alpha >= 128, mask)
+    if hard:
+        assert set(np.unique(alpha)) == {0, 255}
+    else:  # the edge ramps over about a pixel: full inside, none a pixel out
+        assert alpha[30, 31] == 255 and alpha[30, 43] == 0 and 0 < alpha[30, 42] < 255
