@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import zipfile
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -41,6 +42,7 @@ def endpoint_export(session: Session) -> dict:
 
 
 NOTHING_YET = "nothing to export yet: click on the image to segment an object"
+MAX_CUTOUT_PIXELS = 400_000_000  # all cut-outs of one download together (their crops' areas)
 
 
 def _shown_masks(session: Session) -> list[tuple[np.ndarray, float, dict | None]]:
@@ -83,58 +85,85 @@ def coco_export(session: Session) -> dict:
     }
 
 
-def cutout_alpha(mask: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
-    """(H, W) uint8 alpha for an (H, W) bool mask: 255 inside, 0 outside, and with its logits a
-    one-pixel antialiased edge (the logit over its gradient: about the distance to the logit's
-    zero in pixels). Always >= 128 exactly where `mask` is set, so the alpha thresholds to the mask."""
-    if logits is None:
-        return mask.astype(np.uint8) * 255
-    gy, gx = np.gradient(logits)
-    soft = np.clip(0.5 + logits / np.maximum(np.hypot(gx, gy), 1e-6), 0.0, 1.0)
-    alpha = np.rint(soft * 255).astype(np.uint8)
-    return np.where(mask, np.maximum(alpha, 128), np.minimum(alpha, 127)).astype(np.uint8)
+def cutout_alpha(mask: np.ndarray, logits: np.ndarray | None = None, rows_per_strip: int = 256) -> np.ndarray:
+    """(H, W) uint8 alpha for an (H, W) bool mask: 255 inside, 0 outside, and with its (H, W) float
+    logits a one-pixel antialiased edge (the logit over its gradient: about the distance to the
+    logit's zero in pixels). Always >= 128 exactly where `mask` is set, so the alpha thresholds to
+    the mask. Worked in strips of rows (each with a row of its neighbours, so the gradient is the
+    whole image's), so a large photo's float temporaries stay small."""
+    alpha = mask.astype(np.uint8) * 255
+    h, w = mask.shape
+    if logits is None or h < 2 or w < 2:
+        return alpha
+    for y0 in range(0, h, rows_per_strip):
+        y1 = min(h, y0 + rows_per_strip)
+        a, b = max(0, y0 - 1), min(h, y1 + 1)
+        gy, gx = np.gradient(logits[a:b])
+        inner = slice(y0 - a, y0 - a + (y1 - y0))
+        strip = logits[y0:y1] / np.maximum(np.hypot(gx[inner], gy[inner]), 1e-6)
+        soft = np.rint(np.clip(0.5 + strip, 0.0, 1.0) * 255)
+        alpha[y0:y1] = np.where(mask[y0:y1], np.maximum(soft, 128), np.minimum(soft, 127))
+    return alpha
 
 
-def _cutout_alphas(session: Session) -> list[np.ndarray]:
-    """Every shown object's alpha, fixed masks first (as `_shown_masks` orders them)."""
-    alphas = [cutout_alpha(fixed.mask) for fixed in session.fixed_masks()]
+def _cutout_alphas(session: Session) -> Iterator[np.ndarray]:
+    """Every shown object's alpha, fixed masks first (as `_shown_masks` orders them), one at a time:
+    a large photo's full-size alphas and logits are never all held at once."""
+    for fixed in session.fixed_masks():
+        yield cutout_alpha(fixed.mask)
     for _, result in session.finished_results():
         logits = result.logits
-        alphas.append(cutout_alpha(logits > 0, logits))
-    return alphas
+        yield cutout_alpha(logits > 0, logits)
 
 
-def _rgba_png(rgb: np.ndarray, alpha: np.ndarray) -> bytes:
-    """An RGBA PNG of `rgb` (H, W, 3) with `alpha` (H, W), cropped to where alpha is not 0."""
+def _require_objects(session: Session) -> None:
+    if not session.fixed_masks() and not session.finished_results():
+        raise ValueError(NOTHING_YET)
+
+
+def _crop(alpha: np.ndarray) -> tuple[slice, slice]:
+    """The rows and columns where `alpha` is not 0 (a non-empty alpha)."""
     rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
-    if len(rows) == 0:
-        raise ValueError("the object's mask is empty: there is nothing to cut out; refine or delete it")
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    rgba = np.dstack([rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]])
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _rgba_png(rgb: np.ndarray, alpha: np.ndarray, crop: tuple[slice, slice]) -> bytes:
+    """An RGBA PNG of `rgb` (H, W, 3) with `alpha` (H, W), cropped to `crop`."""
+    rgba = np.dstack([rgb[crop], alpha[crop]])
     ok, png = cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
     return png.tobytes()
 
 
 def cutouts_zip(session: Session, max_pixels: int) -> bytes:
     """A zip of object_NN.png: each object's RGBA cut-out, cropped to its box (numbered as masks.zip)."""
-    alphas = _cutout_alphas(session)
-    if not alphas:
-        raise ValueError(NOTHING_YET)
+    _require_objects(session)
     rgb = session.pixels(max_pixels)
     buffer = io.BytesIO()
+    total = 0
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for i, alpha in enumerate(alphas):
-            if alpha.any():
-                archive.writestr(f"object_{i + 1:02d}.png", _rgba_png(rgb, alpha))
+        for i, alpha in enumerate(_cutout_alphas(session)):
+            if not alpha.any():
+                continue  # an empty mask: nothing to cut out
+            rows, cols = crop = _crop(alpha)
+            total += (rows.stop - rows.start) * (cols.stop - cols.start)
+            if total > MAX_CUTOUT_PIXELS:
+                raise ValueError(
+                    f"the cut-outs would hold over {MAX_CUTOUT_PIXELS // 1_000_000} megapixels; download the "
+                    "cut-out of all objects (one PNG) or the masks instead"
+                )
+            archive.writestr(f"object_{i + 1:02d}.png", _rgba_png(rgb, alpha, crop))
     return buffer.getvalue()
 
 
 def cutout_union_png(session: Session, max_pixels: int) -> bytes:
     """One RGBA cut-out of every object together (alpha: the largest of theirs), cropped to them."""
-    alphas = _cutout_alphas(session)
-    if not alphas:
-        raise ValueError(NOTHING_YET)
-    return _rgba_png(session.pixels(max_pixels), np.maximum.reduce(alphas))
+    _require_objects(session)
+    union = None
+    for alpha in _cutout_alphas(session):
+        union = alpha if union is None else np.maximum(union, alpha, out=union)
+    if not union.any():
+        raise ValueError("every object's mask is empty: there is nothing to cut out; refine the objects first")
+    return _rgba_png(session.pixels(max_pixels), union, _crop(union))
 
 
 def masks_from_saved(data: bytes, image_hw: tuple[int, int]) -> list[FixedMask]:

@@ -89,3 +89,12 @@ def test_the_alpha_thresholds_to_the_mask_exactly(hard):
         assert set(np.unique(alpha)) == {0, 255}
     else:  # the edge ramps over about a pixel: full inside, none a pixel out
         assert alpha[30, 31] == 255 and alpha[30, 43] == 0 and 0 < alpha[30, 42] < 255
+        assert np.array_equal(cutout_alpha(mask, logits, rows_per_strip=7), alpha), "strips give the whole's alpha"
+
+
+def test_cutouts_past_their_pixel_bound_are_refused_with_what_to_do(ctx, two_objects, monkeypatch):
+    from sam_demo.demo import exports
+
+    monkeypatch.setattr(exports, "MAX_CUTOUT_PIXELS", 1000)
+    with pytest.raises(ValueError, match="over 0 megapixels; download the cut-out of all objects"):
+        export(ctx, two_objects, "cutouts.zip")
