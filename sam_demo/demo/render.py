@@ -130,7 +130,8 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
     """The prompter's `view`: the layer order, PNGs of new layers, markers, tags and the panels.
 
     {token, consumed, w, h, order: [key], active: key or "", png: {key: data URI},
-     points: [[x, y, label, colour]], boxes: [[x0, y0, x1, y1, colour]], tags: [[x, y, text, colour]],
+     points: [[x, y, label, colour]], boxes: [[x0, y0, x1, y1, colour]] (the edited object's),
+     tags: [[x, y, text, colour, ink]] (centred on the mask, text in `ink`),
      panels: {status, candidates, legend, exports: HTML}, controls: {element id: reason or ""}},
     coordinates in original pixels. consumed: how many browser events the session has applied;
     active: the layer of the object being edited (the browser flattens the others). problem: the
@@ -174,13 +175,13 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
     cache.anchors = {k: v for k, v in cache.anchors.items() if k in shown}
     points, boxes, tags = [], [], []
     for layer in everything:
-        if layer.prompts is not None:
+        if layer.prompts is not None and layer.active:  # only the edited object's prompts are drawn
             points += [[x, y, label, layer.hex] for x, y, label in layer.prompts.points]
             if layer.prompts.box_xyxy:
                 boxes.append([*layer.prompts.box_xyxy, layer.hex])
         anchor = cache.anchors.get(layer.key) if layer.source is not None else None
         if anchor is not None:
-            tags.append([*anchor, f"#{layer.number} IoU {shown_score(layer.score):.2f}", layer.hex])
+            tags.append([*anchor, f"#{layer.number} IoU {shown_score(layer.score):.2f}", layer.hex, tag_ink(layer.rgb)])
     return json.dumps(
         {
             "token": session.token,
@@ -200,9 +201,27 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
 
 
 def _anchor(small: np.ndarray, sx: float, sy: float) -> tuple[float, float] | None:
-    """Top-left of a display mask's bounding box, in original pixels (None if empty)."""
-    x, y, bw, bh = cv2.boundingRect(small)
-    return None if bw == 0 else (round(x * sx, 1), round(y * sy, 1))
+    """Where a display mask's score tag goes, in original pixels (None if empty): the mask's pixel
+    farthest from its edge (its pole of inaccessibility), so the tag sits on the object, also for
+    rings and L shapes whose centroid or box corner lies outside it."""
+    if not small.any():
+        return None
+    distance = cv2.distanceTransform(np.pad(small, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    return round((x + 0.5) * sx, 1), round((y + 0.5) * sy, 1)
+
+
+def _luminance(rgb: tuple[int, int, int]) -> float:
+    """WCAG 2's relative luminance of an sRGB colour."""
+    channels = [c / 255 for c in rgb]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def tag_ink(rgb: tuple[int, int, int]) -> str:
+    """Black or white, whichever contrasts more with a tag of colour `rgb` (WCAG contrast ratio)."""
+    lum = _luminance(rgb)
+    return "#000000" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "#ffffff"
 
 
 def legend_html(layers: list[Layer]) -> str:

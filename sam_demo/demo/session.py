@@ -34,7 +34,8 @@ MAX_HISTORY = 100
 MAX_POINTS_PER_OBJECT = 64  # more says nothing new to SAM and makes each click slower
 MAX_EVENTS = 5000  # prompt events per image (each click or box is one)
 COORD_DECIMALS = 2  # prompts are kept (and so decoded and exported) rounded to 1/100 pixel
-# Distinct, colour-blind-friendly hues (Okabe-Ito, then Tableau), as RGB; layer i gets PALETTE[i % 10].
+# 20 distinct hues as RGB: colour-blind-friendly first (Okabe-Ito, then Tableau), then ten of Kelly's
+# colours of maximum contrast; layer i gets PALETTE[i % 20].
 PALETTE = [
     (0, 114, 178),
     (230, 159, 0),
@@ -46,6 +47,16 @@ PALETTE = [
     (148, 103, 189),
     (140, 86, 75),
     (127, 127, 127),
+    (128, 62, 117),
+    (166, 189, 215),
+    (193, 0, 32),
+    (206, 162, 98),
+    (246, 118, 142),
+    (83, 55, 122),
+    (179, 40, 81),
+    (127, 24, 13),
+    (147, 170, 0),
+    (35, 44, 22),
 ]
 
 

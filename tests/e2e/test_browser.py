@@ -350,6 +350,16 @@ def test_keyboard_shortcuts_and_cutouts(browser, server, tmp_path):
     page.wait_for_function("document.querySelector('#legend').innerText.includes('Object 2 (editing)')", timeout=30_000)
     click(0.7, 0.3)
     exported("2 objects, 2 prompts")
+    # Only the edited object's prompt is drawn: one green (+) marker; both objects keep their score tag.
+    assert page.locator("#prompter svg circle[fill='#2ca02c']").count() == 1
+    assert page.locator("#prompter svg text").count() == 2
+    # The mask opacity control scales the layers, and is kept for the next visit.
+    page.evaluate(
+        "() => { const r = document.querySelector('#prompter .sd-opacity input'); r.value = '40';"
+        " r.dispatchEvent(new Event('input', {bubbles: true})); }"
+    )
+    assert page.evaluate("document.querySelector('#prompter .sd-layers').style.opacity") == "0.4"
+    assert page.evaluate("localStorage.getItem('sam-demo-opacity')") == "40"
     page.keyboard.press("Control+z")
     exported("1 object, 1 prompt")
     page.keyboard.press("Control+Shift+z")

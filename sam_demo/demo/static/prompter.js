@@ -27,6 +27,8 @@ root.innerHTML = `
     <button type="button" class="sd-hover" aria-pressed="true" title="Show the mask a click would give under the resting mouse">Hover preview: on</button>
     <button type="button" class="sd-change" title="Open another photo (or drop or paste one on the image)">Change image</button>
     <button type="button" class="sd-keys-button" aria-expanded="false" title="Keyboard shortcuts (?)">Keys ?</button>
+    <label class="sd-opacity" title="How strongly the masks are drawn over the photo">Masks
+      <input type="range" min="0" max="100" step="5" value="100" aria-label="Mask opacity"></label>
     <span class="sd-hint"></span>
   </div>
   <div class="sd-keys" role="dialog" aria-label="Keyboard shortcuts" hidden>
@@ -171,13 +173,16 @@ function applyControls(controls, tries = 40) {
   if (missing && tries > 0) controlsTimer = setTimeout(() => applyControls(controlsWanted, tries - 1), 250);
 }
 
-function point(x, y, label, color, k, pending) {
+// A point: green + (adds) or red − (subtracts), white sign, a dark ring then a light one, so it shows
+// on its own object's mask and on any photo (as in Meta's demo). A pending one is grey and dashed.
+function point(x, y, label, k, pending) {
   const r = 8 * k, s = 4 * k, sw = 2 * k;
-  const fill = label === 1 ? color : '#d62728';
+  const fill = pending ? '#888888' : label === 1 ? '#2ca02c' : '#d62728';
   const dash = pending ? ` stroke-dasharray="${2 * k} ${2 * k}"` : '';
   const bar = `<line x1="${x - s}" y1="${y}" x2="${x + s}" y2="${y}" stroke="#fff" stroke-width="${sw}"/>`;
   const stem = label === 1 ? `<line x1="${x}" y1="${y - s}" x2="${x}" y2="${y + s}" stroke="#fff" stroke-width="${sw}"/>` : '';
-  return `<circle cx="${x}" cy="${y}" r="${r}" fill="${fill}" stroke="#fff" stroke-width="${sw}"${dash}/>${bar}${stem}`;
+  return `<circle cx="${x}" cy="${y}" r="${r + sw}" fill="none" stroke="#000" stroke-opacity="0.7" stroke-width="${sw}"/>` +
+         `<circle cx="${x}" cy="${y}" r="${r}" fill="${fill}" stroke="#fff" stroke-width="${sw}"${dash}/>${bar}${stem}`;
 }
 
 // A box: a dark halo, the object's colour, a light core, so it shows on its own mask and on any photo.
@@ -195,16 +200,19 @@ function draw() {
   const k = w / Math.max(1, base.clientWidth || w);  // original pixels per screen pixel
   let out = '';
   for (const [x0, y0, x1, y1, color] of view.boxes || []) out += rect(x0, y0, x1, y1, color, k, false);
-  for (const [x, y, label, color] of view.points || []) out += point(x, y, label, color, k, false);
+  for (const [x, y, label] of view.points || []) out += point(x, y, label, k, false);
   for (const e of events.slice(view.consumed || 0)) {
     if (e.type === 'box') out += rect(e.x0, e.y0, e.x1, e.y1, '#ffffff', k, true);
-    else if (e.type === 'point') out += point(e.x, e.y, e.label, '#888888', k, true);
+    else if (e.type === 'point') out += point(e.x, e.y, e.label, k, true);
   }
-  for (const [x, y, text, color] of view.tags || []) {
-    const fs = 15 * k, pad = 3 * k, tw = text.length * fs * 0.6 + 2 * pad;
-    const ty = y < fs * 1.6 ? y + fs * 1.4 : y - pad;
-    out += `<rect x="${x}" y="${ty - fs - pad / 2}" width="${tw}" height="${fs + 2 * pad}" rx="${3 * k}" fill="${color}" fill-opacity="0.9"/>` +
-           `<text x="${x + pad}" y="${ty}" font-size="${fs}" font-family="system-ui, sans-serif" font-weight="600" fill="#fff">${esc(text)}</text>`;
+  // Score tags: centred on the mask's innermost pixel, in the object's colour with black or white
+  // text (whichever contrasts more, chosen by the server), a halo and a dark outline; kept on screen.
+  for (const [x, y, text, color, ink] of view.tags || []) {
+    const fs = 15 * k, pad = 3 * k, tw = text.length * fs * 0.6 + 2 * pad, th = fs + 2 * pad;
+    const left = clamp(x - tw / 2, 0, Math.max(0, w - tw)), top = clamp(y - th / 2, 0, Math.max(0, h - th));
+    const halo = ink === '#000000' ? '#ffffff' : '#000000';
+    out += `<rect x="${left}" y="${top}" width="${tw}" height="${th}" rx="${3 * k}" fill="${color}" fill-opacity="0.92" stroke="#000" stroke-opacity="0.55" stroke-width="${k}"/>` +
+           `<text x="${left + pad}" y="${top + pad + fs * 0.82}" font-size="${fs}" font-family="system-ui, sans-serif" font-weight="600" fill="${ink}" stroke="${halo}" stroke-opacity="0.35" stroke-width="${2 * k}" paint-order="stroke">${esc(text)}</text>`;
   }
   if (drag && drag.moved) out += rect(drag.start.x, drag.start.y, drag.end.x, drag.end.y, '#ffffff', k, true);
   svg.innerHTML = out;
@@ -360,6 +368,18 @@ mode.addEventListener('click', () => {
   mode.setAttribute('aria-pressed', String(negativeMode));
   mode.classList.toggle('negative', negativeMode);
   mode.innerHTML = negativeMode ? 'Taps add <b>− negative</b> points' : 'Taps add <b>+ positive</b> points';
+});
+// Mask opacity (0-100 % of the layers' own), kept for the next visit.
+const opacity = root.querySelector('.sd-opacity input');
+function setOpacity(percent) {
+  opacity.value = String(percent);
+  layersBox.style.opacity = String(percent / 100);
+}
+const storedOpacity = Number(localStorage.getItem('sam-demo-opacity') ?? 100);
+setOpacity(Number.isFinite(storedOpacity) ? clamp(storedOpacity, 0, 100) : 100);
+opacity.addEventListener('input', () => {
+  setOpacity(Number(opacity.value));
+  localStorage.setItem('sam-demo-opacity', opacity.value);
 });
 hoverButton.addEventListener('click', () => {
   setHover(!hoverOn);
