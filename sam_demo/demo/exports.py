@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import zipfile
 from collections.abc import Iterator
 
@@ -35,7 +36,7 @@ def endpoint_export(session: Session) -> dict:
     rows = [dict(image=image_b64, **r.prompts.endpoint_columns()) for _, r in results]
     response = [response_row(r.masks[None], r.scores[None]) for _, r in results]
     shown = [
-        {"row": k, "prediction": 0, "mask": r.chosen, "iou_score": r.score, "object": i + 1}
+        {"row": k, "prediction": 0, "mask": r.chosen, "iou_score": r.score, "object": i + 1, "name": r.prompts.name}
         for k, (i, r) in enumerate(results)
     ]
     return {"request": build_request(rows), "response": response, "shown": shown}
@@ -54,6 +55,18 @@ def _shown_masks(session: Session) -> list[tuple[np.ndarray, float, dict | None]
     return out
 
 
+def _names(session: Session) -> list[str]:
+    """The user's name of every shown object ("" for none), in `_shown_masks`' order."""
+    return [""] * len(session.fixed_masks()) + [r.prompts.name for _, r in session.finished_results()]
+
+
+def _file_name(number: int, name: str) -> str:
+    """object_NN.png, or object_NN_<name>.png with the name's letters, digits, '.', '_' and '-' only
+    (never a path: no separators, no leading dots)."""
+    slug = re.sub(r"[^\w.-]+", "-", name).strip("-.")[:40]
+    return f"object_{number:02d}{'_' + slug if slug else ''}.png"
+
+
 def masks_zip(session: Session) -> bytes:
     """A zip of object_NN.png: 8-bit grayscale, the image's size, 0 background / 255 object."""
     shown = _shown_masks(session)
@@ -61,27 +74,31 @@ def masks_zip(session: Session) -> bytes:
         raise ValueError(NOTHING_YET)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
-        for i, (mask, _, _) in enumerate(shown):
+        for i, ((mask, _, _), name) in enumerate(zip(shown, _names(session))):
             ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255)
-            archive.writestr(f"object_{i + 1:02d}.png", png.tobytes())
+            archive.writestr(_file_name(i + 1, name), png.tobytes())
     return buffer.getvalue()
 
 
 def coco_export(session: Session) -> dict:
     """COCO-style dict: one image, one annotation per object with RLE, bbox (XYWH), area,
-    predicted IoU and the prompts that produced it."""
+    predicted IoU and the prompts that produced it. Each distinct object name is a category (in
+    the order first used); unnamed objects are "object"."""
     shown = _shown_masks(session)
     if not shown:
         raise ValueError(NOTHING_YET)
     h, w = session.size_hw
+    categories = list(dict.fromkeys(name or "object" for name in _names(session)))
     annotations = [
-        coco_annotation(mask, i + 1, predicted_iou=score, prompts=prompts)
-        for i, (mask, score, prompts) in enumerate(shown)
+        coco_annotation(
+            mask, i + 1, category_id=categories.index(name or "object") + 1, predicted_iou=score, prompts=prompts
+        )
+        for i, ((mask, score, prompts), name) in enumerate(zip(shown, _names(session)))
     ]
     return {
         "images": [{"id": 1, "file_name": session.name, "width": w, "height": h}],
         "annotations": annotations,
-        "categories": [{"id": 1, "name": "object"}],
+        "categories": [{"id": k + 1, "name": name} for k, name in enumerate(categories)],
     }
 
 
@@ -141,7 +158,7 @@ def cutouts_zip(session: Session, max_pixels: int) -> bytes:
     buffer = io.BytesIO()
     total = 0
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for i, alpha in enumerate(_cutout_alphas(session)):
+        for i, (alpha, name) in enumerate(zip(_cutout_alphas(session), _names(session))):
             if not alpha.any():
                 continue  # an empty mask: nothing to cut out
             rows, cols = crop = _crop(alpha)
@@ -151,7 +168,7 @@ def cutouts_zip(session: Session, max_pixels: int) -> bytes:
                     f"the cut-outs would hold over {MAX_CUTOUT_PIXELS // 1_000_000} megapixels; download the "
                     "cut-out of all objects (one PNG) or the masks instead"
                 )
-            archive.writestr(f"object_{i + 1:02d}.png", _rgba_png(rgb, alpha, crop))
+            archive.writestr(_file_name(i + 1, name), _rgba_png(rgb, alpha, crop))
     return buffer.getvalue()
 
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from sam_demo.demo.session import Decoded, Layer, Session
+from sam_demo.demo.session import MAX_NAME_CHARS, Decoded, Layer, Session
 
 DISPLAY_MAX_SIDE = 1280
 EXPORT_PATH = "/sam-demo/export"  # + /{token}/{kind}: a download, built when asked for
@@ -106,7 +106,7 @@ def controls(session: Session | None) -> dict[str, str]:
     if session is None:
         no_image = "Upload an image first (or pick an example)."
         return dict.fromkeys(("undo", "redo", "clear", "new-object", "segment-everything", "load-json"), no_image)
-    active = session.objects[-1]
+    active = session.edited
     empty = len(session.objects) == 1 and active.is_empty
     return {
         "undo": "" if session.undo_stack else "Nothing to undo yet.",
@@ -164,7 +164,7 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
     cache = cache if cache is not None else ViewCache()
     h, w = session.size_hw
     hw = display_size((h, w))
-    layers = [layer for layer in everything if layer.source is not None]
+    layers = [layer for layer in everything if layer.source is not None and not layer.hidden]
     png = {}
     for layer in layers:
         if layer.key not in cache.anchors:
@@ -191,6 +191,7 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
             "order": [layer.key for layer in layers],
             "png": png,
             "active": next((layer.key for layer in layers if layer.active), ""),
+            "active_object": session.active,
             "points": points,
             "boxes": boxes,
             "tags": tags,
@@ -225,14 +226,35 @@ def tag_ink(rgb: tuple[int, int, int]) -> str:
 
 
 def legend_html(layers: list[Layer]) -> str:
-    """The legend: a colour swatch, name and IoU (and prompts) per layer ("" for none)."""
+    """The object list (#objects): per layer a colour swatch, its name and IoU (and prompts); an
+    object's row (data-object-index) also selects it for editing, renames it (names offered from
+    the others'), hides or shows it, and deletes it. Names are escaped: never HTML. "" for none."""
     if not layers:
         return ""
-    rows = "".join(
-        f'<li><span class="sd-swatch" style="background:{c}"></span><b>{html.escape(n)}</b> — {html.escape(t)}</li>'
-        for c, n, t in legend_rows(layers)
-    )
-    return f'<ul class="sd-legend">{rows}</ul>'
+    names = sorted({layer.name for layer in layers if layer.prompts is not None and layer.prompts.name})
+    rows = []
+    for layer, (colour, name, detail) in zip(layers, legend_rows(layers)):
+        swatch = f'<span class="sd-swatch" style="background:{colour}"></span>'
+        label = f"<b>{html.escape(name)}</b> — {html.escape(detail)}"
+        if layer.object_index is None:  # a loaded or automatic mask: shown, not editable
+            rows.append(f'<li class="sd-object">{swatch}{label}</li>')
+            continue
+        i, hidden = layer.object_index, layer.hidden
+        title = html.escape(layer.name)
+        rows.append(
+            f'<li class="sd-object{" sd-editing" * layer.active}" data-object-index="{i}">'
+            f'<button type="button" class="sd-select" data-select="{i}" aria-pressed="{str(layer.active).lower()}" '
+            f'title="Edit {title}: the next click refines it">{swatch}{label}</button>'
+            f'<span class="sd-object-tools">'
+            f'<input class="sd-name" data-rename="{i}" value="{html.escape(layer.prompts.name)}" maxlength="{MAX_NAME_CHARS}" '
+            f'placeholder="Name or category" aria-label="Name of {title}" list="sd-names">'
+            f'<button type="button" class="sd-hide" data-hide="{i}" aria-pressed="{str(hidden).lower()}" '
+            f'title="{"Show" if hidden else "Hide"} {title}">{"Show" if hidden else "Hide"}</button>'
+            f'<button type="button" class="sd-delete" data-delete="{i}" title="Delete {title} (Delete key; Undo brings it back)">'
+            f"Delete</button></span></li>"
+        )
+    options = "".join(f'<option value="{html.escape(n)}"></option>' for n in names)
+    return f'<ul id="objects" class="sd-legend">{"".join(rows)}</ul><datalist id="sd-names">{options}</datalist>'
 
 
 def legend_rows(layers: list[Layer]) -> list[tuple[str, str, str]]:
@@ -246,6 +268,7 @@ def legend_rows(layers: list[Layer]) -> list[tuple[str, str, str]]:
                 x for x in (plural(len(p.points), "point") if p.points else "", "box" if p.box_xyxy else "") if x
             )
             detail += f" · {what}" if what else ""
+        detail += " · hidden" if layer.hidden else ""
         name = layer.name + (" (editing)" if layer.active else "")
         rows.append((layer.hex, name, detail))
     return rows
@@ -296,7 +319,7 @@ def exports_html(session: Session | None) -> str:
 
 def click_status(session: Session, decoded: int = 0, ms: float = 0.0) -> str:
     """The status line after an edit: the edited object's IoU (and decode time), or what to do."""
-    active = session.layers()[-1]
+    active = next(layer for layer in session.layers() if layer.active)
     if active.score is None:
         return f"Object {active.number}: click on the image or drag a box."
     status = f"Object {active.number}: IoU {shown_score(active.score):.3f}"
@@ -310,7 +333,7 @@ def click_status(session: Session, decoded: int = 0, ms: float = 0.0) -> str:
 def candidates_html(session: Session | None) -> str:
     """SAM's three candidates after a lone click, one button each (the page sends a choice as a
     {"type": "candidate", "index"} prompt event); "" when the edited object has none."""
-    result = None if session is None else session.results.get(len(session.objects) - 1)
+    result = None if session is None else session.results.get(session.active)
     if result is None or not result.prompts.multimask:
         return ""
     best = int(np.argmax(result.scores))

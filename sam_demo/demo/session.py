@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import unicodedata
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -34,6 +35,7 @@ MAX_HISTORY = 100
 MAX_POINTS_PER_OBJECT = 64  # more says nothing new to SAM and makes each click slower
 MAX_EVENTS = 5000  # prompt events per image (each click or box is one)
 COORD_DECIMALS = 2  # prompts are kept (and so decoded and exported) rounded to 1/100 pixel
+MAX_NAME_CHARS = 80
 # 20 distinct hues as RGB: colour-blind-friendly first (Okabe-Ito, then Tableau), then ten of Kelly's
 # colours of maximum contrast; layer i gets PALETTE[i % 20].
 PALETTE = [
@@ -64,6 +66,19 @@ def _uid() -> str:
     return secrets.token_hex(6)
 
 
+def clean_name(name) -> str:
+    """An object's name as kept: control, format (bidi marks among them) and separator characters
+    become spaces, runs of spaces one. Raises ValueError for a name that is not text or is longer
+    than MAX_NAME_CHARS. Names are text everywhere: escaped in the page, slugged in file names."""
+    if not isinstance(name, str):
+        raise ValueError("an object's name must be text")
+    text = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in name)
+    text = " ".join(text.split())
+    if len(text) > MAX_NAME_CHARS:
+        raise ValueError(f"a name takes at most {MAX_NAME_CHARS} characters; this one has {len(text)}")
+    return text
+
+
 @dataclass(frozen=True)
 class ObjectPrompts:
     """Prompts of one object, in original pixels. points: ((x, y, label), ...), label 1 or 0."""
@@ -71,6 +86,8 @@ class ObjectPrompts:
     points: tuple[tuple[float, float, int], ...] = ()
     box_xyxy: tuple[float, float, float, float] | None = None
     candidate: int | None = None  # chosen multimask candidate; None = best by predicted IoU
+    name: str = ""  # the user's name for the object ("": "Object N"), as `clean_name` keeps it
+    hidden: bool = False  # not drawn over the photo (still listed and exported)
 
     @property
     def is_empty(self) -> bool:
@@ -200,6 +217,7 @@ class Layer:
     number: 1-based display number; its colour is PALETTE[number - 1]. source: the mask shown,
     None for an object with no prompt yet. prompts: None for fixed masks.
     key: changes whenever what is drawn for this layer changes (mask, colour, or being edited).
+    object_index: the object's index in `Session.objects` (None for fixed masks).
     """
 
     number: int
@@ -208,6 +226,11 @@ class Layer:
     prompts: ObjectPrompts | None
     active: bool
     key: str
+    object_index: int | None = None
+
+    @property
+    def hidden(self) -> bool:
+        return self.prompts is not None and self.prompts.hidden
 
     @property
     def score(self) -> float | None:
@@ -224,7 +247,7 @@ class Layer:
 
 @dataclass
 class Session:
-    """Per-user state. `objects[-1]` is the one being edited; earlier ones are kept as they are.
+    """Per-user state. `objects[active]` is the one being edited (the last, unless another was selected).
 
     image_bytes: the uploaded file as sent (exported as the request's base64 image).
     embedding_key: the image's key in the engine's embedding cache (`engine.image_key` of its pixels).
@@ -240,12 +263,13 @@ class Session:
     name: str = "image"
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # unguessable; names the session
     objects: list[ObjectPrompts] = field(default_factory=lambda: [ObjectPrompts()])
+    active: int = 0  # index of the edited object in `objects`
     results: dict[int, ObjectResult] = field(default_factory=dict)
     imported: list[FixedMask] = field(default_factory=list)
     auto_masks: list[FixedMask] = field(default_factory=list)
     auto_keep: tuple[int, ...] = ()
-    undo_stack: list[list[ObjectPrompts]] = field(default_factory=list)
-    redo_stack: list[list[ObjectPrompts]] = field(default_factory=list)
+    undo_stack: list[tuple[list[ObjectPrompts], int]] = field(default_factory=list)  # (objects, active)
+    redo_stack: list[tuple[list[ObjectPrompts], int]] = field(default_factory=list)
     consumed_events: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # shared by all forks
 
@@ -293,23 +317,41 @@ class Session:
         )
 
     # ---- edits: each is one undoable action ------------------------------------------------
-    def _edit(self, objects: list[ObjectPrompts]) -> None:
-        self.undo_stack = (self.undo_stack + [list(self.objects)])[-MAX_HISTORY:]
+    def _edit(self, objects: list[ObjectPrompts], active: int | None = None) -> None:
+        """Make `objects` (and `active`, default: the same index, within the list) the state, undoably."""
+        self.undo_stack = (self.undo_stack + [(list(self.objects), self.active)])[-MAX_HISTORY:]
         self.redo_stack = []
         self.objects = objects
+        self.active = min(self.active if active is None else active, len(objects) - 1)
+
+    @property
+    def edited(self) -> ObjectPrompts:
+        """The prompts of the object being edited."""
+        return self.objects[self.active]
+
+    def _with_edited(self, prompts: ObjectPrompts) -> list[ObjectPrompts]:
+        return self.objects[: self.active] + [prompts] + self.objects[self.active + 1 :]
+
+    def _object(self, index) -> int:
+        """`index` as an object's index; ValueError if there is no such object."""
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ValueError(f"an object is given by its index, a whole number, not {index!r:.20}")
+        if not 0 <= index < len(self.objects):
+            raise ValueError(f"there is no object {index + 1}; the list has {len(self.objects)}")
+        return index
 
     def add_point(self, x: float, y: float, label: int) -> None:
-        self._edit(self.objects[:-1] + [self.with_point(x, y, label)])
+        self._edit(self._with_edited(self.with_point(x, y, label)))
 
     def with_point(self, x: float, y: float, label: int) -> ObjectPrompts:
-        """The active object's prompts with one more point (rounded as stored), not applied.
+        """The edited object's prompts with one more point (rounded as stored), not applied.
 
         Raises ValueError for a point off the image (or not finite) and past the point limit.
         """
         if points_outside(np.array([x, y], dtype=np.float64), self.size_hw):  # also NaN
             h, w = self.size_hw
             raise ValueError(f"the click at ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
-        active = self.objects[-1]
+        active = self.edited
         if len(active.points) >= MAX_POINTS_PER_OBJECT:
             raise ValueError(
                 f"an object takes at most {MAX_POINTS_PER_OBJECT} points; click + New object to start another, or Undo"
@@ -323,17 +365,18 @@ class Session:
         y0, y1 = sorted((min(max(y0, 0.0), h), min(max(y1, 0.0), h)))
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise ValueError("the box has zero size; drag a larger box, or click for a point")
-        active = self.objects[-1]
         box = tuple(round(v, COORD_DECIMALS) for v in (x0, y0, x1, y1))
-        self._edit(self.objects[:-1] + [replace(active, box_xyxy=box, candidate=None)])
+        self._edit(self._with_edited(replace(self.edited, box_xyxy=box, candidate=None)))
 
     def apply_events(self, events: list) -> list[str]:
         """Apply the prompt surface's events not applied yet (`events[consumed_events:]`).
 
         events: the browser's whole list for this image, each {"type": "point", "x", "y", "label"}
-        or {"type": "box", "x0", "y0", "x1", "y1"} in original pixels, or {"type": "candidate",
-        "index"} (the multimask candidate to show). Returns a message per event that was skipped as
-        malformed or not applicable; the others are applied in order.
+        or {"type": "box", "x0", "y0", "x1", "y1"} in original pixels, {"type": "candidate",
+        "index"} (the multimask candidate to show), or for the object list {"type": "select" |
+        "delete", "object": index}, {"type": "rename", "object", "name"}, {"type": "visibility",
+        "object", "hidden": bool}. Returns a message per event that was skipped as malformed or not
+        applicable; the others are applied in order.
         """
         if not isinstance(events, list):
             return ["the prompt surface sent malformed data; reload the page"]
@@ -346,6 +389,14 @@ class Session:
                     self.set_box(float(event["x0"]), float(event["y0"]), float(event["x1"]), float(event["y1"]))
                 elif event.get("type") == "candidate":
                     self.select_candidate(int(event["index"]))
+                elif event.get("type") == "select":
+                    self.select(event["object"])
+                elif event.get("type") == "delete":
+                    self.delete(event["object"])
+                elif event.get("type") == "rename":
+                    self.rename(event["object"], event["name"])
+                elif event.get("type") == "visibility":
+                    self.set_hidden(event["object"], event["hidden"])
                 else:
                     self.add_point(float(event["x"]), float(event["y"]), 1 if int(event.get("label", 1)) == 1 else 0)
             except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -356,22 +407,56 @@ class Session:
         return problems
 
     def select_candidate(self, index: int) -> None:
-        active = self.objects[-1]
+        active = self.edited
         if not active.multimask:
             raise ValueError("candidates are offered for a single click only")
         if index not in (0, 1, 2):
             raise ValueError(f"there are 3 candidates, numbered 0 to 2; got {index}")
-        self._edit(self.objects[:-1] + [replace(active, candidate=int(index))])
+        self._edit(self._with_edited(replace(active, candidate=int(index))))
 
     def new_object(self) -> None:
-        if self.objects[-1].is_empty:
+        if self.edited.is_empty:
             raise ValueError("the current object has no prompt yet; click on the image first")
-        self._edit(self.objects + [ObjectPrompts()])
+        self._edit(self.objects + [ObjectPrompts()], len(self.objects))
+
+    def select(self, index) -> None:
+        """Edit object `index` again: the next click refines it. Not an edit of its own (undo does not
+        step through selections); an object with no prompt that was being edited is dropped."""
+        index = self._object(index)
+        if index == self.active:
+            return
+        if self.edited.is_empty:
+            del self.objects[self.active]
+            self.results = {k - (k > self.active): v for k, v in self.results.items() if k != self.active}
+            index -= index > self.active
+        self.active = index
+
+    def delete(self, index) -> None:
+        """Delete object `index`, undoably (undo brings it back, masks and name too)."""
+        index = self._object(index)
+        objects = self.objects[:index] + self.objects[index + 1 :] or [ObjectPrompts()]
+        active = self.active - (self.active > index) if index != self.active else len(objects) - 1
+        self.results = {k - (k > index): v for k, v in self.results.items() if k != index}
+        self._edit(objects, active)
+
+    def rename(self, index, name) -> None:
+        index = self._object(index)
+        objects = list(self.objects)
+        objects[index] = replace(objects[index], name=clean_name(name))
+        self._edit(objects)
+
+    def set_hidden(self, index, hidden) -> None:
+        index = self._object(index)
+        if not isinstance(hidden, bool):
+            raise ValueError("visibility takes hidden: true or false")
+        objects = list(self.objects)
+        objects[index] = replace(objects[index], hidden=hidden)
+        self._edit(objects)
 
     def clear(self) -> None:
         if len(self.objects) == 1 and self.objects[0].is_empty:
             return
-        self._edit([ObjectPrompts()])
+        self._edit([ObjectPrompts()], 0)
 
     def undo(self) -> bool:
         return self._step(self.undo_stack, self.redo_stack)
@@ -383,8 +468,8 @@ class Session:
         """Restore the last state of `source`, saving the current one on `target`."""
         if not source:
             return False
-        target.append(list(self.objects))
-        self.objects = source.pop()
+        target.append((list(self.objects), self.active))
+        self.objects, self.active = source.pop()
         return True
 
     # ---- results ---------------------------------------------------------------------------
@@ -432,12 +517,12 @@ class Session:
         """
         fixed = self.fixed_masks()
         out = [Layer(n, f"{f.label} {n}", f, None, False, f"{f.uid}.{n}") for n, f in enumerate(fixed, start=1)]
-        active = len(self.objects) - 1
+        active = self.active
         for i, prompts in enumerate(self.objects):
             n = len(fixed) + i + 1
             result = self.results.get(i) if not prompts.is_empty else None
             key = f"{result.uid}.{result.chosen}.{n}.{int(i == active)}" if result else f"empty.{n}"
-            out.append(Layer(n, f"Object {n}", result, prompts, i == active, key))
+            out.append(Layer(n, prompts.name or f"Object {n}", result, prompts, i == active, key, i))
         return out
 
 

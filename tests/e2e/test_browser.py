@@ -403,3 +403,70 @@ def test_keyboard_shortcuts_and_cutouts(browser, server, tmp_path):
         cut = Image.open(io.BytesIO(cutouts.read(name)))
         assert cut.mode == "RGBA" and cut.size[0] <= mask.shape[1] and cut.size[1] <= mask.shape[0]
         assert (np.asarray(cut)[..., 3] >= 128).sum() == mask.sum(), "the cut-out's alpha is the exported mask"
+
+
+def test_the_object_list_selects_renames_hides_deletes_and_undoes(browser, server, engine):
+    page = open_with_image(browser, server, {"width": 1400, "height": 1000}, PHOTOS / "chelsea.png")
+    page.evaluate(PROBE)
+    bb = page.locator("#prompter .sd-base").bounding_box()
+    rgb = np.asarray(Image.open(PHOTOS / "chelsea.png").convert("RGB"))
+    h, w = rgb.shape[:2]
+
+    def click(fx, fy):
+        before = page.evaluate("window.__painted.click")
+        page.mouse.click(bb["x"] + bb["width"] * fx, bb["y"] + bb["height"] * fy)
+        page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
+        return fx * w, fy * h
+
+    def exported(text: str):
+        page.wait_for_function(
+            f"document.querySelector('#export-status').innerText.includes({json.dumps(text)})", timeout=60_000
+        )
+
+    first = click(0.3, 0.4)
+    page.keyboard.press("n")
+    page.wait_for_function("document.querySelector('#legend').innerText.includes('Object 2 (editing)')", timeout=30_000)
+    click(0.7, 0.6)
+    exported("2 objects, 2 prompts")
+    assert page.locator("#objects [data-object-index]").count() == 2
+
+    page.locator('#objects [data-select="0"]').click()  # edit object 1 again
+    page.wait_for_function("document.querySelector('#legend').innerText.includes('Object 1 (editing)')", timeout=30_000)
+    second = click(0.35, 0.45)
+    exported("2 objects, 3 prompts")
+
+    hostile = "<img src=x onerror=window.__pwned=1>"
+    page.locator('#objects [data-rename="0"]').fill(hostile)
+    page.locator('#objects [data-rename="0"]').press("Enter")
+    page.wait_for_function(
+        f"document.querySelector('#objects').innerText.includes({json.dumps(hostile)})", timeout=30_000
+    )
+    assert page.evaluate("window.__pwned") is None and page.locator("#objects img").count() == 0, "a name is text"
+
+    page.locator('#objects [data-hide="1"]').click()
+    page.wait_for_function("document.querySelector('#legend').innerText.includes('hidden')", timeout=30_000)
+    assert page.locator("#prompter .sd-layers canvas, #prompter .sd-layers img").count() == 1
+    page.locator('#objects [data-hide="1"]').click()
+    page.wait_for_function("!document.querySelector('#legend').innerText.includes('hidden')", timeout=30_000)
+
+    page.locator('#objects [data-delete="1"]').click()
+    exported("1 object, 2 prompts")
+    page.keyboard.press("Control+z")  # undo brings it back
+    exported("2 objects, 3 prompts")
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("#download-json").click()
+    saved = json.loads(Path(download.value.path()).read_text())
+    page.keyboard.press("Delete")  # the edited object: object 1
+    exported("1 object, 1 prompt")
+    page.screenshot(path=str(ARTIFACTS / "demo-objects-1400x1000.png"), full_page=True)
+    page.close()
+
+    assert [s["name"] for s in saved["shown"]] == [hostile, ""]
+    row = dict(zip(saved["request"]["input_data"]["columns"], saved["request"]["input_data"]["data"][0]))
+    points = np.array(json.loads(row["input_points"]))[0]
+    px = w / bb["width"]
+    assert np.allclose(points, [first, second], atol=px + 1e-6), "object 1 was refined by the click after selecting it"
+    predictor = SamPredictor(engine)
+    predictor.set_image(rgb)
+    masks, _, _ = predictor.predict(points, np.array([1, 1]), multimask_output=False)
+    assert np.array_equal(read_response(saved["response"])[0][0][0].mask, masks[0])

@@ -1,13 +1,29 @@
 // A part of the page drawn from the prompter's views (gr.HTML's js_on_load; props.part names it:
 // "status", "candidates", "legend" or "exports"). The prompter dispatches "sam-demo:view" with the
 // HTML of each part whenever it shows a view, so a click's answer updates them with the mask.
-// A button with data-candidate asks the prompter to show that candidate ("sam-demo:candidate").
+// A button with data-candidate asks the prompter to show that candidate ("sam-demo:candidate"); the
+// object list's buttons (data-select, data-hide, data-delete) and name fields (data-rename) ask it
+// to send that object event ("sam-demo:object").
 const part = props.part;
 document.addEventListener('sam-demo:view', (event) => {
   const html = event.detail && event.detail[part];
   if (typeof html === 'string') element.innerHTML = html;
 });
+const objectEvent = (detail) => document.dispatchEvent(new CustomEvent('sam-demo:object', {detail}));
 element.addEventListener('click', (event) => {
-  const button = event.target.closest('[data-candidate]');
-  if (button) document.dispatchEvent(new CustomEvent('sam-demo:candidate', {detail: {index: Number(button.dataset.candidate)}}));
+  const button = event.target.closest('[data-candidate], [data-select], [data-hide], [data-delete]');
+  if (!button) return;
+  const d = button.dataset;
+  if (d.candidate !== undefined) document.dispatchEvent(new CustomEvent('sam-demo:candidate', {detail: {index: Number(d.candidate)}}));
+  else if (d.select !== undefined) objectEvent({type: 'select', object: Number(d.select)});
+  else if (d.hide !== undefined) objectEvent({type: 'visibility', object: Number(d.hide), hidden: button.getAttribute('aria-pressed') !== 'true'});
+  else objectEvent({type: 'delete', object: Number(d.delete)});
+});
+element.addEventListener('change', (event) => {
+  const field = event.target.closest('[data-rename]');
+  if (field) objectEvent({type: 'rename', object: Number(field.dataset.rename), name: field.value});
+});
+element.addEventListener('keydown', (event) => {
+  const field = event.target.closest('[data-rename]');
+  if (field && event.key === 'Enter') field.blur();  // blur fires "change": the name is sent once
 });

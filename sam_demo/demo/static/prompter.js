@@ -14,7 +14,8 @@
 // Each view's `controls` ({element id: reason}) dims the page's buttons that cannot run now, the
 // reason as their tooltip. Keys (never while a text field has focus; `?` lists them): N new
 // object, Ctrl/Cmd+Z undo, Ctrl/Cmd+Shift+Z or Ctrl+Y redo, Esc cancels the box being drawn,
-// C cycles the candidates, H toggles the hover preview, S segments everything.
+// C cycles the candidates, H toggles the hover preview, S segments everything, Delete/Backspace
+// deletes the edited object. The object list (panel.js) selects, renames, hides and deletes.
 // Hover preview (mouse only): POST sam-demo/preview {token, x, y} -> a faint PNG, or 204 if busy.
 // Whenever new mask pixels are on screen it dispatches "sam-demo:painted" on #prompter,
 // detail {kind: "click" | "preview"}.
@@ -41,6 +42,7 @@ root.innerHTML = `
       <tr><td><kbd>C</kbd></td><td>next of the three candidates (after one click)</td></tr>
       <tr><td><kbd>H</kbd></td><td>hover preview on or off</td></tr>
       <tr><td><kbd>S</kbd></td><td>segment everything</td></tr>
+      <tr><td><kbd>Delete</kbd>, <kbd>Backspace</kbd></td><td>delete the edited object (undo brings it back)</td></tr>
       <tr><td><kbd>?</kbd></td><td>show or hide this list</td></tr>
     </table>
   </div>
@@ -363,6 +365,9 @@ stage.addEventListener('pointerleave', () => { if (!drag) cancelPreview(); });
 document.addEventListener('sam-demo:candidate', (event) => {
   if (token) send({type: 'candidate', index: event.detail.index});
 });
+document.addEventListener('sam-demo:object', (event) => {
+  if (token) send(event.detail);
+});
 mode.addEventListener('click', () => {
   negativeMode = !negativeMode;
   mode.setAttribute('aria-pressed', String(negativeMode));
@@ -415,6 +420,7 @@ document.addEventListener('keydown', (ev) => {
   else if (key === 'c') act = nextCandidate;
   else if (key === 'h' && canHover) act = () => hoverButton.click();
   else if (key === 's') act = () => pressButton('segment-everything');
+  else if ((key === 'delete' || key === 'backspace') && token) act = () => send({type: 'delete', object: view.active_object ?? 0});
   if (!act) return;
   ev.preventDefault();
   act();

@@ -1,0 +1,137 @@
+"""The object list: select an object to refine it, rename, hide and delete it (undoably), names that
+reach every export, and hostile names kept as text."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sam_demo import SamPredictor
+from sam_demo.demo.handlers import on_new_object, on_prompt, on_undo
+from sam_demo.demo.render import view_json
+from sam_demo.demo.session import MAX_NAME_CHARS, clean_name
+from sam_demo.endpoint.wire import read_response
+from tests.support.demo import CAT, events, export, panels, point, stored
+
+
+def obj(kind: str, index: int, **fields) -> dict:
+    return {"type": kind, "object": index, **fields}
+
+
+@pytest.fixture()
+def two(ctx, uploaded):
+    """Two objects, one click each; the page's events so far, and the session."""
+    history = [point(100, 100)]
+    session = on_prompt(ctx, events(uploaded, *history), uploaded).state
+    session = on_new_object(ctx, session).state
+    history.append(point(300, 200))
+    return history, on_prompt(ctx, events(session, *history), session).state
+
+
+def test_selecting_object_1_again_refines_it(ctx, engine, two):
+    history, session = two
+    history += [obj("select", 0), point(120, 110)]
+    session = on_prompt(ctx, events(session, *history), session).state
+    assert session.active == 0 and session.objects[0].points == ((100.0, 100.0, 1), (120.0, 110.0, 1))
+    assert session.objects[1].points == ((300.0, 200.0, 1),), "object 2 is untouched"
+    exported = json.loads(export(ctx, session, "sam-endpoint.json"))
+    row = dict(zip(exported["request"]["input_data"]["columns"], exported["request"]["input_data"]["data"][0]))
+    assert json.loads(row["input_points"]) == [[[100.0, 100.0], [120.0, 110.0]]]
+    predictor = SamPredictor(engine)
+    predictor.set_image(np.asarray(Image.open(CAT).convert("RGB")))
+    masks, _, _ = predictor.predict(np.array([[100, 100], [120, 110]]), np.array([1, 1]), multimask_output=False)
+    assert np.array_equal(read_response(exported["response"])[0][0][0].mask, masks[0])
+    view = json.loads(view_json(stored(ctx, session), "status"))
+    assert view["active_object"] == 0 and [p[:2] for p in view["points"]] == [[100.0, 100.0], [120.0, 110.0]]
+
+
+def test_names_reach_the_json_coco_and_file_names(ctx, two):
+    history, session = two
+    history += [obj("rename", 0, name="cat"), obj("rename", 1, name="  cup\tof  tea ")]
+    session = on_prompt(ctx, events(session, *history), session).state
+    assert [o.name for o in session.objects] == ["cat", "cup of tea"]
+    legend = panels(on_prompt(ctx, events(session, *history), session))["legend"]
+    assert 'id="objects"' in legend and legend.count("data-object-index=") == 2 and "<b>cat (" not in legend
+    assert [s["name"] for s in json.loads(export(ctx, session, "sam-endpoint.json"))["shown"]] == ["cat", "cup of tea"]
+    coco = json.loads(export(ctx, session, "coco.json"))
+    assert coco["categories"] == [{"id": 1, "name": "cat"}, {"id": 2, "name": "cup of tea"}]
+    assert [a["category_id"] for a in coco["annotations"]] == [1, 2]
+    for kind in ("masks.zip", "cutouts.zip"):
+        with zipfile.ZipFile(io.BytesIO(export(ctx, session, kind))) as archive:
+            assert sorted(archive.namelist()) == ["object_01_cat.png", "object_02_cup-of-tea.png"]
+
+
+def test_delete_then_undo_brings_the_object_back_with_its_mask_and_name(ctx, two):
+    history, session = two
+    history.append(obj("rename", 0, name="cat"))
+    session = on_prompt(ctx, events(session, *history), session).state
+    mask = stored(ctx, session).results[0].mask.copy()
+    history.append(obj("delete", 0))
+    session = on_prompt(ctx, events(session, *history), session).state
+    assert len(session.objects) == 1 and session.objects[0].points == ((300.0, 200.0, 1),)
+    assert "2 objects" not in panels(on_prompt(ctx, events(session, *history), session))["exports"]
+    session = on_undo(ctx, session).state
+    assert [o.name for o in session.objects] == ["cat", ""]
+    assert np.array_equal(stored(ctx, session).results[0].mask, mask)
+
+
+def test_a_hidden_object_is_not_drawn_but_listed_and_exported(ctx, two):
+    history, session = two
+    history.append(obj("visibility", 0, hidden=True))
+    session = on_prompt(ctx, events(session, *history), session).state
+    view = json.loads(view_json(stored(ctx, session), "status"))
+    assert len(view["order"]) == 1 and len(view["tags"]) == 1
+    assert "hidden" in view["panels"]["legend"] and 'data-hide="0" aria-pressed="true"' in view["panels"]["legend"]
+    assert len(json.loads(export(ctx, session, "sam-endpoint.json"))["shown"]) == 2
+
+
+def test_selecting_another_object_drops_an_empty_one(ctx, two):
+    history, session = two
+    session = on_new_object(ctx, session).state  # object 3, no prompt yet
+    history.append(obj("select", 0))
+    session = on_prompt(ctx, events(session, *history), session).state
+    assert len(session.objects) == 2 and session.active == 0
+
+
+HOSTILE = {
+    "html": ("<img src=x onerror=alert(1)>", "<img src=x onerror=alert(1)>"),
+    "controls and bidi marks": ("a\u202eb\x00c\u200fd\nE", "a b c d E"),
+    "only spaces": ("   ", ""),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_names_are_kept_as_text(ctx, two, name):
+    given, kept = HOSTILE[name]
+    history, session = two
+    history.append(obj("rename", 0, name=given))
+    view = on_prompt(ctx, events(session, *history), two[1])
+    assert view.state.objects[0].name == kept == clean_name(given)
+    legend = panels(view)["legend"]
+    assert "<img" not in legend and "\x00" not in legend and "\u202e" not in legend
+    with zipfile.ZipFile(io.BytesIO(export(ctx, view.state, "masks.zip"))) as archive:
+        assert all("/" not in n and "\\" not in n and not n.startswith(".") for n in archive.namelist())
+
+
+@pytest.mark.parametrize(
+    "event, says",
+    [
+        (obj("rename", 0, name="x" * 10_000), f"at most {MAX_NAME_CHARS} characters"),
+        (obj("rename", 0, name=42), "must be text"),
+        (obj("select", 7), "there is no object 8; the list has 2"),
+        (obj("delete", "0"), "an object is given by its index, a whole number, not '0'"),
+        (obj("visibility", 0, hidden="yes"), "hidden: true or false"),
+    ],
+)
+def test_bad_object_events_say_what_was_wrong(ctx, two, event, says):
+    history, session = two
+    view = on_prompt(ctx, events(session, *history, event), session)
+    status = html.unescape(panels(view)["status"])
+    assert 'role="alert"' in status and says.lower() in status.lower()
+    assert [o.name for o in view.state.objects] == ["", ""] and len(view.state.objects) == 2
