@@ -173,26 +173,31 @@ def _decode_and_view(ctx: DemoContext, session: Session, problems: list[str] | N
     start = time.perf_counter()
     decoded = _run(session.update, ctx.engine)
     if problems:
-        return _view(ctx, session, " ".join(p[:1].upper() + p[1:] + "." for p in problems), problem=True)
+        return _view(ctx, session, " ".join(map(_sentence, problems)), problem=True)
     return _view(ctx, session, click_status(session, decoded, (time.perf_counter() - start) * 1000))
 
 
-def on_undo(ctx: DemoContext, session: Session | None) -> View:
+def _sentence(message: str) -> str:
+    """A core error's message ("the box has zero size; ...") as a sentence for the status line."""
+    return message[:1].upper() + message[1:] + "."
+
+
+def _history(ctx: DemoContext, session: Session | None, step: str) -> View:
+    """Undo or redo (`step`), or say why not."""
     if session is None:
         return _refused(ctx, None, NO_IMAGE)
     with ctx.sessions.editing(session) as session:
-        if not session.undo():
-            return _refused(ctx, session, "Nothing to undo.")
+        if not getattr(session, step)():
+            return _refused(ctx, session, f"Nothing to {step}.")
         return _decode_and_view(ctx, session)
+
+
+def on_undo(ctx: DemoContext, session: Session | None) -> View:
+    return _history(ctx, session, "undo")
 
 
 def on_redo(ctx: DemoContext, session: Session | None) -> View:
-    if session is None:
-        return _refused(ctx, None, NO_IMAGE)
-    with ctx.sessions.editing(session) as session:
-        if not session.redo():
-            return _refused(ctx, session, "Nothing to redo.")
-        return _decode_and_view(ctx, session)
+    return _history(ctx, session, "redo")
 
 
 def on_clear(ctx: DemoContext, session: Session | None) -> View:
@@ -210,7 +215,7 @@ def on_new_object(ctx: DemoContext, session: Session | None) -> View:
         try:
             session.new_object()
         except ValueError as exc:
-            return _refused(ctx, session, str(exc)[:1].upper() + str(exc)[1:] + ".")
+            return _refused(ctx, session, _sentence(str(exc)))
         return _decode_and_view(ctx, session)
 
 

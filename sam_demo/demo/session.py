@@ -427,30 +427,35 @@ class Session:
             return
         if self.edited.is_empty:
             del self.objects[self.active]
-            self.results = {k - (k > self.active): v for k, v in self.results.items() if k != self.active}
+            self._forget_result(self.active)
             index -= index > self.active
         self.active = index
+
+    def _forget_result(self, index: int) -> None:
+        """Drop object `index`'s result; the later objects' move down one, as the objects do."""
+        self.results = {k - (k > index): v for k, v in self.results.items() if k != index}
 
     def delete(self, index) -> None:
         """Delete object `index`, undoably (undo brings it back, masks and name too)."""
         index = self._object(index)
         objects = self.objects[:index] + self.objects[index + 1 :] or [ObjectPrompts()]
         active = self.active - (self.active > index) if index != self.active else len(objects) - 1
-        self.results = {k - (k > index): v for k, v in self.results.items() if k != index}
+        self._forget_result(index)
         self._edit(objects, active)
 
     def rename(self, index, name) -> None:
-        index = self._object(index)
-        objects = list(self.objects)
-        objects[index] = replace(objects[index], name=clean_name(name))
-        self._edit(objects)
+        self._change(index, name=clean_name(name))
 
     def set_hidden(self, index, hidden) -> None:
-        index = self._object(index)
         if not isinstance(hidden, bool):
             raise ValueError("visibility takes hidden: true or false")
+        self._change(index, hidden=hidden)
+
+    def _change(self, index, **fields) -> None:
+        """Change fields of object `index`'s prompts (not its inputs: its masks stay), undoably."""
+        index = self._object(index)
         objects = list(self.objects)
-        objects[index] = replace(objects[index], hidden=hidden)
+        objects[index] = replace(objects[index], **fields)
         self._edit(objects)
 
     def clear(self) -> None:
