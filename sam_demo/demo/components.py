@@ -29,7 +29,9 @@ PAGE_CSS = (
     "#status:has(> .wrap:not(.hide)) { min-height: 56px; }\n"
     "#status:has(> .wrap:not(.hide)) .html-container { visibility: hidden; }\n"
     # Buttons that cannot run now (the prompter marks them from each view), their reason as the tooltip.
-    "button[aria-disabled='true'] { opacity: 0.45; cursor: not-allowed; }"
+    "button[aria-disabled='true'] { opacity: 0.45; cursor: not-allowed; }\n"
+    # A problem on the status line is red in either theme (the panel's own CSS cannot see the theme).
+    ".dark #status .sd-problem { color: #fca5a5; }"
 )
 
 

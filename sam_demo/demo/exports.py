@@ -30,6 +30,11 @@ def endpoint_export(session: Session) -> dict:
     response (the chosen multimask candidate), with its predicted IoU.
     """
     results = session.finished_results()
+    if not results and session.fixed_masks():
+        raise ValueError(
+            "Download JSON replays prompts, and loaded or automatic masks have none: click on the image "
+            "to add an object, or download the masks, COCO JSON or cut-outs"
+        )
     if not results:
         raise ValueError(NOTHING_YET)
     image_b64 = base64.b64encode(session.image_bytes).decode("ascii")
@@ -195,9 +200,14 @@ def masks_from_saved(data: bytes, image_hw: tuple[int, int]) -> list[FixedMask]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"the file is not JSON: {exc}") from None
     shown = body.get("shown") if isinstance(body, dict) else None
-    rows = read_response(
-        body["response"] if isinstance(body, dict) and "response" in body and "request" in body else body
-    )
+    try:
+        rows = read_response(
+            body["response"] if isinstance(body, dict) and "response" in body and "request" in body else body
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"it is not a file that Download JSON wrote, nor an endpoint response ({exc}); load one of those"
+        ) from None
     if shown:
         try:
             chosen = [rows[entry["row"]][entry["prediction"]][entry["mask"]] for entry in shown]

@@ -181,7 +181,8 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
                 boxes.append([*layer.prompts.box_xyxy, layer.hex])
         anchor = cache.anchors.get(layer.key) if layer.source is not None else None
         if anchor is not None:
-            tags.append([*anchor, f"#{layer.number} IoU {shown_score(layer.score):.2f}", layer.hex, tag_ink(layer.rgb)])
+            label = layer.name if layer.prompts is not None and layer.prompts.name else f"#{layer.number}"
+            tags.append([*anchor, f"{label} IoU {shown_score(layer.score):.2f}", layer.hex, tag_ink(layer.rgb)])
     return json.dumps(
         {
             "token": session.token,
@@ -247,7 +248,8 @@ def legend_html(layers: list[Layer]) -> str:
             f'title="Edit {title}: the next click refines it">{swatch}{label}</button>'
             f'<span class="sd-object-tools">'
             f'<input class="sd-name" data-rename="{i}" value="{html.escape(layer.prompts.name)}" maxlength="{MAX_NAME_CHARS}" '
-            f'placeholder="Name or category" aria-label="Name of {title}" list="sd-names">'
+            f'placeholder="Name or category" aria-label="Name of {title}" list="sd-names" '
+            f'title="A name or category, at most {MAX_NAME_CHARS} characters; Enter applies it">'
             f'<button type="button" class="sd-hide" data-hide="{i}" aria-pressed="{str(hidden).lower()}" '
             f'title="{"Show" if hidden else "Hide"} {title}">{"Show" if hidden else "Hide"}</button>'
             f'<button type="button" class="sd-delete" data-delete="{i}" title="Delete {title} (Delete key; Undo brings it back)">'

@@ -85,8 +85,10 @@ def edit(engine: SamEngine, sessions: SessionStore, session: Session, events: li
     """
     start, cpu = time.perf_counter(), time.thread_time()
     with sessions.editing(session) as session:
-        if session.apply_events(events):
-            return _error(422, "some prompt events are malformed; the page's own event will report them")
+        problems = session.apply_events(events)
+        if problems:  # nothing is kept; the page's own event then applies the others and reports these
+            detail = "; ".join(p[:200] for p in problems[:10])
+            return _error(422, f"some prompt events are malformed or cannot apply, so none was applied: {detail}")
         locked = time.perf_counter()
         cache = sessions.view(session)
         try:

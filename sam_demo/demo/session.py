@@ -350,7 +350,7 @@ class Session:
         """
         if points_outside(np.array([x, y], dtype=np.float64), self.size_hw):  # also NaN
             h, w = self.size_hw
-            raise ValueError(f"the click at ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
+            raise ValueError(f"the click at ({x:.6g}, {y:.6g}) is outside the {w}x{h} image")
         active = self.edited
         if len(active.points) >= MAX_POINTS_PER_OBJECT:
             raise ValueError(
@@ -439,7 +439,8 @@ class Session:
         """Delete object `index`, undoably (undo brings it back, masks and name too)."""
         index = self._object(index)
         objects = self.objects[:index] + self.objects[index + 1 :] or [ObjectPrompts()]
-        active = self.active - (self.active > index) if index != self.active else len(objects) - 1
+        # The edited object keeps being edited; deleting it moves to the one that took its place.
+        active = self.active - (self.active > index) if index != self.active else min(index, len(objects) - 1)
         self._forget_result(index)
         self._edit(objects, active)
 

@@ -223,7 +223,7 @@ def test_segment_everything_keep_and_drop(ctx, uploaded, monkeypatch):
     assert session.fixed_masks() == [session.auto_masks[0], session.auto_masks[2]]
     assert "2 objects, 0 prompts" in panel and "Download JSON replays prompts" in panel  # no prompts: no endpoint rows
     assert '<a id="download-json" class="sd-download" aria-disabled="true"' in panel and "masks.zip" in panel
-    with pytest.raises(ValueError, match="nothing to export"):
+    with pytest.raises(ValueError, match="Download JSON replays prompts.*download the masks, COCO JSON or cut-outs"):
         export(ctx, session, "sam-endpoint.json")
     with zipfile.ZipFile(io.BytesIO(export(ctx, session, "masks.zip"))) as archive:
         assert len(archive.namelist()) == 2

@@ -75,6 +75,7 @@ def test_delete_then_undo_brings_the_object_back_with_its_mask_and_name(ctx, two
     history.append(obj("delete", 0))
     session = on_prompt(ctx, events(session, *history), session).state
     assert len(session.objects) == 1 and session.objects[0].points == ((300.0, 200.0, 1),)
+    assert session.active == 0, "editing moves to the object that took the deleted one's place"
     assert "2 objects" not in panels(on_prompt(ctx, events(session, *history), session))["exports"]
     session = on_undo(ctx, session).state
     assert [o.name for o in session.objects] == ["cat", ""]
@@ -135,3 +136,22 @@ def test_bad_object_events_say_what_was_wrong(ctx, two, event, says):
     status = html.unescape(panels(view)["status"])
     assert 'role="alert"' in status and says.lower() in status.lower()
     assert [o.name for o in view.state.objects] == ["", ""] and len(view.state.objects) == 2
+
+
+def test_a_named_objects_tag_shows_its_name(ctx, two):
+    history, session = two
+    history.append(obj("rename", 1, name="cup"))
+    session = on_prompt(ctx, events(session, *history), session).state
+    tags = json.loads(view_json(stored(ctx, session), "status"))["tags"]
+    assert [t[2].split(" IoU")[0] for t in tags] == ["#1", "cup"]
+
+
+def test_a_file_that_is_not_a_saved_json_says_what_to_load(ctx, uploaded, tmp_path):
+    from sam_demo.demo.handlers import on_load_saved
+
+    for name, content in (("hello.json", b'{"hello": 1}'), ("photo.png", (tmp_path / "x").name.encode() + b"\x89PNG")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        status = html.unescape(panels(on_load_saved(ctx, str(path), uploaded))["status"])
+        assert f"{name} was not loaded" in status and 'role="alert"' in status
+        assert "Download JSON" in status or "not JSON" in status

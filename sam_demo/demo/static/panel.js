@@ -7,7 +7,15 @@
 const part = props.part;
 document.addEventListener('sam-demo:view', (event) => {
   const html = event.detail && event.detail[part];
-  if (typeof html === 'string') element.innerHTML = html;
+  if (typeof html !== 'string') return;
+  element.innerHTML = html;
+  // A problem told on the status line while it is out of sight (a phone, scrolled to the exports)
+  // is brought into view.
+  const alert = part === 'status' && element.querySelector('[role=alert]');
+  if (alert) {
+    const box = alert.getBoundingClientRect();
+    if (box.bottom < 0 || box.top > window.innerHeight) alert.scrollIntoView({block: 'center'});
+  }
 });
 const objectEvent = (detail) => document.dispatchEvent(new CustomEvent('sam-demo:object', {detail}));
 element.addEventListener('click', (event) => {
