@@ -373,7 +373,8 @@ class Session:
 
         events: the browser's whole list for this image, each {"type": "point", "x", "y", "label"}
         or {"type": "box", "x0", "y0", "x1", "y1"} in original pixels, {"type": "candidate",
-        "index"} (the multimask candidate to show), or for the object list {"type": "select" |
+        "index"} (the multimask candidate to show), {"type": "new"} (New object: in the same stream as
+        the clicks, so a tap right after it goes to the new object), or for the object list {"type": "select" |
         "delete", "object": index}, {"type": "rename", "object", "name"}, {"type": "visibility",
         "object", "hidden": bool}. Returns a message per event that was skipped as malformed or not
         applicable; the others are applied in order.
@@ -389,6 +390,8 @@ class Session:
                     self.set_box(float(event["x0"]), float(event["y0"]), float(event["x1"]), float(event["y1"]))
                 elif event.get("type") == "candidate":
                     self.select_candidate(int(event["index"]))
+                elif event.get("type") == "new":
+                    self.new_object()
                 elif event.get("type") == "select":
                     self.select(event["object"])
                 elif event.get("type") == "delete":

@@ -155,3 +155,13 @@ def test_a_file_that_is_not_a_saved_json_says_what_to_load(ctx, uploaded, tmp_pa
         status = html.unescape(panels(on_load_saved(ctx, str(path), uploaded))["status"])
         assert f"{name} was not loaded" in status and 'role="alert"' in status
         assert "Download JSON" in status or "not JSON" in status
+
+
+def test_new_object_in_the_event_stream_keeps_a_tap_right_after_it_on_the_new_object(ctx, uploaded):
+    """The page sends New object as an event among the clicks, so their order is the user's."""
+    history = [point(100, 100), {"type": "new"}, point(300, 200)]
+    session = on_prompt(ctx, events(uploaded, *history), uploaded).state
+    assert [o.points for o in session.objects] == [((100.0, 100.0, 1),), ((300.0, 200.0, 1),)]
+    assert session.active == 1
+    view = on_prompt(ctx, events(session, *history, {"type": "new"}, {"type": "new"}), session)
+    assert "no prompt yet" in panels(view)["status"] and len(view.state.objects) == 3

@@ -368,6 +368,15 @@ document.addEventListener('sam-demo:candidate', (event) => {
 document.addEventListener('sam-demo:object', (event) => {
   if (token) send(event.detail);
 });
+// New object goes in the same ordered stream as the clicks (a tap right after it must land on the
+// new object, which a separate Gradio event could apply after the tap). Before an image, the
+// button's own event answers why it cannot run.
+document.addEventListener('click', (event) => {
+  if (!token || !event.target.closest || !event.target.closest('#new-object')) return;
+  event.preventDefault();
+  event.stopPropagation();
+  send({type: 'new'});
+}, true);
 mode.addEventListener('click', () => {
   negativeMode = !negativeMode;
   mode.setAttribute('aria-pressed', String(negativeMode));
