@@ -31,7 +31,9 @@ PAGE_CSS = (
     # Buttons that cannot run now (the prompter marks them from each view), their reason as the tooltip.
     "button[aria-disabled='true'] { opacity: 0.45; cursor: not-allowed; }\n"
     # A problem on the status line is red in either theme (the panel's own CSS cannot see the theme).
-    ".dark #status .sd-problem { color: #fca5a5; }"
+    ".dark #status .sd-problem { color: #fca5a5; }\n"
+    # The random-weights warning is a banner, not a line of text.
+    ".sd-banner { border: 1px solid #f59e0b; background: rgba(245, 158, 11, 0.12); border-radius: 8px; padding: 6px 12px; }"
 )
 
 

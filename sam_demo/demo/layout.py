@@ -51,18 +51,21 @@ def build_demo(
     ctx = DemoContext(engine, sessions if sessions is not None else SessionStore(), fetch)
     with gr.Blocks(title="SAM demo — Segment Anything", delete_cache=(3600, 3600)) as demo:
         state = gr.State(None, time_to_live=STATE_TTL_SECONDS)
-        gr.Markdown(
-            f"## Segment Anything — click to segment\n"
-            f"Model `{engine.info.model}` on `{engine.info.device}` ({engine.info.dtype}). "
-            "Upload a photo, then click or tap what you want to segment."
-        )
-        gr.Markdown(f"<small>Plan: {engine.plan.describe()}</small>", elem_id="plan")
+        gr.Markdown("## Segment Anything — click to segment")
         if engine.info.random_weights:
             gr.Markdown(
                 "⚠️ **This model has random weights** (a test checkpoint): masks are meaningless. "
                 "Run with `--model facebook/sam-vit-large` or a downloaded checkpoint for real results.",
                 elem_id="random-weights-warning",
+                elem_classes="sd-banner",
             )
+        # The engine's details, collapsed: on a phone the photo comes first.
+        with gr.Accordion("Details: model and plan", open=False, elem_id="details"):
+            gr.Markdown(
+                f"Model `{engine.info.model}` on `{engine.info.device}` ({engine.info.dtype}). "
+                "Upload a photo, then click or tap what you want to segment."
+            )
+            gr.Markdown(f"<small>Plan: {engine.plan.describe()}</small>", elem_id="plan")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=320):
                 status = Panel("status", status_html("Upload an image to start."), elem_id="status")

@@ -469,3 +469,18 @@ def test_the_object_list_selects_renames_hides_deletes_and_undoes(browser, serve
     predictor.set_image(rgb)
     masks, _, _ = predictor.predict(points, np.array([1, 1]), multimask_output=False)
     assert np.array_equal(read_response(saved["response"])[0][0][0].mask, masks[0])
+
+
+def test_on_a_phone_a_picked_example_is_brought_into_view_with_the_image_near_the_top(browser, server):
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(server.url + "/", wait_until="load")
+    page.wait_for_selector("#prompter .sd-stage", timeout=60_000)
+    assert not page.locator("#plan").is_visible(), "the engine's details are collapsed"
+    page.locator(".gallery-item").nth(1).scroll_into_view_if_needed()
+    page.locator(".gallery-item").nth(1).click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('encoded')", timeout=60_000)
+    page.wait_for_timeout(300)
+    top = page.locator("#prompter .sd-base").bounding_box()["y"]
+    page.screenshot(path=str(ARTIFACTS / "demo-example-390x844.png"))
+    page.close()
+    assert 0 <= top <= 250, f"the image starts {top:.0f} px down the screen"

@@ -98,7 +98,14 @@ function sync() {
   stage.classList.toggle('has-image', !!props.image_url);
   let next;
   try { next = JSON.parse(props.view || '{}'); } catch (e) { return; }
-  if (next.token !== token) { token = next.token; events = []; cancelPreview(); }
+  if (next.token !== token) {
+    token = next.token;
+    events = [];
+    cancelPreview();
+    // A new image (say, an example picked below the stage on a phone) is brought into view.
+    const top = root.getBoundingClientRect().top;
+    if (token && (top < 0 || top > window.innerHeight / 2)) root.scrollIntoView({block: 'start'});
+  }
   showView(next);
 }
 
