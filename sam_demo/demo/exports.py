@@ -74,9 +74,8 @@ def _file_name(number: int, name: str) -> str:
 
 def masks_zip(session: Session) -> bytes:
     """A zip of object_NN.png: 8-bit grayscale, the image's size, 0 background / 255 object."""
+    _require_objects(session)
     shown = _shown_masks(session)
-    if not shown:
-        raise ValueError(NOTHING_YET)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
         for i, ((mask, _, _), name) in enumerate(zip(shown, _names(session))):
@@ -89,16 +88,14 @@ def coco_export(session: Session) -> dict:
     """COCO-style dict: one image, one annotation per object with RLE, bbox (XYWH), area,
     predicted IoU and the prompts that produced it. Each distinct object name is a category (in
     the order first used); unnamed objects are "object"."""
+    _require_objects(session)
     shown = _shown_masks(session)
-    if not shown:
-        raise ValueError(NOTHING_YET)
     h, w = session.size_hw
-    categories = list(dict.fromkeys(name or "object" for name in _names(session)))
+    labels = [name or "object" for name in _names(session)]
+    categories = list(dict.fromkeys(labels))
     annotations = [
-        coco_annotation(
-            mask, i + 1, category_id=categories.index(name or "object") + 1, predicted_iou=score, prompts=prompts
-        )
-        for i, ((mask, score, prompts), name) in enumerate(zip(shown, _names(session)))
+        coco_annotation(mask, i + 1, category_id=categories.index(label) + 1, predicted_iou=score, prompts=prompts)
+        for i, ((mask, score, prompts), label) in enumerate(zip(shown, labels))
     ]
     return {
         "images": [{"id": 1, "file_name": session.name, "width": w, "height": h}],
@@ -139,6 +136,7 @@ def _cutout_alphas(session: Session) -> Iterator[np.ndarray]:
 
 
 def _require_objects(session: Session) -> None:
+    """ValueError (what to do) when the session shows no mask to export."""
     if not session.fixed_masks() and not session.finished_results():
         raise ValueError(NOTHING_YET)
 

@@ -98,7 +98,7 @@ def _refused(ctx: DemoContext, session: Session | None, message: str) -> View:
     `message` on the status line as a problem. Edits skip Gradio's queue, where an error would
     reach the page as a silent HTTP 500, so they tell their problems here."""
     if session is None:
-        return View(None, gr.update(image_url="", view=view_json(None, message, problem=True)), _auto_update(None))
+        return _view(ctx, None, message, problem=True)
     current = ctx.sessions.latest(session)
     _run(current.update, ctx.engine)  # remakes the results of a state the store had lightened
     view = view_json(current, message, ctx.sessions.view(current), problem=True)

@@ -321,7 +321,7 @@ def exports_html(session: Session | None) -> str:
 
 def click_status(session: Session, decoded: int = 0, ms: float = 0.0) -> str:
     """The status line after an edit: the edited object's IoU (and decode time), or what to do."""
-    active = next(layer for layer in session.layers() if layer.active)
+    active = session.edited_layer()
     if active.score is None:
         return f"Object {active.number}: click on the image or drag a box."
     status = f"Object {active.number}: IoU {shown_score(active.score):.3f}"

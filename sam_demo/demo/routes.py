@@ -70,7 +70,7 @@ def preview(engine: SamEngine, session: Session, prompts: ObjectPrompts, cache: 
     cache.preview = Decoded(prompts, low_res, scores)
     hw = display_size(session.size_hw, DISPLAY_MAX_SIDE // 2)
     small = logits_to_size(low_res[int(scores.argmax())], embedding.geometry, hw)
-    return preview_png(small, next(layer for layer in session.layers() if layer.active).rgb)
+    return preview_png(small, session.edited_layer().rgb)
 
 
 def _error(status: int, message: str) -> JSONResponse:

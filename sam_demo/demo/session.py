@@ -510,6 +510,10 @@ class Session:
             del self.results[i]
         return decoded
 
+    def edited_layer(self) -> Layer:
+        """The layer of the object being edited (as `layers` numbers and colours it)."""
+        return next(layer for layer in self.layers() if layer.active)
+
     def fixed_masks(self) -> list[FixedMask]:
         """Loaded masks, then the kept "segment everything" masks, in display order."""
         return self.imported + [self.auto_masks[i] for i in self.auto_keep]
