@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,7 +60,10 @@ def test_the_wheel_holds_the_package_and_its_data_not_the_benchmarks_or_tests(wh
     assert {name.split("/")[0] for name in names if ".dist-info/" not in name} == {"sam_demo"}
     photos = sorted(p.name for p in PHOTOS.iterdir())
     assert photos and {f"sam_demo/demo/examples/{name}" for name in photos} <= names
-    assert {f"sam_demo/demo/static/{p.name}" for p in (PHOTOS.parent / "static").iterdir()} <= names
+    static = PHOTOS.parent / "static"
+    files = [p for p in static.rglob("*") if p.is_file()]
+    assert any(p.parent != static for p in files), "the page script's parts (static/prompter/) too"
+    assert {f"sam_demo/demo/static/{p.relative_to(static).as_posix()}" for p in files} <= names
     assert not any(name.startswith(("benchmarks/", "tests/")) or "/bench" in name for name in names)
 
 
@@ -108,13 +112,17 @@ def test_the_installed_app_shows_the_examples(wheel, checkpoint, tmp_path):
         health = httpx.get(url + "/health").json()
         assert health["model"] == str(checkpoint)
         config = httpx.get(url + "/config").json()
-        samples = [c["props"]["samples"] for c in config["components"] if c.get("type") == "dataset"]
-        assert len(samples) == 1, "one gallery of examples"
-        shown = {sample[0]["orig_name"]: sample[0]["url"] for sample in samples[0]}
-        assert sorted(shown) == sorted(p.name for p in PHOTOS.glob("*") if p.suffix in (".png", ".jpg"))
-        for name, file_url in shown.items():
-            answer = httpx.get(file_url)
-            assert answer.status_code == 200 and answer.content == (PHOTOS / name).read_bytes()
+        props = [c["props"]["props"] for c in config["components"] if "examples" in c.get("props", {}).get("props", {})]
+        examples = [json.loads(p["examples"]) for p in props]
+        assert len(examples) == 1, "one set of examples, in the prompter's empty stage"
+        assert sorted(e["name"] for e in examples[0]) == sorted(
+            p.name for p in PHOTOS.glob("*") if p.suffix in (".png", ".jpg")
+        )
+        for example in examples[0]:
+            assert example["caption"] and example["thumb"].startswith("data:image/jpeg;base64,")
+            answer = httpx.get(f"{url}/sam-demo/example/{example['name']}")
+            assert answer.status_code == 200 and answer.content == (PHOTOS / example["name"]).read_bytes()
+        assert httpx.get(f"{url}/sam-demo/example/..%2Fapp.py").status_code == 404
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -6,7 +6,8 @@
 - `space_api.py`: the Space's `/segment` and `/segment_everything` API;
 - `routes.py`: the demo's HTTP routes outside Gradio (the click fast path, hover preview, downloads);
 - `session.py`, `session_store.py`: one user's objects and history, and the bounded store of them;
-- `render.py`: what the page draws; `exports.py`: the downloads; `examples/`: the example photos.
+- `render.py`: what the page draws; `detail.py`: what a zoomed-in page draws sharp; `exports.py`: the downloads;
+- `example_photos.py`: the example photos (`examples/`) and their thumbnails.
 
 The only subpackage that imports gradio. May import: `sam_demo.endpoint`, `sam_demo.engine`.
 """

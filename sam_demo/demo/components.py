@@ -15,17 +15,20 @@ from sam_demo.demo.render import view_json
 __all__ = ["PAGE_CSS", "ImageInput", "Panel", "Prompter", "user_error"]
 
 STATIC = Path(__file__).resolve().parent / "static"
-PROMPTER_JS = (STATIC / "prompter.js").read_text()
+# The prompter's script, by job (one scope, in this order): the view transform's pure maths, the
+# stage with zoom and pan, the layers, the hover preview, and the input and keys.
+PROMPTER_PARTS = ("view.js", "stage.js", "layers.js", "preview.js", "input.js")
+PROMPTER_JS = "\n".join((STATIC / "prompter" / name).read_text() for name in PROMPTER_PARTS)
 PROMPTER_CSS = (STATIC / "prompter.css").read_text()
 PANEL_JS = (STATIC / "panel.js").read_text()
 PANEL_CSS = (STATIC / "panel.css").read_text()
 # Page-wide CSS (passed where the app is mounted or launched): an error is told in its toast; the
 # "Error" overlay Gradio puts on output components would cover the prompter's toolbar and hint.
-# The upload box is hidden while it holds an image, which the prompter shows (it also takes new
-# images: "Change image", drop, paste). A job's progress replaces the status line it reports on.
+# The upload box is hidden: the prompter's stage is the one place to upload (click, drop, paste, or
+# an example), and it hands the file to the box. A job's progress replaces the status line it reports on.
 PAGE_CSS = (
     "#prompter > .wrap:has(> .error) { display: none; }\n"
-    "#image-input:has(.image-frame) { display: none; }\n"
+    "#image-input { display: none; }\n"
     "#status:has(> .wrap:not(.hide)) { min-height: 56px; }\n"
     "#status:has(> .wrap:not(.hide)) .html-container { visibility: hidden; }\n"
     # Buttons that cannot run now (the prompter marks them from each view), their reason as the tooltip.
@@ -33,7 +36,16 @@ PAGE_CSS = (
     # A problem on the status line is red in either theme (the panel's own CSS cannot see the theme).
     ".dark #status .sd-problem { color: #fca5a5; }\n"
     # The random-weights warning is a banner, not a line of text.
-    ".sd-banner { border: 1px solid #f59e0b; background: rgba(245, 158, 11, 0.12); border-radius: 8px; padding: 6px 12px; }"
+    ".sd-banner { border: 1px solid #f59e0b; background: rgba(245, 158, 11, 0.12); border-radius: 8px; padding: 6px 12px; }\n"
+    # On a phone or in a narrow window the bar pinned under the image holds Undo, Redo and New object
+    # (prompter.css), so the column's own are not shown twice (they keep their ids for scripts).
+    "@media not ((hover: hover) and (pointer: fine) and (min-width: 900px)) {"
+    " #undo, #redo, #new-object { display: none !important; } }\n"
+    # On a phone the image takes the screen's width, less a thin margin. Gradio scopes the rules in
+    # an @media block to its content, which the page's margin is outside of: a top-level rule makes
+    # it 8 px below 600 px of width and Gradio's 32 px above (clamp of a step function).
+    ".gradio-container > .main { padding-inline: clamp(8px, (100vw - 600px) * 1000, 32px) !important; }\n"
+    "@media (max-width: 600px) { #prompter .html-container { padding-left: 0; padding-right: 0; } }"
 )
 
 
@@ -56,17 +68,19 @@ class _PageHTML(gr.HTML):
 class Prompter(_PageHTML):
     """Click/drag surface: shows the image, the mask layers and SVG markers; emits prompt events.
 
-    Props: image_url (the display JPEG), view (JSON from `render.view_json`).
+    Props: image_url (the display JPEG), view (JSON from `render.view_json`), examples (JSON
+    [{"name", "caption", "thumb": data URI}]: the example photos offered in the empty stage, each
+    fetched from the demo's example route when picked).
     """
 
-    def __init__(self, image_url: str = "", view: str | None = None, **kwargs):
+    def __init__(self, image_url: str = "", view: str | None = None, examples: str = "[]", **kwargs):
         # Gradio re-creates the component from gr.update(...) keywords, so the props are parameters.
         kwargs.setdefault("value", "")
         kwargs.setdefault("html_template", '<div class="sd-root"></div>')
         kwargs.setdefault("css_template", PROMPTER_CSS)
         kwargs.setdefault("js_on_load", PROMPTER_JS)
         view = view if view is not None else view_json(None, "Upload an image to start.")
-        super().__init__(image_url=image_url, view=view, **kwargs)
+        super().__init__(image_url=image_url, view=view, examples=examples, **kwargs)
 
     def api_info(self) -> dict:
         return {"type": "string", "description": 'JSON {"token": str, "events": [{"type": "point"|"box", ...}]}'}

@@ -9,8 +9,8 @@ import functools
 import gradio as gr
 from fastapi import FastAPI
 
-from sam_demo.demo import EXAMPLES
 from sam_demo.demo.components import PAGE_CSS, ImageInput, Panel, Prompter
+from sam_demo.demo.example_photos import example_cards
 from sam_demo.demo.handlers import (
     ENCODE_CALLS,
     EVERYTHING_CALLS,
@@ -31,17 +31,12 @@ from sam_demo.demo.space_api import add_space_api
 from sam_demo.endpoint.fetch import FetchPolicy
 from sam_demo.engine.sam_engine import SamEngine
 
-__all__ = ["build_demo", "example_photos", "launch_demo", "mount_demo"]
+__all__ = ["build_demo", "launch_demo", "mount_demo"]
 
 # How long Gradio keeps a tab's (light) session after the tab's last Gradio event; Gradio drops it
 # an hour after the tab closes in any case. Clicks go by the fast path and do not renew it, so it is
 # long; the session store forgets a session after an hour without any edit.
 STATE_TTL_SECONDS = 24 * 3600
-
-
-def example_photos() -> list[str]:
-    """The example photos' paths, sorted; shipped in the package (`examples/`)."""
-    return sorted(str(p) for p in EXAMPLES.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
 
 
 def build_demo(
@@ -67,9 +62,9 @@ def build_demo(
             )
             gr.Markdown(f"<small>Plan: {engine.plan.describe()}</small>", elem_id="plan")
         with gr.Row(equal_height=False):
-            with gr.Column(scale=3, min_width=320):
+            with gr.Column(scale=3, min_width=560):  # beside the tools from 900 px of width; above them below that
                 status = Panel("status", status_html("Upload an image to start."), elem_id="status")
-                prompter = Prompter(elem_id="prompter")
+                prompter = Prompter(examples=example_cards(), elem_id="prompter")
 
             with gr.Column(scale=1, min_width=300):
                 image_in = ImageInput(
@@ -80,23 +75,19 @@ def build_demo(
                     elem_id="image-input",
                     height=220,
                 )
-                examples = example_photos()
-                example_picked = (
-                    gr.Examples(examples=examples, inputs=image_in, label="Example photos").load_input_event
-                    if examples
-                    else None
-                )
+                # The edit buttons first, where they stay while the object list below them grows (on a
+                # phone the bar pinned under the image has copies of them).
                 with gr.Row():
                     undo = gr.Button("↶ Undo", size="sm", elem_id="undo", min_width=60)
                     redo = gr.Button("↷ Redo", size="sm", elem_id="redo", min_width=60)
                     clear = gr.Button("Clear", size="sm", elem_id="clear", min_width=60)
                 new_object = gr.Button("+ New object", variant="primary", elem_id="new-object")
+                candidates = Panel("candidates", elem_id="candidates")
+                legend = Panel("legend", elem_id="legend")
                 everything = gr.Button("Segment everything", elem_id="segment-everything")
                 auto_keep = gr.CheckboxGroup(
                     label="Automatic masks (untick to drop)", visible=False, elem_id="auto-masks"
                 )
-                candidates = Panel("candidates", elem_id="candidates")
-                legend = Panel("legend", elem_id="legend")
                 with gr.Accordion("Export and import", open=True):
                     exports = Panel("exports", exports_html(None), elem_id="exports")
                     # Any file: the handler says what is wrong with one that is not a saved JSON.
@@ -122,9 +113,7 @@ def build_demo(
         # A new image comes from an upload (file, paste, drop) or an example; not .change, which
         # fires twice when one image replaces another.
         encode = dict(inputs=[image_in, state], **long_job(ENCODE_CALLS, prompter))
-        image_in.upload(bind(on_image, ctx), **encode)
-        if example_picked is not None:
-            example_picked.then(bind(on_image, ctx), **encode)
+        image_in.upload(bind(on_image, ctx), **encode)  # examples picked in the stage come this way too
         prompter.change(bind(on_prompt, ctx), inputs=[prompter, state], trigger_mode="always_last", **edit)
         for button, handler in ((undo, on_undo), (redo, on_redo), (clear, on_clear), (new_object, on_new_object)):
             button.click(bind(handler, ctx), inputs=state, **edit)

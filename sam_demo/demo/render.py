@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from sam_demo.demo.session import MAX_NAME_CHARS, Decoded, Layer, Session
+from sam_demo.engine.utils.transforms import logits_to_size
 
 DISPLAY_MAX_SIDE = 1280
 EXPORT_PATH = "/sam-demo/export"  # + /{token}/{kind}: a download, built when asked for
@@ -86,18 +87,20 @@ def shown_score(score: float) -> float:
 @dataclass
 class ViewCache:
     """What one session's browser holds: the layers on screen (key -> the tag anchor of its mask),
-    and the decode behind the last hover preview (a click on that spot shows it without decoding).
+    the decode behind the last hover preview (a click on that spot shows it without decoding), and
+    the full-resolution photo (JPEG) made for zooming in, once asked for.
 
     Lives in the session store beside the session; used under the session's lock, but for
-    `preview`, which the preview route sets (one assignment).
+    `preview` and `photo`, which their routes set (one assignment each).
     """
 
     anchors: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     preview: Decoded | None = None
+    photo: bytes | None = None
 
     @property
     def nbytes(self) -> int:
-        return 0 if self.preview is None else self.preview.nbytes
+        return (0 if self.preview is None else self.preview.nbytes) + len(self.photo or b"")
 
 
 def controls(session: Session | None) -> dict[str, str]:
@@ -332,16 +335,46 @@ def click_status(session: Session, decoded: int = 0, ms: float = 0.0) -> str:
     return status
 
 
+THUMB_MAX_SIDE = 96  # a candidate's thumbnail: the photo's aspect, at most this on its long side
+THUMB_FILL_ALPHA = 160  # stronger than on the photo: a thumbnail's mask lies on a plain checker
+_THUMB_EDGE = np.ones((3, 3), np.uint8)
+
+
+def thumbnail_png(small: np.ndarray, rgb: tuple[int, int, int]) -> bytes:
+    """A candidate's thumbnail for a (h, w) 0/1 mask: tinted fill, an opaque outline along its inner
+    edge (so the coloured pixels are exactly the mask), transparent elsewhere (the page lays it on a
+    checker that suits either theme)."""
+    index = small + (small - cv2.erode(small, _THUMB_EDGE))  # 1 inside, 2 on the mask's own border
+    return palette_png(index, rgb, bytes([0, THUMB_FILL_ALPHA, 255]))
+
+
 def candidates_html(session: Session | None) -> str:
-    """SAM's three candidates after a lone click, one button each (the page sends a choice as a
-    {"type": "candidate", "index"} prompt event); "" when the edited object has none."""
+    """SAM's three candidates after a lone click: a button each (data-candidate; the chosen one
+    aria-pressed) with a thumbnail of its mask in the object's colour and its IoU. The page sends a
+    choice as a {"type": "candidate", "index"} prompt event; "" when the edited object has none.
+    The object's name is escaped: never HTML."""
     result = None if session is None else session.results.get(session.active)
     if result is None or not result.prompts.multimask:
         return ""
-    best = int(np.argmax(result.scores))
-    buttons = "".join(
-        f'<button type="button" class="sd-candidate" data-candidate="{k}" aria-pressed="{str(k == result.chosen).lower()}">'
-        f"Mask {k + 1} · IoU {shown_score(s):.3f}{' (best)' if k == best else ''}</button>"
-        for k, s in enumerate(result.scores)
+    layer = session.edited_layer()
+    h, w = display_size(session.size_hw, THUMB_MAX_SIDE)
+    best, chosen = int(np.argmax(result.scores)), result.chosen
+    buttons = []
+    for k, score in enumerate(result.scores):
+        small = logits_to_size(result.low_res[k], result.geometry, (h, w))
+        uri = data_uri("image/png", thumbnail_png(small, layer.rgb))
+        iou = shown_score(score)
+        is_best = " · SAM's best" if k == best else ""
+        badge = '<span class="sd-best">best</span>' if k == best else ""
+        buttons.append(
+            f'<button type="button" class="sd-candidate" data-candidate="{k}" aria-pressed="{str(k == chosen).lower()}" '
+            f'title="Show candidate {k + 1}: predicted IoU {iou:.3f}{is_best}">'
+            f'<img class="sd-thumb" src="{uri}" width="{w}" height="{h}" alt="Candidate {k + 1} mask">'
+            f'<span class="sd-candidate-iou">IoU {iou:.2f}</span>{badge}</button>'
+        )
+    name = html.escape(layer.name)
+    return (
+        f'<div class="sd-candidates" role="group" aria-label="Candidate masks for {name}">'
+        f"<p>Candidates for <b>{name}</b>: pick the one you meant</p>"
+        f'<div class="sd-candidate-row">{"".join(buttons)}</div></div>'
     )
-    return f'<div class="sd-candidates" role="group" aria-label="Candidate masks"><p>Candidate masks for a single click</p>{buttons}</div>'

@@ -2,6 +2,10 @@
 
     POST /sam-demo/edit                    {"token", "events"} -> the prompter's view JSON (render.view_json)
     POST /sam-demo/preview                 {"token", "x", "y"} -> image/png (half display size), or 204 when busy
+    POST /sam-demo/detail                  {"token", "region": [x0, y0, x1, y1], "size": [w, h], "keys": [key]}
+                                           -> {"png": {key: data URI}}: the layers of a zoomed-in region, or 204 when busy
+    GET  /sam-demo/photo/{token}           the photo at full resolution (JPEG), for zooming in
+    GET  /sam-demo/example/{name}          an example photo's file (picked in the empty stage)
     GET  /sam-demo/export/{token}/{kind}   kind: sam-endpoint.json | masks.zip | coco.json | cutouts.zip | cutout.png
 
 All find the session by its unguessable token in the `SessionStore`. A click goes to /edit: it
@@ -12,7 +16,10 @@ problem and resends every layer.
 
 A preview is the mask that a positive click at (x, y) would give the object being edited, drawn
 faintly; it never waits: while any edit is being decoded, or another preview is running, it is
-dropped (204) at once. Downloads are built when asked for, from the session's latest state.
+dropped (204) at once. A zoomed-in page asks for the layers of what it shows at the screen's
+resolution (`detail.py`) and for the full-resolution photo; both run on a pool of their own, so
+clicks never wait behind them, and a detail request is dropped (204) while that pool is busy.
+Downloads are built when asked for, from the session's latest state.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from pathlib import Path
 
 import torch
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 
+from sam_demo.demo.detail import detail_layers, photo_jpeg
+from sam_demo.demo.example_photos import example_file
 from sam_demo.demo.exports import coco_export, cutout_union_png, cutouts_zip, endpoint_export, masks_zip
 from sam_demo.demo.render import (
     DISPLAY_MAX_SIDE,
@@ -52,8 +61,12 @@ EXPORTS = {
     "cutouts.zip": ("application/zip", cutouts_zip),
     "cutout.png": ("image/png", cutout_union_png),
 }
+DETAIL_PATH = "/sam-demo/detail"
+DETAIL_THREADS = 2
 EDIT_PATH = "/sam-demo/edit"
+EXAMPLE_PATH = "/sam-demo/example"
 INTERACTIVE_THREADS = 2
+PHOTO_PATH = "/sam-demo/photo"
 PREVIEW_PATH = "/sam-demo/preview"
 
 
@@ -124,10 +137,13 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
         initargs=(threads,),
     )
     preview_slot = threading.Lock()
+    zoomed = ThreadPoolExecutor(DETAIL_THREADS, thread_name_prefix="sam-detail")
+    detail_slots = threading.BoundedSemaphore(DETAIL_THREADS)
+    photo_lock = threading.Lock()  # one photo made at a time (a 12 MP one takes a few hundred ms)
     expired = "this session has expired; reload the page and upload the image again"
 
-    async def run(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(interactive, fn, *args)
+    async def run(fn, *args, pool=interactive):
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     @app.post(EDIT_PATH, include_in_schema=False)
     async def edit_route(request: Request):
@@ -162,6 +178,58 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
             preview_slot.release()
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
+    @app.post(DETAIL_PATH, include_in_schema=False)
+    async def detail_route(request: Request):
+        body = await _json_body(request)
+        token, region, size, keys = body.get("token"), body.get("region"), body.get("size"), body.get("keys")
+        if not (
+            isinstance(token, str)
+            and _numbers(region, 4)
+            and _numbers(size, 2)
+            and isinstance(keys, list)
+            and len(keys) <= 1000
+        ):
+            return _error(400, 'send JSON {"token": str, "region": [x0, y0, x1, y1], "size": [w, h], "keys": [str]}')
+        session = sessions.get(token)
+        if session is None:
+            return _error(404, expired)
+        if not detail_slots.acquire(blocking=False):
+            return Response(status_code=204, headers={"X-Detail": "dropped: busy"})
+        try:
+            layers = await run(detail_layers, session, region, size, [str(k) for k in keys], pool=zoomed)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        finally:
+            detail_slots.release()
+        return JSONResponse({"png": layers}, headers={"Cache-Control": "no-store"})
+
+    @app.get(PHOTO_PATH + "/{token}", include_in_schema=False)
+    async def photo_route(token: str):
+        session = sessions.get(token)
+        if session is None:
+            return _error(404, expired)
+
+        def make() -> bytes:
+            with photo_lock:
+                photo = sessions.view(session).photo
+                if photo is None:
+                    photo = photo_jpeg(session.pixels(engine.max_pixels))
+                    sessions.keep_photo(token, photo)
+                return photo
+
+        try:
+            photo = await run(make, pool=zoomed)
+        except (ValueError, RuntimeError) as exc:
+            return _error(409, str(exc))
+        return Response(photo, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get(EXAMPLE_PATH + "/{name}", include_in_schema=False)
+    def example_route(name: str):
+        path = example_file(name)
+        if path is None:
+            return _error(404, f"there is no example photo {name[:80]!r}")
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+
     @app.get(EXPORT_PATH + "/{token}/{kind}", include_in_schema=False)
     def export(token: str, kind: str):
         if kind not in EXPORTS:
@@ -183,6 +251,15 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
             media_type=mime,
             headers={"Content-Disposition": f'attachment; filename="{_ascii_name(name)}"', "Cache-Control": "no-store"},
         )
+
+
+def _numbers(value, count: int) -> bool:
+    """Whether `value` is a list of `count` numbers (not booleans)."""
+    return (
+        isinstance(value, list)
+        and len(value) == count
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
 
 
 def _ascii_name(name: str) -> str:

@@ -134,6 +134,17 @@ class SessionStore:
         entry = self._entry(session.token)
         return ViewCache() if entry is None else entry.view
 
+    def keep_photo(self, token: str, photo: bytes) -> None:
+        """Keep the zoom photo made for `token`'s session in its view (counted in the budget)."""
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return
+            self._bytes -= entry.nbytes
+            entry.view.photo = photo
+            self._bytes += entry.measure()
+            self._fit_budget(spare=token)
+
     def discard(self, token: str | None) -> None:
         with self._lock:
             entry = self._entries.pop(token, None)
@@ -178,10 +189,10 @@ class SessionStore:
         for token, entry in list(self._entries.items()):
             if self._bytes <= self.budget_bytes:
                 return
-            if token != spare and (entry.session.results or entry.view.preview is not None):
+            if token != spare and (entry.session.results or entry.view.preview is not None or entry.view.photo):
                 self._bytes -= entry.nbytes
                 entry.session = entry.session.light()
-                entry.view.preview = None
+                entry.view.preview = entry.view.photo = None
                 self._bytes += entry.measure()
                 self._lightened += 1
         for token in list(self._entries):

@@ -1,18 +1,24 @@
 """What the page draws, checked as data: a palette of 20 colours, readable score tags placed on their
-objects, and only the edited object's prompts."""
+objects, only the edited object's prompts, and a thumbnail of each candidate's own mask."""
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import itertools
 import json
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sam_demo.demo.handlers import on_new_object, on_prompt
-from sam_demo.demo.render import _anchor, tag_ink, view_json
+from sam_demo.demo.render import THUMB_FILL_ALPHA, _anchor, candidates_html, tag_ink, thumbnail_png, view_json
 from sam_demo.demo.session import PALETTE
-from tests.support.demo import events, point, stored
+from sam_demo.engine.utils.transforms import logits_to_size
+from tests.support.demo import candidate, events, panels, point, stored
 
 
 def contrast(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:
@@ -65,3 +71,88 @@ def test_only_the_edited_objects_prompts_are_drawn(ctx, uploaded):
     view = json.loads(view_json(stored(ctx, session), "status"))
     assert [p[:3] for p in view["points"]] == [[300.0, 100.0, 0]]
     assert len(view["tags"]) == 2, "every object keeps its score tag"
+
+
+class Candidates(HTMLParser):
+    """The candidates panel as data: per button its attributes, its image's attributes and its text."""
+
+    def __init__(self, markup: str):
+        super().__init__()
+        self.buttons, self.heading, self._in = [], "", None
+        self.feed(markup)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "button":
+            self.buttons.append({"attrs": attrs, "img": None, "text": ""})
+            self._in = "button"
+        elif tag == "img":
+            self.buttons[-1]["img"] = attrs
+        elif tag == "p":
+            self._in = "p"
+
+    def handle_endtag(self, tag):
+        self._in = None if tag in ("button", "p") else self._in
+
+    def handle_data(self, data):
+        if self._in == "button":
+            self.buttons[-1]["text"] += data
+        elif self._in == "p":
+            self.heading += data
+
+
+def decode_png_uri(uri: str) -> Image.Image:
+    assert uri.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+
+
+NAME = '<img src=x onerror="alert(1)"> & cat'
+
+
+def test_candidates_show_a_thumbnail_of_each_candidates_own_mask(ctx, uploaded):
+    clicks = [point(200, 150), candidate(2), {"type": "rename", "object": 0, "name": NAME}]
+    view = on_prompt(ctx, events(uploaded, *clicks), uploaded)
+    session = stored(ctx, view.state)
+    result, layer = session.results[session.active], session.edited_layer()
+    assert result.chosen == 2 and len(result.scores) == 3
+    markup = panels(view)["candidates"]
+    assert markup == candidates_html(session)
+    assert NAME not in markup and html.escape(NAME) in markup, "the name is text, never HTML"
+    panel = Candidates(markup)
+    assert NAME in panel.heading
+    assert [b["attrs"]["data-candidate"] for b in panel.buttons] == ["0", "1", "2"]
+    assert [b["attrs"]["aria-pressed"] for b in panel.buttons] == ["false", "false", "true"]
+    masks = []
+    for k, button in enumerate(panel.buttons):
+        img = button["img"]
+        assert img["alt"] == f"Candidate {k + 1} mask"
+        assert f"IoU {min(max(float(result.scores[k]), 0), 1):.2f}" in button["text"]
+        thumb = decode_png_uri(img["src"])
+        assert thumb.size == (96, 64), "the photo's aspect (451x300), 96 px on its long side"
+        assert (img["width"], img["height"]) == ("96", "64")
+        rgba = np.asarray(thumb.convert("RGBA"))
+        expected = logits_to_size(result.low_res[k], result.geometry, (64, 96))
+        assert expected.any() and not expected.all(), "a mask with an edge, or the check says little"
+        np.testing.assert_array_equal(rgba[..., 3] > 0, expected > 0)
+        assert {tuple(c) for c in rgba[rgba[..., 3] > 0][:, :3]} == {layer.rgb}, "in the object's colour"
+        assert set(np.unique(rgba[..., 3])) <= {0, THUMB_FILL_ALPHA, 255}, "fill, outline and a transparent ground"
+        masks.append(expected)
+    assert any((a != b).any() for a, b in itertools.combinations(masks, 2)), "the candidates differ"
+    assert "best" in panel.buttons[int(np.argmax(result.scores))]["text"]
+
+    # Another object's candidates are in its own colour; a second click leaves one mask and no candidates.
+    session = on_new_object(ctx, view.state).state
+    view = on_prompt(ctx, events(session, *clicks, {"type": "new"}, point(300, 100)), session)
+    rgba = np.asarray(decode_png_uri(Candidates(panels(view)["candidates"]).buttons[0]["img"]["src"]).convert("RGBA"))
+    assert {tuple(c) for c in rgba[rgba[..., 3] > 0][:, :3]} == {PALETTE[1]}
+    view = on_prompt(ctx, events(session, *clicks, {"type": "new"}, point(300, 100), point(320, 120)), session)
+    assert panels(view)["candidates"] == ""
+
+
+def test_a_thumbnail_is_the_mask_filled_with_an_outline_on_its_own_edge():
+    rgba = np.asarray(Image.open(io.BytesIO(thumbnail_png(RING, (10, 20, 30)))).convert("RGBA"))
+    assert rgba.shape == (60, 60, 4)
+    np.testing.assert_array_equal(rgba[..., 3] > 0, RING > 0)  # nothing outside the mask is coloured
+    assert (rgba[RING > 0][:, :3] == (10, 20, 30)).all()
+    assert rgba[10, 30, 3] == rgba[49, 30, 3] == rgba[19, 30, 3] == rgba[30, 40, 3] == 255, "outer and inner edges"
+    assert rgba[15, 30, 3] == THUMB_FILL_ALPHA, "the inside is a lighter fill"

@@ -209,3 +209,45 @@ def test_session_store_is_bounded_and_expires(ctx):
     assert store.latest(sessions[1]) is newer and store.latest(sessions[0]) is sessions[0]
     store.discard(sessions[1].token)
     assert len(store) == 0
+
+
+def test_detail_route_sends_the_shown_layers_of_a_region_at_the_asked_size(ctx, client, uploaded):
+    view = edit(client, uploaded, [point(200, 150)]).json()
+    key = view["active"]
+    answer = client.post(
+        "/sam-demo/detail",
+        json={"token": uploaded.token, "region": [100, 50, 250, 200], "size": [300, 300], "keys": [key, "gone"]},
+    )
+    assert answer.status_code == 200 and list(answer.json()["png"]) == [key]
+    layer = Image.open(io.BytesIO(__import__("base64").b64decode(answer.json()["png"][key].split(",", 1)[1])))
+    assert layer.size == (300, 300) and layer.mode == "P"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"token": 5, "region": [0, 0, 10, 10], "size": [10, 10], "keys": []}, 400, "send JSON"),
+        ({"token": "t", "region": [0, 0, 10], "size": [10, 10], "keys": []}, 400, "send JSON"),
+        ({"token": "t", "region": [0, 0, 10, True], "size": [10, 10], "keys": []}, 400, "send JSON"),
+        ({"token": "t", "region": [0, 0, 10, 10], "size": [10, 10], "keys": ["k"] * 1001}, 400, "send JSON"),
+        ({"token": "no-such-session", "region": [0, 0, 10, 10], "size": [10, 10], "keys": []}, 404, "expired"),
+        ({"region": [0, 0, 1e9, 10], "size": [10, 10], "keys": []}, 400, "within the 451x300 image"),
+        ({"region": [0, 0, 10, 10], "size": [100000, 100000], "keys": []}, 400, "at most"),
+    ],
+)
+def test_detail_route_refuses_bad_requests_clearly(client, uploaded, body, status, message):
+    body = {"token": uploaded.token, **body}
+    answer = client.post("/sam-demo/detail", json=body)
+    assert answer.status_code == status and message in answer.json()["error"]
+
+
+def test_photo_route_sends_the_full_resolution_photo_once_made_and_counts_it(ctx, client):
+    session = on_image(ctx, str(WIDE)).state
+    h, w = session.size_hw
+    before = ctx.sessions.stats().bytes
+    first = client.get(f"/sam-demo/photo/{session.token}")
+    assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(first.content)).size == (w, h)
+    assert ctx.sessions.stats().bytes == before + len(first.content)
+    assert client.get(f"/sam-demo/photo/{session.token}").content == first.content  # kept, not made again
+    assert client.get("/sam-demo/photo/no-such-session").status_code == 404

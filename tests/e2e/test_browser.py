@@ -164,13 +164,19 @@ def test_ten_objects_hover_preview_and_a_second_user(browser, server, engine):
         "document.querySelector('#export-status').innerText.includes('10 objects, 10 prompts')", timeout=60_000
     )
 
-    # The lone click's candidates: pick one that is not shown.
+    # The lone click's candidates: three mask thumbnails in one row; pick one that is not shown (on its image).
+    thumbs = page.locator("#candidates [data-candidate] img")
+    assert thumbs.count() == 3 and all(
+        thumbs.nth(k).evaluate("i => i.complete && i.naturalWidth === 96") for k in range(3)
+    )
+    assert len({round(thumbs.nth(k).bounding_box()["y"]) for k in range(3)}) == 1, "in one row"
     pick = page.locator("#candidates [data-candidate][aria-pressed=false]").first
     chosen = int(pick.get_attribute("data-candidate"))
     before = painted("click")
-    pick.click()
+    pick.locator("img").click()
     page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
     page.wait_for_selector(f"#candidates [data-candidate='{chosen}'][aria-pressed=true]", timeout=60_000)
+    page.locator("#candidates").screenshot(path=str(ARTIFACTS / "demo-candidates.png"))
 
     # Hover: a resting mouse gets a faint preview, and no prompt.
     page.mouse.move(*at(0.5, 0.55), steps=2)
@@ -234,10 +240,15 @@ def test_new_images_by_example_button_and_drop_shown_once_and_fitted(browser, se
             f"document.querySelector('#status').innerText.includes('{size} encoded')", timeout=60_000
         )
 
-    page = open_with_image(browser, server, {"width": 1400, "height": 1000}, PHOTOS / "chelsea.png")
-    assert not page.locator("#image-input").is_visible(), "the photo is shown once, by the prompter"
-    page.locator(".gallery-item").nth(2).click()  # the examples are sorted: astronaut, chelsea, coffee, rocket
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url + "/", wait_until="load")
+    page.wait_for_selector("#prompter .sd-example", timeout=60_000)
+    assert not page.locator("#image-input").is_visible(), "one upload target: the stage"
+    captions = page.locator("#prompter .sd-example").all_inner_texts()
+    assert captions == ["Astronaut", "Cat", "Coffee cup", "Rocket launch"], "captioned examples in the empty stage"
+    page.locator("#prompter .sd-example").nth(2).click()
     encoded("600×400")
+    assert not page.locator("#prompter .sd-example").nth(0).is_visible(), "an image replaces the examples"
     with page.expect_file_chooser() as chooser:
         page.locator("#prompter .sd-change").click()
     chooser.value.set_files(str(PHOTOS / "astronaut.png"))
@@ -358,7 +369,7 @@ def test_keyboard_shortcuts_and_cutouts(browser, server, tmp_path):
         "() => { const r = document.querySelector('#prompter .sd-opacity input'); r.value = '40';"
         " r.dispatchEvent(new Event('input', {bubbles: true})); }"
     )
-    assert page.evaluate("document.querySelector('#prompter .sd-layers').style.opacity") == "0.4"
+    assert page.evaluate("document.querySelector('#prompter .sd-masks').style.opacity") == "0.4"
     assert page.evaluate("localStorage.getItem('sam-demo-opacity')") == "40"
     page.keyboard.press("Control+z")
     exported("1 object, 1 prompt")
@@ -471,16 +482,42 @@ def test_the_object_list_selects_renames_hides_deletes_and_undoes(browser, serve
     assert np.array_equal(read_response(saved["response"])[0][0][0].mask, masks[0])
 
 
+def tap(page, locator):
+    """Tap the middle of what `locator` shows, where it is on the screen now."""
+    box = locator.bounding_box()
+    page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+
 def test_on_a_phone_a_picked_example_is_brought_into_view_with_the_image_near_the_top(browser, server):
-    page = browser.new_page(viewport={"width": 390, "height": 844})
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    page = phone.new_page()
     page.goto(server.url + "/", wait_until="load")
     page.wait_for_selector("#prompter .sd-stage", timeout=60_000)
     assert not page.locator("#plan").is_visible(), "the engine's details are collapsed"
-    page.locator(".gallery-item").nth(1).scroll_into_view_if_needed()
-    page.locator(".gallery-item").nth(1).click()
+    example = page.locator("#prompter .sd-example").nth(1)
+    assert example.bounding_box()["y"] + example.bounding_box()["height"] <= 844, "the examples are on the first screen"
+    example.click()
     page.wait_for_function("document.querySelector('#status').innerText.includes('encoded')", timeout=60_000)
     page.wait_for_timeout(300)
-    top = page.locator("#prompter .sd-base").bounding_box()["y"]
+    image = page.locator("#prompter .sd-base").bounding_box()
     page.screenshot(path=str(ARTIFACTS / "demo-example-390x844.png"))
-    page.close()
-    assert 0 <= top <= 250, f"the image starts {top:.0f} px down the screen"
+    assert 0 <= image["y"] <= 250, f"the image starts {image['y']:.0f} px down the screen"
+    assert image["width"] >= 370, "the image takes the screen's width"
+    # The bar under the image holds zoom, Undo, Redo and New object; the column's copies are not shown twice.
+    new_object = page.locator("#prompter .sd-bar [data-press=new-object]")
+    assert new_object.is_visible() and new_object.bounding_box()["y"] + new_object.bounding_box()["height"] <= 844
+    assert not page.locator("#new-object").is_visible() and not page.locator("#undo").is_visible()
+    page.touchscreen.tap(image["x"] + image["width"] * 0.4, image["y"] + image["height"] * 0.5)
+    page.wait_for_function("document.querySelector('#legend').innerText.includes('Object 1 (editing)')", timeout=60_000)
+    # Tapped where they are seen (a locator's tap first scrolls a sticky element to its place in the flow).
+    tap(page, new_object)
+    page.touchscreen.tap(image["x"] + image["width"] * 0.7, image["y"] + image["height"] * 0.3)
+    page.wait_for_function(
+        "document.querySelector('#export-status').innerText.includes('2 objects, 2 prompts')", timeout=60_000
+    )
+    tap(page, page.locator("#prompter .sd-bar [data-press=undo]"))
+    page.wait_for_function(
+        "document.querySelector('#export-status').innerText.includes('1 object, 1 prompt')", timeout=60_000
+    )
+    page.screenshot(path=str(ARTIFACTS / "demo-phone-bar-390x844.png"))
+    phone.close()

@@ -1,0 +1,46 @@
+"""The example photos offered in the empty stage: their files (package data, `examples/`), captions and thumbnails."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from sam_demo.demo import EXAMPLES
+from sam_demo.demo.render import data_uri
+
+__all__ = ["CAPTIONS", "example_cards", "example_file", "example_photos"]
+
+CAPTIONS = {  # file -> what it shows (see examples/LICENSE.md); others are captioned by their name
+    "astronaut.png": "Astronaut",
+    "chelsea.png": "Cat",
+    "coffee.png": "Coffee cup",
+    "rocket.jpg": "Rocket launch",
+}
+THUMB_WH = (240, 168)  # twice the CSS size, for sharp thumbnails on 2x screens
+
+
+def example_photos() -> list[Path]:
+    """The example photos' paths, sorted by name."""
+    return sorted(p for p in EXAMPLES.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+
+
+def example_file(name: str) -> Path | None:
+    """The example photo called `name`, or None if there is none (only the listed files are served)."""
+    return next((p for p in example_photos() if p.name == name), None)
+
+
+def example_cards() -> str:
+    """The prompter's `examples` prop: JSON [{"name", "caption", "thumb": JPEG data URI}], one per photo."""
+    cards = []
+    for path in example_photos():
+        with Image.open(path) as image:
+            thumb = image.convert("RGB")
+        thumb.thumbnail(THUMB_WH)
+        buffer = io.BytesIO()
+        thumb.save(buffer, "JPEG", quality=85)
+        caption = CAPTIONS.get(path.name, path.stem.replace("_", " ").capitalize())
+        cards.append({"name": path.name, "caption": caption, "thumb": data_uri("image/jpeg", buffer.getvalue())})
+    return json.dumps(cards)
