@@ -20,9 +20,10 @@ import pytest
 from PIL import Image
 
 from sam_demo import SamPredictor
+from sam_demo.demo.detail import sample_indices
 from sam_demo.endpoint.wire import read_response
 from tests.support.chromium import CHROMIUM, FLAGS
-from tests.support.photos import PHOTOS
+from tests.support.photos import PHOTOS, photo
 from tests.support.servers import REPOSITORY
 
 ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR", REPOSITORY / "artifacts"))
@@ -520,4 +521,139 @@ def test_on_a_phone_a_picked_example_is_brought_into_view_with_the_image_near_th
         "document.querySelector('#export-status').innerText.includes('1 object, 1 prompt')", timeout=60_000
     )
     page.screenshot(path=str(ARTIFACTS / "demo-phone-bar-390x844.png"))
+
+    # Two fingers spread twice apart zoom 2x about their midpoint; then moved together they pan; a pinch adds no prompt.
+    cx, cy = round(image["x"] + image["width"] * 0.5), round(image["y"] + image["height"] * 0.5)
+    cdp = phone.new_cdp_session(page)
+    fingers(cdp, "touchStart", [(cx - 40, cy), (cx + 40, cy)])
+    for k in range(1, 9):
+        fingers(cdp, "touchMove", [(cx - 40 - 5 * k, cy), (cx + 40 + 5 * k, cy)])
+    page.wait_for_function("document.querySelector('#zoom-fit').innerText === '200%'", timeout=10_000)
+    for k in range(1, 5):
+        fingers(cdp, "touchMove", [(cx - 80 + 10 * k, cy), (cx + 80 + 10 * k, cy)])
+    fingers(cdp, "touchEnd", [])
+    page.wait_for_timeout(300)
+    matrix = page.evaluate(
+        "(() => { const m = new DOMMatrix(getComputedStyle(document.querySelector('#prompter .sd-content')).transform);"
+        " return [m.a, m.e]; })()"
+    )
+    assert matrix[0] == 2 and matrix[1] == pytest.approx(-(cx - image["x"]) + 40, abs=1), (
+        "zoomed about the midpoint, then panned"
+    )
+    assert "1 object, 1 prompt" in page.locator("#export-status").inner_text()
     phone.close()
+
+
+def fingers(cdp, kind: str, points: list) -> None:
+    """A multi-touch event through Chrome's DevTools protocol (Playwright's touchscreen has one finger)."""
+    cdp.send(
+        "Input.dispatchTouchEvent",
+        {"type": kind, "touchPoints": [{"x": x, "y": y, "id": i} for i, (x, y) in enumerate(points)]},
+    )
+
+
+def _detail_answers(page) -> list:
+    """Every /sam-demo/detail exchange of `page` from now on: (request JSON, response JSON)."""
+    answers = []
+
+    def keep(response):
+        if response.url.endswith("/sam-demo/detail") and response.status == 200:
+            answers.append((json.loads(response.request.post_data), response.json()))
+
+    page.on("response", keep)
+    return answers
+
+
+def test_zoom_about_the_cursor_click_pan_and_sharp_edges(browser, server, tmp_path):
+    big = tmp_path / "big.jpg"
+    Image.fromarray(photo(2400, 1600)).save(big, quality=92)
+    page = open_with_image(browser, server, {"width": 1400, "height": 1000}, big)
+    page.evaluate(PROBE)
+    page.evaluate("window.__painted.detail = 0")
+    answers = _detail_answers(page)
+    bb = page.locator("#prompter .sd-base").bounding_box()
+    sx_per, sy_per = 2400 / bb["width"], 1600 / bb["height"]  # image pixels per CSS pixel, unzoomed
+
+    def image_point(sx, sy, z, px, py):
+        """The image point under screen point (sx, sy) after zooming by z about (px, py)."""
+        return (px - bb["x"] + (sx - px) / z) * sx_per, (py - bb["y"] + (sy - py) / z) * sy_per
+
+    def transform():
+        """The view transform (zoom, x and y offset in CSS pixels) as the page applies it."""
+        return page.evaluate(
+            "(() => { const m = new DOMMatrix(getComputedStyle(document.querySelector('#prompter .sd-content')).transform);"
+            " return [m.a, m.e, m.f]; })()"
+        )
+
+    # Two wheel notches up about P zoom 4x (each notch at most 2x); the image point under P stays.
+    # (Whole CSS pixels: Chromium delivers mouse events at whole pixels.)
+    px, py = round(bb["x"] + bb["width"] * 0.62), round(bb["y"] + bb["height"] * 0.41)
+    page.mouse.move(px, py)
+    for _ in range(2):
+        page.mouse.wheel(0, -400)
+    page.wait_for_function("document.querySelector('#zoom-fit').innerText === '400%'", timeout=10_000)
+    clicks = [(px, py), (px - 131, py + 77)]
+    for sx, sy in clicks:
+        before = page.evaluate("window.__painted.click")
+        page.mouse.click(sx, sy)
+        page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
+        page.keyboard.press("n")
+        page.wait_for_function(f"window.__painted.click > {before + 1}", timeout=60_000)
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("#download-json").click()
+    export = json.loads(Path(download.value.path()).read_text())
+    points = [json.loads(row[1])[0][0] for row in export["request"]["input_data"]["data"]]
+    for (sx, sy), got in zip(clicks, points):
+        want = image_point(sx, sy, 4, px, py)
+        assert abs(got[0] - want[0]) <= 0.5 and abs(got[1] - want[1]) <= 0.5, (got, want)
+
+    # Zoomed in, the layers drawn are the full-resolution mask under each screen pixel (not the
+    # 1280-px display layer blown up): the last detail answer, against the exported masks.
+    page.wait_for_function("window.__painted.detail > 0", timeout=60_000)
+    page.wait_for_timeout(500)  # no newer view is coming
+    asked = answers[-1][0]  # the page asks only for the layers it lacks for a region: gather them
+    drawn_uris = {k: v for a, answer in answers if a["region"] == asked["region"] for k, v in answer["png"].items()}
+    x0, y0, x1, y1 = asked["region"]
+    z, tx, ty = transform()
+    want = [-tx / z * sx_per, -ty / z * sy_per, (bb["width"] - tx) / z * sx_per, (bb["height"] - ty) / z * sy_per]
+    assert z == 4 and np.allclose([x0, y0, x1, y1], want, atol=1e-3), "the region is what the viewport shows"
+    assert asked["size"] == [round(bb["width"]), round(bb["height"])], "at the screen's resolution"
+    with page.expect_download(timeout=60_000) as masks_download:
+        page.locator("#download-zip").click()
+    masks = zipfile.ZipFile(masks_download.value.path())
+
+    out_w, out_h = asked["size"]
+    rows, cols = sample_indices(y0, y1, out_h, 1600), sample_indices(x0, x1, out_w, 2400)
+    drawn = [np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))) for uri in drawn_uris.values()]
+    full = [np.asarray(Image.open(io.BytesIO(masks.read(name)))) > 127 for name in sorted(masks.namelist())]
+    assert len(full) == 2  # (the layers drawn for the region: each object's, edited or not)
+    for index in drawn:
+        assert index.shape == (out_h, out_w)
+    for mask in full:
+        sampled = mask[np.ix_(rows, cols)]
+        # The fill (index 1) lies inside the mask and the mask inside fill and outline (index 2), but
+        # where a logit is within float rounding of 0 (the upscale is computed two ways).
+        best = min(np.mean((sampled & (index == 0)) | (~sampled & (index == 1))) for index in drawn)
+        assert best < 1e-4, "a drawn layer is the full-resolution mask, pixel for pixel"
+    page.screenshot(path=str(ARTIFACTS / "demo-zoomed-1400x1000.png"))
+
+    # Pan with the arrow keys and by space+drag; the view clamps at the image's edges; 0 fits.
+    z, tx, ty = transform()
+    page.keyboard.press("ArrowRight")
+    assert transform()[1] < tx, "ArrowRight shows more of the right"
+    page.mouse.move(px, py)  # space pans while the mouse is over the image (elsewhere it scrolls the page)
+    page.keyboard.down(" ")
+    page.mouse.down()
+    page.mouse.move(px + 5000, py + 5000, steps=3)
+    page.mouse.up()
+    page.keyboard.up(" ")
+    z, tx, ty = transform()
+    assert z == 4 and tx == 0 and ty == 0, "dragged past the top-left corner, the view stops there"
+    assert "2 objects, 2 prompts" in page.locator("#export-status").inner_text(), "a pan adds no prompt"
+    for _ in range(6):
+        page.keyboard.press("-")
+    assert transform() == [1, 0, 0]
+    page.keyboard.press("+")
+    page.keyboard.press("0")
+    assert transform() == [1, 0, 0] and page.locator("#zoom-fit").inner_text() == "100%"
+    page.close()
