@@ -8,7 +8,8 @@ process's CPU time from the click until 0.25 s after its paint, less what the id
 in that time. `--ui-app DIR` runs another checkout's app.py (an older version) in the same harness.
 Rows:
 
-- click -> painted, one user, 1 object and 10 objects;
+- click -> painted, one user, 1 object and 10 objects, unzoomed and zoomed 4x (there the sharp
+  layers of the visible region come after the first paint: click -> sharp layers painted too);
 - click -> painted while a second browser uploads new photos back to back (each runs the encoder);
 - server CPU per click at 10 objects;
 - hover: rest -> preview painted, and previews painted per second while the mouse moves slowly;
@@ -35,7 +36,7 @@ from tests.support.servers import AppProcess
 
 PAUSE_S = 0.3  # between a mask painted and the next click
 PROBE = """() => {
-  window.__sd = {down: [], move: [], click: [], preview: []};
+  window.__sd = {down: [], move: [], click: [], preview: [], detail: []};
   document.addEventListener('pointerdown', () => __sd.down.push(performance.now()), true);
   document.addEventListener('pointermove', () => __sd.move.push(performance.now()), true);
   document.addEventListener('sam-demo:painted', (e) => __sd[e.detail.kind].push(performance.now()));
@@ -90,8 +91,9 @@ class Page:
         self.page.wait_for_function(f"__sd.{kind}.length > {count}", timeout=timeout_ms)
         return self.page.evaluate(f"__sd.{kind}[__sd.{kind}.length - 1]")
 
-    def click(self, fx: float, fy: float, rest_first: bool = False) -> float:
-        """Click at a fraction of the image; ms from pointerdown to the new mask painted.
+    def click(self, fx: float, fy: float, rest_first: bool = False, kind: str = "click") -> float:
+        """Click at a fraction of the stage; ms from pointerdown to the new mask painted (`kind`
+        "detail": to the zoomed-in region's sharp layers painted).
 
         rest_first: move there and wait for the hover preview first, as a person does who looks
         before clicking (the click then reuses the preview's decode)."""
@@ -99,13 +101,29 @@ class Page:
             before = self.count("preview")
             self.page.mouse.move(*self.at(fx, fy))
             self.wait_painted("preview", before, timeout_ms=10_000)
-        n = self.count("click")
+        n = self.count(kind)
         self.page.mouse.click(*self.at(fx, fy))
-        painted = self.wait_painted("click", n)
+        painted = self.wait_painted(kind, n)
         return painted - self.page.evaluate("__sd.down[__sd.down.length - 1]")
 
+    def zoom(self, notches: int) -> None:
+        """Zoom about the stage's middle by wheel notches up (2x each) or down; 0 fits the image."""
+        self.page.mouse.move(*self.at(0.5, 0.5))
+        if notches == 0:
+            self.page.keyboard.press("0")
+        for _ in range(abs(notches)):
+            self.page.mouse.wheel(0, -400 if notches > 0 else 400)
+        percent = f"{100 * 2 ** max(0, notches)}%"
+        self.page.wait_for_function(f"document.querySelector('#zoom-fit').innerText === '{percent}'", timeout=10_000)
+
     def clicks(
-        self, spots, per_object: int = 3, pause_s: float = PAUSE_S, server=None, rest_first: bool = False
+        self,
+        spots,
+        per_object: int = 3,
+        pause_s: float = PAUSE_S,
+        server=None,
+        rest_first: bool = False,
+        kind: str = "click",
     ) -> tuple[list[float], float]:
         """Click each spot, `per_object` clicks on the edited object, then undo them: an annotator's
         few clicks per object, at a steady object count, `pause_s` after each paint (a person looks
@@ -118,7 +136,7 @@ class Page:
             group = spots[start : start + per_object]
             for fx, fy in group:
                 before, start = (server.cpu_seconds() if server else 0.0), time.perf_counter()
-                times.append(self.click(fx, fy, rest_first))
+                times.append(self.click(fx, fy, rest_first, kind))
                 if server:
                     time.sleep(0.25)  # the panels' refresh
                     cpu += server.cpu_seconds() - before - idle * (time.perf_counter() - start)
@@ -160,14 +178,32 @@ def bench_ui(model: str, dtype: str | None, clicks: int, objects: int = 10, app:
                 user.upload(images[0])
                 for fx, fy in spots(3):  # warm-up (first paints, first requests)
                     user.click(fx, fy)
-                user.press("#clear")
+                user.press("#start-over")
                 one, _ = user.clicks(spots(clicks))
                 rows.append(Row("UI click -> painted, 1 object", "ms", one, None))
+                user.zoom(2)
+                one, _ = user.clicks(spots(clicks))
+                rows.append(Row("UI click -> painted, 1 object, zoomed 4x", "ms", one, None))
+                user.zoom(0)
                 for fx, fy in spots(objects - 1):
                     user.click(fx, fy)
                     user.press("#new-object")  # the finished object's outline is redrawn thin
                 many, cpu = user.clicks(spots(clicks), server=server)
                 rows.append(Row(f"UI click -> painted, {objects} objects", "ms", many, None))
+                user.zoom(2)
+                many, _ = user.clicks(spots(clicks))
+                rows.append(Row(f"UI click -> painted, {objects} objects, zoomed 4x", "ms", many, None))
+                sharp, _ = user.clicks(spots(clicks), kind="detail")
+                rows.append(
+                    Row(
+                        f"UI click -> sharp layers painted, {objects} objects, zoomed 4x",
+                        "ms",
+                        sharp,
+                        None,
+                        note="the visible region's layers at screen resolution, after the first paint",
+                    )
+                )
+                user.zoom(0)
                 rows.append(
                     Row(
                         f"UI server CPU per click, {objects} objects",

@@ -14,12 +14,21 @@ import json
 import re
 import zipfile
 from collections.abc import Iterator
+from dataclasses import replace
 
 import cv2
 import numpy as np
 
-from sam_demo.demo.session import FixedMask, Session
-from sam_demo.endpoint.wire import build_request, read_response, response_row
+from sam_demo.demo.session import MAX_NAME_CHARS, MAX_POINTS_PER_OBJECT, FixedMask, ObjectPrompts, SavedObject, Session
+from sam_demo.endpoint.wire import (
+    EndpointRow,
+    MaskSizeError,
+    RequestLimits,
+    build_request,
+    parse_request,
+    read_response,
+    response_row,
+)
 from sam_demo.engine.utils.coco import coco_annotation
 
 
@@ -30,7 +39,7 @@ def endpoint_export(session: Session) -> dict:
     response (the chosen multimask candidate), with its predicted IoU.
     """
     results = session.finished_results()
-    if not results and session.fixed_masks():
+    if not results and session.shown():
         raise ValueError(
             "Download JSON replays prompts, and loaded or automatic masks have none: click on the image "
             "to add an object, or download the masks, COCO JSON or cut-outs"
@@ -52,17 +61,20 @@ MAX_CUTOUT_PIXELS = 400_000_000  # all cut-outs of one download together (their 
 
 
 def _shown_masks(session: Session) -> list[tuple[np.ndarray, float, dict | None]]:
-    """(mask, predicted IoU, prompts or None) for every shown object, fixed masks first."""
-    out = [(fixed.mask, fixed.score, None) for fixed in session.fixed_masks()]
-    for _, result in session.finished_results():
-        cols = result.prompts.endpoint_columns()
-        out.append((result.mask, result.score, {k: cols[k] for k in ("input_points", "input_labels", "input_boxes")}))
+    """(mask, predicted IoU, prompts or None) for every shown object, in display order."""
+    out = []
+    for layer in session.shown():
+        prompts = None
+        if layer.prompts is not None and layer.prompts.has_prompts:
+            cols = layer.prompts.endpoint_columns()
+            prompts = {k: cols[k] for k in ("input_points", "input_labels", "input_boxes")}
+        out.append((layer.source.mask, layer.source.score, prompts))
     return out
 
 
 def _names(session: Session) -> list[str]:
     """The user's name of every shown object ("" for none), in `_shown_masks`' order."""
-    return [""] * len(session.fixed_masks()) + [r.prompts.name for _, r in session.finished_results()]
+    return [layer.prompts.name if layer.prompts is not None else "" for layer in session.shown()]
 
 
 def _file_name(number: int, name: str) -> str:
@@ -126,18 +138,19 @@ def cutout_alpha(mask: np.ndarray, logits: np.ndarray | None = None, rows_per_st
 
 
 def _cutout_alphas(session: Session) -> Iterator[np.ndarray]:
-    """Every shown object's alpha, fixed masks first (as `_shown_masks` orders them), one at a time:
-    a large photo's full-size alphas and logits are never all held at once."""
-    for fixed in session.fixed_masks():
-        yield cutout_alpha(fixed.mask)
-    for _, result in session.finished_results():
-        logits = result.logits
-        yield cutout_alpha(logits > 0, logits)
+    """Every shown object's alpha (as `_shown_masks` orders them), one at a time: a large photo's
+    full-size alphas and logits are never all held at once. A fixed mask has no logits: no soft edge."""
+    for layer in session.shown():
+        if isinstance(layer.source, FixedMask):
+            yield cutout_alpha(layer.source.mask)
+        else:
+            logits = layer.source.logits
+            yield cutout_alpha(logits > 0, logits)
 
 
 def _require_objects(session: Session) -> None:
     """ValueError (what to do) when the session shows no mask to export."""
-    if not session.fixed_masks() and not session.finished_results():
+    if not session.shown():
         raise ValueError(NOTHING_YET)
 
 
@@ -186,40 +199,73 @@ def cutout_union_png(session: Session, max_pixels: int) -> bytes:
     return _rgba_png(session.pixels(max_pixels), union, _crop(union))
 
 
-def masks_from_saved(data: bytes, image_hw: tuple[int, int]) -> list[FixedMask]:
-    """Masks shown in a saved JSON: our export, or a bare response in either spelling.
+MAX_SAVED_OBJECTS = 500  # objects one saved file may add (each with prompts is decoded again to check it)
+# What a saved Download JSON's request may hold: an object a row, one prompt group each.
+SAVED_LIMITS = RequestLimits(max_rows=MAX_SAVED_OBJECTS, max_groups=1, max_points=MAX_POINTS_PER_OBJECT)
 
-    For our export only the masks on screen (`shown`) are taken; for a bare response, the
-    best-scoring mask of each prediction. Raises ValueError if the masks' size differs from
-    the image's.
+
+def saved_objects(data: bytes, image_hw: tuple[int, int]) -> list[SavedObject]:
+    """The objects of a saved JSON: our Download JSON, or a bare endpoint response in either spelling.
+
+    From our export, the masks on screen (`shown`) with their names and the prompts that made them
+    (its request's rows); from a bare response, the best-scoring mask of each prediction, unnamed
+    and without prompts. Raises ValueError, saying what to load instead, for a file that is neither,
+    and for masks of another size than the image's.
     """
     try:
         body = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"the file is not JSON: {exc}") from None
-    shown = body.get("shown") if isinstance(body, dict) else None
+    ours = isinstance(body, dict) and "response" in body and "request" in body
     try:
-        rows = read_response(
-            body["response"] if isinstance(body, dict) and "response" in body and "request" in body else body
-        )
+        # Three candidates per object at most: a file within the bound has at most 3x its objects' masks.
+        rows = read_response(body["response"] if ours else body, image_hw, 3 * MAX_SAVED_OBJECTS)
+    except MaskSizeError:
+        raise
     except ValueError as exc:
         raise ValueError(
             f"it is not a file that Download JSON wrote, nor an endpoint response ({exc}); load one of those"
         ) from None
+    shown = body.get("shown") if ours else None
+    count = len(shown) if isinstance(shown, list) and shown else sum(len(row) for row in rows)
+    if count > MAX_SAVED_OBJECTS:
+        raise ValueError(f"it holds {count:,} objects; at most {MAX_SAVED_OBJECTS} load at once")
     if shown:
         try:
-            chosen = [rows[entry["row"]][entry["prediction"]][entry["mask"]] for entry in shown]
-        except (KeyError, IndexError, TypeError):
+            requests = parse_request(body["request"], SAVED_LIMITS)
+        except ValueError as exc:
             raise ValueError(
-                'the saved JSON\'s "shown" list names masks its response does not have; '
+                f"its request is not one that Download JSON writes ({exc}); load the file as it was saved"
+            ) from None
+        try:
+            picked = [
+                (rows[e["row"]][e["prediction"]][e["mask"]], str(e.get("name") or ""), _prompts(requests[e["row"]], e))
+                for e in shown
+            ]
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise ValueError(
+                'the saved JSON\'s "shown" list names masks its request and response do not have; '
                 "load the file as Download JSON wrote it"
             ) from None
     else:
-        chosen = [max(prediction, key=lambda m: m.iou_score) for row in rows for prediction in row]
-    for decoded in chosen:
-        if decoded.mask.shape != tuple(image_hw):
-            raise ValueError(
-                f"the saved masks are {decoded.mask.shape[1]}x{decoded.mask.shape[0]} but the image is "
-                f"{image_hw[1]}x{image_hw[0]}; upload the image the masks were made for"
-            )
-    return [FixedMask.of(decoded.mask, decoded.iou_score, "Loaded mask") for decoded in chosen]
+        picked = [(max(p, key=lambda m: m.iou_score), "", None) for row in rows for p in row if p]
+    return [
+        SavedObject(FixedMask.of(decoded.mask, decoded.iou_score, "Loaded mask"), name[:MAX_NAME_CHARS], prompts)
+        for decoded, name, prompts in picked
+    ]
+
+
+def _prompts(row: EndpointRow, entry: dict) -> ObjectPrompts | None:
+    """The prompts of `entry`'s prediction in a request row, with the chosen candidate; None when
+    the row holds more than one prompt group per prediction (not a row that Download JSON wrote)."""
+    if row.groups != 1:
+        return None
+    points = ()
+    if row.points_xy is not None:
+        labels = row.labels[0] if row.labels is not None else np.ones(len(row.points_xy[0]), np.int64)
+        points = tuple((float(x), float(y), int(label)) for (x, y), label in zip(row.points_xy[0], labels))
+    box = None if row.boxes_xyxy is None else tuple(float(v) for v in row.boxes_xyxy[0])
+    prompts = ObjectPrompts(points=points, box_xyxy=box)
+    if prompts.multimask != row.multimask_output:
+        return None
+    return replace(prompts, candidate=int(entry["mask"]) if prompts.multimask else None)

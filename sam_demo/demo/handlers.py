@@ -10,7 +10,9 @@ layers and panels; `on_prompt` runs only if that fails. `layout.build_demo` bind
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -19,7 +21,7 @@ import gradio as gr
 import numpy as np
 
 from sam_demo.demo.components import user_error
-from sam_demo.demo.exports import masks_from_saved
+from sam_demo.demo.exports import saved_objects
 from sam_demo.demo.render import click_status, display_image_uri, plural, shown_score, view_json
 from sam_demo.demo.session import FixedMask, Session
 from sam_demo.demo.session_store import SessionStore
@@ -34,13 +36,54 @@ ENCODE_CALLS = "sam-encode"  # uploads: one encoder run at a time
 EVERYTHING_CALLS = "sam-everything"  # "segment everything" jobs (seconds to minutes on a CPU)
 
 
+class Jobs:
+    """The "segment everything" jobs asked for, by session token, each with its stop flag: one at a
+    time per session, cancellable from the moment it is asked for. Thread-safe; bounded (the oldest
+    entries go first, should a job never come to run)."""
+
+    def __init__(self, limit: int = 1024):
+        self._flags: OrderedDict[str, threading.Event] = OrderedDict()
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def ask(self, token: str) -> bool:
+        """Note a job asked for; False if this session has one asked for or running already."""
+        with self._lock:
+            if token in self._flags:
+                return False
+            self._flags[token] = threading.Event()
+            while len(self._flags) > self._limit:
+                self._flags.popitem(last=False)
+            return True
+
+    def flag(self, token: str) -> threading.Event:
+        """The stop flag of the session's job (a new one if the job was not asked for through `ask`)."""
+        with self._lock:
+            return self._flags.setdefault(token, threading.Event())
+
+    def cancel(self, token: str) -> bool:
+        """Ask the session's job to stop; False if it has none."""
+        with self._lock:
+            flag = self._flags.get(token)
+        if flag is None:
+            return False
+        flag.set()
+        return True
+
+    def done(self, token: str) -> None:
+        with self._lock:
+            self._flags.pop(token, None)
+
+
 @dataclass(frozen=True)
 class DemoContext:
-    """What the handlers share: the engine, the live sessions, and which image URLs API calls may fetch."""
+    """What the handlers share: the engine, the live sessions, which image URLs API calls may
+    fetch, and the running "segment everything" jobs."""
 
     engine: SamEngine
     sessions: SessionStore = field(default_factory=SessionStore)
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    jobs: Jobs = field(default_factory=Jobs)
 
 
 class View(NamedTuple):
@@ -168,13 +211,14 @@ def on_prompt(ctx: DemoContext, value: str, session: Session | None) -> View:
         return _decode_and_view(ctx, session, session.apply_events(events))
 
 
-def _decode_and_view(ctx: DemoContext, session: Session, problems: list[str] | None = None) -> View:
-    """Decode what changed and show it; `problems` (events that were skipped) go on the status line."""
+def _decode_and_view(ctx: DemoContext, session: Session, problems: list[str] | None = None, auto: bool = False) -> View:
+    """Decode what changed and show it; `problems` (events that were skipped) go on the status line.
+    auto: the automatic masks may have changed (undo, redo, start over): their list is sent again."""
     start = time.perf_counter()
     decoded = _run(session.update, ctx.engine)
     if problems:
-        return _view(ctx, session, " ".join(map(_sentence, problems)), problem=True)
-    return _view(ctx, session, click_status(session, decoded, (time.perf_counter() - start) * 1000))
+        return _view(ctx, session, " ".join(map(_sentence, problems)), problem=True, auto=auto)
+    return _view(ctx, session, click_status(session, decoded, (time.perf_counter() - start) * 1000), auto=auto)
 
 
 def _sentence(message: str) -> str:
@@ -189,7 +233,7 @@ def _history(ctx: DemoContext, session: Session | None, step: str) -> View:
     with ctx.sessions.editing(session) as session:
         if not getattr(session, step)():
             return _refused(ctx, session, f"Nothing to {step}.")
-        return _decode_and_view(ctx, session)
+        return _decode_and_view(ctx, session, auto=True)
 
 
 def on_undo(ctx: DemoContext, session: Session | None) -> View:
@@ -200,80 +244,148 @@ def on_redo(ctx: DemoContext, session: Session | None) -> View:
     return _history(ctx, session, "redo")
 
 
-def on_clear(ctx: DemoContext, session: Session | None) -> View:
-    if session is None:
-        return _refused(ctx, None, NO_IMAGE)
-    with ctx.sessions.editing(session) as session:
-        session.clear()
-        return _decode_and_view(ctx, session)
-
-
-def on_new_object(ctx: DemoContext, session: Session | None) -> View:
+def _action(ctx: DemoContext, session: Session | None, action: str, done: str | None = None) -> View:
+    """Run the session's edit `action` (a method's name) and show the result (`done` on the status
+    line, if given), or say why it cannot run."""
     if session is None:
         return _refused(ctx, None, NO_IMAGE)
     with ctx.sessions.editing(session) as session:
         try:
-            session.new_object()
+            getattr(session, action)()
         except ValueError as exc:
             return _refused(ctx, session, _sentence(str(exc)))
-        return _decode_and_view(ctx, session)
+        if done is None:
+            return _decode_and_view(ctx, session, auto=True)
+        _run(session.update, ctx.engine)
+        return _view(ctx, session, done, auto=True)
+
+
+def on_clear_object(ctx: DemoContext, session: Session | None) -> View:
+    """Clear the edited object's prompts (its name stays); undoable."""
+    return _action(ctx, session, "clear_object")
+
+
+def on_start_over(ctx: DemoContext, session: Session | None) -> View:
+    """Remove every object and kept automatic mask; one Undo brings them all back."""
+    return _action(ctx, session, "start_over", "Started over: every object is gone. Undo (Ctrl+Z) brings them back.")
+
+
+def on_new_object(ctx: DemoContext, session: Session | None) -> View:
+    return _action(ctx, session, "new_object")
+
+
+def on_everything_asked(ctx: DemoContext, session: Session | None):
+    """The moment Segment everything is clicked (before its job waits in the queue): note the job,
+    so that Cancel can stop it from now on, and show Cancel. Refuses (a toast) a second job while
+    one runs on this image, and before an image."""
+    session = _require(session)
+    if not ctx.jobs.ask(session.token):
+        raise user_error("Segment everything is already running on this image; wait for it, or press Cancel.")
+    return gr.update(visible=True, value="Cancel", interactive=True)
 
 
 def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progress()) -> View:
-    """Segment everything on the current image (Meta's defaults) from its cached embedding.
+    """Segment everything on the current image (Meta's defaults) from its cached embedding; Cancel
+    stops it after the decoder call under way, keeping the masks found so far.
 
-    Runs outside the session's lock (it takes seconds); its masks join the latest state.
+    Runs outside the session's lock (it takes seconds); its masks join the latest state, undoably.
     """
     session = _require(session)
-    start = time.perf_counter()
-    reported = 0
+    stop = ctx.jobs.flag(session.token)
+    try:
+        start = time.perf_counter()
+        seen = {"done": 0, "total": 0, "told": 0}  # points decoded, in all, and when progress was last told
 
-    def report(done: int, total: int) -> None:
-        nonlocal reported
-        if done == total or done - reported >= 32:  # one progress event per 32 prompts is plenty
-            reported = done
-            progress(done / total, desc=f"Segment everything: {done}/{total} points")
+        def report(done: int, total: int) -> None:
+            seen.update(done=done, total=total)
+            if done == total or done - seen["told"] >= 32:  # one progress event per 32 prompts is plenty
+                seen["told"] = done
+                progress(done / total, desc=f"Segment everything: {done}/{total} points")
 
-    rgb = _run(session.pixels, ctx.engine.max_pixels)
-    masks = _run(generate, ctx.engine, rgb, EverythingConfig(), report)
+        rgb = _run(session.pixels, ctx.engine.max_pixels)
+        masks = _run(generate, ctx.engine, rgb, EverythingConfig(), report, stop.is_set)
+    finally:
+        ctx.jobs.done(session.token)
     auto_masks = [FixedMask.of(m.segmentation, m.predicted_iou, "Auto mask") for m in masks]
     del rgb, masks  # the pixels and the full-size masks go before the view is built
     return_free_memory()
     seconds = time.perf_counter() - start
+    cancelled = stop.is_set()
     with ctx.sessions.editing(session) as session:
-        session.auto_masks = auto_masks
-        session.auto_keep = tuple(range(len(auto_masks)))
+        session.set_auto(auto_masks)
+        how = f"in {seconds:.1f} s"
+        if cancelled:
+            how = (
+                f"cancelled after {seen['done']} of {seen['total']} points, {how}"
+                if seen["done"]
+                else "cancelled at once"
+            )
         if not auto_masks:
-            return _view(ctx, session, f"Segment everything found no mask ({seconds:.1f} s).", auto=True)
+            why = (
+                " This model has random weights: its masks are noise, and none passes SAM's quality filters."
+                if ctx.engine.info.random_weights
+                else ""
+            )
+            return _view(ctx, session, f"Segment everything found no mask ({how}).{why}", auto=True)
         return _view(
             ctx,
             session,
-            f"Segment everything: {plural(len(auto_masks), 'mask')} in {seconds:.1f} s. "
-            "Untick the ones to drop in the list beside the image.",
+            f"Segment everything: {plural(len(auto_masks), 'mask')} ({how}). "
+            "Untick the ones to drop in the list beside the image; Undo takes them all away.",
             auto=True,
         )
 
 
+def on_everything_cancel(ctx: DemoContext, session: Session | None):
+    """Cancel: the job stops after its decoder call under way and shows what it found."""
+    if session is None or not ctx.jobs.cancel(session.token):
+        return gr.update(visible=False)
+    return gr.update(value="Stopping…", interactive=False)
+
+
+def on_everything_ended(ctx: DemoContext, session: Session | None):
+    """After the job (finished, cancelled or failed): Cancel goes away."""
+    return gr.update(visible=False, value="Cancel", interactive=True)
+
+
 def on_auto_keep(ctx: DemoContext, keep: list[int] | None, session: Session | None) -> View:
+    """Show the ticked automatic masks (undoably)."""
     if session is None:
         return _refused(ctx, None, NO_IMAGE)
     with ctx.sessions.editing(session) as session:
-        session.auto_keep = tuple(sorted(int(i) for i in keep or []))
+        try:
+            session.keep_auto(keep or [])
+        except (TypeError, ValueError) as exc:
+            return _refused(ctx, session, _sentence(str(exc)))
         return _view(
             ctx, session, f"Keeping {len(session.auto_keep)} of {plural(len(session.auto_masks), 'automatic mask')}."
         )
 
 
+MAX_SAVED_BYTES = 64 << 20  # a saved JSON file; ours holds a PNG per candidate and the image itself
+
+
 def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -> View:
-    """Draw the masks of a saved JSON (our export, or a response in either spelling)."""
+    """Add the objects of a saved JSON (our Download JSON, or an endpoint response in either
+    spelling), undoably: with their names, and refinable again where their prompts remake their masks."""
     if session is None:
         return _refused(ctx, None, "Upload the image these masks were made for first, then load the saved JSON.")
     with ctx.sessions.editing(session) as session:
         if not path:
             return _view(ctx, session, "Ready.")
+        name = Path(path).name[:80]
         try:
-            masks = masks_from_saved(Path(path).read_bytes(), session.size_hw)
-        except ValueError as exc:
-            return _refused(ctx, session, f"{Path(path).name} was not loaded: {exc}")
-        session.imported = session.imported + masks
-        return _view(ctx, session, f"Loaded {plural(len(masks), 'mask')} from {Path(path).name}.")
+            if Path(path).stat().st_size > MAX_SAVED_BYTES:
+                raise ValueError(f"it is over {MAX_SAVED_BYTES >> 20} MB, larger than any file Download JSON writes")
+            saved = saved_objects(Path(path).read_bytes(), session.size_hw)
+            restored, fixed, skipped = session.add_saved(ctx.engine, saved)
+        except (ValueError, RuntimeError) as exc:
+            return _refused(ctx, session, f"{name} was not loaded: {exc}")
+        if not saved:
+            return _refused(ctx, session, f"{name} holds no mask to load.")
+        told = [
+            f"{plural(restored, 'object')} to refine" if restored else "",
+            f"{plural(fixed, 'fixed mask')}" if fixed else "",
+            f"{plural(skipped, 'mask')} already shown, skipped" if skipped else "",
+        ]
+        return _view(ctx, session, f"Loaded from {name}: " + "; ".join(t for t in told if t) + ".")

@@ -16,13 +16,17 @@ from sam_demo.demo.handlers import (
     EVERYTHING_CALLS,
     DemoContext,
     on_auto_keep,
-    on_clear,
+    on_clear_object,
     on_everything,
+    on_everything_asked,
+    on_everything_cancel,
+    on_everything_ended,
     on_image,
     on_load_saved,
     on_new_object,
     on_prompt,
     on_redo,
+    on_start_over,
     on_undo,
 )
 from sam_demo.demo.render import exports_html, status_html
@@ -80,11 +84,20 @@ def build_demo(
                 with gr.Row():
                     undo = gr.Button("↶ Undo", size="sm", elem_id="undo", min_width=60)
                     redo = gr.Button("↷ Redo", size="sm", elem_id="redo", min_width=60)
-                    clear = gr.Button("Clear", size="sm", elem_id="clear", min_width=60)
                 new_object = gr.Button("+ New object", variant="primary", elem_id="new-object")
+                with gr.Row():
+                    clear_object = gr.Button("Clear object", size="sm", elem_id="clear-object", min_width=60)
+                    start_over = gr.Button("Start over", size="sm", elem_id="start-over", min_width=60)
                 candidates = Panel("candidates", elem_id="candidates")
                 legend = Panel("legend", elem_id="legend")
-                everything = gr.Button("Segment everything", elem_id="segment-everything")
+                with gr.Row():
+                    everything = gr.Button("Segment everything", elem_id="segment-everything", scale=3)
+                    cancel = gr.Button("Cancel", visible=False, elem_id="cancel-everything", variant="stop", scale=1)
+                if engine.info.random_weights:
+                    gr.Markdown(
+                        "<small>With random weights, segment everything finds no mask.</small>",
+                        elem_id="everything-note",
+                    )
                 auto_keep = gr.CheckboxGroup(
                     label="Automatic masks (untick to drop)", visible=False, elem_id="auto-masks"
                 )
@@ -115,11 +128,22 @@ def build_demo(
         encode = dict(inputs=[image_in, state], **long_job(ENCODE_CALLS, prompter))
         image_in.upload(bind(on_image, ctx), **encode)  # examples picked in the stage come this way too
         prompter.change(bind(on_prompt, ctx), inputs=[prompter, state], trigger_mode="always_last", **edit)
-        for button, handler in ((undo, on_undo), (redo, on_redo), (clear, on_clear), (new_object, on_new_object)):
+        for button, handler in (
+            (undo, on_undo),
+            (redo, on_redo),
+            (clear_object, on_clear_object),
+            (start_over, on_start_over),
+            (new_object, on_new_object),
+        ):
             button.click(bind(handler, ctx), inputs=state, **edit)
         auto_keep.input(bind(on_auto_keep, ctx), inputs=[auto_keep, state], **edit)
         load_saved.upload(bind(on_load_saved, ctx), inputs=[load_saved, state], **edit)
-        everything.click(bind(on_everything, ctx), inputs=state, **long_job(EVERYTHING_CALLS, status))
+        # Asked for -> (queued) the job -> Cancel hidden again; Cancel itself runs at once, beside the job.
+        hidden = dict(queue=False, show_progress="hidden", api_visibility="private")
+        everything.click(bind(on_everything_asked, ctx), inputs=state, outputs=cancel, **hidden).success(
+            bind(on_everything, ctx), inputs=state, **long_job(EVERYTHING_CALLS, status)
+        ).then(bind(on_everything_ended, ctx), inputs=state, outputs=cancel, **hidden)
+        cancel.click(bind(on_everything_cancel, ctx), inputs=state, outputs=cancel, **hidden)
         add_space_api(ctx)
     return demo
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from sam_demo.demo.session import MAX_NAME_CHARS, Decoded, Layer, Session
+from sam_demo.demo.session import MAX_NAME_CHARS, Decoded, Layer, ObjectResult, Session
 from sam_demo.engine.utils.transforms import logits_to_size
 
 DISPLAY_MAX_SIDE = 1280
@@ -103,18 +103,22 @@ class ViewCache:
         return (0 if self.preview is None else self.preview.nbytes) + len(self.photo or b"")
 
 
+CONTROLS = ("undo", "redo", "clear-object", "start-over", "new-object", "segment-everything", "load-json")
+
+
 def controls(session: Session | None) -> dict[str, str]:
     """Element id of each button -> why it cannot run now ("" when it can). The page dims a button
     with a reason and shows the reason as its tooltip; a click still says it on the status line."""
     if session is None:
         no_image = "Upload an image first (or pick an example)."
-        return dict.fromkeys(("undo", "redo", "clear", "new-object", "segment-everything", "load-json"), no_image)
+        return dict.fromkeys(CONTROLS, no_image)
     active = session.edited
-    empty = len(session.objects) == 1 and active.is_empty
+    nothing = all(o.is_empty for o in session.objects) and not session.auto_keep
     return {
         "undo": "" if session.undo_stack else "Nothing to undo yet.",
         "redo": "" if session.redo_stack else "Nothing to redo.",
-        "clear": "Nothing to clear: no prompt yet." if empty else "",
+        "clear-object": f"{session.edited_layer().name} has no prompt to clear." if active.is_empty else "",
+        "start-over": "Nothing to start over from: no object yet." if nothing else "",
         "new-object": "Click on the image first: the current object has no prompt yet." if active.is_empty else "",
         "segment-everything": "",
         "load-json": "",
@@ -273,6 +277,7 @@ def legend_rows(layers: list[Layer]) -> list[tuple[str, str, str]]:
                 x for x in (plural(len(p.points), "point") if p.points else "", "box" if p.box_xyxy else "") if x
             )
             detail += f" · {what}" if what else ""
+            detail += " · loaded, no prompts" if p.fixed is not None else ""
         detail += " · hidden" if layer.hidden else ""
         name = layer.name + (" (editing)" if layer.active else "")
         rows.append((layer.hex, name, detail))
@@ -291,7 +296,9 @@ def export_url(session: Session, kind: str) -> str:
 def exports_html(session: Session | None) -> str:
     """The export panel: a status line and three download links; the server builds a file when clicked."""
     results = [] if session is None else session.finished_results()
-    fixed = [] if session is None else session.fixed_masks()
+    fixed = (
+        [] if session is None else [layer for layer in session.shown() if not isinstance(layer.source, ObjectResult)]
+    )
     reasons = dict.fromkeys((kind for _, kind, _ in EXPORT_LINKS), "Click on the image to segment an object first.")
     note = ""
     if results or fixed:
@@ -326,8 +333,10 @@ def click_status(session: Session, decoded: int = 0, ms: float = 0.0) -> str:
     """The status line after an edit: the edited object's IoU (and decode time), or what to do."""
     active = session.edited_layer()
     if active.score is None:
-        return f"Object {active.number}: click on the image or drag a box."
-    status = f"Object {active.number}: IoU {shown_score(active.score):.3f}"
+        return f"{active.name}: click on the image or drag a box."
+    if active.prompts.fixed is not None:
+        return f"{active.name}: a loaded mask has no prompts to refine; a click or box starts a new object."
+    status = f"{active.name}: IoU {shown_score(active.score):.3f}"
     if decoded:
         status += f" · decoded in {ms:.0f} ms"
     if active.prompts.multimask:

@@ -5,8 +5,8 @@ Each object's mask is computed from *all* of its prompts in one decoder call (no
 feedback), so the exported endpoint request replays exactly what is on screen.
 
 A session holds what it cannot get back (the uploaded file's bytes, the prompts) and, compactly,
-what it can: each object's low-res logits (masks are made from them on demand), fixed masks as
-RLE. Neither the decoded pixels nor the embedding are held: the pixels are decoded again from
+what it can: each object's low-res logits (masks are made from them on demand), fixed masks (loaded
+from a file or found by "segment everything") as RLE. Neither the decoded pixels nor the embedding are held: the pixels are decoded again from
 the file where needed, and the embedding comes from the engine's cache by the image's key (the
 encoder runs again if it was evicted). `light()` drops the logits too; `update` remakes them.
 
@@ -20,6 +20,7 @@ import secrets
 import threading
 import unicodedata
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -81,17 +82,24 @@ def clean_name(name) -> str:
 
 @dataclass(frozen=True)
 class ObjectPrompts:
-    """Prompts of one object, in original pixels. points: ((x, y, label), ...), label 1 or 0."""
+    """One object: its prompts in original pixels (points: ((x, y, label), ...), label 1 or 0), or
+    a fixed mask with none (loaded from a saved file: shown and exported as it was, not refined)."""
 
     points: tuple[tuple[float, float, int], ...] = ()
     box_xyxy: tuple[float, float, float, float] | None = None
     candidate: int | None = None  # chosen multimask candidate; None = best by predicted IoU
     name: str = ""  # the user's name for the object ("": "Object N"), as `clean_name` keeps it
     hidden: bool = False  # not drawn over the photo (still listed and exported)
+    fixed: FixedMask | None = None  # the object's mask when it has no prompts (then points and box are empty)
+
+    @property
+    def has_prompts(self) -> bool:
+        return bool(self.points) or self.box_xyxy is not None
 
     @property
     def is_empty(self) -> bool:
-        return not self.points and self.box_xyxy is None
+        """Neither prompts nor a fixed mask: an object still to be clicked."""
+        return not self.has_prompts and self.fixed is None
 
     @property
     def multimask(self) -> bool:
@@ -245,6 +253,26 @@ class Layer:
         return "#{:02x}{:02x}{:02x}".format(*self.rgb)
 
 
+@dataclass(frozen=True)
+class SavedObject:
+    """An object read from a saved file: its mask as saved, its name ("" for none) and, when the
+    file holds them (our own Download JSON), the prompts that made it (else None)."""
+
+    mask: FixedMask
+    name: str = ""
+    prompts: ObjectPrompts | None = None
+
+
+class Snapshot(NamedTuple):
+    """What undo and redo restore: the objects, which one is edited, and the automatic masks with
+    the indices of those kept."""
+
+    objects: list[ObjectPrompts]
+    active: int
+    auto_masks: list[FixedMask]
+    auto_keep: tuple[int, ...]
+
+
 @dataclass
 class Session:
     """Per-user state. `objects[active]` is the one being edited (the last, unless another was selected).
@@ -252,9 +280,11 @@ class Session:
     image_bytes: the uploaded file as sent (exported as the request's base64 image).
     embedding_key: the image's key in the engine's embedding cache (`engine.image_key` of its pixels).
     size_hw: (H, W) of the image, EXIF orientation applied. token: changes with every new image.
-    results: object index -> its last decode (absent after `light()`, remade by `update`).
-    imported: masks loaded from a saved response, shown but not editable.
-    auto_masks / auto_keep: "segment everything" results and the indices the user keeps.
+    results: object index -> its last decode, for objects with prompts (absent after `light()`,
+      remade by `update`).
+    auto_masks / auto_keep: "segment everything" results and the indices the user keeps (shown
+      before the objects).
+    undo_stack / redo_stack: the `Snapshot`s that undo and redo restore.
     """
 
     image_bytes: bytes
@@ -265,11 +295,10 @@ class Session:
     objects: list[ObjectPrompts] = field(default_factory=lambda: [ObjectPrompts()])
     active: int = 0  # index of the edited object in `objects`
     results: dict[int, ObjectResult] = field(default_factory=dict)
-    imported: list[FixedMask] = field(default_factory=list)
     auto_masks: list[FixedMask] = field(default_factory=list)
     auto_keep: tuple[int, ...] = ()
-    undo_stack: list[tuple[list[ObjectPrompts], int]] = field(default_factory=list)  # (objects, active)
-    redo_stack: list[tuple[list[ObjectPrompts], int]] = field(default_factory=list)
+    undo_stack: list[Snapshot] = field(default_factory=list)
+    redo_stack: list[Snapshot] = field(default_factory=list)
     consumed_events: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # shared by all forks
 
@@ -288,11 +317,14 @@ class Session:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the arrays this state holds (the file, logits, fixed masks' RLE)."""
+        """Bytes of the arrays this state holds (the file, logits, fixed masks' RLE, each counted
+        once however many undo steps hold it)."""
+        fixed = {}
+        for snapshot in [self._snapshot()] + self.undo_stack + self.redo_stack:
+            fixed.update((id(f), f) for f in snapshot.auto_masks)
+            fixed.update((id(o.fixed), o.fixed) for o in snapshot.objects if o.fixed is not None)
         return (
-            len(self.image_bytes)
-            + sum(r.nbytes for r in self.results.values())
-            + sum(f.nbytes for f in self.imported + self.auto_masks)
+            len(self.image_bytes) + sum(r.nbytes for r in self.results.values()) + sum(f.nbytes for f in fixed.values())
         )
 
     def light(self) -> Session:
@@ -310,19 +342,24 @@ class Session:
             self,
             objects=list(self.objects),
             results=dict(self.results),
-            imported=list(self.imported),
             auto_masks=list(self.auto_masks),
             undo_stack=list(self.undo_stack),
             redo_stack=list(self.redo_stack),
         )
 
     # ---- edits: each is one undoable action ------------------------------------------------
-    def _edit(self, objects: list[ObjectPrompts], active: int | None = None) -> None:
-        """Make `objects` (and `active`, default: the same index, within the list) the state, undoably."""
-        self.undo_stack = (self.undo_stack + [(list(self.objects), self.active)])[-MAX_HISTORY:]
+    def _snapshot(self) -> Snapshot:
+        return Snapshot(list(self.objects), self.active, self.auto_masks, self.auto_keep)
+
+    def _edit(self, objects: list[ObjectPrompts], active: int | None = None, auto: tuple | None = None) -> None:
+        """Make `objects` (and `active`, default: the same index, within the list; and `auto`, the
+        automatic masks and the indices kept, default: as they are) the state, undoably."""
+        self.undo_stack = (self.undo_stack + [self._snapshot()])[-MAX_HISTORY:]
         self.redo_stack = []
         self.objects = objects
         self.active = min(self.active if active is None else active, len(objects) - 1)
+        if auto is not None:
+            self.auto_masks, self.auto_keep = list(auto[0]), tuple(auto[1])
 
     @property
     def edited(self) -> ObjectPrompts:
@@ -340,18 +377,27 @@ class Session:
             raise ValueError(f"there is no object {index + 1}; the list has {len(self.objects)}")
         return index
 
+    def _prompt(self, prompts: ObjectPrompts) -> None:
+        """Make `prompts` (the edited object's, with a new point or box) the edited object's, undoably.
+        A fixed mask has no prompts to refine: then the click or box starts a new object instead."""
+        if self.edited.fixed is None:
+            self._edit(self._with_edited(prompts))
+        else:
+            self._edit(self.objects + [replace(prompts, name="", hidden=False, fixed=None)], len(self.objects))
+
     def add_point(self, x: float, y: float, label: int) -> None:
-        self._edit(self._with_edited(self.with_point(x, y, label)))
+        self._prompt(self.with_point(x, y, label))
 
     def with_point(self, x: float, y: float, label: int) -> ObjectPrompts:
-        """The edited object's prompts with one more point (rounded as stored), not applied.
+        """The edited object's prompts with one more point (rounded as stored), not applied (the
+        prompts of a new object if the edited one is a fixed mask).
 
         Raises ValueError for a point off the image (or not finite) and past the point limit.
         """
         if points_outside(np.array([x, y], dtype=np.float64), self.size_hw):  # also NaN
             h, w = self.size_hw
             raise ValueError(f"the click at ({x:.6g}, {y:.6g}) is outside the {w}x{h} image")
-        active = self.edited
+        active = self.edited if self.edited.fixed is None else ObjectPrompts()
         if len(active.points) >= MAX_POINTS_PER_OBJECT:
             raise ValueError(
                 f"an object takes at most {MAX_POINTS_PER_OBJECT} points; click + New object to start another, or Undo"
@@ -366,7 +412,8 @@ class Session:
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise ValueError("the box has zero size; drag a larger box, or click for a point")
         box = tuple(round(v, COORD_DECIMALS) for v in (x0, y0, x1, y1))
-        self._edit(self._with_edited(replace(self.edited, box_xyxy=box, candidate=None)))
+        active = self.edited if self.edited.fixed is None else ObjectPrompts()
+        self._prompt(replace(active, box_xyxy=box, candidate=None))
 
     def apply_events(self, events: list) -> list[str]:
         """Apply the prompt surface's events not applied yet (`events[consumed_events:]`).
@@ -462,10 +509,66 @@ class Session:
         objects[index] = replace(objects[index], **fields)
         self._edit(objects)
 
-    def clear(self) -> None:
-        if len(self.objects) == 1 and self.objects[0].is_empty:
-            return
-        self._edit([ObjectPrompts()], 0)
+    def clear_object(self) -> None:
+        """Take the edited object's prompts (or fixed mask) away, keeping its name, undoably."""
+        if self.edited.is_empty:
+            raise ValueError(f"{self.edited_layer().name} has no prompt to clear; click on the image to add one")
+        self._edit(self._with_edited(ObjectPrompts(name=self.edited.name)))
+
+    def start_over(self) -> None:
+        """Take every object and every kept automatic mask away, undoably (one undo brings all back)."""
+        if all(o.is_empty for o in self.objects) and not self.auto_keep:
+            raise ValueError("there is nothing to start over from: no object and no kept automatic mask")
+        self._edit([ObjectPrompts()], 0, auto=(self.auto_masks, ()))
+
+    def set_auto(self, masks: list[FixedMask]) -> None:
+        """Show a "segment everything" run's masks, all kept, in place of the last run's; undoably
+        (a run that found none, after none, changes nothing)."""
+        if masks or self.auto_masks:
+            self._edit(list(self.objects), auto=(masks, range(len(masks))))
+
+    def keep_auto(self, indices) -> None:
+        """Show the automatic masks at `indices` (into `auto_masks`) and no others, undoably."""
+        keep = tuple(sorted({int(i) for i in indices}))
+        if any(not 0 <= i < len(self.auto_masks) for i in keep):
+            raise ValueError(f"there are {len(self.auto_masks)} automatic masks; no mask {keep[-1] + 1}")
+        if keep != self.auto_keep:
+            self._edit(list(self.objects), auto=(self.auto_masks, keep))
+
+    def add_saved(self, engine: SamEngine, saved: list[SavedObject]) -> tuple[int, int, int]:
+        """Add a saved file's objects, undoably (one step): each whose prompts give its saved mask
+        on this image with this engine as an object to refine (prompts, candidate and name), the
+        others as fixed masks with their names; a mask already shown is skipped. They go before the
+        edited object while it has no prompt yet (so it stays last and edited), else after the others.
+
+        Returns (restored with prompts, added as fixed masks, skipped as already shown).
+        """
+        self.update(engine)
+        shown = {_rle_key(layer.source) for layer in self.shown()}
+        added, results = [], {}
+        for item in saved:
+            key = _rle_key(item.mask)
+            if key in shown:
+                continue
+            shown.add(key)
+            name = clean_name(item.name)
+            prompts = None if item.prompts is None else replace(item.prompts, name=name, hidden=False, fixed=None)
+            if prompts is not None and prompts.has_prompts:
+                embedding = self.embedding(engine)
+                result = ObjectResult(
+                    prompts, *decode(engine, embedding, prompts), embedding.geometry, engine.exact_upscale
+                )
+                if np.array_equal(result.mask, item.mask.mask):
+                    results[len(added)] = result
+                    added.append(prompts)
+                    continue
+            added.append(ObjectPrompts(name=name, fixed=item.mask))
+        if added:
+            at = self.active if self.edited.is_empty and self.active == len(self.objects) - 1 else len(self.objects)
+            self._edit(self.objects[:at] + added + self.objects[at:], self.active + len(added) * (at <= self.active))
+            self.results = {k + len(added) * (k >= at): v for k, v in self.results.items()}
+            self.results.update({at + k: result for k, result in results.items()})
+        return len(results), len(added) - len(results), len(saved) - len(added)
 
     def undo(self) -> bool:
         return self._step(self.undo_stack, self.redo_stack)
@@ -473,12 +576,12 @@ class Session:
     def redo(self) -> bool:
         return self._step(self.redo_stack, self.undo_stack)
 
-    def _step(self, source: list, target: list) -> bool:
+    def _step(self, source: list[Snapshot], target: list[Snapshot]) -> bool:
         """Restore the last state of `source`, saving the current one on `target`."""
         if not source:
             return False
-        target.append((list(self.objects), self.active))
-        self.objects, self.active = source.pop()
+        target.append(self._snapshot())
+        self.objects, self.active, self.auto_masks, self.auto_keep = source.pop()
         return True
 
     # ---- results ---------------------------------------------------------------------------
@@ -491,7 +594,7 @@ class Session:
         embedding = None
         for i, prompts in enumerate(self.objects):
             cached = self.results.get(i)
-            if prompts.is_empty:
+            if not prompts.has_prompts:
                 self.results.pop(i, None)
                 continue
             if cached is not None and _same_inputs(cached.prompts, prompts):
@@ -514,28 +617,37 @@ class Session:
         """The layer of the object being edited (as `layers` numbers and colours it)."""
         return next(layer for layer in self.layers() if layer.active)
 
-    def fixed_masks(self) -> list[FixedMask]:
-        """Loaded masks, then the kept "segment everything" masks, in display order."""
-        return self.imported + [self.auto_masks[i] for i in self.auto_keep]
-
     def finished_results(self) -> list[tuple[int, ObjectResult]]:
-        """(object index, result) for every object with a prompt, in order."""
-        return [(i, self.results[i]) for i, p in enumerate(self.objects) if not p.is_empty and i in self.results]
+        """(object index, result) for every object with prompts, in order."""
+        return [(i, self.results[i]) for i, p in enumerate(self.objects) if p.has_prompts and i in self.results]
+
+    def shown(self) -> list[Layer]:
+        """Every layer with a mask (hidden ones too), in display order: what the exports hold."""
+        return [layer for layer in self.layers() if layer.source is not None]
 
     def layers(self) -> list[Layer]:
-        """Everything shown, in display order: fixed masks, then every object (the last one is edited).
+        """Everything shown, in display order: the kept automatic masks, then every object (the
+        edited one among them; objects with a fixed mask are shown by it).
 
         The one place that numbers and colours what is on screen: the mask layers, the markers,
         the score tags and the legend all read it.
         """
-        fixed = self.fixed_masks()
-        out = [Layer(n, f"{f.label} {n}", f, None, False, f"{f.uid}.{n}") for n, f in enumerate(fixed, start=1)]
+        auto = [self.auto_masks[i] for i in self.auto_keep]
+        out = [Layer(n, f"{f.label} {n}", f, None, False, f"{f.uid}.{n}") for n, f in enumerate(auto, start=1)]
         active = self.active
         for i, prompts in enumerate(self.objects):
-            n = len(fixed) + i + 1
-            result = self.results.get(i) if not prompts.is_empty else None
-            key = f"{result.uid}.{result.chosen}.{n}.{int(i == active)}" if result else f"empty.{n}"
-            out.append(Layer(n, prompts.name or f"Object {n}", result, prompts, i == active, key, i))
+            n, edited = len(auto) + i + 1, i == active
+            if prompts.fixed is not None:
+                source, key, default = (
+                    prompts.fixed,
+                    f"{prompts.fixed.uid}.{n}.{int(edited)}",
+                    f"{prompts.fixed.label} {n}",
+                )
+            else:
+                source = self.results.get(i) if prompts.has_prompts else None
+                key = f"{source.uid}.{source.chosen}.{n}.{int(edited)}" if source else f"empty.{n}"
+                default = f"Object {n}"
+            out.append(Layer(n, prompts.name or default, source, prompts, edited, key, i))
         return out
 
 
@@ -553,6 +665,16 @@ def decoder_arrays(prompts: ObjectPrompts) -> tuple:
         None if cols["input_labels"] is None else np.array(cols["input_labels"]),
         None if cols["input_boxes"] is None else np.array(cols["input_boxes"], dtype=np.float64),
     )
+
+
+def _rle_key(source: ObjectResult | FixedMask) -> tuple:
+    """A mask's identity for finding it shown twice: its size and compressed RLE."""
+    rle = (
+        source.rle
+        if isinstance(source, FixedMask)
+        else mask_utils.encode(np.asfortranarray(source.mask, dtype=np.uint8))
+    )
+    return tuple(rle["size"]), rle["counts"]
 
 
 def _same_inputs(a: ObjectPrompts, b: ObjectPrompts) -> bool:

@@ -350,10 +350,25 @@ def encode_mask_png(mask: np.ndarray) -> str:
     return base64.b64encode(png.tobytes()).decode("ascii")
 
 
-def decode_mask_png(text: str) -> np.ndarray:
-    """base64 PNG (as in `encoded_binary_mask`) -> (H, W) bool mask (pixel > 127)."""
+def decode_mask_png(text: str, size_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """base64 PNG (as in `encoded_binary_mask`) -> (H, W) bool mask (pixel > 127).
+
+    size_hw: the (H, W) the mask must have; another size raises ValueError before any pixel is decoded.
+    """
     with Image.open(io.BytesIO(base64.b64decode(text))) as image:
+        if size_hw is not None and image.size[::-1] != tuple(size_hw):
+            raise MaskSizeError(image.size[::-1], size_hw)
         return np.asarray(image.convert("L")) > 127
+
+
+class MaskSizeError(ValueError):
+    """A response's mask is not the size of the image it is read for."""
+
+    def __init__(self, got_hw: tuple[int, int], want_hw: tuple[int, int]):
+        super().__init__(
+            f"the saved masks are {got_hw[1]}x{got_hw[0]} but the image is {want_hw[1]}x{want_hw[0]}; "
+            "upload the image the masks were made for"
+        )
 
 
 def response_row(masks: np.ndarray, iou_scores: np.ndarray) -> dict:
@@ -385,12 +400,16 @@ class DecodedMask:
     iou_score: float
 
 
-def read_response(body) -> list[list[list[DecodedMask]]]:
+def read_response(
+    body, size_hw: tuple[int, int] | None = None, max_masks: int | None = None
+) -> list[list[list[DecodedMask]]]:
     """Decode a response, live or model-card spelling, into [row][prediction][mask].
 
     Accepts the live `[{"response": {"predictions": [{"masks_per_prediction": [...]}]}}]`,
     the model card's `[{"predictions": [{"mask_per_prediction": [...]}]}]`, a single row
-    object, or the JSON text of any of these.
+    object, or the JSON text of any of these. For a response from elsewhere: `size_hw`, the (H, W)
+    every mask must have (`MaskSizeError` otherwise), and `max_masks`, the most masks it may hold
+    (ValueError otherwise); both are checked before the masks they concern are decoded.
     """
     if isinstance(body, (str, bytes, bytearray)):
         try:
@@ -398,7 +417,7 @@ def read_response(body) -> list[list[list[DecodedMask]]]:
         except json.JSONDecodeError as exc:
             raise ValueError(f"the response is not valid JSON: {exc}") from None
     rows = body if isinstance(body, list) else [body]
-    decoded = []
+    decoded, count = [], 0
     for i, row in enumerate(rows):
         if isinstance(row, dict) and "response" in row:
             row = row["response"]
@@ -413,10 +432,18 @@ def read_response(body) -> list[list[list[DecodedMask]]]:
             )
             if not isinstance(masks, list):
                 raise ValueError(f"response row {i}, prediction {j} has no 'masks_per_prediction' list")
+            count += len(masks)
+            if max_masks is not None and count > max_masks:
+                raise ValueError(f"it holds more than {max_masks:,} masks, the most that load at once")
             try:
                 predictions.append(
-                    [DecodedMask(decode_mask_png(m["encoded_binary_mask"]), float(m["iou_score"])) for m in masks]
+                    [
+                        DecodedMask(decode_mask_png(m["encoded_binary_mask"], size_hw), float(m["iou_score"]))
+                        for m in masks
+                    ]
                 )
+            except MaskSizeError:
+                raise
             except (KeyError, TypeError, ValueError, OSError, binascii.Error) as exc:
                 raise ValueError(f"response row {i}, prediction {j}: bad mask entry ({exc})") from None
         decoded.append(predictions)

@@ -109,7 +109,9 @@ def coco_result(image_hw: tuple[int, int], masks: list[AutoMask]) -> dict:
     }
 
 
-def generate(engine: SamEngine, image, config: EverythingConfig = EverythingConfig(), progress=None) -> list[AutoMask]:
+def generate(
+    engine: SamEngine, image, config: EverythingConfig = EverythingConfig(), progress=None, stop=None
+) -> list[AutoMask]:
     """Every mask SAM finds in `image`: a point grid decoded from the cached embedding, then filtered.
 
     Arguments:
@@ -117,6 +119,8 @@ def generate(engine: SamEngine, image, config: EverythingConfig = EverythingConf
       image (np.ndarray or PIL.Image): any form `SamEngine.embed` takes, (H, W, 3) uint8 RGB.
       config (EverythingConfig): the grid, the filters and the crop layers (Meta's defaults).
       progress (callable or None): progress(done_points, total_points), after each decoder call.
+      stop (callable or None): stop() is asked after each decoder call; once it is true, no more
+        points are decoded and the masks found so far are filtered and returned.
 
     Returns:
       (list(AutoMask)): the masks that pass the filters, sorted by area, largest first; each
@@ -132,7 +136,10 @@ def generate(engine: SamEngine, image, config: EverythingConfig = EverythingConf
     per_call = config.points_per_batch or engine.plan.everything_batch
     total = sum(len(grids[layer]) for _, layer in crops)
     done, results = 0, []
+    stopped = lambda: stop is not None and stop()  # noqa: E731
     for crop, layer in crops:
+        if stopped():
+            break
         x0, y0, x1, y1 = crop
         embedding = engine.embed(rgb if layer == 0 else np.ascontiguousarray(rgb[y0:y1, x0:x1]))
         points = grids[layer] * np.array([x1 - x0, y1 - y0])
@@ -143,6 +150,8 @@ def generate(engine: SamEngine, image, config: EverythingConfig = EverythingConf
             done += len(batch)
             if progress is not None:
                 progress(done, total)
+            if stopped():
+                break
         results += _dedupe(crop_masks, config.box_nms_thresh)
     if len(crops) > 1:
         results = _dedupe(results, config.crop_nms_thresh, prefer_small_crops=True)

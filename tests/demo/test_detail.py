@@ -61,10 +61,12 @@ def test_a_region_of_a_prompted_mask_is_the_full_resolution_mask_under_each_scre
 
 def test_a_region_of_a_loaded_mask_is_its_pixels(ctx, uploaded, tmp_path):
     session = on_prompt(ctx, events(uploaded, box(40, 30, 300, 250)), uploaded).state
-    saved = export(ctx, session, "sam-endpoint.json", tmp_path)
+    response = tmp_path / "response.json"  # a bare endpoint response: masks without prompts
+    response.write_text(json.dumps(json.loads(export(ctx, session, "sam-endpoint.json"))["response"]))
     session = on_image(ctx, str(PHOTOS / "chelsea.png")).state
-    session = on_load_saved(ctx, saved, session).state
-    fixed = stored(ctx, session).imported[0]
+    session = on_load_saved(ctx, str(response), session).state
+    fixed = stored(ctx, session).objects[0].fixed
+    assert fixed is not None
     rows, cols = sample_indices(10, 200, 760, 300), sample_indices(20, 400, 1520, 451)
     assert np.array_equal(region_mask(fixed, rows, cols).astype(bool), fixed.mask[np.ix_(rows, cols)])
 

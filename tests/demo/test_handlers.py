@@ -16,13 +16,17 @@ from sam_demo import EngineConfig, SamPredictor, load_engine
 from sam_demo.demo.handlers import (
     DemoContext,
     on_auto_keep,
-    on_clear,
+    on_clear_object,
     on_everything,
+    on_everything_asked,
+    on_everything_cancel,
+    on_everything_ended,
     on_image,
     on_load_saved,
     on_new_object,
     on_prompt,
     on_redo,
+    on_start_over,
     on_undo,
 )
 from sam_demo.demo.layout import build_demo
@@ -86,9 +90,18 @@ def test_click_box_undo_new_object_match_predictor(ctx, engine, uploaded):
     assert "Object 1" in legend and "Object 2 (editing)" in legend
     assert np.array_equal(stored(ctx, session).results[0].mask, masks2[0]), "the finished object keeps its mask"
 
-    session = on_clear(ctx, session)[0]
+    session = on_clear_object(ctx, session)[0]  # the edited object's prompts only
+    assert len(session.objects) == 2 and session.objects[1].is_empty and 1 not in stored(ctx, session).results
+    assert np.array_equal(stored(ctx, session).results[0].mask, masks2[0]), "the other object stays"
+    session = on_undo(ctx, session)[0]
+    assert session.objects[1].points == ((100.0, 250.0, 1),)
+    view = on_start_over(ctx, session)  # everything, in one undoable step
+    session = view.state
     assert len(session.objects) == 1 and session.objects[0].is_empty and not stored(ctx, session).results
-    assert on_undo(ctx, session)[0].objects[1].points == ((100.0, 250.0, 1),)
+    assert "Undo" in panels(view)["status"]
+    session = on_undo(ctx, session)[0]
+    assert [o.points for o in session.objects] == [((200.0, 150.0, 1), (320.0, 90.0, 0)), ((100.0, 250.0, 1),)]
+    assert np.array_equal(stored(ctx, session).results[0].mask, masks2[0])
 
 
 def test_stale_and_bad_events_never_break_the_session(ctx, uploaded):
@@ -172,11 +185,20 @@ def test_exports_replay_and_reload(ctx, engine, uploaded, tmp_path):
     assert ann["area"] == int(shown[0].sum()) and ann["prompts"]["input_points"] == [[[200.0, 150.0]]]
     assert coco["images"][0]["width"] == 451
 
+    # Loaded again on the same image with the same engine, the objects come back to refine: prompts,
+    # chosen candidate and masks. A second load adds nothing (the masks are shown already).
     fresh = on_image(ctx, CAT)[0]
     view = on_load_saved(ctx, saved, fresh)
-    loaded, status, legend = view.state, panels(view)["status"], panels(view)["legend"]
-    assert "Loaded 2 masks" in status and len(loaded.imported) == 2
-    assert np.array_equal(loaded.imported[0].mask, shown[0]) and "Loaded mask 1" in legend
+    loaded, status = view.state, panels(view)["status"]
+    assert "2 objects to refine" in status
+    assert [o.points for o in loaded.objects] == [o.points for o in session.objects] + [()]
+    assert [o.box_xyxy for o in loaded.objects] == [None, (20.0, 20.0, 200.0, 200.0), None]
+    assert loaded.objects[0].candidate == 1 and loaded.active == 2 and loaded.objects[2].is_empty
+    assert np.array_equal(stored(ctx, loaded).results[0].mask, shown[0])
+    assert np.array_equal(stored(ctx, loaded).results[1].mask, shown[1])
+    again = on_load_saved(ctx, saved, loaded)
+    assert "2 masks already shown, skipped" in panels(again)["status"] and len(again.state.objects) == 3
+    assert on_undo(ctx, again.state).state.objects[0].is_empty, "one undo takes the whole load back"
 
 
 def test_loading_masks_for_another_image_is_refused(ctx, uploaded, tmp_path):
@@ -185,7 +207,7 @@ def test_loading_masks_for_another_image_is_refused(ctx, uploaded, tmp_path):
     other = on_image(ctx, str(PHOTOS / "coffee.png"))[0]
     view = on_load_saved(ctx, saved, other)
     assert "saved.sam-endpoint.json was not loaded" in panels(view)["status"]
-    assert "upload the image the masks were made for" in panels(view)["status"] and not view.state.imported
+    assert "upload the image the masks were made for" in panels(view)["status"] and view.state.objects[0].is_empty
     assert "Upload the image these masks were made for first" in panels(on_load_saved(ctx, saved, None))["status"]
     junk = tmp_path / "junk.json"
     junk.write_text("{not json")
@@ -220,15 +242,61 @@ def test_segment_everything_keep_and_drop(ctx, uploaded, monkeypatch):
     assert count >= 3 and auto["visible"] and auto["value"] == list(range(count)) and "Segment everything" in status
     view = on_auto_keep(ctx, [0, 2], session)
     session, panel = view.state, panels(view)["exports"]
-    assert session.fixed_masks() == [session.auto_masks[0], session.auto_masks[2]]
+    assert [layer.source for layer in session.shown()] == [session.auto_masks[0], session.auto_masks[2]]
     assert "2 objects, 0 prompts" in panel and "Download JSON replays prompts" in panel  # no prompts: no endpoint rows
     assert '<a id="download-json" class="sd-download" aria-disabled="true"' in panel and "masks.zip" in panel
     with pytest.raises(ValueError, match="Download JSON replays prompts.*download the masks, COCO JSON or cut-outs"):
         export(ctx, session, "sam-endpoint.json")
     with zipfile.ZipFile(io.BytesIO(export(ctx, session, "masks.zip"))) as archive:
         assert len(archive.namelist()) == 2
-    legend = panels(on_prompt(ctx, events(session, point(200, 150)), session))["legend"]
-    assert "Auto mask 1" in legend and "Object 3 (editing)" in legend
+    view = on_prompt(ctx, events(session, point(200, 150)), session)
+    assert "Auto mask 1" in panels(view)["legend"] and "Object 3 (editing)" in panels(view)["legend"]
+    # A new run replaces the masks; undo brings the last run's back, with what was kept of it.
+    rerun = on_everything(ctx, view.state).state
+    assert rerun.auto_keep == tuple(range(len(rerun.auto_masks))) and rerun.auto_masks[0] is not session.auto_masks[0]
+    back = on_undo(ctx, rerun).state
+    assert back.auto_masks == session.auto_masks and back.auto_keep == (0, 2)
+    view = on_redo(ctx, back)
+    # Start over unticks them too, undoably; so is the list's own untick, and the run itself.
+    session = on_start_over(ctx, view.state).state
+    assert session.auto_keep == () and not session.shown()
+    session = on_undo(ctx, on_undo(ctx, session).state).state
+    assert session.auto_keep == (0, 2) and len(stored(ctx, session).shown()) == 3
+    session = on_undo(ctx, on_undo(ctx, session).state).state
+    assert session.auto_keep == tuple(range(count))
+    view = on_undo(ctx, session)
+    assert view.state.auto_masks == [] and view.auto_keep["visible"] is False, "the list goes with the run"
+
+
+def test_cancel_stops_segment_everything_keeping_the_masks_found_so_far(ctx, uploaded, monkeypatch):
+    import sam_demo.demo.handlers as ui
+    from sam_demo.engine.automatic_mask_generator import EverythingConfig
+
+    config = EverythingConfig(points_per_side=8, points_per_batch=4, pred_iou_thresh=0, stability_score_thresh=0)
+    monkeypatch.setattr(ui, "EverythingConfig", lambda: config)
+    assert on_everything_asked(ctx, uploaded)["visible"] is True
+    with pytest.raises(gr.Error, match="already running on this image"):
+        on_everything_asked(ctx, uploaded)
+    calls = []
+    real = ui.generate
+
+    def generate(engine, rgb, config, progress, stop):
+        def counted(done, total):
+            calls.append(done)
+            if len(calls) == 3:  # the user presses Cancel during the third decoder call
+                assert on_everything_cancel(ctx, uploaded)["value"] == "Stopping…"
+            progress(done, total)
+
+        return real(engine, rgb, config, counted, stop)
+
+    monkeypatch.setattr(ui, "generate", generate)
+    view = on_everything(ctx, uploaded)
+    status = panels(view)["status"]
+    assert calls == [4, 8, 12] and "cancelled after 12 of 64 points" in status
+    assert 0 < len(view.state.auto_masks) and "Undo takes them all away" in status
+    assert on_everything_ended(ctx, uploaded)["visible"] is False
+    assert on_everything_cancel(ctx, uploaded)["visible"] is False, "nothing runs now: Cancel goes"
+    assert on_everything_asked(ctx, uploaded)["visible"] is True, "and a new run may be asked for"
 
 
 def test_load_bare_response_in_model_card_spelling(ctx, uploaded, tmp_path):
@@ -240,17 +308,19 @@ def test_load_bare_response_in_model_card_spelling(ctx, uploaded, tmp_path):
     ]
     path = tmp_path / "card.json"
     path.write_text(json.dumps(card))
-    loaded = on_load_saved(ctx, str(path), on_image(ctx, CAT)[0])[0]
+    view = on_load_saved(ctx, str(path), on_image(ctx, CAT)[0])
+    loaded = view.state
     best = int(np.argmax(stored(ctx, session).results[0].scores))  # a bare response: the best mask of each prediction
-    assert len(loaded.imported) == 1 and np.array_equal(
-        loaded.imported[0].mask, stored(ctx, session).results[0].masks[best]
-    )
+    assert "1 fixed mask" in panels(view)["status"] and len(loaded.objects) == 2
+    assert np.array_equal(loaded.objects[0].fixed.mask, stored(ctx, session).results[0].masks[best])
+    assert "Loaded mask 1" in panels(view)["legend"] and loaded.active == 1
 
 
 EDITS_BEFORE_AN_IMAGE = {
     "undo": lambda ctx: on_undo(ctx, None),
     "redo": lambda ctx: on_redo(ctx, None),
-    "clear": lambda ctx: on_clear(ctx, None),
+    "clear object": lambda ctx: on_clear_object(ctx, None),
+    "start over": lambda ctx: on_start_over(ctx, None),
     "new object": lambda ctx: on_new_object(ctx, None),
     "keep automatic masks": lambda ctx: on_auto_keep(ctx, [0], None),
     "a click": lambda ctx: on_prompt(ctx, json.dumps({"token": "", "events": [point(5, 5)]}), None),
@@ -266,7 +336,15 @@ def test_every_edit_before_an_image_says_what_to_do_on_the_status_line(ctx, acti
     assert view.state is None and 'role="alert"' in status
     assert "Upload an image first" in status or "malformed" in status
     controls = json.loads(view.prompter["view"])["controls"]
-    assert set(controls) == {"undo", "redo", "clear", "new-object", "segment-everything", "load-json"}
+    assert set(controls) == {
+        "undo",
+        "redo",
+        "clear-object",
+        "start-over",
+        "new-object",
+        "segment-everything",
+        "load-json",
+    }
     assert all("Upload an image first" in why for why in controls.values())
 
 
@@ -276,13 +354,14 @@ def test_the_views_say_which_buttons_can_run_and_why_not(ctx, uploaded):
     assert controls(fresh) == {
         "undo": "Nothing to undo yet.",
         "redo": "Nothing to redo.",
-        "clear": "Nothing to clear: no prompt yet.",
+        "clear-object": "Object 1 has no prompt to clear.",
+        "start-over": "Nothing to start over from: no object yet.",
         "new-object": "Click on the image first: the current object has no prompt yet.",
         "segment-everything": "",
         "load-json": "",
     }
     clicked = on_prompt(ctx, events(uploaded, point(200, 150)), uploaded)
-    assert controls(clicked)["undo"] == controls(clicked)["clear"] == controls(clicked)["new-object"] == ""
+    assert {controls(clicked)[k] for k in ("undo", "clear-object", "start-over", "new-object")} == {""}
     undone = on_undo(ctx, clicked.state)
     assert controls(undone)["redo"] == "" and controls(undone)["undo"] == "Nothing to undo yet."
     nothing = panels(on_undo(ctx, undone.state))["status"]

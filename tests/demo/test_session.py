@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from sam_demo import SamPredictor
-from sam_demo.demo.handlers import on_new_object, on_prompt, on_undo
+from sam_demo.demo.handlers import on_image, on_load_saved, on_new_object, on_prompt, on_undo
 from sam_demo.demo.render import view_json
 from sam_demo.demo.session import MAX_NAME_CHARS, clean_name
-from sam_demo.endpoint.wire import read_response
+from sam_demo.endpoint.wire import encode_mask_png, read_response
 from tests.support.demo import CAT, events, export, panels, point, stored
 
 
@@ -165,3 +165,70 @@ def test_new_object_in_the_event_stream_keeps_a_tap_right_after_it_on_the_new_ob
     assert session.active == 1
     view = on_prompt(ctx, events(session, *history, {"type": "new"}, {"type": "new"}), session)
     assert "no prompt yet" in panels(view)["status"] and len(view.state.objects) == 3
+
+
+@pytest.fixture()
+def loaded(ctx, two, tmp_path):
+    """The two objects saved by Download JSON with names, and a fresh session on the same image that
+    loaded that file with object 2's saved mask changed (as if made by another model): object 1
+    comes back to refine, object 2 as a fixed mask; the page's events so far, the session, the file."""
+    history, session = two
+    history += [obj("rename", 0, name="cat"), obj("rename", 1, name="cup")]
+    session = on_prompt(ctx, events(session, *history), session).state
+    saved = json.loads(export(ctx, session, "sam-endpoint.json"))
+    entry = saved["shown"][1]
+    other = np.zeros((300, 451), bool)
+    other[50:120, 60:200] = True
+    saved["response"][entry["row"]]["response"]["predictions"][0]["masks_per_prediction"][entry["mask"]][
+        "encoded_binary_mask"
+    ] = encode_mask_png(other)
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps(saved))
+    fresh = on_image(ctx, CAT).state
+    view = on_load_saved(ctx, str(path), fresh)
+    assert "1 object to refine; 1 fixed mask" in panels(view)["status"]
+    return [], view.state, path, other
+
+
+def test_a_loaded_mask_is_an_object_to_name_hide_delete_and_export(ctx, loaded):
+    history, session, _, other = loaded
+    kept = stored(ctx, session)
+    assert [o.name for o in kept.objects] == ["cat", "cup", ""] and kept.active == 2
+    assert kept.objects[0].has_prompts and kept.objects[1].fixed is not None
+    assert np.array_equal(kept.objects[1].fixed.mask, other), "shown as saved, not remade"
+    legend = panels(on_prompt(ctx, events(session, *history), session))["legend"]
+    assert legend.count("data-object-index=") == 3 and "loaded, no prompts" in legend
+    history += [obj("rename", 1, name="bowl"), obj("visibility", 1, hidden=True)]
+    session = on_prompt(ctx, events(session, *history), session).state
+    coco = json.loads(export(ctx, session, "coco.json"))
+    assert [c["name"] for c in coco["categories"]] == ["cat", "bowl"] and len(coco["annotations"]) == 2
+    with zipfile.ZipFile(io.BytesIO(export(ctx, session, "masks.zip"))) as archive:
+        assert archive.namelist() == ["object_01_cat.png", "object_02_bowl.png"]
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(archive.read("object_02_bowl.png")))) > 127, other)
+    history.append(obj("delete", 1))
+    session = on_prompt(ctx, events(session, *history), session).state
+    assert [o.name for o in session.objects] == ["cat", ""]
+    session = on_undo(ctx, session).state
+    assert session.objects[1].name == "bowl" and np.array_equal(stored(ctx, session).objects[1].fixed.mask, other)
+
+
+def test_a_click_with_a_loaded_mask_selected_starts_a_new_object(ctx, loaded):
+    history, session, _, other = loaded
+    history += [obj("select", 1), point(200, 150)]
+    view = on_prompt(ctx, events(session, *history), session)
+    session = view.state
+    assert session.objects[1].fixed is not None and session.objects[1].name == "cup", "the loaded mask stays as it was"
+    assert session.objects[-1].points == ((200.0, 150.0, 1),) and session.active == len(session.objects) - 1
+    session = on_undo(ctx, session).state
+    assert session.objects[-1].fixed is not None, "one undo takes the click back"
+
+
+def test_loading_masks_counts_each_once_in_the_session_budget(ctx, loaded):
+    _, session, path, _ = loaded
+    kept = stored(ctx, session)
+    fixed = kept.objects[1].fixed
+    history = [obj("rename", 1, name=f"cup {k}") for k in range(5)]  # five undo steps that all hold it
+    kept = stored(ctx, on_prompt(ctx, events(session, *history), session).state)
+    assert sum(o.fixed is fixed for s in kept.undo_stack for o in s.objects) >= 5
+    logits = sum(r.nbytes for r in kept.results.values())
+    assert kept.nbytes == len(kept.image_bytes) + logits + fixed.nbytes

@@ -281,7 +281,7 @@ def test_edits_that_cannot_run_say_why_on_screen(browser, server, tmp_path):
     page.goto(server.url + "/", wait_until="load")
     page.wait_for_selector("#prompter .sd-stage", timeout=60_000)
     page.wait_for_function("document.getElementById('undo')?.getAttribute('aria-disabled') === 'true'", timeout=30_000)
-    for control in ("undo", "redo", "clear", "new-object", "segment-everything"):
+    for control in ("undo", "redo", "clear-object", "start-over", "new-object", "segment-everything"):
         assert "Upload an image first" in page.locator(f"#{control}").get_attribute("title"), control
     page.locator("#new-object").click(force=True)  # dimmed (aria-disabled), but a person can still click it
     page.wait_for_function("document.querySelector('#status [role=alert]') !== null", timeout=30_000)
@@ -470,6 +470,34 @@ def test_the_object_list_selects_renames_hides_deletes_and_undoes(browser, serve
     page.keyboard.press("Delete")  # the edited object: object 1
     exported("1 object, 1 prompt")
     page.screenshot(path=str(ARTIFACTS / "demo-objects-1400x1000.png"), full_page=True)
+
+    # Clear object takes the edited object's prompts; Start over takes everything; Undo brings all back.
+    page.locator("#objects [data-select]").first.click()
+    page.locator("#clear-object").click()
+    exported("Nothing to export yet")
+    page.keyboard.press("Control+z")
+    exported("1 object, 1 prompt")
+    with page.expect_file_chooser() as chooser:  # the saved file brings object 1 back, refinable
+        page.locator("#load-json").click()
+    chooser.value.set_files(download.value.path())
+    page.wait_for_function(
+        "document.querySelector('#status').innerText.includes('1 object to refine; 1 mask already shown, skipped')",
+        timeout=60_000,
+    )
+    exported("2 objects, 3 prompts")  # object 2's mask is shown already: not added twice
+    assert hostile in page.locator("#objects").inner_text(), "with its name"
+    page.locator("#start-over").click()
+    exported("Nothing to export yet")
+    assert "Undo" in status(page)
+    page.keyboard.press("Control+z")
+    exported("2 objects, 3 prompts")
+    # Esc deselects: the next click starts a new object, leaving the edited one as it was.
+    page.keyboard.press("Escape")
+    page.wait_for_function(
+        "document.querySelector('#legend').innerText.includes('(editing) — no prompt yet')", timeout=30_000
+    )
+    click(0.8, 0.2)
+    exported("3 objects, 4 prompts")
     page.close()
 
     assert [s["name"] for s in saved["shown"]] == [hostile, ""]
@@ -656,4 +684,17 @@ def test_zoom_about_the_cursor_click_pan_and_sharp_edges(browser, server, tmp_pa
     page.keyboard.press("+")
     page.keyboard.press("0")
     assert transform() == [1, 0, 0] and page.locator("#zoom-fit").inner_text() == "100%"
+    page.close()
+
+
+def test_segment_everything_can_be_cancelled_and_undone(browser, server):
+    page = open_with_image(browser, server, {"width": 1400, "height": 1000}, PHOTOS / "coffee.png")
+    assert "finds no mask" in page.locator("#everything-note").inner_text(), "random weights: said beforehand"
+    assert not page.locator("#cancel-everything").is_visible()
+    page.keyboard.press("s")
+    page.locator("#cancel-everything").click()  # shown as soon as the job is asked for
+    page.wait_for_function("document.querySelector('#status').innerText.includes('cancelled')", timeout=60_000)
+    assert "Segment everything" in status(page)
+    page.wait_for_selector("#cancel-everything", state="hidden", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "demo-everything-cancelled-1400x1000.png"), full_page=True)
     page.close()

@@ -111,3 +111,19 @@ def test_small_regions_and_nms_helpers():
     assert cleaned[10:12, 10:12].all() and not cleaned[35:37, 35:37].any() and cleaned[5:30, 5:30].all()
     boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]], dtype=torch.float)
     assert nms(boxes, torch.tensor([0.5, 0.9, 0.1]), 0.7).tolist() == [1, 2]
+
+
+def test_a_stop_ends_the_run_after_the_decoder_call_under_way_keeping_what_it_found(engine):
+    config = EverythingConfig(
+        points_per_side=6, points_per_batch=4, pred_iou_thresh=0, stability_score_thresh=0, box_nms_thresh=1.0
+    )
+    calls = []
+    everything = generate(engine, asset("chelsea.png"), config, progress=lambda done, total: calls.append(done))
+    calls.clear()
+    found = generate(
+        engine, asset("chelsea.png"), config, lambda done, total: calls.append(done), lambda: len(calls) >= 2
+    )
+    assert calls == [4, 8], "two decoder calls of 4 points, then no more"
+    points = {m.point_xy for m in found}
+    assert len(points) == 8 and len(found) < len(everything), "the masks of the 8 points decoded"
+    assert generate(engine, asset("chelsea.png"), config, stop=lambda: True) == [], "stopped before it began"

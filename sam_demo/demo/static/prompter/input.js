@@ -9,8 +9,9 @@
 // which does the edit itself and reports what was wrong. Events only grow until the image changes,
 // so no click is lost: Python applies the events it has not seen.
 // Keys (never while a text field has focus; `?` lists them): N new object, Ctrl/Cmd+Z undo,
-// Ctrl/Cmd+Shift+Z or Ctrl+Y redo, Esc cancels the box being drawn, C cycles the candidates, H
-// toggles the hover preview, S segments everything, Delete/Backspace deletes the edited object.
+// Ctrl/Cmd+Shift+Z or Ctrl+Y redo, Esc cancels the box being drawn (else closes the key list, else
+// deselects: the next click starts a new object), C cycles the candidates, H toggles the hover
+// preview, S segments everything, Delete/Backspace deletes the edited object, + − 0 and arrows zoom and pan.
 
 function toImage(ev) {
   const {left, top, vw, vh} = viewport();
@@ -212,6 +213,13 @@ function nextCandidate() {
   const current = buttons.findIndex((b) => b.getAttribute('aria-pressed') === 'true');
   send({type: 'candidate', index: Number(buttons[(current + 1) % buttons.length].dataset.candidate)});
 }
+// Esc: cancel the box being drawn, else close the key list, else deselect: the edited object is
+// left as it is and the next click starts a new one (nothing to do if the edited object is new).
+function escape() {
+  if (drag) { drag = null; draw(); return; }
+  if (!keysBox.hidden) { showKeys(false); return; }
+  if (token && (view.controls || {})['new-object'] === '') send({type: 'new'});
+}
 const PAN_KEYS = {arrowleft: [1, 0], arrowright: [-1, 0], arrowup: [0, 1], arrowdown: [0, -1]};
 function panStep(dx, dy) {
   const {vw, vh} = viewport();
@@ -224,7 +232,7 @@ document.addEventListener('keydown', (ev) => {
   let act = null;
   if (mod && !ev.altKey && key === 'z') act = () => pressButton(ev.shiftKey ? 'redo' : 'undo');
   else if (mod && !ev.altKey && key === 'y') act = () => pressButton('redo');
-  else if (key === 'escape') act = () => { if (drag) { drag = null; draw(); } else showKeys(false); };
+  else if (key === 'escape') act = escape;
   else if (mod || ev.altKey) return;
   else if (ev.key === '?') act = () => showKeys(keysBox.hidden);
   else if (key === 'n') act = () => pressButton('new-object');

@@ -24,7 +24,7 @@ root.innerHTML = `
       <tr><td><kbd>N</kbd></td><td>new object</td></tr>
       <tr><td><kbd>Ctrl</kbd>/<kbd>⌘</kbd>+<kbd>Z</kbd></td><td>undo</td></tr>
       <tr><td><kbd>Ctrl</kbd>/<kbd>⌘</kbd>+<kbd>Shift</kbd>+<kbd>Z</kbd>, <kbd>Ctrl</kbd>+<kbd>Y</kbd></td><td>redo</td></tr>
-      <tr><td><kbd>Esc</kbd></td><td>cancel the box being drawn; close this list</td></tr>
+      <tr><td><kbd>Esc</kbd></td><td>cancel the box being drawn; close this list; else deselect (the next click starts a new object)</td></tr>
       <tr><td><kbd>C</kbd></td><td>next of the three candidates (after one click)</td></tr>
       <tr><td><kbd>H</kbd></td><td>hover preview on or off</td></tr>
       <tr><td><kbd>S</kbd></td><td>segment everything</td></tr>
