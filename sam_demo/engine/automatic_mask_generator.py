@@ -162,20 +162,11 @@ def generate(
 
 def _decode_batch(engine, embedding, points_xy, crop, image_hw, config) -> list[AutoMask]:
     """Decode single-point prompts (3 candidates each) and keep the masks that pass the filters."""
-    count = len(points_xy)
-    low_res, scores = engine.decode_low_res(
-        embedding, points_xy[:, None, :], np.ones((count, 1), np.int64), multimask_output=True
-    )  # (B, 3, 256, 256), (B, 3)
-    candidates = low_res.shape[1]
-    low_res, scores = low_res.reshape(-1, *low_res.shape[-2:]), scores.reshape(-1)
-    keep = (
-        torch.nonzero(scores > config.pred_iou_thresh).flatten()
-        if config.pred_iou_thresh > 0
-        else torch.arange(len(scores))
-    )
+    min_iou = config.pred_iou_thresh if config.pred_iou_thresh > 0 else -float("inf")
+    group, _, low_res, scores = engine.decode_candidates(embedding, points_xy, min_iou)  # the IoU filter
     x0, y0, x1, y1 = crop
     out = []
-    for chunk in keep.split(16):
+    for chunk in torch.arange(len(scores)).split(16):
         logits = torch.from_numpy(
             masks_from_logits(low_res[chunk], embedding.geometry, return_logits=True, exact=engine.exact_upscale)
         )
@@ -198,7 +189,7 @@ def _decode_batch(engine, embedding, points_xy, crop, image_hw, config) -> list[
             else:
                 full = np.zeros(image_hw, dtype=bool)
                 full[y0:y1, x0:x1] = mask.numpy()
-            px, py = points_xy[int(index) // candidates]
+            px, py = points_xy[int(group[index])]
             out.append(
                 AutoMask(
                     full,

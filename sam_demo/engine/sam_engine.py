@@ -212,6 +212,37 @@ class SamEngine:
                 low_res, iou = out.pred_masks, out.iou_scores
         return low_res[0].float(), iou[0].float()
 
+    def decode_candidates(
+        self, embedding: ImageEmbedding, points_xy: np.ndarray, min_iou: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Segment everything's decode: single positive points, three candidates each, only those
+        whose predicted IoU is over `min_iou`.
+
+        Arguments:
+          embedding (ImageEmbedding): from `embed`.
+          points_xy (np.ndarray): (B, 2) float64, one point per prompt, in original pixels.
+          min_iou (float): keep the candidates whose predicted IoU is over this (-inf: all).
+
+        Returns:
+          group (B',) int64: the point of each kept candidate; candidate (B',) int64: 0-2;
+          logits (B', h, w) float32: its low-res logits, of which rows [:h] and columns [:w] cover at
+            least `geometry.low_res_extent` (the fast mode makes only those; the exact mode all 256x256);
+          iou (B',) float32; all on the device, in point order.
+        """
+        geometry = embedding.geometry
+        points_xy, labels = np.asarray(points_xy, dtype=np.float64)[:, None, :], np.ones((len(points_xy), 1), np.int64)
+        if not isinstance(self.decoder, FastDecoder):  # the exact mode: as the reference, then filtered
+            low_res, iou = self.decode_low_res(embedding, points_xy, labels, multimask_output=True)
+            pairs = torch.nonzero(iou > min_iou)
+            return pairs[:, 0], pairs[:, 1], low_res[pairs[:, 0], pairs[:, 1]], iou[pairs[:, 0], pairs[:, 1]]
+        points_xy, labels, _, _ = check_prompts(geometry.original_hw, points_xy, labels, None, None)
+        points = self._tensor(geometry.coords_to_model(points_xy)[None])
+        with torch.inference_mode():
+            sparse = self.decoder.prompt_embeddings(points, torch.from_numpy(labels[None]).to(self.device), None)
+            factor = LOW_RES_SIDE // self.decoder.embedding_hw[0]  # low-res pixels per image token
+            token_hw = tuple(-(-side // factor) for side in geometry.low_res_extent)
+            return self.decoder.candidates(embedding.decoder_cache, sparse, min_iou, token_hw)
+
     def decode(
         self,
         embedding: ImageEmbedding,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from sam_demo import EngineConfig, load_engine
 from sam_demo.engine.automatic_mask_generator import EverythingConfig, generate
@@ -65,3 +66,31 @@ def test_segment_everything_in_the_fast_float32_mode_finds_the_exact_modes_masks
     for f, e in zip(fast, exact):
         assert f.point_xy == e.point_xy and abs(f.predicted_iou - e.predicted_iou) < 1e-4
         assert off_the_edge(f.segmentation, e.segmentation) == 0
+
+
+@pytest.mark.parametrize("min_iou", [-float("inf"), 0.5, float("inf")])
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_segment_everythings_candidates_are_the_decoders_over_the_iou_bar_on_the_image(
+    engine, fast_fp32, landscape, min_iou, mode, monkeypatch
+):
+    eng = engine if mode == "exact" else fast_fp32
+    points = np.array([[50.0, 40.0], [225.0, 150.0], [400.0, 260.0], [10.0, 290.0]])
+    embedding = eng.embed(landscape)
+    in_h, in_w = embedding.geometry.low_res_extent
+    low_res, iou = eng.decode_low_res(embedding, points[:, None], np.ones((4, 1), np.int64))
+    heads = []  # the groups the fast mode's upscaling head runs for
+    if mode == "fast":
+        real = eng.decoder._mask_logits
+        monkeypatch.setattr(eng.decoder, "_mask_logits", lambda *a, **k: heads.append(len(a[1])) or real(*a, **k))
+    group, candidate, logits, scores = eng.decode_candidates(embedding, points, min_iou)
+    want = torch.nonzero(iou > min_iou)
+    assert group.tolist() == want[:, 0].tolist() and candidate.tolist() == want[:, 1].tolist()
+    assert logits.shape[1] >= in_h and logits.shape[2] >= in_w
+    if mode == "exact":  # the reference's, filtered: bit-equal
+        assert torch.equal(scores, iou[group, candidate]) and torch.equal(logits, low_res[group, candidate])
+        return
+    assert torch.allclose(scores, iou[group, candidate], atol=1e-5)
+    assert torch.allclose(logits[:, :in_h, :in_w], low_res[group, candidate][:, :in_h, :in_w], atol=1e-4)
+    with_candidate = len(set(group.tolist()))
+    assert heads == ([with_candidate] if with_candidate else []), "the head runs for those groups only"
+    assert logits.shape[1] == 4 * 43 and logits.shape[2] == 256, "over the image's 43 of 64 token rows (451x300)"

@@ -1,8 +1,8 @@
 """SAM's mask decoder rearranged for speed: the same function, products taken in another order.
 
-Used when the decoder runs in reduced precision (bf16 on CPU, bf16/fp16 on GPU), where
-bit-equality with transformers is moot. Run in fp32 its logits equal `SamModel`'s to ~1e-5
-(the tests check this). What changes against `CachedDecoder`:
+The fast mode's decoder, in every dtype (float32 included); bit-equality with transformers is the
+exact mode's (`CachedDecoder`). Run in fp32 its logits equal `SamModel`'s to ~1e-5 (the tests
+check this). What changes against `CachedDecoder`:
 
 - *Few tokens, many pixels.* A click has ~7 prompt tokens against 4096 image tokens. Every
   attention between them is re-associated so that the per-head projections act on the tokens,
@@ -17,6 +17,9 @@ bit-equality with transformers is moot. Run in fp32 its logits equal `SamModel`'
 - *Upscaling head channels-last.* Each 2x2 stride-2 transposed convolution is a matmul and
   its layer norm a plain `layer_norm`; only the returned masks' hypernetworks run. The 128x128
   map is put in row-major order once, so each row of 256 logits is one contiguous run.
+- *Segment everything* (`candidates`): the IoU head reads only the tokens, so it runs first and
+  the upscaling head only for prompts with a candidate over the IoU threshold, and only over the
+  image tokens under the resized image (the head is local; the padding's logits are never used).
 
 Shapes: prompt tokens (G, T, 256) for G prompt groups; image tokens (G, 4096, 256).
 """
@@ -162,6 +165,36 @@ class FastDecoder(CachedDecoder):
         self, cache: ImageDecoderCache, sparse: torch.Tensor, multimask_output: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """sparse: (1, G, T', 256) prompt embeddings -> low-res logits (1, G, C, 256, 256), IoU (1, G, C)."""
+        tokens, keys = self._transform(cache, sparse)
+        return self._mask_logits(tokens, keys, multimask_output)[None], self._iou(tokens, multimask_output)[None]
+
+    @torch.inference_mode()
+    def candidates(
+        self, cache: ImageDecoderCache, sparse: torch.Tensor, min_iou: float, token_hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Segment everything's decode: the three candidates of each group whose predicted IoU is over
+        `min_iou`, their logits made only for them and only over the first `token_hw` (rows, cols)
+        of the 64x64 image tokens (the upscaling head is local: those rows and columns of logits are
+        the same as `decode`'s). The IoU head needs only the tokens, so a group with no candidate
+        over `min_iou` costs no upscaling.
+
+        sparse: (1, G, T', 256). Returns group (K,), candidate (K,), logits (K, 4 * rows, 4 * cols)
+        float32, IoU (K,) float32, for the K candidates kept, in group order.
+        """
+        tokens, keys = self._transform(cache, sparse)
+        iou = self._iou(tokens, True)
+        keep = iou > min_iou
+        groups = keep.any(1).nonzero().flatten()
+        if not len(groups):
+            empty = torch.empty(0, dtype=torch.long, device=keys.device)
+            return empty, empty, torch.empty(0, 4 * token_hw[0], 4 * token_hw[1], device=keys.device), iou[:0, 0]
+        pairs = keep[groups].nonzero()  # (K, 2): index into `groups`, candidate
+        logits = self._mask_logits(tokens[groups], keys[groups], True, token_hw)[pairs[:, 0], pairs[:, 1]]
+        group = groups[pairs[:, 0]]
+        return group, pairs[:, 1], logits, iou[group, pairs[:, 1]]
+
+    def _transform(self, cache: ImageDecoderCache, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two-way transformer: sparse (1, G, T', 256) -> tokens (G, T, 256), image tokens (G, 4096, 256)."""
         groups = sparse.shape[1]
         point_embeddings = self._point_embeddings(sparse)[0]
         queries, keys, keys_pe = point_embeddings, cache.keys.expand(groups, -1, -1), None
@@ -187,15 +220,27 @@ class FastDecoder(CachedDecoder):
         keys_pe = keys + self._pe
         final = self.transformer.final_attn_token_to_image
         attn_out = self._token_to_image(final, queries + point_embeddings, keys, keys_pe, None)
-        tokens = self.transformer.layer_norm_final_attn(queries + attn_out)
-        return self._heads(tokens, keys, groups, multimask_output)
+        return self.transformer.layer_norm_final_attn(queries + attn_out), keys
 
-    def _heads(self, tokens: torch.Tensor, keys: torch.Tensor, groups: int, multimask_output: bool):
-        """Mask and IoU heads: tokens (G, T, 256), image tokens (G, 4096, 256)."""
+    def _selected(self, multimask_output: bool) -> range:
+        return range(1, self.mask_decoder.num_mask_tokens) if multimask_output else range(1)
+
+    def _iou(self, tokens: torch.Tensor, multimask_output: bool) -> torch.Tensor:
+        """The IoU head: tokens (G, T, 256) -> (G, C) float32."""
+        selected = self._selected(multimask_output)
+        return self.mask_decoder.iou_prediction_head(tokens[:, 0, :])[:, selected.start : selected.stop].float()
+
+    def _mask_logits(
+        self, tokens: torch.Tensor, keys: torch.Tensor, multimask_output: bool, token_hw: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """The mask head: tokens (G, T, 256), image tokens (G, 4096, 256) -> logits (G, C, 4 * rows,
+        4 * cols) float32, over the first token_hw = (rows, cols) of the 64x64 tokens (default: all)."""
         dec = self.mask_decoder
-        height, width = self.embedding_hw
-        selected = range(1, dec.num_mask_tokens) if multimask_output else range(1)
-        iou_pred = dec.iou_prediction_head(tokens[:, 0, :])[:, selected.start : selected.stop]
+        groups = keys.shape[0]
+        height, width = token_hw or self.embedding_hw
+        if (height, width) != tuple(self.embedding_hw):
+            keys = keys.unflatten(1, tuple(self.embedding_hw))[:, :height, :width].reshape(groups, height * width, -1)
+        selected = self._selected(multimask_output)
         hyper = tokens[:, 1 + selected.start : 1 + selected.stop, :].transpose(0, 1)  # (M, G, 256)
         for index, (weight, bias) in enumerate(self._hyper):
             hyper = torch.baddbmm(bias[selected.start : selected.stop], hyper, weight[selected.start : selected.stop])
@@ -213,4 +258,4 @@ class FastDecoder(CachedDecoder):
         for a2, (w2, b2) in enumerate(second):
             y = dec.activation(torch.addmm(b2, x, w2)).view(groups, -1, w2.shape[1] // 2)  # rows (I, J, b2)
             rows[:, :, :, a2].copy_(torch.bmm(hyper, y.transpose(1, 2)).view(rows[:, :, :, a2].shape))
-        return masks[None], iou_pred[None].float()
+        return masks
