@@ -113,8 +113,10 @@ class Page:
             self.page.keyboard.press("0")
         for _ in range(abs(notches)):
             self.page.mouse.wheel(0, -400 if notches > 0 else 400)
-        percent = f"{100 * 2 ** max(0, notches)}%"
-        self.page.wait_for_function(f"document.querySelector('#zoom-fit').innerText === '{percent}'", timeout=10_000)
+        zoom = 2 ** max(0, notches)  # times the fitted size
+        self.page.wait_for_function(
+            f"document.querySelector('#prompter .sd-stage').dataset.zoom === '{zoom}'", timeout=10_000
+        )
 
     def clicks(
         self,

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRouter
 from fastapi_offline import FastAPIOffline
 
+from sam_demo.demo.example_photos import warm_up
 from sam_demo.demo.layout import launch_demo, mount_demo
 from sam_demo.demo.routes import add_demo_routes
 from sam_demo.demo.session_store import SessionStore
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ModelLoadError, ValueError) as exc:
         exit_with_message(exc)
     budget = None if args.session_budget_mb is None else args.session_budget_mb << 20
+    warm_up(engine)  # in the background: the first example encoded, and this machine's encode time measured
     serve(engine, server_config(args), session_budget_bytes=budget, share=args.share)
 
 

@@ -31,6 +31,8 @@ PAGE_CSS = (
     "#image-input { display: none; }\n"
     "#status:has(> .wrap:not(.hide)) { min-height: 56px; }\n"
     "#status:has(> .wrap:not(.hide)) .html-container { visibility: hidden; }\n"
+    # Touch: Clear object and Start over are targets a finger can hit.
+    "@media (pointer: coarse) { #clear-object, #start-over { min-height: 40px; } }\n"
     # The candidates and the object list take no room while they have nothing to show.
     "#candidates:not(:has(.sd-candidates)), #legend:not(:has(.sd-legend)) { display: none; }\n"
     # Buttons that cannot run now (the prompter marks them from each view), their reason as the tooltip.

@@ -23,6 +23,7 @@ from sam_demo.demo.session import FixedMask, ObjectResult, Session
 from sam_demo.engine.utils.geometry import LOW_RES_SIDE, MODEL_SIDE
 
 __all__ = [
+    "MAX_DETAIL_LAYERS",
     "MAX_DETAIL_PIXELS",
     "PHOTO_MAX_PIXELS",
     "detail_layers",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 MAX_DETAIL_PIXELS = 4_200_000  # a 2x screen's 1450x1450 viewport; the page asks for no more
+MAX_DETAIL_LAYERS = 24  # layers one request may ask for (the page asks for more in turn): a bounded cost
 MAX_DETAIL_SIDE = 4096
 PHOTO_MAX_PIXELS = 16_000_000  # the full-resolution photo for zooming; larger ones are downscaled to it
 

@@ -9,12 +9,13 @@ its box, alpha from its mask, the edge antialiased from SAM's logits.
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import json
 import re
 import zipfile
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -22,11 +23,11 @@ import numpy as np
 from sam_demo.demo.session import MAX_NAME_CHARS, MAX_POINTS_PER_OBJECT, FixedMask, ObjectPrompts, SavedObject, Session
 from sam_demo.endpoint.wire import (
     EndpointRow,
-    MaskSizeError,
     RequestLimits,
     build_request,
+    decode_mask_entry,
     parse_request,
-    read_response,
+    response_entries,
     response_row,
 )
 from sam_demo.engine.utils.coco import coco_annotation
@@ -36,7 +37,8 @@ def endpoint_export(session: Session) -> dict:
     """{"request": ..., "response": ..., "shown": [...]} for every object with a prompt.
 
     shown[i] names the mask on screen for request row i: its prediction and mask index in the
-    response (the chosen multimask candidate), with its predicted IoU.
+    response (the chosen multimask candidate), with its predicted IoU, the object's number, name
+    and whether it is hidden.
     """
     results = session.finished_results()
     if not results and session.shown():
@@ -50,7 +52,15 @@ def endpoint_export(session: Session) -> dict:
     rows = [dict(image=image_b64, **r.prompts.endpoint_columns()) for _, r in results]
     response = [response_row(r.masks[None], r.scores[None]) for _, r in results]
     shown = [
-        {"row": k, "prediction": 0, "mask": r.chosen, "iou_score": r.score, "object": i + 1, "name": r.prompts.name}
+        {
+            "row": k,
+            "prediction": 0,
+            "mask": r.chosen,
+            "iou_score": r.score,
+            "object": i + 1,
+            "name": r.prompts.name,
+            "hidden": r.prompts.hidden,
+        }
         for k, (i, r) in enumerate(results)
     ]
     return {"request": build_request(rows), "response": response, "shown": shown}
@@ -200,59 +210,106 @@ def cutout_union_png(session: Session, max_pixels: int) -> bytes:
 
 
 MAX_SAVED_OBJECTS = 500  # objects one saved file may add (each with prompts is decoded again to check it)
+MAX_SAVED_PIXELS = 2_000_000_000  # mask pixels one load may decode (objects x image pixels), one mask at a time
 # What a saved Download JSON's request may hold: an object a row, one prompt group each.
 SAVED_LIMITS = RequestLimits(max_rows=MAX_SAVED_OBJECTS, max_groups=1, max_points=MAX_POINTS_PER_OBJECT)
 
 
-def saved_objects(data: bytes, image_hw: tuple[int, int]) -> list[SavedObject]:
+@dataclass(frozen=True)
+class SavedFile:
+    """A saved JSON's objects, and whether it was saved for other pixels than the image's (then
+    its objects come without prompts: they would not remake its masks here)."""
+
+    objects: list[SavedObject]
+    other_image: bool = False
+
+
+def saved_objects(data: bytes, image_hw: tuple[int, int], image_bytes: bytes | None = None) -> SavedFile:
     """The objects of a saved JSON: our Download JSON, or a bare endpoint response in either spelling.
 
-    From our export, the masks on screen (`shown`) with their names and the prompts that made them
-    (its request's rows); from a bare response, the best-scoring mask of each prediction, unnamed
-    and without prompts. Raises ValueError, saying what to load instead, for a file that is neither,
-    and for masks of another size than the image's.
+    From our export, the masks on screen (`shown`) with their names, visibility and the prompts that
+    made them (its request's rows), unless its image is not `image_bytes`; from a bare response, the
+    best-scoring mask of each prediction, unnamed and without prompts. Masks are decoded one at a
+    time into RLE, after the count and size checks. Raises ValueError, saying what to load instead,
+    for a file that is neither, too large, or of masks of another size than the image's.
     """
     try:
         body = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise ValueError("the file is not JSON: it is not even UTF-8 text") from None
+    except RecursionError:
+        raise ValueError("the file is not a saved JSON: it is nested far too deeply") from None
+    except json.JSONDecodeError as exc:
         raise ValueError(f"the file is not JSON: {exc}") from None
     ours = isinstance(body, dict) and "response" in body and "request" in body
     try:
-        # Three candidates per object at most: a file within the bound has at most 3x its objects' masks.
-        rows = read_response(body["response"] if ours else body, image_hw, 3 * MAX_SAVED_OBJECTS)
-    except MaskSizeError:
-        raise
+        rows = response_entries(body["response"] if ours else body)
     except ValueError as exc:
         raise ValueError(
             f"it is not a file that Download JSON wrote, nor an endpoint response ({exc}); load one of those"
         ) from None
     shown = body.get("shown") if ours else None
-    count = len(shown) if isinstance(shown, list) and shown else sum(len(row) for row in rows)
-    if count > MAX_SAVED_OBJECTS:
-        raise ValueError(f"it holds {count:,} objects; at most {MAX_SAVED_OBJECTS} load at once")
+    requests, other_image = None, False
     if shown:
+        picked = _shown_entries(rows, shown)
         try:
             requests = parse_request(body["request"], SAVED_LIMITS)
         except ValueError as exc:
             raise ValueError(
                 f"its request is not one that Download JSON writes ({exc}); load the file as it was saved"
             ) from None
-        try:
-            picked = [
-                (rows[e["row"]][e["prediction"]][e["mask"]], str(e.get("name") or ""), _prompts(requests[e["row"]], e))
-                for e in shown
-            ]
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise ValueError(
-                'the saved JSON\'s "shown" list names masks its request and response do not have; '
-                "load the file as Download JSON wrote it"
-            ) from None
+        if image_bytes is not None and requests:
+            other_image = requests[0].is_url or _b64(requests[0].image) != image_bytes
     else:
-        picked = [(max(p, key=lambda m: m.iou_score), "", None) for row in rows for p in row if p]
-    return [
-        SavedObject(FixedMask.of(decoded.mask, decoded.iou_score, "Loaded mask"), name[:MAX_NAME_CHARS], prompts)
-        for decoded, name, prompts in picked
-    ]
+        picked = [(max(p, key=lambda m: m["iou_score"]), {}) for row in rows for p in row if p]
+    h, w = image_hw
+    if len(picked) > MAX_SAVED_OBJECTS:
+        raise ValueError(f"it holds {len(picked):,} objects; at most {MAX_SAVED_OBJECTS} load at once")
+    if len(picked) * h * w > MAX_SAVED_PIXELS:
+        most = MAX_SAVED_PIXELS // (h * w)
+        raise ValueError(
+            f"it holds {len(picked)} masks of this {w}x{h} image; at most {most} of this size load at once"
+        )
+    objects = []
+    for entry, show in picked:
+        decoded = decode_mask_entry(entry, image_hw)
+        prompts = None if requests is None or other_image else _prompts(requests[show["row"]], show)
+        name = str(show.get("name") or "")[:MAX_NAME_CHARS]
+        fixed = FixedMask.of(decoded.mask, decoded.iou_score, "Loaded mask")
+        objects.append(SavedObject(fixed, name, prompts, show.get("hidden") is True))
+    return SavedFile(objects, other_image)
+
+
+def _shown_entries(rows: list, shown) -> list[tuple[dict, dict]]:
+    """(mask entry, shown entry) for each entry of our export's `shown` list; ValueError unless each
+    names a row, prediction and mask of the response by whole numbers from 0."""
+    bad = ValueError(
+        'the saved JSON\'s "shown" list names masks its request and response do not have; '
+        "load the file as Download JSON wrote it"
+    )
+    if not isinstance(shown, list) or len(shown) > MAX_SAVED_OBJECTS:
+        if isinstance(shown, list):
+            raise ValueError(f"it holds {len(shown):,} objects; at most {MAX_SAVED_OBJECTS} load at once")
+        raise bad
+    picked = []
+    for entry in shown:
+        at = [entry.get(k) if isinstance(entry, dict) else None for k in ("row", "prediction", "mask")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in at):
+            raise bad
+        row, prediction, mask = at
+        try:
+            picked.append((rows[row][prediction][mask], entry))
+        except IndexError:
+            raise bad from None
+    return picked
+
+
+def _b64(text: str) -> bytes | None:
+    """A request row's base64 image as bytes (None if it is not base64)."""
+    try:
+        return base64.b64decode(text, validate=False)
+    except (ValueError, binascii.Error):
+        return None
 
 
 def _prompts(row: EndpointRow, entry: dict) -> ObjectPrompts | None:

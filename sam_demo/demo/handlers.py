@@ -9,6 +9,8 @@ layers and panels; `on_prompt` runs only if that fails. `layout.build_demo` bind
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import threading
 import time
@@ -27,6 +29,7 @@ from sam_demo.demo.session import FixedMask, Session
 from sam_demo.demo.session_store import SessionStore
 from sam_demo.endpoint.fetch import FetchPolicy
 from sam_demo.engine.automatic_mask_generator import EverythingConfig, generate
+from sam_demo.engine.checkpoint_catalog import encoder_tflop, faster_checkpoints
 from sam_demo.engine.sam_engine import SamEngine
 from sam_demo.engine.utils.heap import return_free_memory
 from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
@@ -166,6 +169,7 @@ def _run(action, *args):
 def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None, progress=gr.Progress()) -> View:
     """A new image (upload, paste, drop or example): decode it and compute its embedding now."""
     if previous is not None:
+        ctx.jobs.cancel(previous.token)  # segment everything on the image this one replaces stops
         ctx.sessions.discard(previous.token)
     if not path:
         return _view(ctx, None, "Upload an image to start.")
@@ -173,9 +177,9 @@ def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None
     data = Path(path).read_bytes()
     progress(0.05, desc="Reading the image")
     rgb = _run(lambda: to_rgb_array(decode_image_bytes(data, engine.max_pixels), engine.max_pixels))
-    progress(0.2, desc="Encoding the image (once per image)")
     start = time.perf_counter()
-    embedding, encoded = _run(engine.embed_with_status, rgb)
+    with _encode_progress(progress, engine.encode_seconds):
+        embedding, encoded = _run(engine.embed_with_status, rgb)
     seconds = time.perf_counter() - start
     session = Session.start(data, embedding, Path(path).name)
     h, w = session.size_hw
@@ -189,6 +193,59 @@ def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None
     del rgb
     return_free_memory()
     return view
+
+
+@contextlib.contextmanager
+def _encode_progress(progress, expected: float | None, every: float = 0.5):
+    """The encode's progress while it runs: with the last encode's time on this machine (`expected`),
+    the time left, told every `every` seconds from a thread of its own (the encode holds the handler's)."""
+    if not expected:
+        progress(0.2, desc="Encoding the image (once per image)")
+        yield
+        return
+    start, done = time.perf_counter(), threading.Event()
+
+    def tell() -> None:
+        while True:
+            elapsed = time.perf_counter() - start
+            left = expected - elapsed
+            when = f"about {left:.0f} s left" if left >= 1.5 else "nearly done" if left > -expected else "taking longer"
+            progress(
+                0.2 + 0.75 * min(1.0, elapsed / expected), desc=f"Encoding the image (~{expected:.0f} s here): {when}"
+            )
+            if done.wait(every):
+                return
+
+    # Gradio finds the event a progress call belongs to in the context: the ticker runs in a copy of it.
+    ticker = threading.Thread(target=contextvars.copy_context().run, args=(tell,), daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+
+
+def encode_note(engine: SamEngine) -> str:
+    """The page's details on encoding (Markdown): how long an image takes here and, where that is
+    over 5 s, the smaller checkpoints this app runs, with their sizes and the time each would take."""
+    seconds = engine.encode_seconds
+    if seconds is None:
+        return "Encoding speed: not measured yet (the first image's encode measures it)."
+    note = f"Encoding a new image takes about **{seconds:.1f} s** here ({engine.info.device}, {engine.info.dtype})."
+    tflop = encoder_tflop(engine.model.config.vision_config)
+    faster = faster_checkpoints(tflop)
+    if seconds > SLOW_ENCODE_SECONDS and faster:
+        options = "; ".join(
+            f"`--model {c.model}` ({c.params_m:.0f}M parameters, {c.size_mib:,} MiB, about "
+            f"{seconds * c.encode_tflop / tflop:.1f} s here)"
+            for c in faster
+        )
+        note += f" Smaller SAM checkpoints encode faster, with the same clicks and exports: {options}."
+    return note
+
+
+SLOW_ENCODE_SECONDS = 5.0
 
 
 def on_prompt(ctx: DemoContext, value: str, session: Session | None) -> View:
@@ -211,14 +268,18 @@ def on_prompt(ctx: DemoContext, value: str, session: Session | None) -> View:
         return _decode_and_view(ctx, session, session.apply_events(events))
 
 
-def _decode_and_view(ctx: DemoContext, session: Session, problems: list[str] | None = None, auto: bool = False) -> View:
-    """Decode what changed and show it; `problems` (events that were skipped) go on the status line.
-    auto: the automatic masks may have changed (undo, redo, start over): their list is sent again."""
+def _decode_and_view(
+    ctx: DemoContext, session: Session, problems: list[str] | None = None, auto: bool = False, said: str = ""
+) -> View:
+    """Decode what changed and show it; `problems` (events that were skipped) go on the status line,
+    else `said` (what was done) before the edited object's state. auto: the automatic masks may have
+    changed (undo, redo, start over): their list is sent again."""
     start = time.perf_counter()
     decoded = _run(session.update, ctx.engine)
     if problems:
         return _view(ctx, session, " ".join(map(_sentence, problems)), problem=True, auto=auto)
-    return _view(ctx, session, click_status(session, decoded, (time.perf_counter() - start) * 1000), auto=auto)
+    status = click_status(session, decoded, (time.perf_counter() - start) * 1000)
+    return _view(ctx, session, f"{said} {status}" if said else status, auto=auto)
 
 
 def _sentence(message: str) -> str:
@@ -233,7 +294,7 @@ def _history(ctx: DemoContext, session: Session | None, step: str) -> View:
     with ctx.sessions.editing(session) as session:
         if not getattr(session, step)():
             return _refused(ctx, session, f"Nothing to {step}.")
-        return _decode_and_view(ctx, session, auto=True)
+        return _decode_and_view(ctx, session, auto=True, said={"undo": "Undone.", "redo": "Redone."}[step])
 
 
 def on_undo(ctx: DemoContext, session: Session | None) -> View:
@@ -274,14 +335,18 @@ def on_new_object(ctx: DemoContext, session: Session | None) -> View:
     return _action(ctx, session, "new_object")
 
 
+RUNNING = "Segment everything is running on this image: Cancel stops it."
+
+
 def on_everything_asked(ctx: DemoContext, session: Session | None):
     """The moment Segment everything is clicked (before its job waits in the queue): note the job,
-    so that Cancel can stop it from now on, and show Cancel. Refuses (a toast) a second job while
-    one runs on this image, and before an image."""
+    so that Cancel can stop it from now on, show Cancel, and make the button (and its key) inert
+    until the job ends. Before an image, or for a second job on the same image (which the inert
+    button prevents on the page), raises: the job does not run."""
     session = _require(session)
     if not ctx.jobs.ask(session.token):
-        raise user_error("Segment everything is already running on this image; wait for it, or press Cancel.")
-    return gr.update(visible=True, value="Cancel", interactive=True)
+        raise user_error(RUNNING)
+    return gr.update(visible=True, value="Cancel", interactive=True), gr.update(interactive=False)
 
 
 def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progress()) -> View:
@@ -292,6 +357,7 @@ def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progres
     """
     session = _require(session)
     stop = ctx.jobs.flag(session.token)
+    asked_for = session.token
     try:
         start = time.perf_counter()
         seen = {"done": 0, "total": 0, "told": 0}  # points decoded, in all, and when progress was last told
@@ -311,6 +377,9 @@ def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progres
     return_free_memory()
     seconds = time.perf_counter() - start
     cancelled = stop.is_set()
+    if ctx.sessions.get(asked_for) is None:  # another image came meanwhile: this one's result is dropped
+        gr.Info("Segment everything stopped: another image was opened.")
+        return View(gr.skip(), gr.skip(), gr.skip())
     with ctx.sessions.editing(session) as session:
         session.set_auto(auto_masks)
         how = f"in {seconds:.1f} s"
@@ -326,14 +395,14 @@ def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progres
                 if ctx.engine.info.random_weights
                 else ""
             )
-            return _view(ctx, session, f"Segment everything found no mask ({how}).{why}", auto=True)
-        return _view(
-            ctx,
-            session,
-            f"Segment everything: {plural(len(auto_masks), 'mask')} ({how}). "
-            "Untick the ones to drop in the list beside the image; Undo takes them all away.",
-            auto=True,
-        )
+            status = f"Segment everything found no mask ({how}).{why}"
+        else:
+            status = (
+                f"Segment everything: {plural(len(auto_masks), 'mask')} ({how}). "
+                "Untick the ones to drop in the list beside the image; Undo takes them all away."
+            )
+        gr.Info(status)  # also where the status line is out of sight (a phone, scrolled to the button)
+        return _view(ctx, session, status, auto=True)
 
 
 def on_everything_cancel(ctx: DemoContext, session: Session | None):
@@ -344,8 +413,8 @@ def on_everything_cancel(ctx: DemoContext, session: Session | None):
 
 
 def on_everything_ended(ctx: DemoContext, session: Session | None):
-    """After the job (finished, cancelled or failed): Cancel goes away."""
-    return gr.update(visible=False, value="Cancel", interactive=True)
+    """After the job (finished, cancelled or failed): Cancel goes away, the button works again."""
+    return gr.update(visible=False, value="Cancel", interactive=True), gr.update(interactive=True)
 
 
 def on_auto_keep(ctx: DemoContext, keep: list[int] | None, session: Session | None) -> View:
@@ -377,15 +446,19 @@ def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -
         try:
             if Path(path).stat().st_size > MAX_SAVED_BYTES:
                 raise ValueError(f"it is over {MAX_SAVED_BYTES >> 20} MB, larger than any file Download JSON writes")
-            saved = saved_objects(Path(path).read_bytes(), session.size_hw)
-            restored, fixed, skipped = session.add_saved(ctx.engine, saved)
+            saved = saved_objects(Path(path).read_bytes(), session.size_hw, session.image_bytes)
+            restored, fixed, skipped = session.add_saved(ctx.engine, saved.objects)
         except (ValueError, RuntimeError) as exc:
             return _refused(ctx, session, f"{name} was not loaded: {exc}")
-        if not saved:
+        if not saved.objects:
             return _refused(ctx, session, f"{name} holds no mask to load.")
         told = [
             f"{plural(restored, 'object')} to refine" if restored else "",
             f"{plural(fixed, 'fixed mask')}" if fixed else "",
             f"{plural(skipped, 'mask')} already shown, skipped" if skipped else "",
         ]
-        return _view(ctx, session, f"Loaded from {name}: " + "; ".join(t for t in told if t) + ".")
+        status = f"Loaded from {name}: " + "; ".join(t for t in told if t) + "."
+        if saved.other_image:
+            status += " It was saved with another image file of this size, so its objects have no prompts here."
+        gr.Info(status)  # also where the status line is out of sight (a phone, scrolled to the button)
+        return _view(ctx, session, status)

@@ -15,6 +15,7 @@ from sam_demo.demo.handlers import (
     ENCODE_CALLS,
     EVERYTHING_CALLS,
     DemoContext,
+    encode_note,
     on_auto_keep,
     on_clear_object,
     on_everything,
@@ -65,6 +66,7 @@ def build_demo(
                 "Upload a photo, then click or tap what you want to segment."
             )
             gr.Markdown(f"<small>Plan: {engine.plan.describe()}</small>", elem_id="plan")
+            speed = gr.Markdown(encode_note(engine), elem_id="encode-speed")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=560):  # beside the tools from 900 px of width; above them below that
                 status = Panel("status", status_html("Upload an image to start."), elem_id="status")
@@ -140,11 +142,13 @@ def build_demo(
         load_saved.upload(bind(on_load_saved, ctx), inputs=[load_saved, state], **edit)
         # Asked for -> (queued) the job -> Cancel hidden again; Cancel itself runs at once, beside the job.
         hidden = dict(queue=False, show_progress="hidden", api_visibility="private")
-        everything.click(bind(on_everything_asked, ctx), inputs=state, outputs=cancel, **hidden).success(
+        everything.click(bind(on_everything_asked, ctx), inputs=state, outputs=[cancel, everything], **hidden).success(
             bind(on_everything, ctx), inputs=state, **long_job(EVERYTHING_CALLS, status)
-        ).then(bind(on_everything_ended, ctx), inputs=state, outputs=cancel, **hidden)
+        ).then(bind(on_everything_ended, ctx), inputs=state, outputs=[cancel, everything], **hidden)
         cancel.click(bind(on_everything_cancel, ctx), inputs=state, outputs=cancel, **hidden)
         add_space_api(ctx)
+        # The encode's speed is measured by the start-up warm-up and each encode: told as of the page's load.
+        demo.load(functools.partial(encode_note, engine), outputs=speed, queue=False, api_visibility="private")
     return demo
 
 

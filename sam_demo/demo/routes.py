@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ import torch
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from sam_demo.demo.detail import detail_layers, photo_jpeg
+from sam_demo.demo.detail import MAX_DETAIL_LAYERS, detail_layers, photo_jpeg
 from sam_demo.demo.example_photos import example_file
 from sam_demo.demo.exports import coco_export, cutout_union_png, cutouts_zip, endpoint_export, masks_zip
 from sam_demo.demo.render import (
@@ -161,7 +162,7 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
         body = await _json_body(request)
         try:
             token, x, y = str(body["token"]), float(body["x"]), float(body["y"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):
             return _error(400, 'send JSON {"token": str, "x": number, "y": number}')
         session = sessions.get(token)
         if session is None:
@@ -187,9 +188,13 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
             and _numbers(region, 4)
             and _numbers(size, 2)
             and isinstance(keys, list)
-            and len(keys) <= 1000
+            and len(keys) <= MAX_DETAIL_LAYERS
         ):
-            return _error(400, 'send JSON {"token": str, "region": [x0, y0, x1, y1], "size": [w, h], "keys": [str]}')
+            return _error(
+                400,
+                'send JSON {"token": str, "region": [x0, y0, x1, y1] and "size": [w, h] (finite numbers), '
+                f'"keys": [str] (at most {MAX_DETAIL_LAYERS})}}',
+            )
         session = sessions.get(token)
         if session is None:
             return _error(404, expired)
@@ -254,12 +259,17 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
 
 
 def _numbers(value, count: int) -> bool:
-    """Whether `value` is a list of `count` numbers (not booleans)."""
-    return (
-        isinstance(value, list)
-        and len(value) == count
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    )
+    """Whether `value` is a list of `count` finite numbers (not booleans, nor integers past floats' range)."""
+    return isinstance(value, list) and len(value) == count and all(_finite(v) for v in value)
+
+
+def _finite(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return False
 
 
 def _ascii_name(name: str) -> str:

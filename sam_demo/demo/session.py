@@ -35,6 +35,7 @@ from sam_demo.engine.utils.transforms import logits_to_size, mask_to_size, masks
 MAX_HISTORY = 100
 MAX_POINTS_PER_OBJECT = 64  # more says nothing new to SAM and makes each click slower
 MAX_EVENTS = 5000  # prompt events per image (each click or box is one)
+MAX_NEW_EVENTS = 100  # events applied by one call (the page sends a few: those made while one is in flight)
 COORD_DECIMALS = 2  # prompts are kept (and so decoded and exported) rounded to 1/100 pixel
 MAX_NAME_CHARS = 80
 # 20 distinct hues as RGB: colour-blind-friendly first (Okabe-Ito, then Tableau), then ten of Kelly's
@@ -255,12 +256,13 @@ class Layer:
 
 @dataclass(frozen=True)
 class SavedObject:
-    """An object read from a saved file: its mask as saved, its name ("" for none) and, when the
-    file holds them (our own Download JSON), the prompts that made it (else None)."""
+    """An object read from a saved file: its mask as saved, its name ("" for none), when the file
+    holds them (our own Download JSON) the prompts that made it (else None), and whether it was hidden."""
 
     mask: FixedMask
     name: str = ""
     prompts: ObjectPrompts | None = None
+    hidden: bool = False
 
 
 class Snapshot(NamedTuple):
@@ -354,12 +356,14 @@ class Session:
     def _edit(self, objects: list[ObjectPrompts], active: int | None = None, auto: tuple | None = None) -> None:
         """Make `objects` (and `active`, default: the same index, within the list; and `auto`, the
         automatic masks and the indices kept, default: as they are) the state, undoably."""
+        active = min(self.active if active is None else active, len(objects) - 1)
+        auto = (self.auto_masks, self.auto_keep) if auto is None else (list(auto[0]), tuple(auto[1]))
+        if (objects, active, *auto) == tuple(self._snapshot()):
+            return  # nothing changes: no undo step, and what redo would bring back is kept
         self.undo_stack = (self.undo_stack + [self._snapshot()])[-MAX_HISTORY:]
         self.redo_stack = []
-        self.objects = objects
-        self.active = min(self.active if active is None else active, len(objects) - 1)
-        if auto is not None:
-            self.auto_masks, self.auto_keep = list(auto[0]), tuple(auto[1])
+        self.objects, self.active = objects, active
+        self.auto_masks, self.auto_keep = auto
 
     @property
     def edited(self) -> ObjectPrompts:
@@ -373,7 +377,9 @@ class Session:
         """`index` as an object's index; ValueError if there is no such object."""
         if isinstance(index, bool) or not isinstance(index, int):
             raise ValueError(f"an object is given by its index, a whole number, not {index!r:.20}")
-        if not 0 <= index < len(self.objects):
+        if index < 0:
+            raise ValueError(f"there is no object at index {index}: objects are numbered from index 0")
+        if index >= len(self.objects):
             raise ValueError(f"there is no object {index + 1}; the list has {len(self.objects)}")
         return index
 
@@ -430,6 +436,11 @@ class Session:
             return ["the prompt surface sent malformed data; reload the page"]
         if len(events) > MAX_EVENTS:
             return [f"more than {MAX_EVENTS} clicks on one image; upload it again to start afresh"]
+        if len(events) - self.consumed_events > MAX_NEW_EVENTS:
+            return [
+                f"{len(events) - self.consumed_events:,} new prompt events at once, more than the {MAX_NEW_EVENTS} "
+                "one edit takes; reload the page"
+            ]
         problems = []
         for event in events[self.consumed_events :]:
             try:
@@ -449,7 +460,7 @@ class Session:
                     self.set_hidden(event["object"], event["hidden"])
                 else:
                     self.add_point(float(event["x"]), float(event["y"]), 1 if int(event.get("label", 1)) == 1 else 0)
-            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
                 problems.append(
                     str(exc) if isinstance(exc, ValueError) else f"a malformed prompt event was skipped: {event!r:.80}"
                 )
@@ -552,7 +563,7 @@ class Session:
                 continue
             shown.add(key)
             name = clean_name(item.name)
-            prompts = None if item.prompts is None else replace(item.prompts, name=name, hidden=False, fixed=None)
+            prompts = None if item.prompts is None else replace(item.prompts, name=name, hidden=item.hidden, fixed=None)
             if prompts is not None and prompts.has_prompts:
                 embedding = self.embedding(engine)
                 result = ObjectResult(
@@ -562,7 +573,7 @@ class Session:
                     results[len(added)] = result
                     added.append(prompts)
                     continue
-            added.append(ObjectPrompts(name=name, fixed=item.mask))
+            added.append(ObjectPrompts(name=name, hidden=item.hidden, fixed=item.mask))
         if added:
             at = self.active if self.edited.is_empty and self.active == len(self.objects) - 1 else len(self.objects)
             self._edit(self.objects[:at] + added + self.objects[at:], self.active + len(added) * (at <= self.active))

@@ -160,12 +160,14 @@ def answer(
 
 
 def engine_report(engine: SamEngine) -> dict:
-    """/health's description of an engine: model, device, dtype, plan and embedding cache."""
+    """/health's description of an engine: model, device, dtype, plan, the last encode's seconds and
+    the embedding cache."""
     return {
         "model": engine.info.model,
         "device": engine.info.device,
         "dtype": engine.info.dtype,
         "random_weights": engine.info.random_weights,
         "plan": asdict(engine.plan),
+        "encode_seconds": engine.encode_seconds,
         "cache": asdict(engine.cache_stats()),
     }

@@ -400,24 +400,21 @@ class DecodedMask:
     iou_score: float
 
 
-def read_response(
-    body, size_hw: tuple[int, int] | None = None, max_masks: int | None = None
-) -> list[list[list[DecodedMask]]]:
-    """Decode a response, live or model-card spelling, into [row][prediction][mask].
+def response_entries(body) -> list[list[list[dict]]]:
+    """A response's mask entries, [row][prediction][mask], checked but not decoded: each a dict with
+    `encoded_binary_mask` (str) and a finite `iou_score`.
 
     Accepts the live `[{"response": {"predictions": [{"masks_per_prediction": [...]}]}}]`,
     the model card's `[{"predictions": [{"mask_per_prediction": [...]}]}]`, a single row
-    object, or the JSON text of any of these. For a response from elsewhere: `size_hw`, the (H, W)
-    every mask must have (`MaskSizeError` otherwise), and `max_masks`, the most masks it may hold
-    (ValueError otherwise); both are checked before the masks they concern are decoded.
+    object, or the JSON text of any of these. Raises ValueError naming the first entry out of shape.
     """
     if isinstance(body, (str, bytes, bytearray)):
         try:
             body = json.loads(body)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ValueError(f"the response is not valid JSON: {exc}") from None
     rows = body if isinstance(body, list) else [body]
-    decoded, count = [], 0
+    entries = []
     for i, row in enumerate(rows):
         if isinstance(row, dict) and "response" in row:
             row = row["response"]
@@ -432,19 +429,36 @@ def read_response(
             )
             if not isinstance(masks, list):
                 raise ValueError(f"response row {i}, prediction {j} has no 'masks_per_prediction' list")
-            count += len(masks)
-            if max_masks is not None and count > max_masks:
-                raise ValueError(f"it holds more than {max_masks:,} masks, the most that load at once")
-            try:
-                predictions.append(
-                    [
-                        DecodedMask(decode_mask_png(m["encoded_binary_mask"], size_hw), float(m["iou_score"]))
-                        for m in masks
-                    ]
-                )
-            except MaskSizeError:
-                raise
-            except (KeyError, TypeError, ValueError, OSError, binascii.Error) as exc:
-                raise ValueError(f"response row {i}, prediction {j}: bad mask entry ({exc})") from None
-        decoded.append(predictions)
-    return decoded
+            for k, m in enumerate(masks):
+                if not (
+                    isinstance(m, dict)
+                    and isinstance(m.get("encoded_binary_mask"), str)
+                    and isinstance(m.get("iou_score"), (int, float))
+                    and not isinstance(m["iou_score"], bool)
+                    and math.isfinite(m["iou_score"])
+                ):
+                    raise ValueError(
+                        f"response row {i}, prediction {j}, mask {k}: expected "
+                        '{"encoded_binary_mask": base64 PNG, "iou_score": a finite number}'
+                    )
+            predictions.append(masks)
+        entries.append(predictions)
+    return entries
+
+
+def decode_mask_entry(entry: dict, size_hw: tuple[int, int] | None = None) -> DecodedMask:
+    """One entry of `response_entries` decoded; `size_hw` as `decode_mask_png`'s. Raises ValueError
+    (`MaskSizeError` for a mask of another size) for a mask that is not a readable PNG."""
+    try:
+        return DecodedMask(decode_mask_png(entry["encoded_binary_mask"], size_hw), float(entry["iou_score"]))
+    except MaskSizeError:
+        raise
+    except Image.DecompressionBombError:
+        raise ValueError("a mask's PNG is far larger than any image SAM takes") from None
+    except (ValueError, OSError, binascii.Error) as exc:
+        raise ValueError(f"a mask is not a readable PNG ({exc})") from None
+
+
+def read_response(body) -> list[list[list[DecodedMask]]]:
+    """Decode a response (any form `response_entries` takes) into [row][prediction][mask]."""
+    return [[[decode_mask_entry(m) for m in prediction] for prediction in row] for row in response_entries(body)]

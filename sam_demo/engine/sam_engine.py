@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,6 +124,7 @@ class SamEngine:
         self.decoder = decoder(model, getattr(torch, plan.decoder_compute))
         self._encode_lock = threading.Lock()
         self._coord_dtype = getattr(torch, plan.coordinates)
+        self._encode_seconds: float | None = None
 
     # ---- once per image -------------------------------------------------------------------
     def embed(self, image: np.ndarray | Image.Image) -> ImageEmbedding:
@@ -159,9 +161,19 @@ class SamEngine:
         ]
         pixel_values = pixel_values.to(self.device, self.encoder_dtype)
         with self._encode_lock, torch.inference_mode(), self._autocast():
+            start = time.perf_counter()
             features = self.model.get_image_embeddings(pixel_values)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self._encode_seconds = time.perf_counter() - start
         features = features.to(self.weights_dtype).contiguous()
         return ImageEmbedding(key, features, geometry, self.decoder.prepare(features))
+
+    @property
+    def encode_seconds(self) -> float | None:
+        """How long the image encoder took on its last run here (every image's input is 1024x1024,
+        so this is what the next encode costs, given the machine's load); None before any encode."""
+        return self._encode_seconds
 
     def _autocast(self):
         if self.compute_dtype == self.weights_dtype:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
 
 import gradio as gr
@@ -274,8 +275,9 @@ def test_cancel_stops_segment_everything_keeping_the_masks_found_so_far(ctx, upl
 
     config = EverythingConfig(points_per_side=8, points_per_batch=4, pred_iou_thresh=0, stability_score_thresh=0)
     monkeypatch.setattr(ui, "EverythingConfig", lambda: config)
-    assert on_everything_asked(ctx, uploaded)["visible"] is True
-    with pytest.raises(gr.Error, match="already running on this image"):
+    shown, button = on_everything_asked(ctx, uploaded)
+    assert shown["visible"] is True and button["interactive"] is False, "Cancel shows; the button is inert"
+    with pytest.raises(gr.Error, match="running on this image"):
         on_everything_asked(ctx, uploaded)
     calls = []
     real = ui.generate
@@ -294,9 +296,10 @@ def test_cancel_stops_segment_everything_keeping_the_masks_found_so_far(ctx, upl
     status = panels(view)["status"]
     assert calls == [4, 8, 12] and "cancelled after 12 of 64 points" in status
     assert 0 < len(view.state.auto_masks) and "Undo takes them all away" in status
-    assert on_everything_ended(ctx, uploaded)["visible"] is False
+    hidden, button = on_everything_ended(ctx, uploaded)
+    assert hidden["visible"] is False and button["interactive"] is True
     assert on_everything_cancel(ctx, uploaded)["visible"] is False, "nothing runs now: Cancel goes"
-    assert on_everything_asked(ctx, uploaded)["visible"] is True, "and a new run may be asked for"
+    assert on_everything_asked(ctx, uploaded)[0]["visible"] is True, "and a new run may be asked for"
 
 
 def test_load_bare_response_in_model_card_spelling(ctx, uploaded, tmp_path):
@@ -373,3 +376,50 @@ def test_skipped_events_are_told_on_the_status_line_and_the_rest_applied(ctx, up
     status = panels(view)["status"]
     assert 'role="alert"' in status and "outside the 451x300 image" in status and "zero size" in status
     assert view.state.objects[0].points == ((200.0, 150.0, 1),)
+
+
+def test_an_encode_shows_the_time_left_from_the_last_encodes_time(ctx, monkeypatch):
+    import sam_demo.demo.handlers as ui
+
+    told = []
+    monkeypatch.setattr(ctx.engine, "_encode_seconds", 0.4)
+    view = ui.on_image(ctx, str(PHOTOS / "coffee.png"), progress=lambda fraction, desc: told.append((fraction, desc)))
+    assert "encoded" in panels(view)["status"]
+    assert any(d.startswith("Encoding the image (~0 s here)") for _, d in told), told
+    told.clear()
+    with ui._encode_progress(lambda fraction, desc: told.append((fraction, desc)), 0.4, every=0.02):
+        time.sleep(0.3)
+    assert len(told) >= 2 and [f for f, _ in told] == sorted(f for f, _ in told), "told again and again, forward"
+    assert told[0][1] == "Encoding the image (~0 s here): nearly done"
+
+
+def test_the_details_tell_the_encode_time_and_smaller_checkpoints_where_it_is_slow(ctx, monkeypatch):
+    import sam_demo.demo.handlers as ui
+
+    monkeypatch.setattr(ctx.engine, "_encode_seconds", None)
+    assert "not measured yet" in ui.encode_note(ctx.engine)
+    monkeypatch.setattr(ctx.engine, "_encode_seconds", 2.0)
+    assert "about **2.0 s**" in ui.encode_note(ctx.engine) and "--model" not in ui.encode_note(ctx.engine)
+    monkeypatch.setattr(ctx.engine, "_encode_seconds", 30.0)  # as ViT-L on a CPU without bf16
+    monkeypatch.setattr(ui, "encoder_tflop", lambda config: 2.986)
+    note = ui.encode_note(ctx.engine)
+    assert "`--model facebook/sam-vit-base` (94M parameters, 358 MiB, about 9.8 s here)" in note
+    assert "nielsr/slimsam-77-uniform" in note and "facebook/sam-vit-huge" not in note
+
+
+def test_a_new_image_stops_segment_everything_on_the_one_it_replaces(ctx, uploaded, monkeypatch):
+    import sam_demo.demo.handlers as ui
+
+    seen = {}
+    real = ui.generate
+
+    def generate(engine, rgb, config, progress, stop):
+        ui.on_image(ctx, str(PHOTOS / "coffee.png"), uploaded)  # the user opens another photo meanwhile
+        seen["stopped"] = stop()
+        return real(engine, rgb, config, progress, stop)
+
+    monkeypatch.setattr(ui, "generate", generate)
+    on_everything_asked(ctx, uploaded)
+    view = on_everything(ctx, uploaded)
+    assert seen["stopped"], "the job was told to stop"
+    assert all(output == gr.skip() for output in view), "nothing of the old image reaches the page"

@@ -229,7 +229,10 @@ def test_detail_route_sends_the_shown_layers_of_a_region_at_the_asked_size(ctx, 
         ({"token": 5, "region": [0, 0, 10, 10], "size": [10, 10], "keys": []}, 400, "send JSON"),
         ({"token": "t", "region": [0, 0, 10], "size": [10, 10], "keys": []}, 400, "send JSON"),
         ({"token": "t", "region": [0, 0, 10, True], "size": [10, 10], "keys": []}, 400, "send JSON"),
-        ({"token": "t", "region": [0, 0, 10, 10], "size": [10, 10], "keys": ["k"] * 1001}, 400, "send JSON"),
+        ({"token": "t", "region": [0, 0, 10, 10], "size": [10, 10], "keys": ["k"] * 25}, 400, "at most 24"),
+        ({"token": "t", "region": [0, 0, 10**400, 10], "size": [10, 10], "keys": []}, 400, "finite numbers"),
+        ({"token": "t", "region": [0, 0, 10, 10], "size": [float("inf"), 10], "keys": []}, 400, "finite numbers"),
+        ({"token": "t", "region": [0, 0, 10, 10], "size": [float("nan"), 10], "keys": []}, 400, "finite numbers"),
         ({"token": "no-such-session", "region": [0, 0, 10, 10], "size": [10, 10], "keys": []}, 404, "expired"),
         ({"region": [0, 0, 1e9, 10], "size": [10, 10], "keys": []}, 400, "within the 451x300 image"),
         ({"region": [0, 0, 10, 10], "size": [100000, 100000], "keys": []}, 400, "at most"),
@@ -237,7 +240,8 @@ def test_detail_route_sends_the_shown_layers_of_a_region_at_the_asked_size(ctx, 
 )
 def test_detail_route_refuses_bad_requests_clearly(client, uploaded, body, status, message):
     body = {"token": uploaded.token, **body}
-    answer = client.post("/sam-demo/detail", json=body)
+    # As a browser or a script may send it: Infinity and NaN as JSON text, integers of any length.
+    answer = client.post("/sam-demo/detail", content=json.dumps(body), headers={"Content-Type": "application/json"})
     assert answer.status_code == status and message in answer.json()["error"]
 
 
@@ -251,3 +255,24 @@ def test_photo_route_sends_the_full_resolution_photo_once_made_and_counts_it(ctx
     assert ctx.sessions.stats().bytes == before + len(first.content)
     assert client.get(f"/sam-demo/photo/{session.token}").content == first.content  # kept, not made again
     assert client.get("/sam-demo/photo/no-such-session").status_code == 404
+
+
+def test_the_warm_up_encodes_the_first_example_and_measures_the_encode(engine):
+    from sam_demo.demo.example_photos import example_photos, warm_up
+    from sam_demo.engine.sam_engine import image_key
+    from tests.support.photos import asset
+
+    engine.cache.clear()
+    warm_up(engine).join(timeout=120)
+    assert engine.encode_seconds is not None and engine.encode_seconds > 0
+    assert image_key(asset(example_photos()[0].name)) in engine.cache, "ready to click"
+    assert engine.cache_stats().misses >= 1
+
+
+def test_numbers_past_floats_range_get_a_clear_4xx(client, uploaded):
+    preview = client.post("/sam-demo/preview", json={"token": uploaded.token, "x": 10**400, "y": 5})
+    assert preview.status_code == 400 and "send JSON" in preview.json()["error"]
+    for event in ({"type": "point", "x": 5, "y": 5, "label": float("inf")}, {"type": "point", "x": 10**400, "y": 5}):
+        body = json.dumps({"token": uploaded.token, "events": [event]})  # 1e400 reads as Infinity
+        clicked = client.post("/sam-demo/edit", content=body, headers={"Content-Type": "application/json"})
+        assert clicked.status_code == 422 and "malformed" in clicked.json()["error"]

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from sam_demo import SamPredictor
-from sam_demo.demo.handlers import on_image, on_load_saved, on_new_object, on_prompt, on_undo
+from sam_demo.demo.handlers import on_image, on_load_saved, on_new_object, on_prompt, on_redo, on_undo
 from sam_demo.demo.render import view_json
-from sam_demo.demo.session import MAX_NAME_CHARS, clean_name
+from sam_demo.demo.session import MAX_NAME_CHARS, MAX_NEW_EVENTS, clean_name
 from sam_demo.endpoint.wire import encode_mask_png, read_response
 from tests.support.demo import CAT, events, export, panels, point, stored
 
@@ -126,6 +126,11 @@ def test_hostile_names_are_kept_as_text(ctx, two, name):
         (obj("rename", 0, name="x" * 10_000), f"at most {MAX_NAME_CHARS} characters"),
         (obj("rename", 0, name=42), "must be text"),
         (obj("select", 7), "there is no object 8; the list has 2"),
+        (obj("rename", -1, name="x"), "no object at index -1: objects are numbered from index 0"),
+        (obj("delete", 10**400), "there is no object"),
+        ({"type": "point", "x": 10**400, "y": 5}, "a malformed prompt event was skipped"),
+        ({"type": "point", "x": 5, "y": 5, "label": float("inf")}, "a malformed prompt event was skipped"),
+        ({"type": "candidate", "index": float("inf")}, "a malformed prompt event was skipped"),
         (obj("delete", "0"), "an object is given by its index, a whole number, not '0'"),
         (obj("visibility", 0, hidden="yes"), "hidden: true or false"),
     ],
@@ -232,3 +237,20 @@ def test_loading_masks_counts_each_once_in_the_session_budget(ctx, loaded):
     assert sum(o.fixed is fixed for s in kept.undo_stack for o in s.objects) >= 5
     logits = sum(r.nbytes for r in kept.results.values())
     assert kept.nbytes == len(kept.image_bytes) + logits + fixed.nbytes
+
+
+def test_an_edit_that_changes_nothing_is_no_undo_step_and_keeps_redo(ctx, uploaded):
+    history = [point(100, 100)]
+    session = on_prompt(ctx, events(uploaded, *history), uploaded).state
+    session = on_undo(ctx, session).state  # the click undone: redo can bring it back
+    history += [obj("rename", 0, name=""), obj("delete", 0)]  # unnamed already; the only object is empty
+    session = on_prompt(ctx, events(session, *history), session).state
+    assert not stored(ctx, session).undo_stack, "no undo step for what changed nothing"
+    assert on_redo(ctx, session).state.objects[0].points == ((100.0, 100.0, 1),), "redo still brings the click back"
+
+
+def test_too_many_new_events_at_once_are_refused_and_none_applied(ctx, uploaded):
+    flood = [point(10 + k % 400, 10 + k % 280) for k in range(MAX_NEW_EVENTS + 1)]
+    view = on_prompt(ctx, events(uploaded, *flood), uploaded)
+    assert f"more than the {MAX_NEW_EVENTS} one edit takes" in panels(view)["status"]
+    assert view.state.objects[0].is_empty and view.state.consumed_events == 0

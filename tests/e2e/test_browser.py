@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -556,7 +557,7 @@ def test_on_a_phone_a_picked_example_is_brought_into_view_with_the_image_near_th
     fingers(cdp, "touchStart", [(cx - 40, cy), (cx + 40, cy)])
     for k in range(1, 9):
         fingers(cdp, "touchMove", [(cx - 40 - 5 * k, cy), (cx + 40 + 5 * k, cy)])
-    page.wait_for_function("document.querySelector('#zoom-fit').innerText === '200%'", timeout=10_000)
+    page.wait_for_function("document.querySelector('#prompter .sd-stage').dataset.zoom === '2'", timeout=10_000)
     for k in range(1, 5):
         fingers(cdp, "touchMove", [(cx - 80 + 10 * k, cy), (cx + 80 + 10 * k, cy)])
     fingers(cdp, "touchEnd", [])
@@ -619,7 +620,9 @@ def test_zoom_about_the_cursor_click_pan_and_sharp_edges(browser, server, tmp_pa
     page.mouse.move(px, py)
     for _ in range(2):
         page.mouse.wheel(0, -400)
-    page.wait_for_function("document.querySelector('#zoom-fit').innerText === '400%'", timeout=10_000)
+    page.wait_for_function("document.querySelector('#prompter .sd-stage').dataset.zoom === '4'", timeout=10_000)
+    # The zoom button tells the scale of the photo's own pixels: 4x the fit of 2400 px into the stage.
+    assert page.locator("#zoom-fit").inner_text() == f"{math.floor(400 * bb['width'] / 2400 + 0.5)}%"
     clicks = [(px, py), (px - 131, py + 77)]
     for sx, sy in clicks:
         before = page.evaluate("window.__painted.click")
@@ -683,7 +686,10 @@ def test_zoom_about_the_cursor_click_pan_and_sharp_edges(browser, server, tmp_pa
     assert transform() == [1, 0, 0]
     page.keyboard.press("+")
     page.keyboard.press("0")
-    assert transform() == [1, 0, 0] and page.locator("#zoom-fit").inner_text() == "100%"
+    assert (
+        transform() == [1, 0, 0]
+        and page.locator("#zoom-fit").inner_text() == f"{math.floor(100 * bb['width'] / 2400 + 0.5)}%"
+    )
     page.close()
 
 

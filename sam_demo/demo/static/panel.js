@@ -17,6 +17,8 @@ document.addEventListener('sam-demo:view', (event) => {
     if (box.bottom < 0 || box.top > window.innerHeight) alert.scrollIntoView({block: 'center'});
   }
 });
+// A tap on the status line opens it in full (a phone has no tooltip to show the rest), or closes it.
+if (part === 'status') element.addEventListener('click', (event) => event.target.closest('.sd-status')?.classList.toggle('sd-open'));
 const objectEvent = (detail) => document.dispatchEvent(new CustomEvent('sam-demo:object', {detail}));
 element.addEventListener('click', (event) => {
   const button = event.target.closest('[data-candidate], [data-select], [data-hide], [data-delete]');

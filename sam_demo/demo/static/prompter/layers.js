@@ -87,7 +87,7 @@ async function showView(next) {
 // ---- zoomed in: the region's layers at screen resolution, and the full-resolution photo
 const DETAIL_OVER = 1.25;  // asked for once a display pixel is drawn this many screen pixels wide
 const DETAIL_REST_MS = 120, DETAIL_BUSY_MS = 150;
-const detail = {region: '', imgs: new Map(), inflight: false, again: false, timer: null, photoAsked: false};
+const detail = {region: '', imgs: new Map(), inflight: false, again: false, timer: null, photoAsked: false};  // again: false or a delay (ms)
 
 function resetZoomLayers() {
   detail.region = '';
@@ -131,13 +131,15 @@ function requestDetail() {
   const order = (view.order || []).filter((key) => layers.has(key));
   const missing = order.filter((key) => !detail.imgs.has(key));
   if (!missing.length) { showDetail(); return; }
-  if (detail.inflight) { detail.again = true; return; }
+  if (detail.inflight) { detail.again = DETAIL_BUSY_MS; return; }
   detail.inflight = true;
   const asked = {token, region: want.key};
+  // At most MAX_DETAIL_LAYERS a request: with more objects, the rest are asked for in turn.
+  const keys = missing.slice(0, MAX_DETAIL_LAYERS);
   fetch('sam-demo/detail', {method: 'POST', headers: {'Content-Type': 'application/json'},
-                            body: JSON.stringify({token, region: want.region, size: want.size, keys: missing})})
+                            body: JSON.stringify({token, region: want.region, size: want.size, keys})})
     .then(async (response) => {
-      if (response.status === 204) { detail.again = true; return; }  // busy: ask again shortly
+      if (response.status === 204) { detail.again = DETAIL_BUSY_MS; return; }  // busy: ask again shortly
       if (!response.ok) return;
       const answer = await response.json();
       const imgs = Object.entries(answer.png || {}).map(([key, uri]) => {
@@ -152,11 +154,12 @@ function requestDetail() {
       if (asked.token !== token || asked.region !== detail.region) return;  // the view moved meanwhile
       for (const [key, img] of imgs) detail.imgs.set(key, img);
       if (showDetail()) afterPaint(() => painted('detail'));
+      else if (missing.length > keys.length) detail.again = 0;  // the next ones at once
     })
     .catch(() => {})
     .finally(() => {
       detail.inflight = false;
-      if (detail.again) { detail.again = false; scheduleDetail(DETAIL_BUSY_MS); }
+      if (detail.again !== false) { const delay = detail.again; detail.again = false; scheduleDetail(delay); }
     });
 }
 

@@ -9,7 +9,7 @@ const host = element.closest('#prompter') || element;
 const canHover = window.matchMedia('(hover: hover) and (pointer: fine)').matches;
 // A phone or a narrow window: the bar under the image holds the edits (as prompter.css and PAGE_CSS say).
 const compact = window.matchMedia('not ((hover: hover) and (pointer: fine) and (min-width: 900px))');
-const MAX_DETAIL_PIXELS = 4200000;  // detail.py's bound
+const MAX_DETAIL_PIXELS = 4200000, MAX_DETAIL_LAYERS = 24;  // detail.py's bounds
 root.innerHTML = `
   <div class="sd-toolbar">
     <button type="button" class="sd-mode" aria-pressed="false"></button>
@@ -50,7 +50,7 @@ root.innerHTML = `
   </div>
   <div class="sd-bar" role="toolbar" aria-label="Zoom, mask opacity and edits">
     <button type="button" id="zoom-out" title="Zoom out (−)" aria-label="Zoom out">−</button>
-    <button type="button" id="zoom-fit" title="Fit the whole image (0)">100%</button>
+    <button type="button" id="zoom-fit" title="The photo's scale; click to fit the whole image (0)">100%</button>
     <button type="button" id="zoom-in" title="Zoom in (+)" aria-label="Zoom in">+</button>
     <label class="sd-opacity" title="How strongly the masks are drawn over the photo">Masks
       <input type="range" min="0" max="100" step="5" value="100" aria-label="Mask opacity"></label>
@@ -121,7 +121,8 @@ function setTransform(next) {
   content.style.transform = `translate(${t.tx}px, ${t.ty}px) scale(${t.z})`;
   stage.dataset.zoom = String(t.z);
   stage.classList.toggle('zoomed', t.z > 1);
-  zoomLabel.textContent = `${Math.round(t.z * 100)}%`;
+  // The scale of the photo's own pixels (a small photo fits larger than 100 %); data-zoom: times the fit.
+  zoomLabel.textContent = `${Math.round((100 * t.z * viewport().vw) / (view.w || 1))}%`;
   if (!moved) return;
   draw();
   zoomChanged();
