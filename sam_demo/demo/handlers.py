@@ -37,6 +37,7 @@ from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
 NO_IMAGE = "Upload an image first (or pick an example), then click on it."
 ENCODE_CALLS = "sam-encode"  # uploads: one encoder run at a time
 EVERYTHING_CALLS = "sam-everything"  # "segment everything" jobs (seconds to minutes on a CPU)
+LOAD_CALLS = "sam-load"  # saved files read back (up to 64 MB of JSON, masks decoded)
 
 
 class Jobs:

@@ -14,6 +14,7 @@ from sam_demo.demo.example_photos import example_cards
 from sam_demo.demo.handlers import (
     ENCODE_CALLS,
     EVERYTHING_CALLS,
+    LOAD_CALLS,
     DemoContext,
     encode_note,
     on_auto_keep,
@@ -139,7 +140,8 @@ def build_demo(
         ):
             button.click(bind(handler, ctx), inputs=state, **edit)
         auto_keep.input(bind(on_auto_keep, ctx), inputs=[auto_keep, state], **edit)
-        load_saved.upload(bind(on_load_saved, ctx), inputs=[load_saved, state], **edit)
+        # A saved file can take seconds to read (its masks decoded one at a time): one load at a time.
+        load_saved.upload(bind(on_load_saved, ctx), inputs=[load_saved, state], **long_job(LOAD_CALLS, status))
         # Asked for -> (queued) the job -> Cancel hidden again; Cancel itself runs at once, beside the job.
         hidden = dict(queue=False, show_progress="hidden", api_visibility="private")
         everything.click(bind(on_everything_asked, ctx), inputs=state, outputs=[cancel, everything], **hidden).success(

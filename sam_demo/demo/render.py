@@ -34,6 +34,7 @@ EXPORT_LINKS = (  # (element id, kind, label)
     ("download-cutout", "cutout.png", "Cut-out of all objects (PNG)"),
 )
 FILL_ALPHA = 110
+TAG_NAME_CHARS = 24  # a score tag shows at most this much of a name (the list shows it whole)
 PREVIEW_ALPHA = 90
 _EDGE = {False: np.ones((3, 3), np.uint8), True: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))}
 
@@ -189,6 +190,7 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
         anchor = cache.anchors.get(layer.key) if layer.source is not None else None
         if anchor is not None:
             label = layer.name if layer.prompts is not None and layer.prompts.name else f"#{layer.number}"
+            label = label if len(label) <= TAG_NAME_CHARS else label[: TAG_NAME_CHARS - 1] + "…"
             tags.append([*anchor, f"{label} IoU {shown_score(layer.score):.2f}", layer.hex, tag_ink(layer.rgb)])
     return json.dumps(
         {

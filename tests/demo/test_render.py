@@ -156,3 +156,11 @@ def test_a_thumbnail_is_the_mask_filled_with_an_outline_on_its_own_edge():
     assert (rgba[RING > 0][:, :3] == (10, 20, 30)).all()
     assert rgba[10, 30, 3] == rgba[49, 30, 3] == rgba[19, 30, 3] == rgba[30, 40, 3] == 255, "outer and inner edges"
     assert rgba[15, 30, 3] == THUMB_FILL_ALPHA, "the inside is a lighter fill"
+
+
+def test_a_long_name_is_cut_on_its_score_tag_and_whole_in_the_list(ctx, uploaded):
+    name = "a" * 80
+    view = on_prompt(ctx, events(uploaded, point(200, 150), {"type": "rename", "object": 0, "name": name}), uploaded)
+    (tag,) = json.loads(view.prompter["view"])["tags"]
+    assert tag[2].startswith("a" * 23 + "…") and len(tag[2].split(" IoU")[0]) == 24
+    assert name in panels(view)["legend"]
