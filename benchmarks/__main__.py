@@ -9,7 +9,8 @@ Rows (each: ours, naive, ratio; p50 and p95 over interleaved runs), one module e
   SamProcessor(images=..., input_points=...) per click + SamModel(image_embeddings=...) + post_process_masks.
 - encode.py: a new image -> its embedding, ours in the default dtype, naive fp32 (processor + get_image_embeddings).
 - everything.py: a 32x32 point grid (8x8 with --quick) from the cached embedding, against transformers'
-  pipeline("mask-generation") with its own encode (run by --pipeline-python, as it needs torchvision).
+  pipeline("mask-generation") with its own encode (run by --pipeline-python, as it needs torchvision);
+  in the fast mode also against the exact mode, with the FLOPs per prompt and the matmul throughput.
 - batch.py: images/s on an endpoint batch CSV of distinct images, against a plain loop over the naive recipe.
 - cold_start.py: a fresh process from start to the first mask, model already on disk.
 - memory.py (not with --quick): peak RSS with the model loaded and 32 images cached.
@@ -31,7 +32,7 @@ from benchmarks.batch import bench_batch
 from benchmarks.click import agreement, bench_click
 from benchmarks.cold_start import bench_cold_start
 from benchmarks.encode import bench_encode
-from benchmarks.everything import bench_everything
+from benchmarks.everything import everything_rows
 from benchmarks.memory import bench_memory
 from benchmarks.naive import Naive
 from benchmarks.report import machine, write_report
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             bench_click(engine, naive, rounds),
             bench_encode(engine, naive, max(3, rounds // 20 if args.quick else 3)),
         ]
-        rows.append(bench_everything(engine, path, args.pipeline_python, 1, 8 if args.quick else 32))
+        rows += everything_rows(engine, path, args.pipeline_python, 8 if args.quick else 32)
         rows.append(bench_batch(engine, naive, 20))
         rows.append(bench_cold_start(path, engine.device))
         if not args.quick and engine.device.type == "cpu":

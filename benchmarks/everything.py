@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.report import Row, run_python
 from sam_demo.engine.automatic_mask_generator import EverythingConfig, generate
+from sam_demo.engine.config import EngineConfig
+from sam_demo.engine.loading import load_engine
 from tests.support.photos import photo
 
 PIPELINE = """
@@ -29,6 +33,56 @@ for _ in range({rounds}):
     times.append(time.perf_counter() - start)
 print(json.dumps({{"times": times, "masks": len(out["masks"]), "torch": torch.__version__}}))
 """
+
+
+def matmul_gflops(dtype: torch.dtype, side: int = 2048, rounds: int = 5) -> float:
+    """This machine's matmul throughput in `dtype`: the best of `rounds` square products, GFLOP/s."""
+    a, b = torch.randn(side, side).to(dtype), torch.randn(side, side).to(dtype)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(rounds))
+    return 2 * side**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def prompt_gflop(engine, image, config: EverythingConfig) -> float:
+    """GFLOP per prompt of segment everything as it runs on `engine` (the matmuls, counted by torch's
+    FLOP counter over a small grid of the same image: the filters decide which heads run)."""
+    side = 6
+    with FlopCounterMode(display=False) as counter:
+        generate(engine, image, replace(config, points_per_side=side))
+    return counter.get_total_flops() / side**2 / 1e9
+
+
+def everything_rows(engine, path: str, pipeline_python: str | None, side: int) -> list[Row]:
+    """Segment everything: against transformers' pipeline; in the fast mode also against the exact
+    mode in this process (the path a CPU without native bf16 took before the fast mode), with the
+    distance to the FLOP limit (FLOPs per prompt over the machine's matmul throughput)."""
+    image = photo(1800, 1200)
+    rows = [bench_everything(engine, path, pipeline_python, 1, side)]
+    if engine.exact:
+        return rows
+    config = EverythingConfig(points_per_side=side)
+    exact = load_engine(EngineConfig(model=path, device=engine.info.device, dtype="float32", exact=True))
+    exact.embed(image)
+    start = time.perf_counter()
+    generate(exact, image, config)
+    before = (time.perf_counter() - start) * 1000
+    ours = rows[0].ours
+    gflop = prompt_gflop(engine, image, config)
+    throughput = matmul_gflops(getattr(torch, engine.plan.decoder_compute))
+    limit = gflop * side**2 / throughput * 1000
+    note = (
+        f"naive: the exact mode (float32) in this process; {gflop:.2f} GFLOP per prompt on the path shipped "
+        f"(torch's FLOP counter), matmuls here {throughput:.0f} GFLOP/s ({engine.plan.decoder_compute}): "
+        f"a {limit:.0f} ms limit, {min(ours) / limit:.1f}x of it"
+    )
+    rows.append(Row(f"segment everything, {side}x{side} grid, fast vs exact mode", "ms", ours, [before], note=note))
+    return rows
 
 
 def bench_everything(engine, path: str, pipeline_python: str | None, rounds: int, side: int) -> Row:
