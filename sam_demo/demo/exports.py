@@ -12,13 +12,16 @@ import base64
 import binascii
 import io
 import json
+import math
 import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from sam_demo.demo.session import MAX_NAME_CHARS, MAX_POINTS_PER_OBJECT, FixedMask, ObjectPrompts, SavedObject, Session
 from sam_demo.endpoint.wire import (
@@ -31,6 +34,7 @@ from sam_demo.endpoint.wire import (
     response_row,
 )
 from sam_demo.engine.utils.coco import coco_annotation
+from sam_demo.engine.utils.polygons import joined_polygon, mask_polygons
 
 
 def endpoint_export(session: Session) -> dict:
@@ -83,8 +87,8 @@ def _shown_masks(session: Session) -> list[tuple[np.ndarray, float, dict | None]
 
 
 def _names(session: Session) -> list[str]:
-    """The user's name of every shown object ("" for none), in `_shown_masks`' order."""
-    return [layer.prompts.name if layer.prompts is not None else "" for layer in session.shown()]
+    """What names each shown object's files, in `_shown_masks`' order: its name, else its category, else ""."""
+    return [layer.prompts.name or layer.category if layer.prompts is not None else "" for layer in session.shown()]
 
 
 def _file_name(number: int, name: str) -> str:
@@ -106,24 +110,63 @@ def masks_zip(session: Session) -> bytes:
     return buffer.getvalue()
 
 
-def coco_export(session: Session) -> dict:
-    """COCO-style dict: one image, one annotation per object with RLE, bbox (XYWH), area,
-    predicted IoU and the prompts that produced it. Each distinct object name is a category (in
-    the order first used); unnamed objects are "object"."""
+def classes(session: Session) -> list[str]:
+    """The dataset's classes, in order (COCO's category ids from 1, YOLO's from 0): the category
+    list, then any other label a shown object has (`Layer.label`: its name, else "object")."""
+    return list(dict.fromkeys([*session.categories, *(layer.label for layer in session.shown())]))
+
+
+def coco_export(session: Session, polygons: bool = False) -> dict:
+    """COCO instances dict: one image, the classes as categories, one annotation per object with its
+    segmentation as RLE (exact) or polygons, bbox (XYWH), area, and as extra fields its predicted
+    IoU, the prompts that produced it and its name (if it has one)."""
     _require_objects(session)
-    shown = _shown_masks(session)
     h, w = session.size_hw
-    labels = [name or "object" for name in _names(session)]
-    categories = list(dict.fromkeys(labels))
-    annotations = [
-        coco_annotation(mask, i + 1, category_id=categories.index(label) + 1, predicted_iou=score, prompts=prompts)
-        for i, ((mask, score, prompts), label) in enumerate(zip(shown, labels))
-    ]
+    names = classes(session)
+    annotations = []
+    for i, ((mask, score, prompts), layer) in enumerate(zip(_shown_masks(session), session.shown())):
+        given = {"name": layer.prompts.name} if layer.prompts is not None and layer.prompts.name else {}
+        category = names.index(layer.label) + 1
+        annotations.append(
+            coco_annotation(mask, i + 1, 1, category, polygons, predicted_iou=score, prompts=prompts, **given)
+        )
     return {
         "images": [{"id": 1, "file_name": session.name, "width": w, "height": h}],
         "annotations": annotations,
-        "categories": [{"id": k + 1, "name": name} for k, name in enumerate(categories)],
+        "categories": [{"id": k + 1, "name": name} for k, name in enumerate(names)],
     }
+
+
+def yolo_export(session: Session, max_pixels: int) -> bytes:
+    """A YOLO segmentation dataset as a zip: data.yaml (the classes), images/<file> (the uploaded
+    file) and labels/<stem>.txt, a line per object: its class and one polygon, x and y over the
+    image's width and height. An object of several parts or with holes is one polygon whose parts
+    and holes are joined by cuts of zero width (`utils/polygons.py`)."""
+    _require_objects(session)
+    h, w = session.size_hw
+    names = classes(session)
+    lines = []
+    for (mask, _, _), layer in zip(_shown_masks(session), session.shown()):
+        polygon = joined_polygon(mask_polygons(mask))
+        if len(polygon):
+            xy = " ".join(f"{x / w:.6f} {y / h:.6f}" for x, y in polygon)
+            lines.append(f"{names.index(layer.label)} {xy}")
+    image = _safe_file_name(session.name)
+    yaml = "path: .\ntrain: images\nval: images\nnames:\n" + "".join(
+        f"  {k}: {json.dumps(name)}\n" for k, name in enumerate(names)
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("data.yaml", yaml)
+        archive.writestr(f"images/{image}", session.image_bytes)
+        archive.writestr(f"labels/{Path(image).stem}.txt", "\n".join(lines) + "\n" if lines else "")
+    return buffer.getvalue()
+
+
+def _safe_file_name(name: str) -> str:
+    """A file name of letters, digits, '.', '_' and '-' only, never a path or hidden ("image.png" if none is left)."""
+    cleaned = re.sub(r"[^\w.-]+", "_", Path(name).name).strip("._")
+    return cleaned[:120] or "image.png"
 
 
 def cutout_alpha(mask: np.ndarray, logits: np.ndarray | None = None, rows_per_strip: int = 256) -> np.ndarray:
@@ -222,16 +265,22 @@ class SavedFile:
 
     objects: list[SavedObject]
     other_image: bool = False
+    categories: tuple[str, ...] = ()  # a COCO file's category list, in its order
 
 
-def saved_objects(data: bytes, image_hw: tuple[int, int], image_bytes: bytes | None = None) -> SavedFile:
-    """The objects of a saved JSON: our Download JSON, or a bare endpoint response in either spelling.
+def saved_objects(
+    data: bytes, image_hw: tuple[int, int], image_bytes: bytes | None = None, image_name: str = ""
+) -> SavedFile:
+    """The objects of a saved JSON: our Download JSON, a COCO instances file, or a bare endpoint
+    response in either spelling.
 
     From our export, the masks on screen (`shown`) with their names, visibility and the prompts that
-    made them (its request's rows), unless its image is not `image_bytes`; from a bare response, the
-    best-scoring mask of each prediction, unnamed and without prompts. Masks are decoded one at a
-    time into RLE, after the count and size checks. Raises ValueError, saying what to load instead,
-    for a file that is neither, too large, or of masks of another size than the image's.
+    made them (its request's rows), unless its image is not `image_bytes`; from a COCO file, the
+    annotations of its image called `image_name` (or of its only image) with their categories, names
+    and prompts (COCO exports' extra fields); from a bare response, the best-scoring mask of each
+    prediction, unnamed and without prompts. Masks are decoded one at a time into RLE, after the
+    count and size checks. Raises ValueError, saying what to load instead, for a file that is none of
+    these, too large, or of masks of another size than the image's.
     """
     try:
         body = json.loads(data)
@@ -241,6 +290,8 @@ def saved_objects(data: bytes, image_hw: tuple[int, int], image_bytes: bytes | N
         raise ValueError("the file is not a saved JSON: it is nested far too deeply") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"the file is not JSON: {exc}") from None
+    if isinstance(body, dict) and {"images", "annotations", "categories"} <= body.keys():
+        return _coco_objects(body, image_hw, image_name)
     ours = isinstance(body, dict) and "response" in body and "request" in body
     try:
         rows = response_entries(body["response"] if ours else body)
@@ -262,14 +313,7 @@ def saved_objects(data: bytes, image_hw: tuple[int, int], image_bytes: bytes | N
             other_image = requests[0].is_url or _b64(requests[0].image) != image_bytes
     else:
         picked = [(max(p, key=lambda m: m["iou_score"]), {}) for row in rows for p in row if p]
-    h, w = image_hw
-    if len(picked) > MAX_SAVED_OBJECTS:
-        raise ValueError(f"it holds {len(picked):,} objects; at most {MAX_SAVED_OBJECTS} load at once")
-    if len(picked) * h * w > MAX_SAVED_PIXELS:
-        most = MAX_SAVED_PIXELS // (h * w)
-        raise ValueError(
-            f"it holds {len(picked)} masks of this {w}x{h} image; at most {most} of this size load at once"
-        )
+    _check_count(len(picked), image_hw)
     objects = []
     for entry, show in picked:
         decoded = decode_mask_entry(entry, image_hw)
@@ -278,6 +322,107 @@ def saved_objects(data: bytes, image_hw: tuple[int, int], image_bytes: bytes | N
         fixed = FixedMask.of(decoded.mask, decoded.iou_score, "Loaded mask")
         objects.append(SavedObject(fixed, name, prompts, show.get("hidden") is True))
     return SavedFile(objects, other_image)
+
+
+def _check_count(count: int, image_hw: tuple[int, int]) -> None:
+    """ValueError past the objects or mask pixels one load may take."""
+    h, w = image_hw
+    if count > MAX_SAVED_OBJECTS:
+        raise ValueError(f"it holds {count:,} objects; at most {MAX_SAVED_OBJECTS} load at once")
+    if count * h * w > MAX_SAVED_PIXELS:
+        most = MAX_SAVED_PIXELS // (h * w)
+        raise ValueError(f"it holds {count} masks of this {w}x{h} image; at most {most} of this size load at once")
+
+
+def _coco_objects(body: dict, image_hw: tuple[int, int], image_name: str) -> SavedFile:
+    """A COCO instances file's objects for one image (see `saved_objects`)."""
+    images, annotations, categories = body["images"], body["annotations"], body["categories"]
+    if not all(isinstance(v, list) for v in (images, annotations, categories)):
+        raise ValueError('a COCO file\'s "images", "annotations" and "categories" are lists')
+    try:
+        names = {int(c["id"]): str(c["name"]) for c in categories}
+        image = next((i for i in images if i.get("file_name") == image_name), images[0] if len(images) == 1 else None)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ValueError(
+            'a COCO file\'s categories are {"id", "name"} and its images {"id", "file_name", ...}'
+        ) from None
+    if image is None:
+        listed = ", ".join(str(i.get("file_name"))[:60] for i in images[:5] if isinstance(i, dict))
+        raise ValueError(
+            f"it annotates {len(images)} images ({listed}{', ...' if len(images) > 5 else ''}), "
+            f"none of them {image_name[:60]!r}; upload the image it names"
+        )
+    h, w = image_hw
+    if (image.get("height"), image.get("width")) != (h, w):
+        raise ValueError(
+            f"it annotates a {image.get('width')}x{image.get('height')} image, but this one is {w}x{h}; "
+            "upload the image it was made for"
+        )
+    mine = [a for a in annotations if isinstance(a, dict) and a.get("image_id") == image.get("id")]
+    _check_count(len(mine), image_hw)
+    objects = []
+    for k, annotation in enumerate(mine):
+        if annotation.get("category_id") not in names:
+            raise ValueError(
+                f"annotation {k + 1} names category {annotation.get('category_id')!r:.20}, which the file does not list"
+            )
+        mask = _coco_mask(annotation.get("segmentation"), image_hw, k)
+        score = annotation.get("predicted_iou")
+        score = float(score) if isinstance(score, (int, float)) and math.isfinite(score) else 1.0
+        prompts = _coco_prompts(annotation.get("prompts"))
+        objects.append(
+            SavedObject(
+                FixedMask.of(mask, score, "Loaded mask"),
+                str(annotation.get("name") or "")[:MAX_NAME_CHARS],
+                prompts,
+                category=names[annotation["category_id"]][:MAX_NAME_CHARS],
+            )
+        )
+    return SavedFile(objects, categories=tuple(n[:MAX_NAME_CHARS] for n in names.values()))
+
+
+def _coco_mask(segmentation, image_hw: tuple[int, int], k: int) -> np.ndarray:
+    """A COCO segmentation (polygons, or RLE compressed or not) as an (H, W) bool mask."""
+    h, w = image_hw
+    try:
+        if isinstance(segmentation, list):  # polygons: lists of x, y
+            rles = mask_utils.frPyObjects([[float(v) for v in p] for p in segmentation if len(p) >= 6], h, w)
+            rle = mask_utils.merge(rles) if rles else None
+        elif isinstance(segmentation, dict) and list(segmentation.get("size", [])) == [h, w]:
+            counts = segmentation["counts"]
+            rle = (
+                mask_utils.frPyObjects(segmentation, h, w)
+                if isinstance(counts, list)
+                else {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+            )
+        else:
+            rle = None
+        mask = None if rle is None else mask_utils.decode(rle)
+    except (TypeError, ValueError, KeyError, AttributeError, UnicodeEncodeError):
+        mask = None
+    if mask is None or mask.shape != (h, w):
+        raise ValueError(f"annotation {k + 1}'s segmentation is not polygons or an RLE of this {w}x{h} image")
+    return mask.astype(bool)
+
+
+def _coco_prompts(given) -> ObjectPrompts | None:
+    """The prompts a COCO export keeps beside an annotation ({"input_points": [[[x, y], ...]],
+    "input_labels": [[...]], "input_boxes": [[x0, y0, x1, y1]]}), or None."""
+    if not isinstance(given, dict):
+        return None
+    try:
+        points, labels, boxes = given.get("input_points"), given.get("input_labels"), given.get("input_boxes")
+        xy = [] if not points else [(float(x), float(y)) for x, y in points[0]]
+        labels = [1] * len(xy) if not labels else [int(v) for v in labels[0]]
+        box = None if not boxes else tuple(float(v) for v in boxes[0])
+    except (TypeError, ValueError, OverflowError):
+        return None
+    numbers = [v for point in xy for v in point] + list(box or ())
+    if len(labels) != len(xy) or len(box or (0,) * 4) != 4 or len(xy) > MAX_POINTS_PER_OBJECT:
+        return None
+    if not (xy or box) or not all(map(math.isfinite, numbers)):
+        return None
+    return ObjectPrompts(points=tuple((x, y, int(label == 1)) for (x, y), label in zip(xy, labels)), box_xyxy=box)
 
 
 def _shown_entries(rows: list, shown) -> list[tuple[dict, dict]]:

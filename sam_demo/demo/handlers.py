@@ -169,8 +169,10 @@ def _run(action, *args):
 # ---- handlers (plain functions; tests call them directly) ---------------------------------------
 def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None, progress=gr.Progress()) -> View:
     """A new image (upload, paste, drop or example): decode it and compute its embedding now."""
+    categories = ()
     if previous is not None:
         ctx.jobs.cancel(previous.token)  # segment everything on the image this one replaces stops
+        categories = ctx.sessions.latest(previous).categories  # the category list goes on to the next image
         ctx.sessions.discard(previous.token)
     if not path:
         return _view(ctx, None, "Upload an image to start.")
@@ -183,6 +185,7 @@ def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None
         embedding, encoded = _run(engine.embed_with_status, rgb)
     seconds = time.perf_counter() - start
     session = Session.start(data, embedding, Path(path).name)
+    session.categories = categories
     h, w = session.size_hw
     how = f"in {seconds:.2f} s" if encoded else f"(cached embedding, {seconds * 1000:.0f} ms)"
     view = _view(
@@ -447,8 +450,8 @@ def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -
         try:
             if Path(path).stat().st_size > MAX_SAVED_BYTES:
                 raise ValueError(f"it is over {MAX_SAVED_BYTES >> 20} MB, larger than any file Download JSON writes")
-            saved = saved_objects(Path(path).read_bytes(), session.size_hw, session.image_bytes)
-            restored, fixed, skipped = session.add_saved(ctx.engine, saved.objects)
+            saved = saved_objects(Path(path).read_bytes(), session.size_hw, session.image_bytes, session.name)
+            restored, fixed, skipped = session.add_saved(ctx.engine, saved.objects, saved.categories)
         except (ValueError, RuntimeError) as exc:
             return _refused(ctx, session, f"{name} was not loaded: {exc}")
         if not saved.objects:

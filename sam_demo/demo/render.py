@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from sam_demo.demo.session import MAX_NAME_CHARS, Decoded, Layer, ObjectResult, Session
+from sam_demo.demo.session import MAX_NAME_CHARS, PALETTE, Decoded, Layer, ObjectResult, Session
 from sam_demo.engine.utils.transforms import logits_to_size
 
 DISPLAY_MAX_SIDE = 1280
@@ -30,6 +30,8 @@ EXPORT_LINKS = (  # (element id, kind, label)
     ("download-json", "sam-endpoint.json", "Download JSON (endpoint request + response)"),
     ("download-zip", "masks.zip", "PNG masks (zip)"),
     ("download-coco", "coco.json", "COCO JSON (RLE)"),
+    ("download-coco-polygons", "coco-polygons.json", "COCO JSON (polygons)"),
+    ("download-yolo", "yolo-seg.zip", "YOLO segmentation (zip)"),
     ("download-cutouts", "cutouts.zip", "Cut-outs: transparent PNGs (zip)"),
     ("download-cutout", "cutout.png", "Cut-out of all objects (PNG)"),
 )
@@ -149,7 +151,7 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
     panels = {
         "status": status_html(status, problem),
         "candidates": candidates_html(session),
-        "legend": legend_html(everything),
+        "legend": legend_html(everything, () if session is None else session.categories),
         "exports": exports_html(session),
     }
     if session is None:
@@ -189,7 +191,8 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
                 boxes.append([*layer.prompts.box_xyxy, layer.hex])
         anchor = cache.anchors.get(layer.key) if layer.source is not None else None
         if anchor is not None:
-            label = layer.name if layer.prompts is not None and layer.prompts.name else f"#{layer.number}"
+            given = layer.prompts.name if layer.prompts is not None else ""
+            label = given or layer.category or f"#{layer.number}"
             label = label if len(label) <= TAG_NAME_CHARS else label[: TAG_NAME_CHARS - 1] + "…"
             tags.append([*anchor, f"{label} IoU {shown_score(layer.score):.2f}", layer.hex, tag_ink(layer.rgb)])
     return json.dumps(
@@ -202,6 +205,7 @@ def view_json(session: Session | None, status: str, cache: ViewCache | None = No
             "png": png,
             "active": next((layer.key for layer in layers if layer.active), ""),
             "active_object": session.active,
+            "categories": list(session.categories),
             "points": points,
             "boxes": boxes,
             "tags": tags,
@@ -235,10 +239,14 @@ def tag_ink(rgb: tuple[int, int, int]) -> str:
     return "#000000" if (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) else "#ffffff"
 
 
-def legend_html(layers: list[Layer]) -> str:
-    """The object list (#objects): per layer a colour swatch, its name and IoU (and prompts); an
-    object's row (data-object-index) also selects it for editing, renames it (names offered from
-    the others'), hides or shows it, and deletes it. Names are escaped: never HTML. "" for none."""
+def legend_html(layers: list[Layer], categories: tuple[str, ...] = ()) -> str:
+    """The category list and the object list (#objects).
+
+    The category list: an editor (one name a line; the page sends it when it loses focus) and each
+    category's colour and key (1-9). Per layer: a colour swatch, its name and IoU (and prompts); an
+    object's row (data-object-index) also selects it for editing, gives it a category and a name
+    (names offered from the others'), hides or shows it, and deletes it. Names are escaped: never
+    HTML. "" before an image."""
     if not layers:
         return ""
     names = sorted({layer.name for layer in layers if layer.prompts is not None and layer.prompts.name})
@@ -246,7 +254,7 @@ def legend_html(layers: list[Layer]) -> str:
     for layer, (colour, name, detail) in zip(layers, legend_rows(layers)):
         swatch = f'<span class="sd-swatch" style="background:{colour}"></span>'
         label = f"<b>{html.escape(name)}</b> — {html.escape(detail)}"
-        if layer.object_index is None:  # a loaded or automatic mask: shown, not editable
+        if layer.object_index is None:  # an automatic mask: shown, kept or dropped in its own list
             rows.append(f'<li class="sd-object">{swatch}{label}</li>')
             continue
         i, hidden = layer.object_index, layer.hidden
@@ -255,17 +263,54 @@ def legend_html(layers: list[Layer]) -> str:
             f'<li class="sd-object{" sd-editing" * layer.active}" data-object-index="{i}">'
             f'<button type="button" class="sd-select" data-select="{i}" aria-pressed="{str(layer.active).lower()}" '
             f'title="Edit {title}: the next click refines it">{swatch}{label}</button>'
-            f'<span class="sd-object-tools">'
+            f'<span class="sd-object-tools">{_category_select(i, layer.category, categories, title)}'
             f'<input class="sd-name" data-rename="{i}" value="{html.escape(layer.prompts.name)}" maxlength="{MAX_NAME_CHARS}" '
-            f'placeholder="Name or category" aria-label="Name of {title}" list="sd-names" '
-            f'title="A name or category, at most {MAX_NAME_CHARS} characters; Enter applies it">'
+            f'placeholder="Name" aria-label="Name of {title}" list="sd-names" '
+            f'title="A name for this one object, at most {MAX_NAME_CHARS} characters; Enter applies it">'
             f'<button type="button" class="sd-hide" data-hide="{i}" aria-pressed="{str(hidden).lower()}" '
             f'title="{"Show" if hidden else "Hide"} {title}">{"Show" if hidden else "Hide"}</button>'
             f'<button type="button" class="sd-delete" data-delete="{i}" title="Delete {title} (Delete key; Undo brings it back)">'
             f"Delete</button></span></li>"
         )
     options = "".join(f'<option value="{html.escape(n)}"></option>' for n in names)
-    return f'<ul id="objects" class="sd-legend">{"".join(rows)}</ul><datalist id="sd-names">{options}</datalist>'
+    return (
+        f"{categories_html(categories)}"
+        f'<ul id="objects" class="sd-legend">{"".join(rows)}</ul><datalist id="sd-names">{options}</datalist>'
+    )
+
+
+def categories_html(categories: tuple[str, ...]) -> str:
+    """The category list: its editor (#categories) and each category's colour and key."""
+    chips = "".join(
+        f'<span class="sd-chip"><span class="sd-swatch" style="background:{_hex(PALETTE[k % len(PALETTE)])}"></span>'
+        f"{f'<kbd>{k + 1}</kbd> ' if k < 9 else ''}{html.escape(name)}</span>"
+        for k, name in enumerate(categories)
+    )
+    listed = html.escape("\n".join(categories))
+    return (
+        f'<details class="sd-categories"{" open" if not categories else ""}>'
+        f"<summary>Categories ({len(categories)}){': keys 1-9 set the edited object' if categories else ''}</summary>"
+        f'<textarea id="categories" data-categories rows="3" placeholder="One category per line (or paste a list)" '
+        f'aria-label="Categories, one per line">{listed}</textarea></details>'
+        f'<div class="sd-chips">{chips}</div>'
+    )
+
+
+def _category_select(index: int, category: str, categories: tuple[str, ...], title: str) -> str:
+    """An object's category picker (data-category): none, or one of the list (or its own, if no
+    longer listed)."""
+    choices = [("", "No category")] + [(c, c) for c in categories]
+    if category and category not in categories:
+        choices.append((category, f"{category} (not in the list)"))
+    options = "".join(
+        f'<option value="{html.escape(value)}"{" selected" if value == category else ""}>{html.escape(text)}</option>'
+        for value, text in choices
+    )
+    return f'<select class="sd-category" data-category="{index}" aria-label="Category of {title}">{options}</select>'
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def legend_rows(layers: list[Layer]) -> list[tuple[str, str, str]]:
@@ -281,7 +326,8 @@ def legend_rows(layers: list[Layer]) -> list[tuple[str, str, str]]:
             detail += f" · {what}" if what else ""
             detail += " · loaded, no prompts" if p.fixed is not None else ""
         detail += " · hidden" if layer.hidden else ""
-        name = layer.name + (" (editing)" if layer.active else "")
+        named = layer.category and layer.category != layer.name
+        name = layer.name + (f" ({layer.category})" if named else "") + (" (editing)" if layer.active else "")
         rows.append((layer.hex, name, detail))
     return rows
 

@@ -6,7 +6,8 @@
                                            -> {"png": {key: data URI}}: the layers of a zoomed-in region, or 204 when busy
     GET  /sam-demo/photo/{token}           the photo at full resolution (JPEG), for zooming in
     GET  /sam-demo/example/{name}          an example photo's file (picked in the empty stage)
-    GET  /sam-demo/export/{token}/{kind}   kind: sam-endpoint.json | masks.zip | coco.json | cutouts.zip | cutout.png
+    GET  /sam-demo/export/{token}/{kind}   kind: sam-endpoint.json | masks.zip | coco.json | coco-polygons.json |
+                                           yolo-seg.zip | cutouts.zip | cutout.png
 
 All find the session by its unguessable token in the `SessionStore`. A click goes to /edit: it
 applies the new events and decodes under the session's lock, exactly as the UI's `on_prompt`
@@ -38,7 +39,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from sam_demo.demo.detail import MAX_DETAIL_LAYERS, detail_layers, photo_jpeg
 from sam_demo.demo.example_photos import example_file
-from sam_demo.demo.exports import coco_export, cutout_union_png, cutouts_zip, endpoint_export, masks_zip
+from sam_demo.demo.exports import (
+    coco_export,
+    cutout_union_png,
+    cutouts_zip,
+    endpoint_export,
+    masks_zip,
+    yolo_export,
+)
 from sam_demo.demo.render import (
     DISPLAY_MAX_SIDE,
     EXPORT_PATH,
@@ -59,6 +67,8 @@ EXPORTS = {
     "sam-endpoint.json": ("application/json", lambda s, _: json.dumps(endpoint_export(s)).encode()),
     "masks.zip": ("application/zip", lambda s, _: masks_zip(s)),
     "coco.json": ("application/json", lambda s, _: json.dumps(coco_export(s)).encode()),
+    "coco-polygons.json": ("application/json", lambda s, _: json.dumps(coco_export(s, polygons=True)).encode()),
+    "yolo-seg.zip": ("application/zip", yolo_export),
     "cutouts.zip": ("application/zip", cutouts_zip),
     "cutout.png": ("image/png", cutout_union_png),
 }

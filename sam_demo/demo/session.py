@@ -38,6 +38,7 @@ MAX_EVENTS = 5000  # prompt events per image (each click or box is one)
 MAX_NEW_EVENTS = 100  # events applied by one call (the page sends a few: those made while one is in flight)
 COORD_DECIMALS = 2  # prompts are kept (and so decoded and exported) rounded to 1/100 pixel
 MAX_NAME_CHARS = 80
+MAX_CATEGORIES = 1000
 # 20 distinct hues as RGB: colour-blind-friendly first (Okabe-Ito, then Tableau), then ten of Kelly's
 # colours of maximum contrast; layer i gets PALETTE[i % 20].
 PALETTE = [
@@ -92,6 +93,7 @@ class ObjectPrompts:
     name: str = ""  # the user's name for the object ("": "Object N"), as `clean_name` keeps it
     hidden: bool = False  # not drawn over the photo (still listed and exported)
     fixed: FixedMask | None = None  # the object's mask when it has no prompts (then points and box are empty)
+    category: str = ""  # one of the session's categories ("": none), as `clean_name` keeps it
 
     @property
     def has_prompts(self) -> bool:
@@ -223,10 +225,11 @@ class FixedMask:
 class Layer:
     """One entry of what the user sees: a shown mask (or an object still without prompts).
 
-    number: 1-based display number; its colour is PALETTE[number - 1]. source: the mask shown,
-    None for an object with no prompt yet. prompts: None for fixed masks.
-    key: changes whenever what is drawn for this layer changes (mask, colour, or being edited).
-    object_index: the object's index in `Session.objects` (None for fixed masks).
+    number: 1-based display number. source: the mask shown, None for an object with no prompt yet.
+    prompts: None for automatic masks. key: changes whenever what is drawn for this layer changes
+    (mask, colour, or being edited). object_index: the object's index in `Session.objects` (None for
+    automatic masks). colour: its colour's index in PALETTE: its category's (the category list's
+    order), else its number's.
     """
 
     number: int
@@ -236,6 +239,7 @@ class Layer:
     active: bool
     key: str
     object_index: int | None = None
+    colour: int = 0
 
     @property
     def hidden(self) -> bool:
@@ -246,8 +250,18 @@ class Layer:
         return None if self.source is None else self.source.score
 
     @property
+    def category(self) -> str:
+        return "" if self.prompts is None else self.prompts.category
+
+    @property
+    def label(self) -> str:
+        """What the object is, for datasets: its category, else the name given to it, else "object"."""
+        given = "" if self.prompts is None else self.prompts.name
+        return self.category or given or "object"
+
+    @property
     def rgb(self) -> tuple[int, int, int]:
-        return PALETTE[(self.number - 1) % len(PALETTE)]
+        return PALETTE[self.colour % len(PALETTE)]
 
     @property
     def hex(self) -> str:
@@ -263,16 +277,18 @@ class SavedObject:
     name: str = ""
     prompts: ObjectPrompts | None = None
     hidden: bool = False
+    category: str = ""
 
 
 class Snapshot(NamedTuple):
-    """What undo and redo restore: the objects, which one is edited, and the automatic masks with
-    the indices of those kept."""
+    """What undo and redo restore: the objects, which one is edited, the automatic masks with the
+    indices of those kept, and the category list."""
 
     objects: list[ObjectPrompts]
     active: int
     auto_masks: list[FixedMask]
     auto_keep: tuple[int, ...]
+    categories: tuple[str, ...]
 
 
 @dataclass
@@ -286,6 +302,7 @@ class Session:
       remade by `update`).
     auto_masks / auto_keep: "segment everything" results and the indices the user keeps (shown
       before the objects).
+    categories: the category list (carried to the next image); objects name theirs.
     undo_stack / redo_stack: the `Snapshot`s that undo and redo restore.
     """
 
@@ -299,6 +316,7 @@ class Session:
     results: dict[int, ObjectResult] = field(default_factory=dict)
     auto_masks: list[FixedMask] = field(default_factory=list)
     auto_keep: tuple[int, ...] = ()
+    categories: tuple[str, ...] = ()  # the dataset's category list, in order (keys 1-9 pick from it)
     undo_stack: list[Snapshot] = field(default_factory=list)
     redo_stack: list[Snapshot] = field(default_factory=list)
     consumed_events: int = 0
@@ -351,19 +369,26 @@ class Session:
 
     # ---- edits: each is one undoable action ------------------------------------------------
     def _snapshot(self) -> Snapshot:
-        return Snapshot(list(self.objects), self.active, self.auto_masks, self.auto_keep)
+        return Snapshot(list(self.objects), self.active, self.auto_masks, self.auto_keep, self.categories)
 
-    def _edit(self, objects: list[ObjectPrompts], active: int | None = None, auto: tuple | None = None) -> None:
-        """Make `objects` (and `active`, default: the same index, within the list; and `auto`, the
-        automatic masks and the indices kept, default: as they are) the state, undoably."""
+    def _edit(
+        self,
+        objects: list[ObjectPrompts],
+        active: int | None = None,
+        auto: tuple | None = None,
+        categories: tuple[str, ...] | None = None,
+    ) -> None:
+        """Make `objects` (and `active`, default: the same index, within the list; `auto`, the
+        automatic masks and the indices kept; `categories`; default: as they are) the state, undoably."""
         active = min(self.active if active is None else active, len(objects) - 1)
         auto = (self.auto_masks, self.auto_keep) if auto is None else (list(auto[0]), tuple(auto[1]))
-        if (objects, active, *auto) == tuple(self._snapshot()):
+        categories = self.categories if categories is None else tuple(categories)
+        state = Snapshot(objects, active, *auto, categories)
+        if state == self._snapshot():
             return  # nothing changes: no undo step, and what redo would bring back is kept
         self.undo_stack = (self.undo_stack + [self._snapshot()])[-MAX_HISTORY:]
         self.redo_stack = []
-        self.objects, self.active = objects, active
-        self.auto_masks, self.auto_keep = auto
+        self.objects, self.active, self.auto_masks, self.auto_keep, self.categories = state
 
     @property
     def edited(self) -> ObjectPrompts:
@@ -429,7 +454,8 @@ class Session:
         "index"} (the multimask candidate to show), {"type": "new"} (New object: in the same stream as
         the clicks, so a tap right after it goes to the new object), or for the object list {"type": "select" |
         "delete", "object": index}, {"type": "rename", "object", "name"}, {"type": "visibility",
-        "object", "hidden": bool}. Returns a message per event that was skipped as malformed or not
+        "object", "hidden": bool}, {"type": "category", "object", "category": a listed one or ""},
+        {"type": "categories", "names": [str]} (the category list). Returns a message per event that was skipped as malformed or not
         applicable; the others are applied in order.
         """
         if not isinstance(events, list):
@@ -458,6 +484,10 @@ class Session:
                     self.rename(event["object"], event["name"])
                 elif event.get("type") == "visibility":
                     self.set_hidden(event["object"], event["hidden"])
+                elif event.get("type") == "category":
+                    self.set_category(event["object"], event["category"])
+                elif event.get("type") == "categories":
+                    self.set_categories(event["names"])
                 else:
                     self.add_point(float(event["x"]), float(event["y"]), 1 if int(event.get("label", 1)) == 1 else 0)
             except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -508,6 +538,21 @@ class Session:
     def rename(self, index, name) -> None:
         self._change(index, name=clean_name(name))
 
+    def set_category(self, index, category) -> None:
+        """Give object `index` one of the list's categories ("" takes it away), undoably."""
+        category = clean_name(category)
+        if category and category not in self.categories:
+            raise ValueError(f"the category {category!r:.90} is not in the list; add it to the category list first")
+        self._change(index, category=category)
+
+    def set_categories(self, names) -> None:
+        """Make `names` the category list (cleaned; blank and repeated ones dropped), undoably; an
+        object whose category is no longer listed keeps it, shown as not in the list."""
+        if not isinstance(names, list) or len(names) > MAX_CATEGORIES:
+            raise ValueError(f"the category list takes at most {MAX_CATEGORIES} names, one per line")
+        cleaned = tuple(dict.fromkeys(n for n in (clean_name(name) for name in names) if n))
+        self._edit(list(self.objects), categories=cleaned)
+
     def set_hidden(self, index, hidden) -> None:
         if not isinstance(hidden, bool):
             raise ValueError("visibility takes hidden: true or false")
@@ -546,11 +591,15 @@ class Session:
         if keep != self.auto_keep:
             self._edit(list(self.objects), auto=(self.auto_masks, keep))
 
-    def add_saved(self, engine: SamEngine, saved: list[SavedObject]) -> tuple[int, int, int]:
+    def add_saved(
+        self, engine: SamEngine, saved: list[SavedObject], categories: tuple[str, ...] = ()
+    ) -> tuple[int, int, int]:
         """Add a saved file's objects, undoably (one step): each whose prompts give its saved mask
-        on this image with this engine as an object to refine (prompts, candidate and name), the
-        others as fixed masks with their names; a mask already shown is skipped. They go before the
-        edited object while it has no prompt yet (so it stays last and edited), else after the others.
+        on this image with this engine as an object to refine (prompts, the candidate that gives it,
+        name and category), the others as fixed masks with their names and categories; a mask
+        already shown is skipped. They go before the edited object while it has no prompt yet (so it
+        stays last and edited), else after the others. `categories` (the file's list) and the
+        objects' categories join the category list where they are not in it yet.
 
         Returns (restored with prompts, added as fixed masks, skipped as already shown).
         """
@@ -562,24 +611,43 @@ class Session:
             if key in shown:
                 continue
             shown.add(key)
-            name = clean_name(item.name)
-            prompts = None if item.prompts is None else replace(item.prompts, name=name, hidden=item.hidden, fixed=None)
-            if prompts is not None and prompts.has_prompts:
-                embedding = self.embedding(engine)
-                result = ObjectResult(
-                    prompts, *decode(engine, embedding, prompts), embedding.geometry, engine.exact_upscale
-                )
-                if np.array_equal(result.mask, item.mask.mask):
+            name, category = clean_name(item.name), clean_name(item.category)
+            kept = dict(name=name, hidden=item.hidden, category=category)
+            if item.prompts is not None and item.prompts.has_prompts:
+                prompts = replace(item.prompts, fixed=None, **kept)
+                try:
+                    result = self._remade(engine, prompts, item.mask.mask)
+                except ValueError:  # prompts this image cannot take (off it, say): kept as a fixed mask
+                    result = None
+                if result is not None:
                     results[len(added)] = result
-                    added.append(prompts)
+                    added.append(result.prompts)
                     continue
-            added.append(ObjectPrompts(name=name, hidden=item.hidden, fixed=item.mask))
-        if added:
+            added.append(ObjectPrompts(fixed=item.mask, **kept))
+        listed = tuple(dict.fromkeys([*self.categories, *map(clean_name, categories), *(o.category for o in added)]))
+        listed = tuple(c for c in listed if c)
+        if added or listed != self.categories:
             at = self.active if self.edited.is_empty and self.active == len(self.objects) - 1 else len(self.objects)
-            self._edit(self.objects[:at] + added + self.objects[at:], self.active + len(added) * (at <= self.active))
+            objects = self.objects[:at] + added + self.objects[at:]
+            self._edit(objects, self.active + len(added) * (at <= self.active), categories=listed)
             self.results = {k + len(added) * (k >= at): v for k, v in self.results.items()}
             self.results.update({at + k: result for k, result in results.items()})
         return len(results), len(added) - len(results), len(saved) - len(added)
+
+    def _remade(self, engine: SamEngine, prompts: ObjectPrompts, mask: np.ndarray) -> ObjectResult | None:
+        """The result of `prompts` if it shows exactly `mask` (a lone click: whichever candidate
+        does, unless the prompts name one), else None."""
+        embedding = self.embedding(engine)
+        low_res, scores = decode(engine, embedding, prompts)
+        result = ObjectResult(prompts, low_res, scores, embedding.geometry, engine.exact_upscale)
+        candidates = [prompts.candidate] if not prompts.multimask or prompts.candidate is not None else range(3)
+        for k in candidates:
+            chosen = replace(result, prompts=replace(prompts, candidate=k if prompts.multimask else None))
+            if k is not None and k >= len(scores):
+                continue
+            if np.array_equal(chosen.mask, mask):
+                return chosen
+        return None
 
     def undo(self) -> bool:
         return self._step(self.undo_stack, self.redo_stack)
@@ -592,7 +660,7 @@ class Session:
         if not source:
             return False
         target.append(self._snapshot())
-        self.objects, self.active, self.auto_masks, self.auto_keep = source.pop()
+        self.objects, self.active, self.auto_masks, self.auto_keep, self.categories = source.pop()
         return True
 
     # ---- results ---------------------------------------------------------------------------
@@ -644,21 +712,19 @@ class Session:
         the score tags and the legend all read it.
         """
         auto = [self.auto_masks[i] for i in self.auto_keep]
-        out = [Layer(n, f"{f.label} {n}", f, None, False, f"{f.uid}.{n}") for n, f in enumerate(auto, start=1)]
+        out = [Layer(n, f"{f.label} {n}", f, None, False, f"{f.uid}.{n}", colour=n - 1) for n, f in enumerate(auto, 1)]
         active = self.active
         for i, prompts in enumerate(self.objects):
             n, edited = len(auto) + i + 1, i == active
+            colour = self.categories.index(prompts.category) if prompts.category in self.categories else n - 1
             if prompts.fixed is not None:
-                source, key, default = (
-                    prompts.fixed,
-                    f"{prompts.fixed.uid}.{n}.{int(edited)}",
-                    f"{prompts.fixed.label} {n}",
-                )
+                source, key, default = prompts.fixed, prompts.fixed.uid, f"{prompts.fixed.label} {n}"
             else:
                 source = self.results.get(i) if prompts.has_prompts else None
-                key = f"{source.uid}.{source.chosen}.{n}.{int(edited)}" if source else f"empty.{n}"
+                key = f"{source.uid}.{source.chosen}" if source else "empty"
                 default = f"Object {n}"
-            out.append(Layer(n, prompts.name or default, source, prompts, edited, key, i))
+            key = f"{key}.{n}.{colour}.{int(edited)}"
+            out.append(Layer(n, prompts.name or default, source, prompts, edited, key, i, colour))
         return out
 
 

@@ -4,18 +4,25 @@ saved files read back, hostile ones refused with what was wrong."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import re
 import zipfile
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
-from sam_demo.demo.exports import cutout_alpha, saved_objects
+from sam_demo.demo.exports import _shown_masks, cutout_alpha, saved_objects
 from sam_demo.demo.handlers import on_image, on_load_saved, on_new_object, on_prompt
-from tests.support.demo import CAT, box, events, export, point
+from sam_demo.demo.session import FixedMask, SavedObject
+from sam_demo.engine.utils.polygons import polygons_to_mask
+from tests.support.demo import CAT, box, events, export, panels, point, stored
 from tests.support.photos import PHOTOS as PHOTOS_DIR
 
 # Two objects on the 451x300 photo: a click, then (a new object) a box.
@@ -177,3 +184,124 @@ def test_a_saved_file_keeps_hidden_objects_hidden_and_drops_prompts_for_another_
     fresh = on_image(ctx, CAT).state
     loaded = on_load_saved(ctx, str(path), fresh).state
     assert [o.hidden for o in loaded.objects] == [False, True, False]
+
+
+def _shape_masks() -> list[np.ndarray]:
+    """A ring and two parts with holes (one holding an island) on the 451x300 photo."""
+    ring, parts = np.zeros((300, 451), np.uint8), np.zeros((300, 451), np.uint8)
+    cv2.circle(ring, (110, 150), 90, 1, -1)
+    cv2.circle(ring, (110, 150), 40, 0, -1)
+    parts[40:260, 230:300] = 1
+    parts[90:140, 250:280] = 0
+    cv2.ellipse(parts, (380, 150), (50, 110), 15, 0, 360, 1, -1)
+    cv2.circle(parts, (380, 150), 25, 0, -1)
+    cv2.circle(parts, (380, 150), 10, 1, -1)
+    return [ring.astype(bool), parts.astype(bool)]
+
+
+@pytest.fixture()
+def dataset(ctx, uploaded):
+    """Categories cat and cup; a loaded ring (cat, named "left"), loaded parts with holes (cup), and
+    a click (cat): the session and its shown masks."""
+    session = stored(ctx, on_prompt(ctx, events(uploaded), uploaded).state)
+    session.set_categories(["cat", "cup"])
+    ring, parts = (FixedMask.of(m, 0.9, "Loaded mask") for m in _shape_masks())
+    session.add_saved(ctx.engine, [SavedObject(ring, "left"), SavedObject(parts)])
+    session.set_category(0, "cat")
+    session.set_category(1, "cup")
+    history = [CLICK, {"type": "category", "object": 2, "category": "cat"}]
+    session = on_prompt(ctx, events(session, *history), session).state
+    masks = [m for m, _, _ in _shown_masks(stored(ctx, session))]
+    return session, masks
+
+
+def test_coco_polygons_and_rle_read_back_by_pycocotools(ctx, dataset, tmp_path):
+    session, masks = dataset
+    for kind in ("coco.json", "coco-polygons.json"):
+        coco = COCO(export(ctx, session, kind, tmp_path))
+        assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["cat", "cup"]
+        anns = coco.loadAnns(coco.getAnnIds())
+        assert [a["category_id"] for a in anns] == [1, 2, 1] and anns[0]["name"] == "left"
+        assert coco.loadImgs(1)[0] == {"id": 1, "file_name": "chelsea.png", "width": 451, "height": 300}
+        for ann, mask in zip(anns, masks):
+            drawn = coco.annToMask(ann).astype(bool)
+            if kind == "coco.json":
+                assert np.array_equal(drawn, mask), "RLE is exact"
+            elif ann["id"] < 3:  # the shapes; the random model's click is noise, pixel-thin in places
+                assert isinstance(ann["segmentation"], list) and (drawn & mask).sum() / (drawn | mask).sum() >= 0.98
+            assert ann["area"] == int(mask.sum()) and ann["bbox"] == list(coco.annToRLE(ann) and ann["bbox"])
+        # The export scored against itself: every object found, AP 1.0.
+        results = coco.loadRes([{**a, "score": 1.0} for a in anns])
+        evaluation = COCOeval(coco, results, "segm")
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluation.evaluate(), evaluation.accumulate(), evaluation.summarize()
+        assert evaluation.stats[0] == pytest.approx(1.0)
+
+
+def test_yolo_segmentation_labels_read_back_by_an_independent_reader(ctx, dataset):
+    session, masks = dataset
+    with zipfile.ZipFile(io.BytesIO(export(ctx, session, "yolo-seg.zip"))) as archive:
+        assert sorted(archive.namelist()) == ["data.yaml", "images/chelsea.png", "labels/chelsea.txt"]
+        data = archive.read("data.yaml").decode()
+        assert archive.read("images/chelsea.png") == Path(CAT).read_bytes()
+        lines = archive.read("labels/chelsea.txt").decode().splitlines()
+    names = dict(re.findall(r'^\s+(\d+): "(.*)"$', data, re.M))
+    assert names == {"0": "cat", "1": "cup"} and "train: images" in data and "val: images" in data
+    assert len(lines) == 3
+    coco = json.loads(export(ctx, session, "coco-polygons.json"))
+    for line, mask, ann in zip(lines, masks, coco["annotations"]):
+        values = line.split()
+        assert int(values[0]) == ann["category_id"] - 1 and len(values) % 2 == 1 and len(values) >= 7
+        xy = np.array(values[1:], float).reshape(-1, 2)
+        assert (xy >= 0).all() and (xy <= 1).all()
+        drawn = polygons_to_mask([xy * [451, 300]], (300, 451))
+        # One polygon per object, drawing what COCO's polygons per part draw. The random model's click is
+        # noise, thousands of parts of a few pixels, some of whose simplified outlines overlap (their union
+        # and the joined polygon's even-odd fill then differ there); the shapes' do not.
+        parts = [np.array(p).reshape(-1, 2) for p in ann["segmentation"]]
+        differ = (drawn != polygons_to_mask(parts, (300, 451))).mean()
+        if ann["id"] < 3:
+            assert differ < 1e-4 and (drawn & mask).sum() / (drawn | mask).sum() >= 0.98  # (rounding: 6 decimals)
+        else:
+            assert differ < 0.01
+
+
+def test_a_coco_export_loads_back_with_its_categories_names_and_masks(ctx, dataset, tmp_path):
+    session, masks = dataset
+    for kind in ("coco.json", "coco-polygons.json"):
+        path = export(ctx, session, kind, tmp_path)
+        view = on_load_saved(ctx, path, on_image(ctx, CAT).state)
+        loaded = stored(ctx, view.state)
+        assert loaded.categories == ("cat", "cup")
+        objects = loaded.objects[:3]
+        assert [(o.category, o.name) for o in objects] == [("cat", "left"), ("cup", ""), ("cat", "")]
+        shown = [layer.source.mask for layer in loaded.shown()]
+        if kind == "coco.json":  # RLE: exact, and the click's prompts remake its mask: it can be refined
+            assert all(np.array_equal(a, b) for a, b in zip(shown, masks))
+            assert objects[2].points == ((200.0, 150.0, 1),) and objects[2].fixed is None
+            assert "1 object to refine; 2 fixed masks" in panels(view)["status"]
+        else:  # polygons: within a pixel of the edges, so no prompts to refine
+            assert all((a & b).sum() / (a | b).sum() > 0.98 for a, b in zip(shown[:2], masks[:2]))
+            assert all(o.fixed is not None for o in objects)
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda c: c["images"].append({**c["images"][0], "id": 2, "file_name": "b.png"}), "none of them 'other.png'"),
+        (lambda c: c["images"][0].update(width=600), "it annotates a 600x300 image, but this one is 451x300"),
+        (lambda c: c["annotations"][0].update(category_id=9), "annotation 1 names category 9"),
+        (
+            lambda c: c["annotations"][1].update(segmentation={"size": [3, 3], "counts": "x"}),
+            "annotation 2's segmentation",
+        ),
+        (lambda c: c["annotations"][1].update(segmentation=[[1, "a", 3, 4, 5, 6]]), "annotation 2's segmentation"),
+        (lambda c: c.update(images={}), '"images", "annotations" and "categories" are lists'),
+    ],
+)
+def test_a_coco_file_that_does_not_fit_says_why(ctx, dataset, change, says):
+    session, _ = dataset
+    coco = json.loads(export(ctx, session, "coco.json"))
+    change(coco)
+    with pytest.raises(ValueError, match=re.escape(says)):
+        saved_objects(json.dumps(coco).encode(), (300, 451), image_name="other.png")

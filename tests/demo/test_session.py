@@ -15,7 +15,7 @@ from PIL import Image
 from sam_demo import SamPredictor
 from sam_demo.demo.handlers import on_image, on_load_saved, on_new_object, on_prompt, on_redo, on_undo
 from sam_demo.demo.render import view_json
-from sam_demo.demo.session import MAX_NAME_CHARS, MAX_NEW_EVENTS, clean_name
+from sam_demo.demo.session import MAX_NAME_CHARS, MAX_NEW_EVENTS, PALETTE, clean_name
 from sam_demo.endpoint.wire import encode_mask_png, read_response
 from tests.support.demo import CAT, events, export, panels, point, stored
 
@@ -254,3 +254,45 @@ def test_too_many_new_events_at_once_are_refused_and_none_applied(ctx, uploaded)
     view = on_prompt(ctx, events(uploaded, *flood), uploaded)
     assert f"more than the {MAX_NEW_EVENTS} one edit takes" in panels(view)["status"]
     assert view.state.objects[0].is_empty and view.state.consumed_events == 0
+
+
+def test_categories_colour_objects_reach_exports_and_go_on_to_the_next_image(ctx, two):
+    history, session = two
+    history += [
+        {"type": "categories", "names": ["cat", " cup ", "", "cat", "<b>dog</b>"]},
+        obj("category", 0, category="cup"),
+        obj("category", 1, category="cup"),
+    ]
+    view = on_prompt(ctx, events(session, *history), session)
+    session = view.state
+    assert session.categories == ("cat", "cup", "<b>dog</b>"), "cleaned, blank and repeated names dropped"
+    layers = stored(ctx, session).layers()
+    assert layers[0].rgb == layers[1].rgb == PALETTE[1], "coloured by their category"
+    legend = panels(view)["legend"]
+    assert "<b>dog</b>" not in legend and html.escape("<b>dog</b>") in legend, "names are text"
+    assert legend.count('class="sd-category"') == 2 and '<option value="cup" selected>' in legend
+    assert json.loads(view.prompter["view"])["categories"] == ["cat", "cup", "<b>dog</b>"]
+    coco = json.loads(export(ctx, session, "coco.json"))
+    assert [c["name"] for c in coco["categories"]] == ["cat", "cup", "<b>dog</b>"]
+    assert [a["category_id"] for a in coco["annotations"]] == [2, 2]
+
+    refused = on_prompt(ctx, events(session, *history, obj("category", 0, category="bird")), session)
+    assert "The category 'bird' is not in the list" in html.unescape(panels(refused)["status"])
+    # Undo takes the list back a step at a time; a new image keeps it.
+    undone = on_undo(ctx, on_undo(ctx, on_undo(ctx, refused.state).state).state).state
+    assert undone.categories == () and all(o.category == "" for o in undone.objects)
+    redone = on_redo(ctx, undone).state
+    assert on_image(ctx, CAT, redone).state.categories == ("cat", "cup", "<b>dog</b>")
+
+
+def test_an_object_keeps_a_category_taken_off_the_list(ctx, two):
+    history, session = two
+    history += [{"type": "categories", "names": ["cat"]}, obj("category", 0, category="cat")]
+    history.append({"type": "categories", "names": ["dog"]})
+    view = on_prompt(ctx, events(session, *history), session)
+    assert view.state.objects[0].category == "cat" and "cat (not in the list)" in panels(view)["legend"]
+    assert [c["name"] for c in json.loads(export(ctx, view.state, "coco.json"))["categories"]] == [
+        "dog",
+        "cat",
+        "object",
+    ]

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools.coco import COCO
 
 from sam_demo import SamPredictor
 from sam_demo.demo.detail import sample_indices
@@ -704,3 +705,48 @@ def test_segment_everything_can_be_cancelled_and_undone(browser, server):
     page.wait_for_selector("#cancel-everything", state="hidden", timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "demo-everything-cancelled-1400x1000.png"), full_page=True)
     page.close()
+
+
+def test_categories_by_list_keys_and_picker_reach_coco_and_yolo(browser, server, tmp_path):
+    page = open_with_image(browser, server, {"width": 1400, "height": 1000}, PHOTOS / "chelsea.png")
+    page.evaluate(PROBE)
+    bb = page.locator("#prompter .sd-base").bounding_box()
+
+    def click(fx, fy):
+        before = page.evaluate("window.__painted.click")
+        page.mouse.click(bb["x"] + bb["width"] * fx, bb["y"] + bb["height"] * fy)
+        page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
+
+    def legend_has(text):
+        page.wait_for_function(
+            f"document.querySelector('#legend').innerText.includes({json.dumps(text)})", timeout=30_000
+        )
+
+    click(0.3, 0.4)
+    page.locator("#categories").fill("cat\ncup\n<i>bowl</i>")
+    page.locator("#categories").blur()  # the list is sent when it loses focus
+    legend_has("<i>bowl</i>")
+    page.keyboard.press("2")  # the edited object: the list's second category
+    legend_has("Object 1 (cup)")
+    page.keyboard.press("n")
+    click(0.7, 0.6)
+    page.keyboard.press("1")
+    legend_has("Object 2 (cat)")
+    page.locator('#objects [data-category="1"]').select_option("<i>bowl</i>")  # the picker
+    legend_has("Object 2 (<i>bowl</i>)")
+    assert page.locator("#objects i").count() == 0, "a category is text"
+    page.screenshot(path=str(ARTIFACTS / "demo-categories-1400x1000.png"), full_page=True)
+    with page.expect_download(timeout=60_000) as coco_download:
+        page.locator("#download-coco-polygons").click()
+    with page.expect_download(timeout=60_000) as yolo_download:
+        page.locator("#download-yolo").click()
+    coco_path, yolo_path = tmp_path / "coco-polygons.json", tmp_path / "yolo-seg.zip"
+    coco_download.value.save_as(coco_path)
+    yolo_download.value.save_as(yolo_path)
+    page.close()
+    coco = COCO(str(coco_path))
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["cat", "cup", "<i>bowl</i>"]
+    assert [a["category_id"] for a in coco.loadAnns(coco.getAnnIds())] == [2, 3]
+    with zipfile.ZipFile(yolo_path) as archive:
+        labels = archive.read("labels/chelsea.txt").decode().splitlines()
+    assert [line.split()[0] for line in labels] == ["1", "2"]

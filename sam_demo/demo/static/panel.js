@@ -2,8 +2,9 @@
 // "status", "candidates", "legend" or "exports"). The prompter dispatches "sam-demo:view" with the
 // HTML of each part whenever it shows a view, so a click's answer updates them with the mask.
 // A button with data-candidate asks the prompter to show that candidate ("sam-demo:candidate"); the
-// object list's buttons (data-select, data-hide, data-delete) and name fields (data-rename) ask it
-// to send that object event ("sam-demo:object").
+// object list's buttons (data-select, data-hide, data-delete), name fields (data-rename), category
+// pickers (data-category) and the category list (data-categories, sent when it loses focus) ask it
+// to send that event ("sam-demo:object").
 const part = props.part;
 document.addEventListener('sam-demo:view', (event) => {
   const html = event.detail && event.detail[part];
@@ -30,8 +31,10 @@ element.addEventListener('click', (event) => {
   else objectEvent({type: 'delete', object: Number(d.delete)});
 });
 element.addEventListener('change', (event) => {
-  const field = event.target.closest('[data-rename]');
-  if (field) objectEvent({type: 'rename', object: Number(field.dataset.rename), name: field.value});
+  const target = event.target;
+  if (target.closest('[data-rename]')) objectEvent({type: 'rename', object: Number(target.dataset.rename), name: target.value});
+  else if (target.closest('[data-category]')) objectEvent({type: 'category', object: Number(target.dataset.category), category: target.value});
+  else if (target.closest('[data-categories]')) objectEvent({type: 'categories', names: target.value.split('\n')});
 });
 element.addEventListener('keydown', (event) => {
   const field = event.target.closest('[data-rename]');

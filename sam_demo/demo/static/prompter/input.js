@@ -11,7 +11,8 @@
 // Keys (never while a text field has focus; `?` lists them): N new object, Ctrl/Cmd+Z undo,
 // Ctrl/Cmd+Shift+Z or Ctrl+Y redo, Esc cancels the box being drawn (else closes the key list, else
 // deselects: the next click starts a new object), C cycles the candidates, H toggles the hover
-// preview, S segments everything, Delete/Backspace deletes the edited object, + − 0 and arrows zoom and pan.
+// preview, S segments everything, Delete/Backspace deletes the edited object, + − 0 and arrows zoom and
+// pan, 1-9 give the edited object the category of that number in the list.
 
 function toImage(ev) {
   const {left, top, vw, vh} = viewport();
@@ -220,6 +221,11 @@ function escape() {
   if (!keysBox.hidden) { showKeys(false); return; }
   if (token && (view.controls || {})['new-object'] === '') send({type: 'new'});
 }
+// Keys 1-9: the edited object gets the list's category of that number (a key past the list: no change).
+function setCategory(k) {
+  const category = (view.categories || [])[k];
+  if (category !== undefined) send({type: 'category', object: view.active_object ?? 0, category});
+}
 const PAN_KEYS = {arrowleft: [1, 0], arrowright: [-1, 0], arrowup: [0, 1], arrowdown: [0, -1]};
 function panStep(dx, dy) {
   const {vw, vh} = viewport();
@@ -236,6 +242,7 @@ document.addEventListener('keydown', (ev) => {
   else if (mod || ev.altKey) return;
   else if (ev.key === '?') act = () => showKeys(keysBox.hidden);
   else if (key === 'n') act = () => pressButton('new-object');
+  else if (/^[1-9]$/.test(ev.key) && token) act = () => setCategory(Number(ev.key) - 1);
   else if (key === 'c') act = nextCandidate;
   else if (key === 'h' && canHover) act = () => hoverButton.click();
   else if (key === 's') act = () => pressButton('segment-everything');
