@@ -25,7 +25,8 @@ DEFAULT_CACHE_MB = DEFAULT_CACHE_BYTES >> 20
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
-    """--model, --device, --dtype, --exact, --cache-mb, --max-pixels and --allow-private-urls."""
+    """--model, --device, --dtype, --exact, --encoder, --encoder-cache, --cache-mb, --max-pixels and
+    --allow-private-urls."""
     parser.add_argument(
         "--model", default=None, help="hub id or save_pretrained folder (default: $SAM_MODEL or facebook/sam-vit-large)"
     )
@@ -38,6 +39,18 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the exact mode: transformers' decoder and upscaler in float32, masks bit-equal to the "
         "transformers recipe (default: the fast mode, within a pixel of it)",
+    )
+    parser.add_argument(
+        "--encoder",
+        default=None,
+        choices=("torch", "openvino"),
+        help="what runs the image encoder (default: OpenVINO on a CPU computing in float32 outside the exact "
+        "mode, where the openvino package is installed; torch elsewhere)",
+    )
+    parser.add_argument(
+        "--encoder-cache",
+        default=None,
+        help="where OpenVINO's converted encoders are kept (default: $SAM_DEMO_CACHE or ~/.cache/sam-demo, /openvino)",
     )
     parser.add_argument(
         "--cache-mb", type=int, default=DEFAULT_CACHE_MB, help=f"embedding cache size (default {DEFAULT_CACHE_MB} MiB)"
@@ -64,6 +77,8 @@ def engine_config(args: argparse.Namespace, model: str | None = None):
         exact=args.exact,
         cache_bytes=args.cache_mb << 20,
         max_pixels=args.max_pixels,
+        encoder=args.encoder,
+        encoder_cache=args.encoder_cache,
     )
 
 

@@ -7,6 +7,8 @@ on the prompt, and that is asserted, or every equivalence test would pass vacuou
 from __future__ import annotations
 
 import csv
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,9 @@ from tests.support.requests import BATCH_HEADER
 from tests.support.servers import RunningServer
 
 torch.set_flush_denormal(True)
+# OpenVINO's converted encoders (see modeling/openvino_encoder.py) go to a folder of this run's, for
+# this process and the servers it starts, never to the user's cache.
+os.environ.setdefault("SAM_DEMO_CACHE", tempfile.mkdtemp(prefix="sam-demo-tests-"))
 
 
 @pytest.fixture(scope="session")

@@ -27,3 +27,5 @@ class EngineConfig:
     exact: bool = False  # transformers' decoder and upscaler in float32: masks bit-equal to the reference
     cache_bytes: int = DEFAULT_CACHE_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
+    encoder: str | None = None  # what runs the ViT: "torch", "openvino", or None (the plan's choice)
+    encoder_cache: str | None = None  # where OpenVINO's converted encoders are kept (None: the default)

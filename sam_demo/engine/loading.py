@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
 from sam_demo.engine.config import DTYPE_NAMES, RANDOM_WEIGHTS_ATTR, EngineConfig
+from sam_demo.engine.modeling.openvino_encoder import OpenVinoEncoder, default_cache_dir, openvino_available
 from sam_demo.engine.modeling.vision_attention import patch_vision_attention
 from sam_demo.engine.plan import ExecutionPlan
 from sam_demo.engine.sam_engine import EngineInfo, SamEngine
@@ -78,7 +80,9 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
     name = resolve_model(config.model)
     device = resolve_device(config.device)
     compute_dtype = resolve_dtype(config.dtype, device, config.exact)
-    ExecutionPlan.check_mode(str(compute_dtype).removeprefix("torch."), config.exact)  # before the weights load
+    dtype_name = str(compute_dtype).removeprefix("torch.")
+    openvino = openvino_available()
+    ExecutionPlan.check_mode(dtype_name, config.exact, device.type, config.encoder, openvino)  # before the weights load
     if device.type == "cpu":
         torch.set_flush_denormal(True)
     # A hub id is "name" or "org/name"; anything else (or an existing path) is a folder.
@@ -93,14 +97,22 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
     except Exception as exc:  # the hub raises many types: OSError, HTTP, validation, ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"could not load SAM model {name!r}: {reason}. {_advice()}") from None
-    dtype_name = str(compute_dtype).removeprefix("torch.")
-    plan = ExecutionPlan.choose(
-        device.type, dtype_name, sdpa=model.config._attn_implementation == "sdpa", exact=config.exact
-    )
+    sdpa = model.config._attn_implementation == "sdpa"
+    plan = ExecutionPlan.choose(device.type, dtype_name, sdpa, config.exact, config.encoder, openvino)
     model = model.to(device=device, dtype=DTYPES[plan.prompt_encoder]).eval()
-    model.vision_encoder.to(DTYPES[plan.vit_weights])
-    if plan.attention != "transformers":  # see vision_attention.py
-        patch_vision_attention(model.vision_encoder, fast=plan.attention == "folded")
+    vit = None
+    if plan.encoder == "openvino":
+        try:
+            vit = _openvino_encoder(model, plan, config.encoder_cache)
+        except Exception as exc:  # torch.export or the conversion failed for this model: torch runs it
+            if config.encoder == "openvino":
+                raise ModelLoadError(f"OpenVINO could not convert this model's image encoder: {exc}") from None
+            log.warning("sam_demo: OpenVINO could not convert the image encoder (%s); torch runs it", exc)
+            plan = replace(plan, encoder="torch", why=f"{plan.why}; OpenVINO could not convert this model's ViT")
+    if vit is None:
+        model.vision_encoder.to(DTYPES[plan.vit_weights])
+        if plan.attention != "transformers":  # see vision_attention.py
+            patch_vision_attention(model.vision_encoder, fast=plan.attention == "folded")
     info = EngineInfo(
         model=name,
         device=str(device),
@@ -109,7 +121,18 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
     )
     how = "chosen automatically (pass dtype to override)" if config.dtype is None else "as asked"
     log.info("sam_demo: %s on %s, dtype %s %s; plan: %s", name, device, info.dtype, how, plan.describe())
-    return SamEngine(model, processor, info, plan, config.cache_bytes, config.max_pixels)
+    return SamEngine(model, processor, info, plan, config.cache_bytes, config.max_pixels, vit)
+
+
+def _openvino_encoder(model, plan: ExecutionPlan, cache_dir: str | None) -> OpenVinoEncoder:
+    """The ViT converted for OpenVINO (or read from its cache); torch's copy of the weights is then
+    dropped (the compiled model holds its own)."""
+    precision = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}[plan.vit_compute]
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    encoder = OpenVinoEncoder(model.vision_encoder, cache, precision, torch.get_num_threads())
+    model.vision_encoder.to("meta")
+    log.info("sam_demo: the image encoder runs on OpenVINO (%s, from %s)", precision, encoder.path.parent)
+    return encoder
 
 
 def _from_pretrained(path: str, model_cls, processor_cls, local: bool):

@@ -33,6 +33,8 @@ class ExecutionPlan:
       decoders have no mask path).
     everything_batch: prompts per decoder call in segment everything.
     why: why this mode was chosen (shown with the plan).
+    encoder: what runs the ViT: "torch", or "openvino" (OpenVINO's CPU runtime computing in
+      `vit_compute`; see modeling/openvino_encoder.py).
     """
 
     device: str
@@ -47,6 +49,7 @@ class ExecutionPlan:
     mask_input: str
     everything_batch: int
     why: str
+    encoder: str = "torch"
 
     @property
     def exact(self) -> bool:
@@ -62,16 +65,36 @@ class ExecutionPlan:
         return self.decoder_compute != "float32"
 
     @staticmethod
-    def check_mode(compute: str, exact: bool) -> None:
-        """Raise ValueError for a mode the plan cannot run: the exact mode in reduced precision."""
+    def check_mode(
+        compute: str, exact: bool, device: str = "cpu", encoder: str | None = None, openvino: bool = False
+    ) -> None:
+        """Raise ValueError for a mode the plan cannot run: the exact mode in reduced precision, or
+        OpenVINO asked for where it cannot run the encoder (not installed, not a CPU, the exact mode)."""
         if exact and compute != "float32":
             raise ValueError(
                 f"the exact mode computes in float32, as the transformers recipe does, not {compute}; "
                 "drop --dtype or --exact"
             )
+        if encoder not in (None, "torch", "openvino"):
+            raise ValueError(f"unknown encoder {encoder!r}; use torch or openvino")
+        if encoder == "openvino":
+            if exact:
+                raise ValueError("the exact mode runs torch's image encoder (bit-equal to the recipe); drop --encoder")
+            if device != "cpu":
+                raise ValueError(f"OpenVINO runs the image encoder on CPUs here, not {device}; drop --encoder")
+            if not openvino:
+                raise ValueError("--encoder openvino needs the openvino package: pip install openvino")
 
     @classmethod
-    def choose(cls, device: str, compute: str, sdpa: bool, exact: bool = False) -> ExecutionPlan:
+    def choose(
+        cls,
+        device: str,
+        compute: str,
+        sdpa: bool,
+        exact: bool = False,
+        encoder: str | None = None,
+        openvino: bool = False,
+    ) -> ExecutionPlan:
         """The plan for a device type ("cpu", "cuda", "mps"), a compute dtype name, whether the
         model was loaded with SDPA attention, and whether the exact mode was asked for.
 
@@ -82,8 +105,12 @@ class ExecutionPlan:
         and the ViT keeps its weights in that dtype under autocast, which holds layer norms and
         the residual stream in fp32. Segment everything decodes one prompt per call on CPU, where
         batching computes no faster and its intermediates cost page faults; 64 elsewhere.
+
+        The encoder: OpenVINO where asked for (`encoder`), or by default on a CPU computing in
+        float32 outside the exact mode when the package is installed (`openvino`): there its ViT
+        is about twice as fast as torch's (see modeling/openvino_encoder.py); torch elsewhere.
         """
-        cls.check_mode(compute, exact)
+        cls.check_mode(compute, exact, device, encoder, openvino)
         cpu, low = device == "cpu", compute != "float32"
         weights = "float32" if cpu else compute
         if cpu and low:
@@ -105,12 +132,23 @@ class ExecutionPlan:
             why="asked for (--exact)"
             if exact
             else "the default; --exact gives masks bit-equal to the transformers recipe",
+            encoder=cls._encoder(cpu, compute, exact, encoder, openvino),
         )
+
+    @staticmethod
+    def _encoder(cpu: bool, compute: str, exact: bool, asked: str | None, openvino: bool) -> str:
+        if asked is not None:
+            return asked
+        return "openvino" if cpu and compute == "float32" and not exact and openvino else "torch"
 
     def describe(self) -> str:
         """One line: what a reader of the log or the page needs to know."""
+        vit = (
+            f"ViT on OpenVINO computing in {self.vit_compute}"
+            if self.encoder == "openvino"
+            else f"ViT {self.vit_weights} weights computing in {self.vit_compute}, {self.attention} attention"
+        )
         return (
-            f"{self.device}: ViT {self.vit_weights} weights computing in {self.vit_compute}, {self.attention} "
-            f"attention; {self.decoder} decoder in {self.decoder_compute}; {self.upscaler} upscaler; "
+            f"{self.device}: {vit}; {self.decoder} decoder in {self.decoder_compute}; {self.upscaler} upscaler; "
             f"{'exact mode (bit-equal to the transformers recipe)' if self.exact else 'fast mode'}: {self.why}"
         )

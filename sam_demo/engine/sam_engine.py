@@ -107,8 +107,12 @@ class SamEngine:
         plan: ExecutionPlan,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        vit=None,
     ):
         self.model = model
+        # What runs the image encoder: pixel values (1, 3, 1024, 1024) -> (1, 256, 64, 64); the
+        # model's own ViT unless the plan gives it to another runtime (OpenVINO, see loading.py).
+        self._vit = vit if vit is not None else (lambda pixel_values: self.model.get_image_embeddings(pixel_values))
         self.processor = processor
         self.info = info
         self.plan = plan
@@ -162,7 +166,7 @@ class SamEngine:
         pixel_values = pixel_values.to(self.device, self.encoder_dtype)
         with self._encode_lock, torch.inference_mode(), self._autocast():
             start = time.perf_counter()
-            features = self.model.get_image_embeddings(pixel_values)
+            features = self._vit(pixel_values).to(self.device)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self._encode_seconds = time.perf_counter() - start
