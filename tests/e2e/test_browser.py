@@ -8,6 +8,7 @@ Screenshots go to $ARTIFACTS_DIR (default: artifacts/).
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import math
@@ -123,6 +124,13 @@ def test_narrow_viewport_and_negative_toggle(browser, server):
     assert page.locator("#prompter svg circle[fill='#d62728']").count() == 1  # drawn as a negative point
     page.screenshot(path=str(ARTIFACTS / "demo-390x844.png"), full_page=True)
     page.close()
+
+
+def click_painted(page, box: dict, fx: float, fy: float) -> None:
+    """Click at a fraction of the image's `box` and wait until the new mask is painted (PROBE installed)."""
+    before = page.evaluate("window.__painted.click")
+    page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+    page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
 
 
 PROBE = """() => {
@@ -343,10 +351,7 @@ def test_keyboard_shortcuts_and_cutouts(browser, server, tmp_path):
     page.evaluate(PROBE)
     bb = page.locator("#prompter .sd-base").bounding_box()
 
-    def click(fx, fy):
-        before = page.evaluate("window.__painted.click")
-        page.mouse.click(bb["x"] + bb["width"] * fx, bb["y"] + bb["height"] * fy)
-        page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
+    click = functools.partial(click_painted, page, bb)
 
     def exported(text: str):
         page.wait_for_function(
@@ -427,9 +432,7 @@ def test_the_object_list_selects_renames_hides_deletes_and_undoes(browser, serve
     h, w = rgb.shape[:2]
 
     def click(fx, fy):
-        before = page.evaluate("window.__painted.click")
-        page.mouse.click(bb["x"] + bb["width"] * fx, bb["y"] + bb["height"] * fy)
-        page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
+        click_painted(page, bb, fx, fy)
         return fx * w, fy * h
 
     def exported(text: str):
@@ -715,10 +718,7 @@ def test_categories_by_list_keys_and_picker_reach_coco_and_yolo(browser, server,
     page.evaluate(PROBE)
     bb = page.locator("#prompter .sd-base").bounding_box()
 
-    def click(fx, fy):
-        before = page.evaluate("window.__painted.click")
-        page.mouse.click(bb["x"] + bb["width"] * fx, bb["y"] + bb["height"] * fy)
-        page.wait_for_function(f"window.__painted.click > {before}", timeout=60_000)
+    click = functools.partial(click_painted, page, bb)
 
     def legend_has(text):
         page.wait_for_function(
