@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ModelLoadError, ValueError) as exc:
         exit_with_message(exc)
     budget = None if args.session_budget_mb is None else args.session_budget_mb << 20
-    warm_up(engine)  # in the background: the first example encoded, and this machine's encode time measured
+    warm_up(engine)  # in the background: the examples encoded (or read from the store), the encode time measured
     serve(engine, server_config(args), session_budget_bytes=budget, share=args.share)
 
 

@@ -17,16 +17,17 @@ import sys
 from sam_demo.endpoint.fetch import FetchPolicy
 from sam_demo.endpoint.settings import ServerConfig
 from sam_demo.endpoint.wire import RequestLimits
-from sam_demo.engine.config import DTYPE_NAMES, EngineConfig
+from sam_demo.engine.config import DEFAULT_STORE_BYTES, DTYPE_NAMES, EngineConfig
 from sam_demo.engine.utils.cache import DEFAULT_CACHE_BYTES
 from sam_demo.engine.utils.images import DEFAULT_MAX_PIXELS
 
 DEFAULT_CACHE_MB = DEFAULT_CACHE_BYTES >> 20
+SPACES_STORE = "/data/sam-demo/embeddings"
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
-    """--model, --device, --dtype, --exact, --encoder, --encoder-cache, --cache-mb, --max-pixels and
-    --allow-private-urls."""
+    """--model, --device, --dtype, --exact, --encoder, --encoder-cache, --embedding-store,
+    --embedding-store-gb, --cache-mb, --max-pixels and --allow-private-urls."""
     parser.add_argument(
         "--model", default=None, help="hub id or save_pretrained folder (default: $SAM_MODEL or facebook/sam-vit-large)"
     )
@@ -53,6 +54,18 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
         help="where OpenVINO's converted encoders are kept (default: $SAM_DEMO_CACHE or ~/.cache/sam-demo, /openvino)",
     )
     parser.add_argument(
+        "--embedding-store",
+        default=default_embedding_store(),
+        help="a folder that keeps image embeddings on disk across restarts, shared by every process given it "
+        f"(default: {SPACES_STORE} on a Hugging Face Space with persistent storage; else none)",
+    )
+    parser.add_argument(
+        "--embedding-store-gb",
+        type=float,
+        default=DEFAULT_STORE_BYTES / 2**30,
+        help=f"the store's bound, least recently used first (default {DEFAULT_STORE_BYTES / 2**30:g}; 0: no store)",
+    )
+    parser.add_argument(
         "--cache-mb", type=int, default=DEFAULT_CACHE_MB, help=f"embedding cache size (default {DEFAULT_CACHE_MB} MiB)"
     )
     parser.add_argument(
@@ -69,7 +82,10 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_config(args: argparse.Namespace, model: str | None = None):
-    """The `EngineConfig` of parsed engine flags (`model` overrides --model)."""
+    """The `EngineConfig` of parsed engine flags (`model` overrides --model). Raises ValueError for
+    a negative --embedding-store-gb."""
+    if args.embedding_store_gb < 0:
+        raise ValueError(f"--embedding-store-gb must be >= 0 (0 turns the store off), got {args.embedding_store_gb:g}")
     return EngineConfig(
         model=model or args.model,
         device=args.device,
@@ -79,7 +95,14 @@ def engine_config(args: argparse.Namespace, model: str | None = None):
         max_pixels=args.max_pixels,
         encoder=args.encoder,
         encoder_cache=args.encoder_cache,
+        embedding_store=args.embedding_store,
+        embedding_store_bytes=int(args.embedding_store_gb * 2**30),
     )
+
+
+def default_embedding_store() -> str | None:
+    """Spaces' persistent storage (/data, on a Space that has it), else None: no store unless asked."""
+    return SPACES_STORE if os.environ.get("SPACE_ID") and os.path.isdir("/data") else None
 
 
 def fetch_policy(args: argparse.Namespace) -> FetchPolicy:

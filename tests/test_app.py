@@ -183,6 +183,40 @@ def test_app_exits_with_a_clear_message_when_the_model_cannot_load(tmp_path):
     assert "does not exist" in done.stderr and "save_pretrained" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_restarted_server_answers_a_known_image_from_the_embedding_store(checkpoint, tmp_path):
+    """Start the app with a store, POST /score an image, stop it, start it again: the same request
+    runs no encoder (/health counts a store hit and no miss) and returns the same bytes."""
+    import time
+
+    from tests.support.requests import score_body
+    from tests.support.servers import AppProcess
+
+    body = score_body(b64_png(asset("rocket.jpg")[:300, :400]), points="[[[200, 150]]]")
+    args = ("--embedding-store", str(tmp_path / "store"), "--exact")
+    answers, deltas = [], []
+    for _ in range(2):
+        app = AppProcess(str(checkpoint), "float32", args=args)
+        try:
+            for _ in range(600):  # the warm-up's examples (stored too): counted before the request
+                store = httpx.get(f"{app.url}/health").json()["embedding_store"]
+                if store["hits"] + store["writes"] == 4:
+                    break
+                time.sleep(0.1)
+            answer = httpx.post(f"{app.url}/score", content=body, timeout=120)
+            assert answer.status_code == 200
+            after = httpx.get(f"{app.url}/health").json()["embedding_store"]
+            answers.append(answer.content)
+            deltas.append({k: after[k] - store[k] for k in ("hits", "misses", "writes", "corrupt")})
+        finally:
+            app.close()
+    assert deltas == [
+        {"hits": 0, "misses": 1, "writes": 1, "corrupt": 0},
+        {"hits": 1, "misses": 0, "writes": 0, "corrupt": 0},
+    ]
+    assert answers[0] == answers[1]
+    assert after["entries"] == 5 and after["enabled"] and 0 < after["bytes"] <= after["max_bytes"]
+
+
 def test_space_api_segment_and_segment_everything_via_gradio_client(server, engine):
     from gradio_client import Client, handle_file
 

@@ -82,8 +82,8 @@ def _main(argv: list[str] | None) -> None:
     from sam_demo.engine.automatic_mask_generator import EverythingConfig
     from sam_demo.engine.loading import ModelLoadError, load_engine
 
-    config, policy = engine_config(args), fetch_policy(args)
     try:
+        config, policy = engine_config(args), fetch_policy(args)
         input_files(args.input)
         everything = EverythingConfig(points_per_side=args.points_per_side) if args.everything else None
         if args.engine == "ray":

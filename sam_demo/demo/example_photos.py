@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 from PIL import Image
@@ -51,21 +52,31 @@ def example_cards() -> str:
     return json.dumps(cards)
 
 
-def warm_up(engine: SamEngine) -> threading.Thread:
-    """Encode the first example photo on a background thread: the encoder's first run (its kernels
-    warmed), the measure of this machine's encode time that the page shows, and an example ready to
-    click. Returns the started thread; a failure is logged, never raised."""
+def warm_up(engine: SamEngine, pause_s: float = 0.2) -> threading.Thread:
+    """Encode the example photos on a background thread, the first first: the encoder's first run
+    (its kernels warmed), the measure of this machine's encode time that the page shows, and every
+    example ready to click (from the embedding store at once, after a first start with one).
+
+    At low priority: before each photo it waits until no other encode is running or waiting, so a
+    user's upload waits for at most the one example being encoded, and never for the rest. A user
+    who picks an example while it is being encoded joins that encode (the cache's single flight).
+    Returns the started thread; a failure is logged, never raised.
+    """
 
     def run() -> None:
-        photos = example_photos()
-        if not photos:
-            return
-        try:
-            with Image.open(photos[0]) as image:
-                engine.embed(image)
+        for path in example_photos():
+            while engine.cache.computing:
+                time.sleep(pause_s)
+            try:
+                with Image.open(path) as image:
+                    embedding, computed = engine.embed_with_status(image)
+            except (OSError, ValueError, RuntimeError) as exc:
+                LOG.warning("warm-up: %s could not be encoded: %s", path.name, exc)
+                continue
+            source = "from the embedding store" if embedding.from_store else "encoded" if computed else "cached"
+            LOG.info("warm-up: %s %s", path.name, source)
+        if engine.encode_seconds is not None:
             LOG.info("warm-up: an encode takes %.1f s here", engine.encode_seconds)
-        except (OSError, ValueError, RuntimeError) as exc:
-            LOG.warning("warm-up encode failed: %s", exc)
 
     thread = threading.Thread(target=run, name="sam-warm-up", daemon=True)
     thread.start()

@@ -187,7 +187,10 @@ def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None
     session = Session.start(data, embedding, Path(path).name)
     session.categories = categories
     h, w = session.size_hw
-    how = f"in {seconds:.2f} s" if encoded else f"(cached embedding, {seconds * 1000:.0f} ms)"
+    if encoded and not embedding.from_store:
+        how = f"in {seconds:.2f} s"
+    else:
+        how = f"({'stored' if encoded else 'cached'} embedding, {seconds * 1000:.0f} ms)"
     view = _view(
         ctx,
         session,

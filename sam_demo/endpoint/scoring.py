@@ -160,8 +160,8 @@ def answer(
 
 
 def engine_report(engine: SamEngine) -> dict:
-    """/health's description of an engine: model, device, dtype, plan, the last encode's seconds and
-    the embedding cache."""
+    """/health's description of an engine: model, device, dtype, plan, the last encode's seconds,
+    the embedding cache, and the embedding store on disk (None without one)."""
     return {
         "model": engine.info.model,
         "device": engine.info.device,
@@ -170,4 +170,5 @@ def engine_report(engine: SamEngine) -> dict:
         "plan": asdict(engine.plan),
         "encode_seconds": engine.encode_seconds,
         "cache": asdict(engine.cache_stats()),
+        "embedding_store": asdict(engine.store.stats()) if engine.store is not None else None,
     }

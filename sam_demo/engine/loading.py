@@ -12,10 +12,12 @@ from urllib.parse import urlparse
 import torch
 
 from sam_demo.engine.config import DTYPE_NAMES, RANDOM_WEIGHTS_ATTR, EngineConfig
+from sam_demo.engine.embedding_store import EmbeddingStore
 from sam_demo.engine.modeling.openvino_encoder import OpenVinoEncoder, default_cache_dir, openvino_available
 from sam_demo.engine.modeling.vision_attention import patch_vision_attention
 from sam_demo.engine.plan import ExecutionPlan
 from sam_demo.engine.sam_engine import EngineInfo, SamEngine
+from sam_demo.engine.utils.digests import module_digest
 
 log = logging.getLogger("sam_demo")
 
@@ -83,6 +85,8 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
     dtype_name = str(compute_dtype).removeprefix("torch.")
     openvino = openvino_available()
     ExecutionPlan.check_mode(dtype_name, config.exact, device.type, config.encoder, openvino)  # before the weights load
+    if config.embedding_store:
+        EmbeddingStore.check_directory(config.embedding_store)
     if device.type == "cpu":
         torch.set_flush_denormal(True)
     # A hub id is "name" or "org/name"; anything else (or an existing path) is a folder.
@@ -99,6 +103,8 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
         raise ModelLoadError(f"could not load SAM model {name!r}: {reason}. {_advice()}") from None
     sdpa = model.config._attn_implementation == "sdpa"
     plan = ExecutionPlan.choose(device.type, dtype_name, sdpa, config.exact, config.encoder, openvino)
+    # The model's identity for the store: a digest of the weights as loaded, before any cast.
+    weights = _weights_digest(model, processor) if config.embedding_store and config.embedding_store_bytes > 0 else None
     model = model.to(device=device, dtype=DTYPES[plan.prompt_encoder]).eval()
     vit = None
     if plan.encoder == "openvino":
@@ -121,7 +127,28 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
     )
     how = "chosen automatically (pass dtype to override)" if config.dtype is None else "as asked"
     log.info("sam_demo: %s on %s, dtype %s %s; plan: %s", name, device, info.dtype, how, plan.describe())
-    return SamEngine(model, processor, info, plan, config.cache_bytes, config.max_pixels, vit)
+    store = None
+    if weights is not None:
+        store = EmbeddingStore(config.embedding_store, config.embedding_store_bytes, store_namespace(weights, plan))
+        log.info("sam_demo: embedding store at %s (%.1f GB)", store.directory, config.embedding_store_bytes / 1e9)
+    return SamEngine(model, processor, info, plan, config.cache_bytes, config.max_pixels, vit, store)
+
+
+def store_namespace(weights_digest: str, plan: ExecutionPlan) -> str:
+    """What an embedding depends on besides the image: the weights and the encoder's form on this
+    kind of device (runtime, dtypes, attention). The decoder's mode is not in it: the exact and
+    the fast mode share a float32 torch encoder's entries, which are the same bits."""
+    return (
+        f"weights={weights_digest};device={plan.device};encoder={plan.encoder};vit={plan.vit_weights}"
+        f"/{plan.vit_compute}/{plan.attention};features={plan.prompt_encoder}"
+    )
+
+
+def _weights_digest(model, processor) -> str:
+    """The image encoder's weights and config and the image processor's settings (the encode
+    depends on nothing else of the checkpoint): a hub id and its save_pretrained copy agree."""
+    vision = model.vision_encoder
+    return module_digest(vision, vision.config.to_json_string(), processor.image_processor.to_json_string())
 
 
 def _openvino_encoder(model, plan: ExecutionPlan, cache_dir: str | None) -> OpenVinoEncoder:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sam_demo.engine.embedding_store import EmbeddingStore
 from sam_demo.engine.modeling.decoder import CachedDecoder, ImageDecoderCache
 from sam_demo.engine.modeling.fast_decoder import FastDecoder
 from sam_demo.engine.plan import ExecutionPlan
@@ -43,12 +44,15 @@ class ImageEmbedding:
             The image's size in the original and model frames.
         decoder_cache (`ImageDecoderCache`):
             The decoder's prompt-independent work on this image (see modeling/decoder.py).
+        from_store (`bool`):
+            Read from the embedding store on disk rather than computed by the encoder here.
     """
 
     key: str
     features: torch.Tensor
     geometry: ImageGeometry
     decoder_cache: ImageDecoderCache
+    from_store: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -97,6 +101,8 @@ class SamEngine:
         processor: the matching `SamProcessor` (only its image processor is used, once per image).
         plan: what runs (see plan.py); the engine follows it and infers nothing from the model.
         cache_bytes: bound of the embedding cache, in bytes.
+        store: the embedding store on disk under that cache (None: memory only); its namespace
+          must name this model and plan (see `loading.store_namespace`).
     """
 
     def __init__(
@@ -108,8 +114,10 @@ class SamEngine:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         vit=None,
+        store: EmbeddingStore | None = None,
     ):
         self.model = model
+        self.store = store
         # What runs the image encoder: pixel values (1, 3, 1024, 1024) -> (1, 256, 64, 64); the
         # model's own ViT unless the plan gives it to another runtime (OpenVINO, see loading.py).
         self._vit = vit if vit is not None else (lambda pixel_values: self.model.get_image_embeddings(pixel_values))
@@ -150,12 +158,30 @@ class SamEngine:
         """`embed`, also saying whether this call ran the encoder (False: a cache hit)."""
         rgb = to_rgb_array(image, self.max_pixels)
         key = image_key(rgb)
-        return self.cache.lookup(key, lambda: self._encode(key, rgb))
+        return self.cache.lookup(key, lambda: self._stored_or_encoded(key, lambda: rgb))
 
     def embed_by_key(self, key: str, load_rgb) -> ImageEmbedding:
         """The embedding cached under `key`; on a miss, `load_rgb()` gives the (H, W, 3) uint8 pixels
-        to encode (they must be the ones `key` was made from)."""
-        return self.cache.get_or_compute(key, lambda: self._encode(key, load_rgb()))
+        to encode (they must be the ones `key` was made from; not called on a store hit)."""
+        return self.cache.get_or_compute(key, lambda: self._stored_or_encoded(key, load_rgb))
+
+    def _stored_or_encoded(self, key: str, load_rgb) -> ImageEmbedding:
+        """A memory-cache miss: the store's entry if it has one, else an encode (then stored)."""
+        if self.store is None:
+            return self._encode(key, load_rgb())
+        stored = self.store.get(key, self.features_shape, self.weights_dtype)
+        if stored is not None:
+            features = stored.features.to(self.device)
+            geometry = ImageGeometry.for_size(stored.original_hw)
+            return ImageEmbedding(key, features, geometry, self.decoder.prepare(features), from_store=True)
+        embedding = self._encode(key, load_rgb())
+        self.store.put(key, embedding.features, embedding.geometry.original_hw)
+        return embedding
+
+    @property
+    def features_shape(self) -> tuple[int, int, int, int]:
+        """The image embedding's shape, (1, 256, 64, 64) for every SAM ViT."""
+        return (1, self.model.config.vision_config.output_channels, *self.decoder.embedding_hw)
 
     def _encode(self, key: str, rgb: np.ndarray) -> ImageEmbedding:
         geometry = ImageGeometry.for_size(rgb.shape[:2])

@@ -68,12 +68,18 @@ class ServeBackend:
         live = [r for r in replicas if "cache" in r]
         totals = {k: sum(r["cache"][k] for r in live) for k in ("entries", "bytes", "max_bytes", "hits", "misses")}
         first = live[0] if live else {}
+        stores = [r["embedding_store"] for r in live if r.get("embedding_store")]
+        store = None
+        if stores:  # one folder shared by the replicas: its size once, their reads and writes summed
+            counted = ("hits", "misses", "writes", "evictions", "corrupt", "skipped")
+            store = {**stores[0], **{k: sum(s[k] for s in stores) for k in counted}}
         return {
             "status": "ok" if live else "no replicas",
             "model": first.get("model"),
             "router": self.settings.router,
             "max_imbalance": self.settings.max_imbalance,
             "cache": totals,
+            "embedding_store": store,
             "replicas": replicas,
         }
 

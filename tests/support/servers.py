@@ -49,10 +49,10 @@ class RunningServer:
 class AppProcess:
     """`python app.py` in a child process, on a free port, until closed."""
 
-    def __init__(self, model: str, dtype: str | None, root: Path | None = None):
+    def __init__(self, model: str, dtype: str | None, root: Path | None = None, args: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "app.py", "--model", model, "--port", str(self.port)]
+        cmd = [sys.executable, "app.py", "--model", model, "--port", str(self.port), *args]
         if dtype:
             cmd += ["--dtype", dtype]
         root = root or REPOSITORY

@@ -14,7 +14,6 @@ that cannot be read is converted again. Converting takes ~5 s (B) / ~11 s (L) on
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from sam_demo.engine.utils.digests import module_digest
 
 __all__ = ["OpenVinoEncoder", "default_cache_dir", "openvino_available"]
 
@@ -90,15 +91,10 @@ class OpenVinoEncoder:
     @staticmethod
     def key(vision_encoder: torch.nn.Module) -> str:
         """What the converted model depends on: OpenVINO's and torch's versions, the ViT's config and
-        its weights' content (blake2b over every parameter and buffer, in order)."""
+        its weights' content."""
         import openvino as ov
 
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(f"{ov.__version__}|{torch.__version__}|{vision_encoder.config.to_json_string()}".encode())
-        for name, tensor in vision_encoder.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
-        return digest.hexdigest()
+        return module_digest(vision_encoder, ov.__version__, torch.__version__, vision_encoder.config.to_json_string())
 
     def _read(self, core, path: Path):
         """The converted model on disk, or None (absent, or unreadable: then it is removed)."""

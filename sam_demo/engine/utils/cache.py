@@ -90,6 +90,12 @@ class ByteLRUCache(Generic[V]):
             _, (_, old_size) = self._entries.popitem(last=False)
             self._bytes -= old_size
 
+    @property
+    def computing(self) -> int:
+        """How many computations are running now (or waiting for the encoder)."""
+        with self._lock:
+            return len(self._pending)
+
     def __contains__(self, key: str) -> bool:
         with self._lock:
             return key in self._entries
