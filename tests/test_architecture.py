@@ -70,6 +70,7 @@ def test_a_planted_cycle_is_found():
 ENTRY_POINTS = [
     ("sam_demo", set(), set(HEAVY)),  # `from sam_demo import SamEngine` loads on first use
     ("sam_demo.batch.cli", set(), set(HEAVY)),  # `python -m sam_demo.batch`: Ctrl-C from the first moment
+    ("sam_demo.precompute", set(), set(HEAVY)),  # `python -m sam_demo.precompute`: the same
     ("sam_demo.serve.cli", set(), {"torch", "transformers", "gradio", "ray", "fastapi"}),  # no Ray: one message
     ("sam_demo.serve", set(), {"torch", "transformers", "gradio", "ray"}),  # serve_config.yaml's import path
     ("sam_demo.serve.gateway", {"ray", "fastapi"}, {"torch", "transformers", "gradio"}),  # the Serve ingress

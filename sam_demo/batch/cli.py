@@ -1,9 +1,10 @@
-"""The batch command: `python -m sam_demo.batch [engine flags] [--engine local|ray] INPUT OUTPUT`.
+"""The batch commands: the endpoint's CSV jobs, and precomputing embeddings into the store.
 
     python -m sam_demo.batch [--model M] [--device D] [--dtype T] [--predictions-csv P] INPUT OUTPUT
+    python -m sam_demo.precompute IMAGES_DIR_OR_CSV --embedding-store DIR [--model M] [--engine ray]
 
-See job.py for the input and output formats and resuming. This module imports only the standard
-library: everything else (numpy, torch, the model code) is imported inside `main`'s handling of
+See job.py and precompute.py for the inputs, outputs and resuming. This module imports only the
+standard library: everything else (numpy, torch, the model code) is imported inside the handling of
 Ctrl-C, so an interrupt at any moment ends with one line, not a traceback.
 """
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from sam_demo.engine.automatic_mask_generator import EverythingConfig
     from sam_demo.engine.config import EngineConfig
 
-__all__ = ["main"]
+__all__ = ["main", "precompute_main"]
 
 
 class Interrupted(BaseException):
@@ -38,12 +39,78 @@ def _interrupted(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`python -m sam_demo.batch`."""
+    _interruptible(_main, argv, "rows written so far are kept")
+
+
+def precompute_main(argv: list[str] | None = None) -> None:
+    """`python -m sam_demo.precompute`."""
+    _interruptible(_precompute, argv, "embeddings stored so far are kept")
+
+
+def _interruptible(run, argv: list[str] | None, kept: str) -> None:
     signal.signal(signal.SIGINT, _interrupted)
     try:
-        _main(argv)
-    except (Interrupted, KeyboardInterrupt):  # while importing, loading the model, or running rows
-        print("\ninterrupted; rows written so far are kept. Run the same command again to resume.", file=sys.stderr)
+        run(argv)
+    except (Interrupted, KeyboardInterrupt):  # while importing, loading the model, or running
+        print(f"\ninterrupted; {kept}. Run the same command again to resume.", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def _add_ray_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process; ray: a Ray Data actor pool (pip install -r requirements-ray.txt)",
+    )
+    parser.add_argument(
+        "--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="Ray actors, one model each (default: one per GPU, or 1)"
+    )
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _precompute(argv: list[str] | None) -> None:
+    from sam_demo.batch.precompute import precompute_image, precompute_items, run_local, run_precompute
+    from sam_demo.flags import add_engine_flags, engine_config, exit_with_message, fetch_policy
+
+    parser = argparse.ArgumentParser(
+        prog="python -m sam_demo.precompute",
+        description="Encode a folder of images (or a batch CSV's images) into the embedding store, resumably.",
+    )
+    parser.add_argument("source", type=Path, help="a folder of images (searched recursively) or a batch .csv file")
+    add_engine_flags(parser)
+    _add_ray_flags(parser)
+    args = parser.parse_args(argv)
+    from sam_demo.engine.loading import ModelLoadError, load_engine
+
+    try:
+        config, policy = engine_config(args), fetch_policy(args)
+        if not config.embedding_store or config.embedding_store_bytes <= 0:
+            raise ValueError("precompute writes into an embedding store: give --embedding-store DIR")
+        items = precompute_items(args.source)
+        if args.engine == "ray":
+            from sam_demo.batch.ray_runner import map_on_ray
+
+            _require_ray()
+            results_for = lambda todo: map_on_ray(  # noqa: E731
+                todo, precompute_image, config, policy, args.workers, args.ray_address
+            )
+        else:
+            engine = load_engine(config)
+            if not engine.store.enabled:
+                raise ValueError(f"the embedding store is off: {engine.store.stats().disabled_reason}")
+            results_for = lambda todo: run_local(todo, engine, policy)  # noqa: E731
+        counts = run_precompute(items, results_for, progress=not args.no_progress)
+    except (ModelLoadError, ValueError) as exc:
+        exit_with_message(exc)
+    print(
+        f"{counts['images']} images: {counts['encoded']} encoded, {counts['stored']} already stored, "
+        f"{counts['error']} could not be read; store: {config.embedding_store}"
+    )
 
 
 def _main(argv: list[str] | None) -> None:
@@ -59,25 +126,13 @@ def _main(argv: list[str] | None) -> None:
     parser.add_argument(
         "--predictions-csv", type=Path, default=None, help="also write Azure-style predictions.csv (valid JSON)"
     )
-    parser.add_argument(
-        "--engine",
-        choices=("local", "ray"),
-        default="local",
-        help="local: this process; ray: a Ray Data actor pool (pip install -r requirements-ray.txt)",
-    )
-    parser.add_argument(
-        "--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)"
-    )
-    parser.add_argument(
-        "--workers", type=int, default=None, help="Ray actors, one model each (default: one per GPU, or 1)"
-    )
+    _add_ray_flags(parser)
     parser.add_argument(
         "--everything",
         action="store_true",
         help="segment everything in each row's image (prompts ignored); lines hold COCO RLE annotations",
     )
     parser.add_argument("--points-per-side", type=int, default=32, help="with --everything: grid size (default 32)")
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from sam_demo.engine.automatic_mask_generator import EverythingConfig
     from sam_demo.engine.loading import ModelLoadError, load_engine
@@ -107,10 +162,14 @@ def _ray_runner(
     address: str | None,
     everything: EverythingConfig | None,
 ):
+    _require_ray()
+    from sam_demo.batch.ray_runner import run_ray
+
+    return lambda rows: run_ray(rows, config, policy, workers, address, everything=everything)
+
+
+def _require_ray() -> None:
     try:
         import ray  # noqa: F401
     except ImportError as exc:
         raise ValueError(f"--engine ray needs Ray: pip install -r requirements-ray.txt ({exc})") from None
-    from sam_demo.batch.ray_runner import run_ray
-
-    return lambda rows: run_ray(rows, config, policy, workers, address, everything=everything)
