@@ -14,6 +14,8 @@ Rows (each: ours, naive, ratio; p50 and p95 over interleaved runs), one module e
 - batch.py: images/s on an endpoint batch CSV of distinct images, against a plain loop over the naive recipe.
 - cold_start.py: a fresh process from start to the first mask, model already on disk.
 - memory.py (not with --quick): peak RSS with the model loaded and 32 images cached.
+- store.py (`--store` only): a known image's first mask from the embedding store vs a fresh
+  encode, and the store's read and write per entry.
 `--ui` and `--ui-memory` time and weigh the web demo in Chromium (ui.py); `--hostile` weighs
 single hostile or heavy /score requests (hostile.py); `--serve` runs the endpoint on Ray Serve (serve.py).
 Both sides flush denormals and use the same threads. The table is printed and written as JSON (report.py).
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -76,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="only the endpoint on Ray Serve: 1 and 2 replicas, image-affine vs Serve's default router",
     )
+    parser.add_argument(
+        "--store", action="store_true", help="only the embedding store's rows (a store in a temporary folder)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
     args = parser.parse_args(argv)
 
@@ -107,6 +113,13 @@ def main(argv: list[str] | None = None) -> None:
         else:
             rows = bench_ui(path, args.dtype, args.rounds or (8 if args.quick else 30), app=args.ui_app)
         info = {"model": label, "device": "cpu", "dtype": args.dtype or "default", **machine(), "accuracy": "-"}
+    elif args.store:
+        from benchmarks.store import store_rows
+
+        config = replace(engine_config(args, model=path), embedding_store=str(Path(tmp.name) / "store"))
+        engine = load_engine(config)
+        rows = store_rows(engine, args.rounds or (3 if args.quick else 10))
+        info = {"model": label, "device": engine.info.device, "dtype": engine.info.dtype, **machine(), "accuracy": "-"}
     else:
         engine = load_engine(engine_config(args, model=path))
         naive = Naive(path, engine.device)

@@ -307,3 +307,35 @@ def test_the_command_refuses_bad_flags_in_one_line():
             [sys.executable, "-m", "sam_demo.serve", *flags], cwd=ROOT, capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_replica_taking_over_a_killed_owners_image_reads_the_store_not_the_encoder(cluster, checkpoint, tmp_path):
+    """Two replicas sharing an embedding store: the owner of an image encodes it once and stores it;
+    killed, the replica that takes the image over answers from the store, byte for byte."""
+    from dataclasses import replace
+
+    store = tmp_path / "store"
+    settings = ServeSettings(
+        engine=replace(engine_config(checkpoint), embedding_store=str(store)), server=CONFIG, replicas=2
+    )
+    serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
+    image = random_image(400)
+    first = post(cluster, point_request(image))
+    assert first.status_code == 200 and health(cluster)["embedding_store"]["writes"] == 1
+    owner = rendezvous_order(route_key(image), [r["replica"] for r in live_replicas(cluster)])[0]
+    before = {r["replica"]: r["embedding_store"] for r in live_replicas(cluster)}
+    assert before[owner]["writes"] == 1, before
+    ray.kill(ray.get_actor(f"SERVE_REPLICA::{APP_NAME}#{SCORER}#{owner}", namespace="serve"), no_restart=True)
+    deadline = time.monotonic() + 60
+    while owner in {r["replica"] for r in live_replicas(cluster)}:
+        assert time.monotonic() < deadline, health(cluster)
+        time.sleep(0.5)
+
+    again = post(cluster, point_request(image))
+    assert again.status_code == 200 and again.content == first.content
+    after = {r["replica"]: r["embedding_store"] for r in live_replicas(cluster)}
+    taker = [name for name, stats in after.items() if stats["hits"] > before.get(name, {"hits": 0})["hits"]]
+    assert len(taker) == 1 and taker[0] != owner, after
+    writes = {name: s["writes"] - before.get(name, {"writes": 0})["writes"] for name, s in after.items()}
+    assert set(writes.values()) == {0}, f"a replica encoded the image again: {writes}"
+    assert len(list(store.glob("*.safetensors"))) == 1
