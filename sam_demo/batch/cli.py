@@ -120,8 +120,14 @@ def _main(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m sam_demo.batch", description="Run Azure ML batch-endpoint CSV jobs for SAM locally, resumably."
     )
-    parser.add_argument("input", type=Path, help="a batch CSV file or a folder of them")
-    parser.add_argument("output", type=Path, help="JSON Lines output (resumed if it exists)")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="INPUT OUTPUT",
+        help="a batch CSV file (or a folder of them) and the JSON Lines output (resumed if it exists); "
+        "with --boxes, only the COCO JSON output",
+    )
     add_engine_flags(parser)
     parser.add_argument(
         "--predictions-csv", type=Path, default=None, help="also write Azure-style predictions.csv (valid JSON)"
@@ -133,7 +139,25 @@ def _main(argv: list[str] | None) -> None:
         help="segment everything in each row's image (prompts ignored); lines hold COCO RLE annotations",
     )
     parser.add_argument("--points-per-side", type=int, default=32, help="with --everything: grid size (default 32)")
+    parser.add_argument(
+        "--boxes",
+        type=Path,
+        default=None,
+        help="segment boxes instead: a COCO detection JSON or a folder of YOLO detection .txt files (with --images)",
+    )
+    parser.add_argument("--images", type=Path, default=None, help="with --boxes: the folder of the boxes' images")
+    parser.add_argument(
+        "--polygons", action="store_true", help="with --boxes: segmentations as polygons (default: RLE, exact)"
+    )
     args = parser.parse_args(argv)
+    if args.boxes is not None:
+        if len(args.paths) != 1 or args.images is None:
+            parser.error("with --boxes, give --images DIR and one output path: --boxes B --images DIR OUT.json")
+        _boxes(args)
+        return
+    if len(args.paths) != 2 or args.images is not None or args.polygons:
+        parser.error("give INPUT and OUTPUT (--images and --polygons go with --boxes)")
+    args.input, args.output = args.paths
     from sam_demo.engine.automatic_mask_generator import EverythingConfig
     from sam_demo.engine.loading import ModelLoadError, load_engine
 
@@ -152,6 +176,40 @@ def _main(argv: list[str] | None) -> None:
     print(
         f"{summary['written']} rows written ({summary['errors']} with errors), {summary['skipped']} already done, "
         f"to {args.output}"
+    )
+
+
+def _boxes(args: argparse.Namespace) -> None:
+    from functools import partial
+
+    from sam_demo.batch.boxes import read_boxes, run_boxes, run_local, segment_image_boxes
+    from sam_demo.engine.loading import ModelLoadError, load_engine
+    from sam_demo.flags import engine_config, exit_with_message, fetch_policy
+
+    (output,) = args.paths
+    try:
+        config, policy = engine_config(args), fetch_policy(args)
+        box_set = read_boxes(args.boxes, args.images)
+        if box_set.unmatched:
+            shown = ", ".join(box_set.unmatched[:10]) + (" ..." if len(box_set.unmatched) > 10 else "")
+            print(f"{len(box_set.unmatched)} labelled images are not under {args.images}: {shown}", file=sys.stderr)
+        if not box_set.items:
+            raise ValueError(f"none of the labelled images is under {args.images}")
+        if args.engine == "ray":
+            _require_ray()
+            from sam_demo.batch.ray_runner import map_on_ray
+
+            work = partial(segment_image_boxes, polygons=args.polygons)
+            results_for = lambda todo: map_on_ray(todo, work, config, policy, args.workers, args.ray_address)  # noqa: E731
+        else:
+            engine = load_engine(config)
+            results_for = lambda todo: run_local(todo, engine, policy, args.polygons)  # noqa: E731
+        counts = run_boxes(box_set, output, results_for, progress=not args.no_progress)
+    except (ModelLoadError, ValueError) as exc:
+        exit_with_message(exc)
+    print(
+        f"{counts['images']} images ({counts['done before']} done before, {counts['errors']} could not be read): "
+        f"{counts['annotations']} masks written to {output}"
     )
 
 

@@ -101,8 +101,8 @@ def run_row(row: BatchRow, engine: SamEngine, policy: FetchPolicy, everything: E
     return out
 
 
-def done_keys(output: Path) -> tuple[set[tuple[str, int]], int]:
-    """Rows already in OUTPUT, and how many lines were dropped from it.
+def done_keys(output: Path, key=lambda record: (record["file"], record["row"])) -> tuple[set, int]:
+    """Rows already in OUTPUT (`key` of each line's record), and how many lines were dropped from it.
 
     OUTPUT is cut at its first line that is incomplete (a crash mid-write) or not a result; the
     lines after that one go too (their rows are computed again), and the count says so.
@@ -117,7 +117,7 @@ def done_keys(output: Path) -> tuple[set[tuple[str, int]], int]:
                 break
             try:
                 record = json.loads(line)
-                keys.add((record["file"], record["row"]))
+                keys.add(key(record))
             except (json.JSONDecodeError, KeyError, TypeError):
                 break
             good_bytes += len(line)
