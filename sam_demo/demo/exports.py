@@ -34,7 +34,7 @@ from sam_demo.endpoint.wire import (
     response_row,
 )
 from sam_demo.engine.utils.coco import coco_annotation
-from sam_demo.engine.utils.polygons import joined_polygon, mask_polygons
+from sam_demo.engine.utils.polygons import joined_polygon, mask_polygons, polygons_to_mask
 
 
 def endpoint_export(session: Session) -> dict:
@@ -366,19 +366,79 @@ def _coco_objects(body: dict, image_hw: tuple[int, int], image_name: str) -> Sav
             raise ValueError(
                 f"annotation {k + 1} names category {annotation.get('category_id')!r:.20}, which the file does not list"
             )
+        name = str(annotation.get("name") or "")[:MAX_NAME_CHARS]
+        category = names[annotation["category_id"]][:MAX_NAME_CHARS]
+        if not annotation.get("segmentation"):  # a detection: its box, segmented here
+            box = _coco_box(annotation.get("bbox"), image_hw, k)
+            objects.append(SavedObject(None, name, ObjectPrompts(box_xyxy=box), category=category))
+            continue
         mask = _coco_mask(annotation.get("segmentation"), image_hw, k)
         score = annotation.get("predicted_iou")
         score = float(score) if isinstance(score, (int, float)) and math.isfinite(score) else 1.0
         prompts = _coco_prompts(annotation.get("prompts"))
-        objects.append(
-            SavedObject(
-                FixedMask.of(mask, score, "Loaded mask"),
-                str(annotation.get("name") or "")[:MAX_NAME_CHARS],
-                prompts,
-                category=names[annotation["category_id"]][:MAX_NAME_CHARS],
-            )
-        )
+        objects.append(SavedObject(FixedMask.of(mask, score, "Loaded mask"), name, prompts, category=category))
     return SavedFile(objects, categories=tuple(n[:MAX_NAME_CHARS] for n in names.values()))
+
+
+def _coco_box(bbox, image_hw: tuple[int, int], k: int) -> tuple[float, float, float, float]:
+    """A COCO detection's bbox (XYWH) as an XYXY box within the image; ValueError naming annotation k
+    for one that is not 4 numbers of positive size inside the image (a pixel of rounding is clipped)."""
+    h, w = image_hw
+    ok = isinstance(bbox, list) and len(bbox) == 4
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
+    if not ok or bbox[2] <= 0 or bbox[3] <= 0:
+        raise ValueError(f"annotation {k + 1} has no segmentation and its bbox {str(bbox)[:60]} is not [x, y, w, h]")
+    return _box_in_image(
+        (bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]), image_hw, f"annotation {k + 1}'s box"
+    )
+
+
+def _box_in_image(box_xyxy, image_hw: tuple[int, int], what: str) -> tuple[float, float, float, float]:
+    h, w = image_hw
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    if x0 < -1 or y0 < -1 or x1 > w + 1 or y1 > h + 1:
+        raise ValueError(f"{what} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] is outside this {w}x{h} image")
+    return max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
+
+
+def yolo_objects(text: str, image_hw: tuple[int, int], categories: tuple[str, ...]) -> SavedFile:
+    """A YOLO label file's objects for this image: `class cx cy w h` lines (a detection box, an
+    optional confidence after it) segmented here from the box, and `class x1 y1 x2 y2 ...` lines
+    (segmentation polygons) as fixed masks; coordinates over the image's width and height. Class k
+    is the k-th of `categories`, or "class k" past them. ValueError naming the line for one that is
+    neither, off the image, or of a negative class; nothing is added then."""
+    h, w = image_hw
+    objects, names = [], list(categories)
+    lines = [(number, line.split()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    _check_count(len(lines), image_hw)
+    for number, values in lines:
+        where = f"line {number}"
+        try:
+            cls, numbers = int(values[0]), [float(v) for v in values[1:]]
+        except ValueError:
+            raise ValueError(f"{where} is not 'class cx cy w h' or 'class x1 y1 x2 y2 ...' numbers") from None
+        if cls < 0 or not all(map(math.isfinite, numbers)):
+            raise ValueError(f"{where}: class {cls} or its numbers are not usable")
+        category = names[cls] if cls < len(names) else f"class {cls}"
+        if len(numbers) in (4, 5):  # a detection box, maybe with its confidence
+            cx, cy, bw, bh = numbers[:4]
+            if bw <= 0 or bh <= 0:
+                raise ValueError(f"{where}: the box has no size")
+            box = ((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
+            prompts = ObjectPrompts(box_xyxy=_box_in_image(box, image_hw, f"{where}'s box"))
+            objects.append(SavedObject(None, "", prompts, category=category))
+        elif len(numbers) >= 6 and len(numbers) % 2 == 0:  # a segmentation polygon
+            xy = np.asarray(numbers).reshape(-1, 2)
+            if (xy < -1e-3).any() or (xy > 1 + 1e-3).any():
+                raise ValueError(f"{where}: the polygon leaves the image (YOLO coordinates are in [0, 1])")
+            mask = polygons_to_mask([xy * [w, h]], image_hw)
+            objects.append(SavedObject(FixedMask.of(mask, 1.0, "Loaded mask"), "", None, category=category))
+        else:
+            raise ValueError(
+                f"{where} has {len(values)} numbers: a YOLO line is 'class cx cy w h' (a box) or "
+                "'class x1 y1 x2 y2 x3 y3 ...' (a polygon)"
+            )
+    return SavedFile(objects)
 
 
 def _coco_mask(segmentation, image_hw: tuple[int, int], k: int) -> np.ndarray:

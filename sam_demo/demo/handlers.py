@@ -23,7 +23,7 @@ import gradio as gr
 import numpy as np
 
 from sam_demo.demo.components import user_error
-from sam_demo.demo.exports import saved_objects
+from sam_demo.demo.exports import saved_objects, yolo_objects
 from sam_demo.demo.render import click_status, display_image_uri, plural, shown_score, view_json
 from sam_demo.demo.session import FixedMask, Session
 from sam_demo.demo.session_store import SessionStore
@@ -441,9 +441,18 @@ def on_auto_keep(ctx: DemoContext, keep: list[int] | None, session: Session | No
 MAX_SAVED_BYTES = 64 << 20  # a saved JSON file; ours holds a PNG per candidate and the image itself
 
 
+def _text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError("it is not a YOLO label file: it is not UTF-8 text") from None
+
+
 def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -> View:
-    """Add the objects of a saved JSON (our Download JSON, or an endpoint response in either
-    spelling), undoably: with their names, and refinable again where their prompts remake their masks."""
+    """Add the objects of a saved file, undoably: our Download JSON, an endpoint response in either
+    spelling, a COCO file (instances, or detections whose boxes are segmented here) or a YOLO label
+    file (boxes segmented here, or polygons); with their names and categories, and refinable again
+    where their prompts remake their masks."""
     if session is None:
         return _refused(ctx, None, "Upload the image these masks were made for first, then load the saved JSON.")
     with ctx.sessions.editing(session) as session:
@@ -453,7 +462,11 @@ def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -
         try:
             if Path(path).stat().st_size > MAX_SAVED_BYTES:
                 raise ValueError(f"it is over {MAX_SAVED_BYTES >> 20} MB, larger than any file Download JSON writes")
-            saved = saved_objects(Path(path).read_bytes(), session.size_hw, session.image_bytes, session.name)
+            data = Path(path).read_bytes()
+            if Path(path).suffix.lower() == ".txt":  # YOLO labels: boxes to segment, or polygons
+                saved = yolo_objects(_text(data), session.size_hw, session.categories)
+            else:
+                saved = saved_objects(data, session.size_hw, session.image_bytes, session.name)
             restored, fixed, skipped = session.add_saved(ctx.engine, saved.objects, saved.categories)
         except (ValueError, RuntimeError) as exc:
             return _refused(ctx, session, f"{name} was not loaded: {exc}")

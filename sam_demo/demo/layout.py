@@ -106,8 +106,9 @@ def build_demo(
                 )
                 with gr.Accordion("Export and import", open=True):
                     exports = Panel("exports", exports_html(None), elem_id="exports")
-                    # Any file: the handler says what is wrong with one that is not a saved JSON.
-                    load_saved = gr.UploadButton("Load saved JSON", size="sm", elem_id="load-json")
+                    # Any file: the handler says what is wrong with one that is not a saved JSON, a COCO
+                    # file or YOLO labels (whose boxes are segmented here).
+                    load_saved = gr.UploadButton("Load JSON, COCO or YOLO", size="sm", elem_id="load-json")
         del candidates, legend, exports  # drawn by the page from the prompter's views
         outputs = [state, prompter, auto_keep]
         # Edits skip Gradio's queue: they take milliseconds, and so run at once, side by side.

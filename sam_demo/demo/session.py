@@ -271,9 +271,11 @@ class Layer:
 @dataclass(frozen=True)
 class SavedObject:
     """An object read from a saved file: its mask as saved, its name ("" for none), when the file
-    holds them (our own Download JSON) the prompts that made it (else None), and whether it was hidden."""
+    holds them (our own Download JSON) the prompts that made it (else None), and whether it was hidden.
+    A detection box (COCO without a segmentation, YOLO detection) has no mask (None) and its box as
+    prompts: SAM segments it here."""
 
-    mask: FixedMask
+    mask: FixedMask | None
     name: str = ""
     prompts: ObjectPrompts | None = None
     hidden: bool = False
@@ -601,12 +603,17 @@ class Session:
         stays last and edited), else after the others. `categories` (the file's list) and the
         objects' categories join the category list where they are not in it yet.
 
-        Returns (restored with prompts, added as fixed masks, skipped as already shown).
+        Boxes to segment (no mask) are added as objects with their box. Returns (restored with
+        prompts or boxes, added as fixed masks, skipped as already shown).
         """
         self.update(engine)
         shown = {_rle_key(layer.source) for layer in self.shown()}
         added, results = [], {}
         for item in saved:
+            if item.mask is None:  # a box to segment: decoded by `update` with the others
+                kept = dict(name=clean_name(item.name), hidden=item.hidden, category=clean_name(item.category))
+                added.append(replace(item.prompts, fixed=None, **kept))
+                continue
             key = _rle_key(item.mask)
             if key in shown:
                 continue
@@ -632,7 +639,10 @@ class Session:
             self._edit(objects, self.active + len(added) * (at <= self.active), categories=listed)
             self.results = {k + len(added) * (k >= at): v for k, v in self.results.items()}
             self.results.update({at + k: result for k, result in results.items()})
-        return len(results), len(added) - len(results), len(saved) - len(added)
+        boxes = sum(item.mask is None for item in saved)
+        if boxes:
+            self.update(engine)
+        return len(results) + boxes, len(added) - len(results) - boxes, len(saved) - len(added)
 
     def _remade(self, engine: SamEngine, prompts: ObjectPrompts, mask: np.ndarray) -> ObjectResult | None:
         """The result of `prompts` if it shows exactly `mask` (a lone click: whichever candidate

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import io
 import json
 import re
@@ -305,3 +306,113 @@ def test_a_coco_file_that_does_not_fit_says_why(ctx, dataset, change, says):
     change(coco)
     with pytest.raises(ValueError, match=re.escape(says)):
         saved_objects(json.dumps(coco).encode(), (300, 451), image_name="other.png")
+
+
+def detections() -> dict:
+    """A COCO detection file for the cat photo: boxes, no segmentation."""
+    return {
+        "images": [{"id": 7, "file_name": "chelsea.png", "width": 451, "height": 300}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 3, "bbox": [40, 20, 200, 180], "name": "left"},
+            {"id": 2, "image_id": 7, "category_id": 5, "bbox": [250, 60, 200, 239.5]},  # to the edge
+        ],
+        "categories": [{"id": 3, "name": "cat"}, {"id": 5, "name": "cup"}],
+    }
+
+
+def predictor_box_mask(ctx, box_xyxy) -> np.ndarray:
+    from sam_demo import SamPredictor
+
+    predictor = SamPredictor(ctx.engine)
+    predictor.set_image(np.asarray(Image.open(CAT).convert("RGB")))
+    masks, _, _ = predictor.predict(box=np.array(box_xyxy, float), multimask_output=False)
+    return masks[0]
+
+
+@pytest.mark.parametrize("kind", ["coco", "yolo"])
+def test_imported_boxes_become_objects_segmented_from_them(ctx, uploaded, tmp_path, kind):
+    boxes = [(40, 20, 240, 200), (250, 60, 450, 299.5)]
+    if kind == "coco":
+        path = tmp_path / "detections.json"
+        path.write_text(json.dumps(detections()))
+        expected = [("cat", "left"), ("cup", "")]
+    else:  # class 0 is the session's first category; class 1 is past its list
+        uploaded = stored(ctx, uploaded)
+        uploaded.set_categories(["cat"])
+        lines = [
+            f"{k} {(x0 + x1) / 902} {(y0 + y1) / 600} {(x1 - x0) / 451} {(y1 - y0) / 300}"
+            for k, (x0, y0, x1, y1) in enumerate(boxes)
+        ]
+        path = tmp_path / "chelsea.txt"
+        path.write_text("\n".join(lines) + "\n")
+        expected = [("cat", ""), ("class 1", "")]
+    view = on_load_saved(ctx, str(path), uploaded)
+    session = stored(ctx, view.state)
+    assert "2 objects to refine" in panels(view)["status"]
+    objects = [o for o in session.objects if o.has_prompts]
+    assert [(o.category, o.name) for o in objects] == expected
+    for obj, layer, box_xyxy in zip(objects, session.shown(), boxes):
+        assert obj.box_xyxy == pytest.approx(box_xyxy, abs=1e-6) and not obj.points
+        assert np.array_equal(layer.source.mask, predictor_box_mask(ctx, obj.box_xyxy))
+    assert on_prompt(ctx, json.dumps({"token": session.token, "events": [{"type": "undo"}]}), session)
+    coco = json.loads(export(ctx, session, "coco.json"))
+    assert [a["prompts"]["input_boxes"] for a in coco["annotations"]] == [
+        [list(b)] for b in [o.box_xyxy for o in objects]
+    ]
+
+
+def test_yolo_polygons_load_as_fixed_masks(ctx, uploaded, tmp_path):
+    path = tmp_path / "chelsea.txt"
+    path.write_text("0 0.1 0.1 0.5 0.1 0.5 0.6 0.1 0.6\n")
+    session = stored(ctx, on_load_saved(ctx, str(path), uploaded).state)
+    (layer,) = session.shown()
+    assert isinstance(layer.source, FixedMask) and layer.category == "class 0"
+    mask = layer.source.mask
+    assert mask[100, 100] and not mask[250, 400] and abs(int(mask.sum()) - 180 * 150) < 600
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("0 0.5 0.5 0.2\n", "line 1 has 4 numbers: a YOLO line is 'class cx cy w h'"),
+        (
+            "0 0.5 0.5 0.2 0.2\n0 0.95 0.5 0.3 0.2\n",
+            "line 2's box [360.8, 120, 496.1, 180] is outside this 451x300 image",
+        ),
+        ("0 0.5 0.5 0.2 0.2\n\nx 1 2 3 4\n", "line 3 is not 'class cx cy w h'"),
+        ("-1 0.5 0.5 0.2 0.2\n", "line 1: class -1"),
+        ("0 0.5 0.5 0 0.2\n", "line 1: the box has no size"),
+        ("0 0.1 0.1 1.5 0.1 0.5 0.6\n", "line 1: the polygon leaves the image"),
+        ("0 inf 0.5 0.2 0.2\n", "line 1: class 0 or its numbers are not usable"),
+        ("0 0.5 0.5 0.2 0.2\n" * 501, "at most 500 load at once"),
+    ],
+)
+def test_a_yolo_file_that_does_not_fit_says_which_line_and_adds_nothing(ctx, uploaded, tmp_path, content, says):
+    path = tmp_path / "labels.txt"
+    path.write_text(content)
+    view = on_load_saved(ctx, str(path), uploaded)
+    status = html.unescape(panels(view)["status"])
+    assert says in status and "labels.txt was not loaded" in status
+    assert not stored(ctx, view.state).shown()
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (
+            lambda a: a.update(bbox=[400, 200, 100, 100]),
+            "annotation 1's box [400, 200, 500, 300] is outside this 451x300",
+        ),
+        (lambda a: a.update(bbox=[1, 2, 0, 5]), "annotation 1 has no segmentation and its bbox [1, 2, 0, 5] is not"),
+        (lambda a: a.update(bbox="1 2 3 4"), "annotation 1 has no segmentation"),
+        (lambda a: a.update(category_id=4), "annotation 1 names category 4"),
+    ],
+)
+def test_a_coco_detection_that_does_not_fit_says_why_and_adds_nothing(ctx, uploaded, tmp_path, change, says):
+    coco = detections()
+    change(coco["annotations"][0])
+    path = tmp_path / "detections.json"
+    path.write_text(json.dumps(coco))
+    view = on_load_saved(ctx, str(path), uploaded)
+    assert says in html.unescape(panels(view)["status"])
+    assert not stored(ctx, view.state).shown()
