@@ -110,6 +110,19 @@ def masks_zip(session: Session) -> bytes:
     return buffer.getvalue()
 
 
+def label_image_png(session: Session) -> bytes:
+    """One indexed label image of the image's size: 0 background, k where object k is (numbered as
+    masks.zip's object_NN.png), a later object over an earlier one where they overlap (as drawn on
+    screen). 8-bit grayscale for up to 255 objects, else 16-bit."""
+    _require_objects(session)
+    shown = _shown_masks(session)
+    labels = np.zeros(session.size_hw, np.uint8 if len(shown) <= 255 else np.uint16)
+    for k, (mask, _, _) in enumerate(shown, start=1):
+        labels[mask] = k
+    ok, png = cv2.imencode(".png", labels)
+    return png.tobytes()
+
+
 def classes(session: Session) -> list[str]:
     """The dataset's classes, in order (COCO's category ids from 1, YOLO's from 0): the category
     list, then any other label a shown object has (`Layer.label`: its name, else "object")."""
@@ -220,14 +233,31 @@ def _rgba_png(rgb: np.ndarray, alpha: np.ndarray, crop: tuple[slice, slice]) -> 
     return png.tobytes()
 
 
+def _label_folders(session: Session) -> list[str]:
+    """Each shown object's folder in the cut-outs zip: its label (category, else name, else
+    "object") as a safe folder name (letters, digits, '.', '_', '-'; never a path or hidden); two
+    labels that clean to the same folder get "_2", "_3", ... in the order the classes are listed."""
+    folders: dict[str, str] = {}
+    for label in classes(session):
+        base = re.sub(r"[^\w.-]+", "_", label).strip("._")[:60] or "object"
+        folder, n = base, 1
+        while folder in folders.values():
+            n += 1
+            folder = f"{base}_{n}"
+        folders[label] = folder
+    return [folders[layer.label] for layer in session.shown()]
+
+
 def cutouts_zip(session: Session, max_pixels: int) -> bytes:
-    """A zip of object_NN.png: each object's RGBA cut-out, cropped to its box (numbered as masks.zip)."""
+    """A zip of <label>/object_NN.png: each object's RGBA cut-out, cropped to its box, in a folder
+    per category (see `_label_folders`; numbered as masks.zip)."""
     _require_objects(session)
     rgb = session.pixels(max_pixels)
     buffer = io.BytesIO()
     total = 0
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for i, (alpha, name) in enumerate(zip(_cutout_alphas(session), _names(session))):
+        shown = zip(_cutout_alphas(session), _names(session), _label_folders(session))
+        for i, (alpha, name, folder) in enumerate(shown):
             if not alpha.any():
                 continue  # an empty mask: nothing to cut out
             rows, cols = crop = _crop(alpha)
@@ -237,7 +267,7 @@ def cutouts_zip(session: Session, max_pixels: int) -> bytes:
                     f"the cut-outs would hold over {MAX_CUTOUT_PIXELS // 1_000_000} megapixels; download the "
                     "cut-out of all objects (one PNG) or the masks instead"
                 )
-            archive.writestr(_file_name(i + 1, name), _rgba_png(rgb, alpha, crop))
+            archive.writestr(f"{folder}/{_file_name(i + 1, name)}", _rgba_png(rgb, alpha, crop))
     return buffer.getvalue()
 
 

@@ -29,6 +29,7 @@ EXPORT_PATH = "/sam-demo/export"  # + /{token}/{kind}: a download, built when as
 EXPORT_LINKS = (  # (element id, kind, label)
     ("download-json", "sam-endpoint.json", "Download JSON (endpoint request + response)"),
     ("download-zip", "masks.zip", "PNG masks (zip)"),
+    ("download-label-image", "label-image.png", "Label image: one PNG, object k = k"),
     ("download-coco", "coco.json", "COCO JSON (RLE)"),
     ("download-coco-polygons", "coco-polygons.json", "COCO JSON (polygons)"),
     ("download-yolo", "yolo-seg.zip", "YOLO segmentation (zip)"),

@@ -6,8 +6,8 @@
                                            -> {"png": {key: data URI}}: the layers of a zoomed-in region, or 204 when busy
     GET  /sam-demo/photo/{token}           the photo at full resolution (JPEG), for zooming in
     GET  /sam-demo/example/{name}          an example photo's file (picked in the empty stage)
-    GET  /sam-demo/export/{token}/{kind}   kind: sam-endpoint.json | masks.zip | coco.json | coco-polygons.json |
-                                           yolo-seg.zip | cutouts.zip | cutout.png
+    GET  /sam-demo/export/{token}/{kind}   kind: sam-endpoint.json | masks.zip | label-image.png | coco.json |
+                                           coco-polygons.json | yolo-seg.zip | cutouts.zip | cutout.png
 
 All find the session by its unguessable token in the `SessionStore`. A click goes to /edit: it
 applies the new events and decodes under the session's lock, exactly as the UI's `on_prompt`
@@ -44,6 +44,7 @@ from sam_demo.demo.exports import (
     cutout_union_png,
     cutouts_zip,
     endpoint_export,
+    label_image_png,
     masks_zip,
     yolo_export,
 )
@@ -66,6 +67,7 @@ from sam_demo.engine.utils.transforms import logits_to_size
 EXPORTS = {
     "sam-endpoint.json": ("application/json", lambda s, _: json.dumps(endpoint_export(s)).encode()),
     "masks.zip": ("application/zip", lambda s, _: masks_zip(s)),
+    "label-image.png": ("image/png", lambda s, _: label_image_png(s)),
     "coco.json": ("application/json", lambda s, _: json.dumps(coco_export(s)).encode()),
     "coco-polygons.json": ("application/json", lambda s, _: json.dumps(coco_export(s, polygons=True)).encode()),
     "yolo-seg.zip": ("application/zip", yolo_export),

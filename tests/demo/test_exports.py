@@ -64,7 +64,7 @@ def test_each_cutout_is_the_objects_pixels_with_the_exported_mask_as_alpha(ctx, 
     rgb = np.asarray(Image.open(CAT).convert("RGB"))
     with zipfile.ZipFile(io.BytesIO(export(ctx, two_objects, "cutouts.zip"))) as archive:
         names = sorted(archive.namelist())
-        assert names == ["object_01.png", "object_02.png"]
+        assert names == ["object/object_01.png", "object/object_02.png"]  # unnamed, no category: "object"
         for name, mask in zip(names, masks):
             png = Image.open(io.BytesIO(archive.read(name)))
             assert png.mode == "RGBA"
@@ -74,6 +74,29 @@ def test_each_cutout_is_the_objects_pixels_with_the_exported_mask_as_alpha(ctx, 
             rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
             assert (rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) == (h, w), "cropped to where the alpha is set"
             assert ((alpha > 0) & (alpha < 255)).any(), "the edge is antialiased from the logits"
+
+
+def test_cutout_folders_are_the_categories_made_safe_and_never_merged(ctx, dataset):
+    session, _ = dataset
+    session = stored(ctx, session)
+    session.set_categories(["cat", "cup", "../a b", "<b>x</b>", "a/b", "a_b", "..."])
+    for k, category in enumerate(["../a b", "a/b", "a_b"]):
+        session.set_category(k, category)
+    with zipfile.ZipFile(io.BytesIO(export(ctx, session, "cutouts.zip"))) as archive:
+        names = archive.namelist()
+    assert names == ["a_b/object_01_left.png", "a_b_2/object_02_a-b.png", "a_b_3/object_03_a_b.png"]
+    assert all(not n.startswith(("/", ".")) and ".." not in n for n in names)
+
+
+def test_the_label_image_numbers_each_object_as_the_masks_zip_does(ctx, dataset):
+    session, masks = dataset
+    labels = np.asarray(Image.open(io.BytesIO(export(ctx, session, "label-image.png"))))
+    assert labels.dtype == np.uint8 and labels.shape == (300, 451)
+    expected = np.zeros((300, 451), np.uint8)
+    for k, mask in enumerate(masks, start=1):
+        expected[mask] = k  # a later object over an earlier one
+    np.testing.assert_array_equal(labels, expected)
+    assert set(np.unique(labels)) <= {0, 1, 2, 3} and (labels == 3).any()
 
 
 def test_the_union_cutout_holds_every_object(ctx, two_objects):

@@ -62,9 +62,10 @@ def test_names_reach_the_json_coco_and_file_names(ctx, two):
     coco = json.loads(export(ctx, session, "coco.json"))
     assert coco["categories"] == [{"id": 1, "name": "cat"}, {"id": 2, "name": "cup of tea"}]
     assert [a["category_id"] for a in coco["annotations"]] == [1, 2]
-    for kind in ("masks.zip", "cutouts.zip"):
-        with zipfile.ZipFile(io.BytesIO(export(ctx, session, kind))) as archive:
-            assert sorted(archive.namelist()) == ["object_01_cat.png", "object_02_cup-of-tea.png"]
+    with zipfile.ZipFile(io.BytesIO(export(ctx, session, "masks.zip"))) as archive:
+        assert sorted(archive.namelist()) == ["object_01_cat.png", "object_02_cup-of-tea.png"]
+    with zipfile.ZipFile(io.BytesIO(export(ctx, session, "cutouts.zip"))) as archive:  # a folder per category
+        assert sorted(archive.namelist()) == ["cat/object_01_cat.png", "cup_of_tea/object_02_cup-of-tea.png"]
 
 
 def test_delete_then_undo_brings_the_object_back_with_its_mask_and_name(ctx, two):

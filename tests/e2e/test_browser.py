@@ -416,10 +416,11 @@ def test_keyboard_shortcuts_and_cutouts(browser, server, tmp_path):
     cutouts = zipfile.ZipFile(download.value.path())
     masks = zipfile.ZipFile(masks_download.value.path())
     page.close()
-    assert sorted(cutouts.namelist()) == sorted(masks.namelist()) == ["object_01.png", "object_02.png"]
+    assert sorted(masks.namelist()) == ["object_01.png", "object_02.png"]
+    assert sorted(cutouts.namelist()) == ["object/object_01.png", "object/object_02.png"]  # a folder per category
     for name in masks.namelist():
         mask = np.asarray(Image.open(io.BytesIO(masks.read(name)))) > 127
-        cut = Image.open(io.BytesIO(cutouts.read(name)))
+        cut = Image.open(io.BytesIO(cutouts.read(f"object/{name}")))
         assert cut.mode == "RGBA" and cut.size[0] <= mask.shape[1] and cut.size[1] <= mask.shape[0]
         assert (np.asarray(cut)[..., 3] >= 128).sum() == mask.sum(), "the cut-out's alpha is the exported mask"
 
