@@ -23,6 +23,7 @@ from sam_demo.engine.utils.images import DEFAULT_MAX_PIXELS
 
 DEFAULT_CACHE_MB = DEFAULT_CACHE_BYTES >> 20
 SPACES_STORE = "/data/sam-demo/embeddings"
+MAX_STORE_GB = 1_000_000
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -83,9 +84,11 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 
 def engine_config(args: argparse.Namespace, model: str | None = None):
     """The `EngineConfig` of parsed engine flags (`model` overrides --model). Raises ValueError for
-    a negative --embedding-store-gb."""
-    if args.embedding_store_gb < 0:
-        raise ValueError(f"--embedding-store-gb must be >= 0 (0 turns the store off), got {args.embedding_store_gb:g}")
+    an --embedding-store-gb that is negative, not finite or absurd."""
+    if not 0 <= args.embedding_store_gb <= MAX_STORE_GB:  # also refuses nan and inf
+        raise ValueError(
+            f"--embedding-store-gb must be from 0 (no store) to {MAX_STORE_GB:,}, got {args.embedding_store_gb:g}"
+        )
     return EngineConfig(
         model=model or args.model,
         device=args.device,

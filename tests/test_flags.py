@@ -31,9 +31,10 @@ def test_the_store_flags_become_the_engine_config(monkeypatch, argv, store, stor
     assert (config.embedding_store, config.embedding_store_bytes) == (store, store_bytes)
 
 
-def test_a_negative_bound_is_refused():
-    with pytest.raises(ValueError, match="must be >= 0"):
-        engine_config(parse("--embedding-store", "/tmp/s", "--embedding-store-gb", "-1"))
+@pytest.mark.parametrize("gb", ["-1", "inf", "nan", "1e30"])
+def test_a_bound_that_is_negative_or_not_finite_is_refused(gb):
+    with pytest.raises(ValueError, match="must be from 0 \\(no store\\) to 1,000,000"):
+        engine_config(parse("--embedding-store", "/tmp/s", "--embedding-store-gb", gb))
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sam_demo.batch.job import done_keys
-from sam_demo.batch.precompute import IMAGE_SUFFIXES, MAX_FILE_BYTES
+from sam_demo.batch.precompute import IMAGE_SUFFIXES, printable, read_image_file
 from sam_demo.endpoint.fetch import FetchPolicy
 
 if TYPE_CHECKING:
@@ -288,10 +288,7 @@ def segment_image_boxes(item: dict, engine: SamEngine, policy: FetchPolicy, poly
 
     out = {"image": item["image"], "image_id": item["image_id"]}
     try:
-        size = os.path.getsize(item["path"])
-        if size > MAX_FILE_BYTES:
-            raise ValueError(f"{size >> 20} MB, over the {MAX_FILE_BYTES >> 20} MB a file may have")
-        rgb = to_rgb_array(decode_image_bytes(Path(item["path"]).read_bytes(), engine.max_pixels), engine.max_pixels)
+        rgb = to_rgb_array(decode_image_bytes(read_image_file(item["path"]), engine.max_pixels), engine.max_pixels)
         h, w = rgb.shape[:2]
         embedding = engine.embed(rgb)
         del rgb
@@ -368,7 +365,7 @@ def run_boxes(box_set: BoxSet, output: Path, results_for, progress: bool = True)
             sink.flush()
             os.fsync(sink.fileno())
             if "error" in record:
-                tqdm.write(f"{record['image']}: {record['error']}", file=sys.stderr)
+                tqdm.write(f"{printable(record['image'])}: {printable(record['error'])}", file=sys.stderr)
             bar.update(1)
     counts = write_coco(box_set, progress_file, output)
     return {"images": len(box_set.items), "done before": len(box_set.items) - len(todo), **counts}

@@ -14,6 +14,7 @@ A CSV is a batch job's: its `image` column's base64 or URL images (see job.py).
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +26,15 @@ from sam_demo.endpoint.wire import EndpointRow, RequestError
 if TYPE_CHECKING:
     from sam_demo.engine.sam_engine import SamEngine
 
-__all__ = ["IMAGE_SUFFIXES", "precompute_image", "precompute_items", "run_local", "run_precompute"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "precompute_image",
+    "precompute_items",
+    "printable",
+    "read_image_file",
+    "run_local",
+    "run_precompute",
+]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 MAX_FILE_BYTES = 256 << 20  # an image file larger than this is refused before it is read
@@ -75,14 +84,14 @@ def precompute_image(item: dict, engine: SamEngine, policy: FetchPolicy) -> dict
         if "problem" in item:
             raise ValueError(item["problem"])
         if "path" in item:
-            size = os.path.getsize(item["path"])
-            if size > MAX_FILE_BYTES:
-                raise ValueError(f"{size >> 20} MB, over the {MAX_FILE_BYTES >> 20} MB a file may have")
-            data = Path(item["path"]).read_bytes()
+            data = read_image_file(item["path"])
             rgb = to_rgb_array(decode_image_bytes(data, engine.max_pixels), engine.max_pixels)
         else:
             rgb = load_row_image(EndpointRow(item["cell"], None, None, None, False), 0, engine, policy)
         embedding, computed = engine.embed_with_status(rgb)
+        if not engine.store.contains(embedding.key):
+            why = engine.store.stats().disabled_reason or "its entry does not fit --embedding-store-gb, or was evicted"
+            raise RuntimeError(f"encoded, but not stored: {why}")
         out["status"] = "encoded" if computed and not embedding.from_store else "stored"
     except RequestError as exc:
         out |= {"status": "error", "error": exc.message}
@@ -91,9 +100,37 @@ def precompute_image(item: dict, engine: SamEngine, policy: FetchPolicy) -> dict
     return out
 
 
+def read_image_file(path: str) -> bytes:
+    """An image file's bytes, at most MAX_FILE_BYTES; ValueError for anything but a regular file
+    (a FIFO, a device: never read) or a larger one."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ValueError(f"{info.st_size >> 20} MB, over the {MAX_FILE_BYTES >> 20} MB a file may have")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise ValueError(f"over the {MAX_FILE_BYTES >> 20} MB a file may have")
+    return data
+
+
+def printable(name: str) -> str:
+    """A name as it may be printed on one line: control characters escaped."""
+    return name if name.isprintable() else name.encode("unicode_escape").decode("ascii")
+
+
 def run_local(items: list[dict], engine: SamEngine, policy: FetchPolicy) -> Iterator[dict]:
+    """Precompute in this process; stops (ValueError) once the store has turned off (a full disk,
+    say), as nothing more could be stored."""
     for item in items:
         yield precompute_image(item, engine, policy)
+        if not engine.store.enabled:
+            raise ValueError(f"the embedding store turned off: {engine.store.stats().disabled_reason}")
 
 
 def run_precompute(items: list[dict], results_for, progress: bool = True) -> dict:
@@ -108,7 +145,7 @@ def run_precompute(items: list[dict], results_for, progress: bool = True) -> dic
         for result in results_for(items):
             counts[result["status"]] += 1
             if result["status"] == "error":
-                tqdm.write(f"{result['name']}: {result['error']}", file=sys.stderr)
+                tqdm.write(f"{printable(result['name'])}: {printable(result['error'])}", file=sys.stderr)
             bar.update(1)
             bar.set_postfix(encoded=counts["encoded"], skipped=counts["stored"], errors=counts["error"], refresh=False)
     return counts

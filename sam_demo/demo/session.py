@@ -305,6 +305,7 @@ class Session:
     auto_masks / auto_keep: "segment everything" results and the indices the user keeps (shown
       before the objects).
     categories: the category list (carried to the next image); objects name theirs.
+    workspace: the token of its `Workspace` when it is one of a set of images (workspace.py).
     undo_stack / redo_stack: the `Snapshot`s that undo and redo restore.
     """
 
@@ -319,6 +320,7 @@ class Session:
     auto_masks: list[FixedMask] = field(default_factory=list)
     auto_keep: tuple[int, ...] = ()
     categories: tuple[str, ...] = ()  # the dataset's category list, in order (keys 1-9 pick from it)
+    workspace: str | None = None  # the token of the workspace this image is one of (None: a single image)
     undo_stack: list[Snapshot] = field(default_factory=list)
     redo_stack: list[Snapshot] = field(default_factory=list)
     consumed_events: int = 0
@@ -335,7 +337,7 @@ class Session:
 
     def embedding(self, engine: SamEngine) -> ImageEmbedding:
         """The image's embedding: from the engine's cache, or encoded again if it was evicted."""
-        return engine.embed_by_key(self.embedding_key, lambda: self.pixels(engine.max_pixels))
+        return engine.embed_by_key(self.embedding_key, lambda: self.pixels(engine.max_pixels), self.size_hw)
 
     @property
     def nbytes(self) -> int:

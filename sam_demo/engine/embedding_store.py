@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import stat
 import threading
@@ -54,6 +55,7 @@ LOCK_NAME = ".lock"
 STALE_TMP_S = 3600  # a temp file this old was left by a crash (a write takes milliseconds)
 MAX_ENTRY_BYTES = 64 << 20  # an entry is 2-4 MiB (ViT-B/L/H: 256x64x64); larger is not ours
 MAX_HEADER_BYTES = 1 << 16
+ENTRY_NAME = re.compile(r"[0-9a-f]{40}" + re.escape(SUFFIX))  # the only files the store reads, counts or evicts
 _DISABLING = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
@@ -99,6 +101,10 @@ class _BadEntry(Exception):
     """The entry cannot be served: deleted, counted as corrupt."""
 
 
+class _LockError(OSError):
+    """The store's lock file is not a regular file: the store cannot be used safely."""
+
+
 class _OtherFormat(Exception):
     """Written by another version of the store's format: skipped, left alone."""
 
@@ -120,10 +126,13 @@ class EmbeddingStore:
         self._counts = dict.fromkeys(("hits", "misses", "writes", "evictions", "corrupt", "skipped"), 0)
         self._disabled_reason: str | None = None
         self._warned_format = False
+        self._foreign: set[str] = set()  # entry names another format version holds: never overwritten
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             with self._locked():  # the lock file is made, so the folder is writable
                 self._remove_stale_temps()
+        except _LockError as exc:
+            self._disable(str(exc))
         except OSError as exc:
             self._disable(f"the folder {self.directory} cannot be written ({exc.strerror or exc})")
 
@@ -144,18 +153,24 @@ class EmbeddingStore:
         path = self._path(image_key)
         try:
             data = self._read(path)
-            entry = self._decode(data, image_key, shape, dtype)
         except FileNotFoundError:
             return self._count_miss("misses")
+        except _BadEntry as exc:
+            return self._drop(path, exc)
+        except OSError as exc:  # unreadable now (permissions, no file descriptors, I/O): a miss, kept
+            log.warning("sam_demo: embedding store: %s cannot be read now (%s); encoding instead", path.name, exc)
+            return self._count_miss("misses")
+        try:
+            entry = self._decode(data, image_key, shape, dtype)
         except _OtherFormat as exc:
+            with self._lock:
+                self._foreign.add(path.name)
             if not self._warned_format:
                 self._warned_format = True
                 log.warning("sam_demo: embedding store: skipping %s: %s", path.name, exc)
             return self._count_miss("skipped")
-        except (_BadEntry, OSError) as exc:
-            log.warning("sam_demo: embedding store: %s is damaged (%s); deleted, the image is encoded again", path, exc)
-            self._unlink(path)
-            return self._count_miss("corrupt")
+        except _BadEntry as exc:
+            return self._drop(path, exc)
         try:
             os.utime(path, follow_symlinks=False)  # recently used: the last to be evicted
         except OSError:
@@ -163,11 +178,15 @@ class EmbeddingStore:
         self._count("hits")
         return entry
 
-    def put(self, image_key: str, features: torch.Tensor, original_hw: tuple[int, int]) -> None:
-        """Store an embedding (any device; copied to the CPU). Failures are logged, never raised: a
-        full disk or a read-only folder turns the store off."""
-        if not self.enabled:
-            return
+    def put(self, image_key: str, features: torch.Tensor, original_hw: tuple[int, int]) -> bool:
+        """Store an embedding (any device; copied to the CPU); True if it was written. Failures are
+        logged, never raised: a full disk or a read-only folder turns the store off. An entry larger
+        than the bound, or under a name another format version holds, is not written."""
+        path = self._path(image_key)
+        with self._lock:
+            foreign = path.name in self._foreign
+        if not self.enabled or foreign:
+            return False
         tensor = features.detach().to("cpu").contiguous()
         payload = memoryview(tensor.view(torch.uint8).numpy()) if tensor.numel() else b""
         metadata = {
@@ -175,16 +194,21 @@ class EmbeddingStore:
             "image_key": image_key,
             "namespace": self.namespace,
             "original_hw": f"{original_hw[0]},{original_hw[1]}",
-            "checksum": hashlib.blake2b(payload, digest_size=16).hexdigest(),
         }
+        metadata["checksum"] = _checksum(payload, metadata)
         data = save_safetensors({"features": tensor}, metadata=metadata)
         if len(data) > min(self.max_bytes, MAX_ENTRY_BYTES):
-            return
+            log.warning(
+                "sam_demo: embedding store: an entry of %d bytes does not fit the bound (%d bytes); not stored",
+                len(data),
+                self.max_bytes,
+            )
+            return False
         for attempt in range(2):
             try:
-                self._write(self._path(image_key), data)
+                self._write(path, data)
                 self._count("writes")
-                return
+                return True
             except FileNotFoundError:  # the folder was removed while serving: make it again, once
                 if attempt == 0:
                     try:
@@ -192,14 +216,24 @@ class EmbeddingStore:
                         continue
                     except OSError as exc:
                         self._disable(f"the folder {self.directory} is gone and cannot be made again ({exc})")
-                        return
+                        return False
                 log.warning("sam_demo: embedding store: %s vanished while writing; entry not stored", self.directory)
+            except _LockError as exc:
+                self._disable(str(exc))
             except OSError as exc:
                 if exc.errno in _DISABLING:
                     self._disable(f"writing to {self.directory} failed: {exc.strerror or exc}")
                 else:
                     log.warning("sam_demo: embedding store: an entry could not be written (%s)", exc)
-            return
+            return False
+        return False
+
+    def contains(self, image_key: str) -> bool:
+        """Whether an entry file for `image_key` is stored (not read or checked)."""
+        try:
+            return stat.S_ISREG(os.lstat(self._path(image_key)).st_mode)
+        except OSError:
+            return False
 
     # ---- state ----------------------------------------------------------------------------
     @property
@@ -227,20 +261,23 @@ class EmbeddingStore:
 
     @staticmethod
     def _read(path: Path) -> bytes:
-        """The file's bytes; a symlink or a non-regular file is a bad entry (never followed)."""
+        """The file's bytes; a symlink or anything but a regular file is a bad entry (never followed)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise _BadEntry("a symlink, not an entry") from None
             raise
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
+        try:
+            info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise _BadEntry("not a regular file")
             if info.st_size > MAX_ENTRY_BYTES:
                 raise _BadEntry(f"{info.st_size} bytes, larger than any entry")
-            return handle.read(MAX_ENTRY_BYTES + 1)
+            with os.fdopen(fd, "rb", closefd=False) as handle:
+                return handle.read(MAX_ENTRY_BYTES + 1)
+        finally:
+            os.close(fd)
 
     def _decode(self, data: bytes, image_key: str, shape: tuple[int, ...], dtype: torch.dtype) -> StoredEmbedding:
         if len(data) < 8:
@@ -249,9 +286,12 @@ class EmbeddingStore:
         if header_len > min(MAX_HEADER_BYTES, len(data) - 8):
             raise _BadEntry("truncated or not a safetensors file")
         try:
-            metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
-        except (ValueError, AttributeError):
+            header = json.loads(data[8 : 8 + header_len])
+        except (ValueError, RecursionError):
             raise _BadEntry("unreadable header") from None
+        metadata = header.get("__metadata__") if isinstance(header, dict) else None
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise _BadEntry("no metadata")
         version = metadata.get("format")
         if version != str(FORMAT):
             if isinstance(version, str) and version.isdigit():
@@ -260,12 +300,13 @@ class EmbeddingStore:
         if metadata.get("image_key") != image_key or metadata.get("namespace") != self.namespace:
             raise _BadEntry("another image's or model's entry under this name")
         payload = data[8 + header_len :]
-        if hashlib.blake2b(payload, digest_size=16).hexdigest() != metadata.get("checksum"):
+        described = {k: v for k, v in metadata.items() if k != "checksum"}
+        if _checksum(payload, described) != metadata.get("checksum"):
             raise _BadEntry("checksum mismatch")
         try:
             features = load_safetensors(data)["features"]
             original_hw = tuple(int(v) for v in metadata["original_hw"].split(","))
-        except (SafetensorError, KeyError, ValueError) as exc:
+        except (SafetensorError, KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise _BadEntry(f"unreadable tensor ({exc})") from None
         if tuple(features.shape) != tuple(shape) or features.dtype != dtype or len(original_hw) != 2:
             raise _BadEntry(f"{features.dtype} {tuple(features.shape)}, expected {dtype} {tuple(shape)}")
@@ -275,16 +316,21 @@ class EmbeddingStore:
 
     def _write(self, path: Path, data: bytes) -> None:
         tmp = self.directory / f"{TMP_PREFIX}{path.stem}-{os.getpid()}-{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        fd = None
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            os.close(fd)
+            fd = None
             with self._locked():
                 self._make_room(len(data), path.name)
                 os.replace(tmp, path)  # replaces a planted symlink itself, never its target
-        except BaseException:
+        except BaseException:  # an interrupt too: no temp file left behind
+            if fd is not None:
+                os.close(fd)
             self._unlink(tmp)
             raise
 
@@ -309,8 +355,8 @@ class EmbeddingStore:
             return found
         with scan:
             for entry in scan:
-                if not entry.name.endswith(SUFFIX) or entry.name.startswith("."):
-                    continue
+                if not ENTRY_NAME.fullmatch(entry.name):
+                    continue  # not an entry of this store (a user's own file is never counted or evicted)
                 try:
                     if entry.is_symlink():
                         self._unlink(Path(entry.path))
@@ -337,19 +383,46 @@ class EmbeddingStore:
 
     @contextmanager
     def _locked(self):
-        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        lock = self.directory / LOCK_NAME
         try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise _LockError(f"{lock} is not a regular file (a symlink or a folder); remove it") from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _LockError(f"{lock} is not a regular file; remove it")
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # closing releases the lock
 
+    def _drop(self, path: Path, why: Exception) -> None:
+        """A bad entry: deleted (a folder under its name cannot be: left), counted, and a miss."""
+        log.warning(
+            "sam_demo: embedding store: %s is damaged (%s); deleted, the image is encoded again", path.name, why
+        )
+        self._unlink(path)
+        return self._count_miss("corrupt")
+
     @staticmethod
     def _unlink(path: Path) -> None:
         try:
             os.unlink(path)
+        except IsADirectoryError:
+            try:
+                os.rmdir(path)  # an empty folder planted under an entry's name; a full one stays
+            except OSError:
+                pass
         except OSError:
             pass
+
+    def discard(self, image_key: str, why: str) -> None:
+        """Delete the entry of `image_key`, found bad by the caller (it disagrees with the image)."""
+        self._drop(self._path(image_key), ValueError(why))
+        with self._lock:
+            self._counts["hits"] -= 1  # the read counted it as a hit; _drop counted it a miss
 
     def _disable(self, reason: str) -> None:
         with self._lock:
@@ -367,3 +440,12 @@ class EmbeddingStore:
         if name != "misses":
             self._count("misses")
         return None
+
+
+def _checksum(payload, metadata: dict[str, str]) -> str:
+    """blake2b of the tensor's bytes and the metadata (all but the checksum), so a changed image size
+    or key in the header is found as surely as a changed value."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps(metadata, sort_keys=True).encode())
+    digest.update(payload)
+    return digest.hexdigest()

@@ -130,7 +130,8 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
     store = None
     if weights is not None:
         store = EmbeddingStore(config.embedding_store, config.embedding_store_bytes, store_namespace(weights, plan))
-        log.info("sam_demo: embedding store at %s (%.1f GB)", store.directory, config.embedding_store_bytes / 1e9)
+        if store.enabled:
+            log.info("sam_demo: embedding store at %s (%g GiB)", store.directory, config.embedding_store_bytes / 2**30)
     return SamEngine(model, processor, info, plan, config.cache_bytes, config.max_pixels, vit, store)
 
 

@@ -158,18 +158,24 @@ class SamEngine:
         """`embed`, also saying whether this call ran the encoder (False: a cache hit)."""
         rgb = to_rgb_array(image, self.max_pixels)
         key = image_key(rgb)
-        return self.cache.lookup(key, lambda: self._stored_or_encoded(key, lambda: rgb))
+        return self.cache.lookup(key, lambda: self._stored_or_encoded(key, lambda: rgb, rgb.shape[:2]))
 
-    def embed_by_key(self, key: str, load_rgb) -> ImageEmbedding:
+    def embed_by_key(self, key: str, load_rgb, size_hw: tuple[int, int] | None = None) -> ImageEmbedding:
         """The embedding cached under `key`; on a miss, `load_rgb()` gives the (H, W, 3) uint8 pixels
-        to encode (they must be the ones `key` was made from; not called on a store hit)."""
-        return self.cache.get_or_compute(key, lambda: self._stored_or_encoded(key, load_rgb))
+        to encode (they must be the ones `key` was made from; not called on a store hit). size_hw:
+        the image's (H, W) where known, checked against a stored entry's."""
+        return self.cache.get_or_compute(key, lambda: self._stored_or_encoded(key, load_rgb, size_hw))
 
-    def _stored_or_encoded(self, key: str, load_rgb) -> ImageEmbedding:
-        """A memory-cache miss: the store's entry if it has one, else an encode (then stored)."""
+    def _stored_or_encoded(self, key: str, load_rgb, size_hw: tuple[int, int] | None) -> ImageEmbedding:
+        """A memory-cache miss: the store's entry if it has one (and it agrees with the image's size,
+        and the pixel limit), else an encode (then stored)."""
         if self.store is None:
             return self._encode(key, load_rgb())
         stored = self.store.get(key, self.features_shape, self.weights_dtype)
+        h, w = stored.original_hw if stored is not None else (0, 0)
+        if stored is not None and ((size_hw is not None and tuple(size_hw) != (h, w)) or h * w > self.max_pixels):
+            self.store.discard(key, f"its image is {w}x{h}, not the one asked for")
+            stored = None
         if stored is not None:
             features = stored.features.to(self.device)
             geometry = ImageGeometry.for_size(stored.original_hw)

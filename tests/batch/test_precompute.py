@@ -78,7 +78,8 @@ def test_a_batch_csv_s_images_are_precomputed(checkpoint, job, tmp_path):
     [
         (("--embedding-store-gb", "1"), "give --embedding-store DIR"),
         (("--embedding-store", "STORE", "--embedding-store-gb", "0"), "give --embedding-store DIR"),
-        (("--embedding-store", "STORE", "--embedding-store-gb", "-1"), "must be >= 0"),
+        (("--embedding-store", "STORE", "--embedding-store-gb", "-1"), "must be from 0"),
+        (("--embedding-store", "STORE", "--embedding-store-gb", "inf"), "must be from 0"),
         (("--embedding-store", "FILE"), "is a file, not a folder"),
     ],
 )
@@ -134,3 +135,37 @@ def test_precompute_on_ray_fills_the_store(checkpoint, photos, tmp_path):
     assert [r["name"] for r in results] == [item["name"] for item in items]
     assert sorted(r["status"] for r in results) == ["encoded"] * 5 + ["error"]
     assert len(list(store.glob("*.safetensors"))) == 5
+
+
+def test_a_fifo_or_a_device_is_named_not_read(checkpoint, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    os.mkfifo(folder / "fifo.png")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    Image.fromarray(asset("coffee.png")[:64, :64]).save(folder / "ok.png")
+    done = precompute(str(folder), "--model", str(checkpoint), "--embedding-store", str(tmp_path / "s"), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "3 images: 1 encoded, 0 already stored, 2 could not be read" in done.stdout
+    assert "fifo.png: not a regular file" in done.stderr and "zero.png: not a regular file" in done.stderr
+
+
+def test_an_entry_that_is_not_stored_is_not_told_as_encoded(checkpoint, photos, tmp_path):
+    done = precompute(
+        str(photos),
+        "--model",
+        str(checkpoint),
+        "--embedding-store",
+        str(tmp_path / "s"),
+        "--embedding-store-gb",
+        "0.001",
+    )
+    assert "6 images: 0 encoded, 0 already stored, 6 could not be read" in done.stdout
+    assert "encoded, but not stored" in done.stderr
+
+
+def test_names_with_control_characters_are_printed_escaped(checkpoint, tmp_path):
+    folder = tmp_path / "names"
+    folder.mkdir()
+    (folder / "evil\nfake.png: all good.png").write_bytes(b"not an image")
+    done = precompute(str(folder), "--model", str(checkpoint), "--embedding-store", str(tmp_path / "s"))
+    assert "evil\\nfake.png: all good.png: " in done.stderr and "\nfake.png" not in done.stderr

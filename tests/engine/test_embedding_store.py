@@ -354,3 +354,140 @@ def test_metadata_records_what_the_entry_is(checkpoint, store):
     assert meta["image_key"] == key and meta["original_hw"] == "300,451" and meta["format"] == str(FORMAT)
     assert meta["namespace"] == store_namespace(meta["namespace"].split(";")[0].removeprefix("weights="), engine.plan)
     assert "device=cpu;encoder=torch;vit=float32/float32" in meta["namespace"]
+
+
+def rewrite_header(path: Path, edit) -> None:
+    """Rewrite the entry's JSON header through `edit(header) -> header` (the payload kept)."""
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(edit(json.loads(data[8 : 8 + n]))).encode()
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(len(header).to_bytes(8, "little") + header + data[8 + n :])
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda h: {**h, "__metadata__": "a string"},
+        lambda h: {**h, "__metadata__": ["a", "list"]},
+        lambda h: [h],
+        lambda h: {**h, "__metadata__": {**h["__metadata__"], "original_hw": "301,451"}},  # a flipped digit
+        lambda h: {**h, "__metadata__": {**h["__metadata__"], "original_hw": "60000,60000"}},
+        lambda h: {**h, "__metadata__": {**h["__metadata__"], "format": 1}},
+    ],
+    ids=["metadata-string", "metadata-list", "header-list", "size-flipped", "size-huge", "format-int"],
+)
+def test_a_header_that_lies_is_never_served(checkpoint, store, fresh, edit):
+    store_engine(checkpoint, store).embed(asset("chelsea.png"))
+    (entry,) = entry_files(store)
+    rewrite_header(entry, edit)
+    restarted = store_engine(checkpoint, store)
+    embedding = restarted.embed(asset("chelsea.png"))
+    assert not embedding.from_store and embedding.geometry.original_hw == (300, 451)
+    assert_same_prediction(restarted.decode(embedding, **CLICK), fresh)
+    assert restarted.store.stats().corrupt == 1
+
+
+def test_a_header_nested_deeply_is_a_bad_entry(checkpoint, store):
+    writer = store_engine(checkpoint, store)
+    key = writer.embed(asset("chelsea.png")).key
+    header = b"[" * 60_000
+    writer.store._path(key).write_bytes(len(header).to_bytes(8, "little") + header)
+    assert writer.store.get(key, SHAPE, torch.float32) is None and writer.store.stats().corrupt == 1
+
+
+def test_a_valid_entry_for_another_size_is_dropped_by_the_engine(checkpoint, store, fresh):
+    """An entry whose checksum holds but whose image size is not the image's (a store written by a
+    broken writer): the engine checks the size it knows, drops the entry and encodes."""
+    writer = store_engine(checkpoint, store)
+    embedding = writer.embed(asset("chelsea.png"))
+    assert writer.store.put(embedding.key, embedding.features, (40, 30))
+    restarted = store_engine(checkpoint, store)
+    again = restarted.embed(asset("chelsea.png"))
+    assert not again.from_store and again.geometry.original_hw == (300, 451)
+    assert_same_prediction(restarted.decode(again, **CLICK), fresh)
+    stats = restarted.store.stats()
+    assert (stats.corrupt, stats.hits, stats.misses, stats.writes) == (1, 0, 1, 1)
+
+
+def test_the_users_own_files_in_the_folder_are_never_counted_or_evicted(checkpoint, store):
+    store.mkdir()
+    (store / "model.safetensors").write_bytes(b"x" * (6 << 20))
+    (store / "notes.txt").write_text("mine")
+    bounded = EmbeddingStore(store, 9 << 20, "n")
+    for i in range(5):
+        bounded.put(f"image-{i}", entry(i), (10, 10))
+    assert (store / "model.safetensors").stat().st_size == 6 << 20 and (store / "notes.txt").exists()
+    stats = bounded.stats()
+    assert stats.entries == 2 and stats.bytes <= 9 << 20
+
+
+def test_a_folder_under_an_entrys_name_leaks_nothing_and_breaks_nothing(store):
+    bounded = EmbeddingStore(store, 1 << 30, "n")
+    planted = bounded._path("image")
+    planted.mkdir()
+    (planted / "inside").write_text("x")
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        assert bounded.get("image", SHAPE, torch.float32) is None
+        assert bounded.put("image", entry(1), (10, 10)) is False
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+    assert bounded.enabled and (planted / "inside").exists()
+    planted.joinpath("inside").unlink()  # emptied: removed at the next read, and the entry written
+    assert bounded.get("image", SHAPE, torch.float32) is None and bounded.put("image", entry(1), (10, 10))
+    assert torch.equal(bounded.get("image", SHAPE, torch.float32).features, entry(1))
+
+
+def test_an_entry_that_cannot_be_read_now_is_a_miss_and_kept(store, monkeypatch):
+    bounded = EmbeddingStore(store, 1 << 30, "n")
+    bounded.put("image", entry(3), (10, 10))
+    real_open = os.open
+
+    def refused(path, flags, *args, **kwargs):
+        if str(path).endswith(".safetensors") and not flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr("sam_demo.engine.embedding_store.os.open", refused)
+    assert bounded.get("image", SHAPE, torch.float32) is None
+    monkeypatch.undo()
+    assert bounded.stats().corrupt == 0 and torch.equal(bounded.get("image", SHAPE, torch.float32).features, entry(3))
+
+
+def test_a_future_formats_entry_is_not_overwritten(store):
+    bounded = EmbeddingStore(store, 1 << 30, "n")
+    bounded.put("image", entry(3), (10, 10))
+    path = bounded._path("image")
+    rewrite_header(path, lambda h: {**h, "__metadata__": {**h["__metadata__"], "format": str(FORMAT + 1)}})
+    future = path.read_bytes()
+    assert bounded.get("image", SHAPE, torch.float32) is None
+    assert bounded.put("image", entry(4), (10, 10)) is False and path.read_bytes() == future
+
+
+def test_an_interrupted_write_leaves_no_temp_file(store, monkeypatch):
+    bounded = EmbeddingStore(store, 1 << 30, "n")
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("sam_demo.engine.embedding_store.os.fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bounded.put("image", entry(1), (10, 10))
+    assert os.listdir(store) == [".lock"]
+
+
+def test_a_lock_file_replaced_by_a_link_turns_the_store_off_saying_so(store, tmp_path):
+    bounded = EmbeddingStore(store, 1 << 30, "n")
+    (tmp_path / "elsewhere").write_text("not the store's")
+    (store / ".lock").unlink()
+    (store / ".lock").symlink_to(tmp_path / "elsewhere")
+    assert bounded.put("image", entry(1), (10, 10)) is False
+    assert not bounded.enabled and ".lock is not a regular file" in bounded.stats().disabled_reason
+    assert (tmp_path / "elsewhere").read_text() == "not the store's"
+
+
+def test_an_entry_larger_than_the_bound_is_not_written_and_says_so(store, caplog):
+    bounded = EmbeddingStore(store, 1 << 20, "n")
+    with caplog.at_level(logging.WARNING, logger="sam_demo"):
+        assert bounded.put("image", entry(1), (10, 10)) is False
+    assert "does not fit the bound" in caplog.text
