@@ -156,24 +156,85 @@ def yolo_export(session: Session, max_pixels: int) -> bytes:
     image's width and height. An object of several parts or with holes is one polygon whose parts
     and holes are joined by cuts of zero width (`utils/polygons.py`)."""
     _require_objects(session)
+    return _yolo_zip([(session.name, session.image_bytes, session)], classes(session))
+
+
+def _yolo_zip(images: list[tuple[str, bytes, Session | None]], names: list[str]) -> bytes:
+    """The YOLO zip of (file name, file, session or None: no objects) images with these class names;
+    file names made safe, and unique (a second "a.png" becomes "a_2.png")."""
+    yaml = "path: .\ntrain: images\nval: images\nnames:\n" + "".join(
+        f"  {k}: {json.dumps(name)}\n" for k, name in enumerate(names)
+    )
+    buffer = io.BytesIO()
+    used: set[str] = set()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("data.yaml", yaml)
+        for name, data, session in images:
+            file = _unique(_safe_file_name(name), used)
+            lines = [] if session is None else _yolo_lines(session, names)
+            archive.writestr(f"images/{file}", data)
+            archive.writestr(f"labels/{Path(file).stem}.txt", "\n".join(lines) + "\n" if lines else "")
+    return buffer.getvalue()
+
+
+def _yolo_lines(session: Session, names: list[str]) -> list[str]:
     h, w = session.size_hw
-    names = classes(session)
     lines = []
     for (mask, _, _), layer in zip(_shown_masks(session), session.shown()):
         polygon = joined_polygon(mask_polygons(mask))
         if len(polygon):
             xy = " ".join(f"{x / w:.6f} {y / h:.6f}" for x, y in polygon)
             lines.append(f"{names.index(layer.label)} {xy}")
-    image = _safe_file_name(session.name)
-    yaml = "path: .\ntrain: images\nval: images\nnames:\n" + "".join(
-        f"  {k}: {json.dumps(name)}\n" for k, name in enumerate(names)
-    )
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("data.yaml", yaml)
-        archive.writestr(f"images/{image}", session.image_bytes)
-        archive.writestr(f"labels/{Path(image).stem}.txt", "\n".join(lines) + "\n" if lines else "")
-    return buffer.getvalue()
+    return lines
+
+
+def _unique(name: str, used: set[str]) -> str:
+    stem, suffix, k = Path(name).stem, Path(name).suffix, 1
+    while name.lower() in used:
+        k += 1
+        name = f"{stem}_{k}{suffix}"
+    used.add(name.lower())
+    return name
+
+
+def set_classes(sessions: list[Session]) -> list[str]:
+    """A set's classes: each image's (`classes`), in the order they first come."""
+    return list(dict.fromkeys(name for session in sessions for name in classes(session)))
+
+
+def coco_set_export(images: list[tuple[str, tuple[int, int], Session | None]], polygons: bool = False) -> dict:
+    """COCO instances of a set of images, (file name, (H, W), session or None: no objects): every image
+    (ids from 1, unlabelled ones too), the set's classes as categories, each image's objects as in
+    `coco_export` with ids numbered across the set. ValueError if no image has an object."""
+    sessions = [s for _, _, s in images if s is not None and s.shown()]
+    if not sessions:
+        raise ValueError("no image of the set has an object yet: " + NOTHING_YET[0].lower() + NOTHING_YET[1:])
+    names = set_classes(sessions)
+    out = {"images": [], "annotations": [], "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}
+    for image_id, (name, (h, w), session) in enumerate(images, start=1):
+        out["images"].append({"id": image_id, "file_name": name, "width": w, "height": h})
+        if session is None or not session.shown():
+            continue
+        one = coco_export(session, polygons)
+        local = {c["id"]: names.index(c["name"]) + 1 for c in one["categories"]}
+        for annotation in one["annotations"]:
+            out["annotations"].append(
+                {
+                    **annotation,
+                    "id": len(out["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": local[annotation["category_id"]],
+                }
+            )
+    return out
+
+
+def yolo_set_export(images: list[tuple[str, bytes, Session | None]]) -> bytes:
+    """The YOLO segmentation zip of a set of images (file name, file, session or None)."""
+    sessions = [s for _, _, s in images if s is not None and s.shown()]
+    if not sessions:
+        raise ValueError("no image of the set has an object yet: " + NOTHING_YET[0].lower() + NOTHING_YET[1:])
+    return _yolo_zip([(n, d, s if s is not None and s.shown() else None) for n, d, s in images], set_classes(sessions))
 
 
 def _safe_file_name(name: str) -> str:

@@ -27,6 +27,7 @@ from sam_demo.demo.exports import saved_objects, yolo_objects
 from sam_demo.demo.render import click_status, display_image_uri, plural, shown_score, view_json
 from sam_demo.demo.session import FixedMask, Session
 from sam_demo.demo.session_store import SessionStore
+from sam_demo.demo.workspace import BackgroundEncoder, WorkspaceLimits, WorkspaceStore
 from sam_demo.endpoint.fetch import FetchPolicy
 from sam_demo.engine.automatic_mask_generator import EverythingConfig, generate
 from sam_demo.engine.checkpoint_catalog import encoder_tflop, faster_checkpoints
@@ -82,12 +83,16 @@ class Jobs:
 @dataclass(frozen=True)
 class DemoContext:
     """What the handlers share: the engine, the live sessions, which image URLs API calls may
-    fetch, and the running "segment everything" jobs."""
+    fetch, the running "segment everything" jobs, and the workspaces (sets of images), their
+    limits and their background encoder."""
 
     engine: SamEngine
     sessions: SessionStore = field(default_factory=SessionStore)
     fetch: FetchPolicy = field(default_factory=FetchPolicy)
     jobs: Jobs = field(default_factory=Jobs)
+    workspaces: WorkspaceStore = field(default_factory=WorkspaceStore)
+    limits: WorkspaceLimits = field(default_factory=WorkspaceLimits)
+    background: BackgroundEncoder | None = None  # encodes workspaces' images ahead (None: not ahead)
 
 
 class View(NamedTuple):
@@ -132,7 +137,10 @@ def _view(
         return View(None, gr.update(image_url="", view=view_json(None, status, problem=problem)), _auto_update(None))
     _run(session.update, ctx.engine)  # remakes the results of a state the store had lightened
     ctx.sessions.put(session)
-    props = dict(view=view_json(session, status, ctx.sessions.view(session), problem=problem))
+    cache = ctx.sessions.view(session)
+    if new_image is not None:  # the page starts this image afresh (one of a set, shown again): every layer
+        cache.anchors = {}
+    props = dict(view=view_json(session, status, cache, problem=problem))
     if new_image is not None:
         props["image_url"] = display_image_uri(new_image)
     return View(
@@ -168,7 +176,8 @@ def _run(action, *args):
 
 # ---- handlers (plain functions; tests call them directly) ---------------------------------------
 def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None, progress=gr.Progress()) -> View:
-    """A new image (upload, paste, drop or example): decode it and compute its embedding now."""
+    """A new image (upload, paste, drop or example) in place of the one shown: decode it and compute
+    its embedding now."""
     categories = ()
     if previous is not None:
         ctx.jobs.cancel(previous.token)  # segment everything on the image this one replaces stops
@@ -176,16 +185,30 @@ def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None
         ctx.sessions.discard(previous.token)
     if not path:
         return _view(ctx, None, "Upload an image to start.")
+    return open_image(ctx, Path(path).read_bytes(), Path(path).name, categories, progress)
+
+
+def open_image(
+    ctx: DemoContext,
+    data: bytes,
+    name: str,
+    categories: tuple[str, ...] = (),
+    progress=None,
+    workspace: str | None = None,
+    note: str = "",
+) -> View:
+    """A new session on an image file: decoded, its embedding computed (or found in the cache or the
+    store), shown; `note` goes before the status line's usual words."""
     engine = ctx.engine
-    data = Path(path).read_bytes()
-    progress(0.05, desc="Reading the image")
+    if progress is not None:
+        progress(0.05, desc="Reading the image")
     rgb = _run(lambda: to_rgb_array(decode_image_bytes(data, engine.max_pixels), engine.max_pixels))
     start = time.perf_counter()
     with _encode_progress(progress, engine.encode_seconds):
         embedding, encoded = _run(engine.embed_with_status, rgb)
     seconds = time.perf_counter() - start
-    session = Session.start(data, embedding, Path(path).name)
-    session.categories = categories
+    session = Session.start(data, embedding, name)
+    session.categories, session.workspace = categories, workspace
     h, w = session.size_hw
     if encoded and not embedding.from_store:
         how = f"in {seconds:.2f} s"
@@ -194,7 +217,7 @@ def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None
     view = _view(
         ctx,
         session,
-        f"Image {w}×{h} encoded {how} on {engine.info.device}. Click on an object to segment it.",
+        f"{note}Image {w}×{h} encoded {how} on {engine.info.device}. Click on an object to segment it.",
         new_image=rgb,
     )
     del rgb
@@ -205,7 +228,11 @@ def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None
 @contextlib.contextmanager
 def _encode_progress(progress, expected: float | None, every: float = 0.5):
     """The encode's progress while it runs: with the last encode's time on this machine (`expected`),
-    the time left, told every `every` seconds from a thread of its own (the encode holds the handler's)."""
+    the time left, told every `every` seconds from a thread of its own (the encode holds the handler's).
+    No progress (None): nothing is told."""
+    if progress is None:
+        yield
+        return
     if not expected:
         progress(0.2, desc="Encoding the image (once per image)")
         yield

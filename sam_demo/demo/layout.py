@@ -23,7 +23,6 @@ from sam_demo.demo.handlers import (
     on_everything_asked,
     on_everything_cancel,
     on_everything_ended,
-    on_image,
     on_load_saved,
     on_new_object,
     on_prompt,
@@ -34,6 +33,8 @@ from sam_demo.demo.handlers import (
 from sam_demo.demo.render import exports_html, status_html
 from sam_demo.demo.session_store import SessionStore
 from sam_demo.demo.space_api import add_space_api
+from sam_demo.demo.workspace import BackgroundEncoder, WorkspaceLimits, WorkspaceStore
+from sam_demo.demo.workspace_handlers import TICK_SECONDS, on_add_images, on_pick, on_step, on_tick, on_upload
 from sam_demo.endpoint.fetch import FetchPolicy
 from sam_demo.engine.sam_engine import SamEngine
 
@@ -46,10 +47,22 @@ STATE_TTL_SECONDS = 24 * 3600
 
 
 def build_demo(
-    engine: SamEngine, sessions: SessionStore | None = None, fetch: FetchPolicy = FetchPolicy()
+    engine: SamEngine,
+    sessions: SessionStore | None = None,
+    fetch: FetchPolicy = FetchPolicy(),
+    workspaces: WorkspaceStore | None = None,
+    limits: WorkspaceLimits = WorkspaceLimits(),
 ) -> gr.Blocks:
-    """The Blocks app for one loaded engine; `sessions` is shared with the demo's HTTP routes."""
-    ctx = DemoContext(engine, sessions if sessions is not None else SessionStore(), fetch)
+    """The Blocks app for one loaded engine; `sessions` and `workspaces` are shared with the demo's
+    HTTP routes; `limits` bound a set of images."""
+    ctx = DemoContext(
+        engine,
+        sessions if sessions is not None else SessionStore(),
+        fetch,
+        workspaces=workspaces if workspaces is not None else WorkspaceStore(),
+        limits=limits,
+        background=BackgroundEncoder(engine),
+    )
     with gr.Blocks(title="SAM demo — Segment Anything", delete_cache=(3600, 3600)) as demo:
         state = gr.State(None, time_to_live=STATE_TTL_SECONDS)
         gr.Markdown("## Segment Anything — click to segment")
@@ -72,6 +85,15 @@ def build_demo(
             with gr.Column(scale=3, min_width=560):  # beside the tools from 900 px of width; above them below that
                 status = Panel("status", status_html("Upload an image to start."), elem_id="status")
                 prompter = Prompter(examples=example_cards(), elem_id="prompter")
+                # A set of images (shown from two): the strip, D / A, and the background's progress.
+                with gr.Row(visible=False, elem_id="workspace", equal_height=True) as workspace_row:
+                    prev_image = gr.Button("◀ A", size="sm", elem_id="prev-image", min_width=56, scale=0)
+                    images = gr.Dropdown(
+                        choices=[], value=None, show_label=False, elem_id="images", scale=4, min_width=160
+                    )
+                    next_image = gr.Button("D ▶", size="sm", elem_id="next-image", min_width=56, scale=0)
+                workspace_progress = gr.Markdown("", elem_id="workspace-progress")
+                timer = gr.Timer(TICK_SECONDS, active=False)
 
             with gr.Column(scale=1, min_width=300):
                 image_in = ImageInput(
@@ -81,6 +103,12 @@ def build_demo(
                     sources=["upload", "clipboard"],
                     elem_id="image-input",
                     height=220,
+                )
+                add_images = gr.UploadButton(
+                    "Add images (many, or a zip)",
+                    file_count="multiple",
+                    size="sm",
+                    elem_id="add-images",
                 )
                 # The edit buttons first, where they stay while the object list below them grows (on a
                 # phone the bar pinned under the image has copies of them).
@@ -111,15 +139,17 @@ def build_demo(
                     load_saved = gr.UploadButton("Load JSON, COCO or YOLO", size="sm", elem_id="load-json")
         del candidates, legend, exports  # drawn by the page from the prompter's views
         outputs = [state, prompter, auto_keep]
+        strip = [images, workspace_progress, timer, workspace_row]  # WorkspaceView's order
+        hidden_event = dict(queue=False, show_progress="hidden", api_visibility="private")
         # Edits skip Gradio's queue: they take milliseconds, and so run at once, side by side.
         edit = dict(outputs=outputs, queue=False, show_progress="hidden", api_visibility="private")
         bind = functools.partial
 
-        def long_job(queue: str, progress_on) -> dict:
+        def long_job(queue: str, progress_on, extra: list = ()) -> dict:
             """A job of its own queue, one at a time, so no click waits behind it; its progress shows
             in one place (the encode's over the image, segment everything's on the status line)."""
             return dict(
-                outputs=outputs,
+                outputs=outputs + list(extra),
                 show_progress="full",
                 show_progress_on=progress_on,
                 concurrency_id=queue,
@@ -129,8 +159,13 @@ def build_demo(
 
         # A new image comes from an upload (file, paste, drop) or an example; not .change, which
         # fires twice when one image replaces another.
-        encode = dict(inputs=[image_in, state], **long_job(ENCODE_CALLS, prompter))
-        image_in.upload(bind(on_image, ctx), **encode)  # examples picked in the stage come this way too
+        opening = long_job(ENCODE_CALLS, prompter, strip)
+        image_in.upload(bind(on_upload, ctx), inputs=[image_in, state], **opening)  # examples come this way too
+        add_images.upload(bind(on_add_images, ctx), inputs=[add_images, state], **opening)
+        images.input(bind(on_pick, ctx), inputs=[images, state], **opening)
+        next_image.click(bind(on_step, ctx, 1), inputs=state, **opening)
+        prev_image.click(bind(on_step, ctx, -1), inputs=state, **opening)
+        timer.tick(bind(on_tick, ctx), inputs=state, outputs=strip, **hidden_event)
         prompter.change(bind(on_prompt, ctx), inputs=[prompter, state], trigger_mode="always_last", **edit)
         for button, handler in (
             (undo, on_undo),
@@ -144,26 +179,42 @@ def build_demo(
         # A saved file can take seconds to read (its masks decoded one at a time): one load at a time.
         load_saved.upload(bind(on_load_saved, ctx), inputs=[load_saved, state], **long_job(LOAD_CALLS, status))
         # Asked for -> (queued) the job -> Cancel hidden again; Cancel itself runs at once, beside the job.
-        hidden = dict(queue=False, show_progress="hidden", api_visibility="private")
-        everything.click(bind(on_everything_asked, ctx), inputs=state, outputs=[cancel, everything], **hidden).success(
-            bind(on_everything, ctx), inputs=state, **long_job(EVERYTHING_CALLS, status)
-        ).then(bind(on_everything_ended, ctx), inputs=state, outputs=[cancel, everything], **hidden)
-        cancel.click(bind(on_everything_cancel, ctx), inputs=state, outputs=cancel, **hidden)
+        everything.click(
+            bind(on_everything_asked, ctx), inputs=state, outputs=[cancel, everything], **hidden_event
+        ).success(bind(on_everything, ctx), inputs=state, **long_job(EVERYTHING_CALLS, status)).then(
+            bind(on_everything_ended, ctx), inputs=state, outputs=[cancel, everything], **hidden_event
+        )
+        cancel.click(bind(on_everything_cancel, ctx), inputs=state, outputs=cancel, **hidden_event)
         add_space_api(ctx)
         # The encode's speed is measured by the start-up warm-up and each encode: told as of the page's load.
         demo.load(functools.partial(encode_note, engine), outputs=speed, queue=False, api_visibility="private")
     return demo
 
 
-def mount_demo(app: FastAPI, engine: SamEngine, sessions: SessionStore, fetch: FetchPolicy) -> FastAPI:
+def mount_demo(
+    app: FastAPI,
+    engine: SamEngine,
+    sessions: SessionStore,
+    fetch: FetchPolicy,
+    workspaces: WorkspaceStore | None = None,
+    limits: WorkspaceLimits = WorkspaceLimits(),
+) -> FastAPI:
     """`app` with the demo mounted at `/` (its other routes keep their paths)."""
-    return gr.mount_gradio_app(app, build_demo(engine, sessions, fetch), path="/", css=PAGE_CSS)
+    demo = build_demo(engine, sessions, fetch, workspaces, limits)
+    return gr.mount_gradio_app(app, demo, path="/", css=PAGE_CSS)
 
 
 def launch_demo(
-    engine: SamEngine, sessions: SessionStore, fetch: FetchPolicy, host: str, port: int, routes: list
+    engine: SamEngine,
+    sessions: SessionStore,
+    fetch: FetchPolicy,
+    host: str,
+    port: int,
+    routes: list,
+    workspaces: WorkspaceStore | None = None,
+    limits: WorkspaceLimits = WorkspaceLimits(),
 ) -> None:
     """Serve the demo on Gradio's own server with a public share link, `routes` beside it; blocks."""
-    build_demo(engine, sessions, fetch).launch(
+    build_demo(engine, sessions, fetch, workspaces, limits).launch(
         server_name=host, server_port=port, share=True, css=PAGE_CSS, app_kwargs={"routes": routes}
     )

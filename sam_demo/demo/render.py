@@ -26,6 +26,12 @@ from sam_demo.engine.utils.transforms import logits_to_size
 
 DISPLAY_MAX_SIDE = 1280
 EXPORT_PATH = "/sam-demo/export"  # + /{token}/{kind}: a download, built when asked for
+SET_EXPORT_PATH = "/sam-demo/export-set"  # + /{token}/{kind}: the whole set of images' download
+SET_EXPORT_LINKS = (  # (element id, kind, label): shown when the image is one of a set
+    ("download-set-coco", "coco.json", "COCO JSON (RLE)"),
+    ("download-set-coco-polygons", "coco-polygons.json", "COCO JSON (polygons)"),
+    ("download-set-yolo", "yolo-seg.zip", "YOLO segmentation (zip)"),
+)
 EXPORT_LINKS = (  # (element id, kind, label)
     ("download-json", "sam-endpoint.json", "Download JSON (endpoint request + response)"),
     ("download-zip", "masks.zip", "PNG masks (zip)"),
@@ -343,7 +349,8 @@ def export_url(session: Session, kind: str) -> str:
 
 
 def exports_html(session: Session | None) -> str:
-    """The export panel: a status line and three download links; the server builds a file when clicked."""
+    """The export panel: a status line and the download links (and, for one image of a set, the
+    whole set's); the server builds a file when clicked."""
     results = [] if session is None else session.finished_results()
     fixed = (
         [] if session is None else [layer for layer in session.shown() if not isinstance(layer.source, ObjectResult)]
@@ -375,7 +382,15 @@ def exports_html(session: Session | None) -> str:
                 f'download="{name}">{label}</a>'
             )
     note = f'<p class="sd-export-note">{note}</p>' if note else ""
-    return f'<p id="export-status">{status}</p>{note}<div class="sd-downloads">{"".join(links)}</div>'
+    whole = ""
+    if session is not None and session.workspace is not None:
+        sets = "".join(
+            f'<a id="{elem_id}" class="sd-download" href="{SET_EXPORT_PATH.lstrip("/")}/{session.token}/{kind}" '
+            f'download="images.{kind}">{label}</a>'
+            for elem_id, kind, label in SET_EXPORT_LINKS
+        )
+        whole = f'<p class="sd-set-title">The whole set of images:</p><div class="sd-downloads" id="set-exports">{sets}</div>'
+    return f'<p id="export-status">{status}</p>{note}<div class="sd-downloads">{"".join(links)}</div>{whole}'
 
 
 def click_status(session: Session, decoded: int = 0, ms: float = 0.0) -> str:

@@ -6,6 +6,8 @@
                                            -> {"png": {key: data URI}}: the layers of a zoomed-in region, or 204 when busy
     GET  /sam-demo/photo/{token}           the photo at full resolution (JPEG), for zooming in
     GET  /sam-demo/example/{name}          an example photo's file (picked in the empty stage)
+    GET  /sam-demo/export-set/{token}/{kind}   the whole set of images of the session's workspace: coco.json |
+                                           coco-polygons.json | yolo-seg.zip
     GET  /sam-demo/export/{token}/{kind}   kind: sam-endpoint.json | masks.zip | label-image.png | coco.json |
                                            coco-polygons.json | yolo-seg.zip | cutouts.zip | cutout.png
 
@@ -41,16 +43,19 @@ from sam_demo.demo.detail import MAX_DETAIL_LAYERS, detail_layers, photo_jpeg
 from sam_demo.demo.example_photos import example_file
 from sam_demo.demo.exports import (
     coco_export,
+    coco_set_export,
     cutout_union_png,
     cutouts_zip,
     endpoint_export,
     label_image_png,
     masks_zip,
     yolo_export,
+    yolo_set_export,
 )
 from sam_demo.demo.render import (
     DISPLAY_MAX_SIDE,
     EXPORT_PATH,
+    SET_EXPORT_PATH,
     ViewCache,
     click_status,
     display_size,
@@ -59,6 +64,7 @@ from sam_demo.demo.render import (
 )
 from sam_demo.demo.session import Decoded, ObjectPrompts, Session, decode
 from sam_demo.demo.session_store import SessionStore
+from sam_demo.demo.workspace import WorkspaceStore, set_images
 from sam_demo.endpoint.http_body import read_limited
 from sam_demo.engine.sam_engine import SamEngine
 from sam_demo.engine.utils.transforms import logits_to_size
@@ -73,6 +79,18 @@ EXPORTS = {
     "yolo-seg.zip": ("application/zip", yolo_export),
     "cutouts.zip": ("application/zip", cutouts_zip),
     "cutout.png": ("image/png", cutout_union_png),
+}
+# kind -> (media type, build([(image, session or None)]) -> the file's bytes): the whole set of images
+SET_EXPORTS = {
+    "coco.json": (
+        "application/json",
+        lambda images: json.dumps(coco_set_export([(i.name, i.size_hw, s) for i, s in images])).encode(),
+    ),
+    "coco-polygons.json": (
+        "application/json",
+        lambda images: json.dumps(coco_set_export([(i.name, i.size_hw, s) for i, s in images], True)).encode(),
+    ),
+    "yolo-seg.zip": ("application/zip", lambda images: yolo_set_export([(i.name, i.data, s) for i, s in images])),
 }
 DETAIL_PATH = "/sam-demo/detail"
 DETAIL_THREADS = 2
@@ -136,8 +154,11 @@ def edit(engine: SamEngine, sessions: SessionStore, session: Session, events: li
     return Response(view, media_type="application/json", headers={"Cache-Control": "no-store", "Server-Timing": timing})
 
 
-def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: SessionStore) -> None:
-    """Add the click, preview and download routes for the demo whose sessions live in `sessions`.
+def add_demo_routes(
+    app: FastAPI | APIRouter, engine: SamEngine, sessions: SessionStore, workspaces: WorkspaceStore | None = None
+) -> None:
+    """Add the click, preview and download routes for the demo whose sessions live in `sessions`
+    (and its sets of images in `workspaces`: the whole set's downloads).
 
     Clicks and previews run on their own small pool of threads, two of them so that two users'
     clicks run side by side, each on as many torch threads as the plan says (`one_thread_per_click`).
@@ -247,6 +268,12 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
             return _error(404, f"there is no example photo {name[:80]!r}")
         return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
 
+    @app.get(SET_EXPORT_PATH + "/{token}/{kind}", include_in_schema=False)
+    def export_set(token: str, kind: str):
+        if workspaces is None:
+            return _error(404, "this server keeps no sets of images")
+        return _set_export(workspaces, sessions, engine, token, kind)
+
     @app.get(EXPORT_PATH + "/{token}/{kind}", include_in_schema=False)
     def export(token: str, kind: str):
         if kind not in EXPORTS:
@@ -268,6 +295,27 @@ def add_demo_routes(app: FastAPI | APIRouter, engine: SamEngine, sessions: Sessi
             media_type=mime,
             headers={"Content-Disposition": f'attachment; filename="{_ascii_name(name)}"', "Cache-Control": "no-store"},
         )
+
+
+def _set_export(
+    workspaces: WorkspaceStore, sessions: SessionStore, engine: SamEngine, token: str, kind: str
+) -> Response:
+    """A whole set's download, built now; 404 / 409 with the reason where there is none."""
+    if kind not in SET_EXPORTS:
+        return _error(404, f"unknown export {kind!r}; one of {', '.join(SET_EXPORTS)}")
+    session = sessions.get(token)
+    if session is None:
+        return _error(404, "this session has expired; reload the page and upload the images again")
+    try:
+        images = set_images(workspaces, sessions, engine, session)
+        content = SET_EXPORTS[kind][1](images)
+    except ValueError as exc:
+        return _error(409, str(exc))
+    return Response(
+        content,
+        media_type=SET_EXPORTS[kind][0],
+        headers={"Content-Disposition": f'attachment; filename="images.{kind}"', "Cache-Control": "no-store"},
+    )
 
 
 def _numbers(value, count: int) -> bool:

@@ -754,3 +754,55 @@ def test_categories_by_list_keys_and_picker_reach_coco_and_yolo(browser, server,
     with zipfile.ZipFile(yolo_path) as archive:
         labels = archive.read("labels/chelsea.txt").decode().splitlines()
     assert [line.split()[0] for line in labels] == ["1", "2"]
+
+
+def test_a_set_of_images_labelled_with_d_and_keys_and_exported_whole(browser, server, tmp_path):
+    """3 images uploaded at once; one click each, moving with D; categories by keys; the whole set's
+    COCO holds 3 images and 3 annotations with their file names and categories. Image 2's encode is
+    done in the background by the time D is pressed after the first click on image 1."""
+    paths = []
+    for i, name in enumerate(["rocket.jpg", "coffee.png", "astronaut.png"]):
+        path = tmp_path / f"{i + 1}-{name.split('.')[0]}.png"
+        Image.fromarray(photo(400, 300, name)).save(path)
+        paths.append(str(path))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.goto(server.url + "/", wait_until="load")
+    page.wait_for_selector("#prompter .sd-stage", timeout=60_000)
+    page.evaluate(PROBE)
+    page.set_input_files("input[type=file]:has(+ #add-images)", paths)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Image 1 of 3')", timeout=60_000)
+    page.locator("#categories").fill("rocket\ncup\nperson")
+    page.locator("#categories").blur()
+    page.wait_for_function("document.querySelector('#legend').innerText.includes('person')", timeout=30_000)
+    for k, key in enumerate(["1", "2", "3"]):
+        bb = page.locator("#prompter .sd-base").bounding_box()
+        click_painted(page, bb, 0.5, 0.5)
+        page.keyboard.press(key)
+        page.wait_for_function(
+            f"document.querySelector('#legend').innerText.includes({json.dumps(['(rocket)', '(cup)', '(person)'][k])})",
+            timeout=30_000,
+        )
+        if k < 2:
+            page.keyboard.press("d")
+            page.wait_for_function(
+                f"document.querySelector('#status').innerText.includes('Image {k + 2} of 3')", timeout=60_000
+            )
+            assert "(cached embedding" in status(page), "encoded in the background before D"
+    page.wait_for_function("document.querySelector('#images input').value.startsWith('3/3')", timeout=30_000)
+    page.keyboard.press("a")  # back to image 2: its object shown again
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Image 2 of 3')", timeout=60_000)
+    page.wait_for_function("document.querySelector('#legend').innerText.includes('(cup)')", timeout=30_000)
+    assert "1 object" in status(page)
+    page.screenshot(path=str(ARTIFACTS / "demo-workspace-1400x1000.png"), full_page=True)
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("#download-set-coco").click()
+    download.value.save_as(tmp_path / "set.json")
+    page.close()
+    coco = COCO(str(tmp_path / "set.json"))
+    assert [i["file_name"] for i in coco.loadImgs(coco.getImgIds())] == [
+        "1-rocket.png",
+        "2-coffee.png",
+        "3-astronaut.png",
+    ]
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["rocket", "cup", "person"]
+    assert [(a["image_id"], a["category_id"]) for a in coco.loadAnns(coco.getAnnIds())] == [(1, 1), (2, 2), (3, 3)]

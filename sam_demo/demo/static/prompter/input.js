@@ -8,7 +8,8 @@
 // answers with the view. Only if that fails, props.value = the same JSON fires Gradio's .change,
 // which does the edit itself and reports what was wrong. Events only grow until the image changes,
 // so no click is lost: Python applies the events it has not seen.
-// Keys (never while a text field has focus; `?` lists them): N new object, Ctrl/Cmd+Z undo,
+// Keys (never while a text field has focus; `?` lists them): N new object, D / A next / previous
+// image of a set, Ctrl/Cmd+Z undo,
 // Ctrl/Cmd+Shift+Z or Ctrl+Y redo, Esc cancels the box being drawn (else closes the key list, else
 // deselects: the next click starts a new object), C cycles the candidates, H toggles the hover
 // preview, S segments everything, Delete/Backspace deletes the edited object, + − 0 and arrows zoom and
@@ -33,16 +34,25 @@ function send(e) {
 
 // ---- new images go through the upload component (#image-input, hidden by the page's CSS): the
 // empty stage and "Change image" open its file picker; a file dropped on the stage or pasted on
-// the page, or an example picked in the empty stage, is handed to it.
+// the page, or an example picked in the empty stage, is handed to it. Several files, or a zip,
+// dropped at once go to "Add images" (#add-images): a set of images.
 const uploadInput = () => document.querySelector('#image-input input[type=file]');
+const addImagesInput = () => {  // Gradio puts the upload button's file input just before it
+  const input = document.getElementById('add-images')?.previousElementSibling;
+  return input && input.matches('input[type=file]') ? input : null;
+};
 root.querySelector('.sd-upload').addEventListener('click', () => uploadInput()?.click());
 root.querySelector('.sd-change').addEventListener('click', () => uploadInput()?.click());
 function upload(files) {
-  const input = uploadInput();
-  const file = [...(files || [])].find((f) => f.type.startsWith('image/')) || (files || [])[0];
-  if (!input || !file) return false;
+  const all = [...(files || [])];
+  const images = all.filter((f) => f.type.startsWith('image/') || /\.zip$/i.test(f.name));
+  // Several images, or a zip: they go to "Add images" (#add-images), which makes a set of them.
+  const many = images.length > 1 || images.some((f) => /\.zip$/i.test(f.name));
+  const input = many ? addImagesInput() : uploadInput();
+  const chosen = many ? images : [images[0] || all[0]].filter(Boolean);
+  if (!input || !chosen.length) return false;
   const transfer = new DataTransfer();
-  transfer.items.add(file);
+  chosen.forEach((f) => transfer.items.add(f));
   input.files = transfer.files;
   input.dispatchEvent(new Event('change', {bubbles: true}));
   return true;
@@ -242,6 +252,8 @@ document.addEventListener('keydown', (ev) => {
   else if (mod || ev.altKey) return;
   else if (ev.key === '?') act = () => showKeys(keysBox.hidden);
   else if (key === 'n') act = () => pressButton('new-object');
+  else if (key === 'd') act = () => pressButton('next-image');
+  else if (key === 'a') act = () => pressButton('prev-image');
   else if (/^[1-9]$/.test(ev.key) && token) act = () => setCategory(Number(ev.key) - 1);
   else if (key === 'c') act = nextCandidate;
   else if (key === 'h' && canHover) act = () => hoverButton.click();

@@ -22,6 +22,7 @@ root.innerHTML = `
     <b>Keyboard shortcuts</b>
     <table>
       <tr><td><kbd>N</kbd></td><td>new object</td></tr>
+      <tr><td><kbd>D</kbd> / <kbd>A</kbd></td><td>next / previous image of a set (added with "Add images")</td></tr>
       <tr><td><kbd>1</kbd>–<kbd>9</kbd></td><td>category of the edited object (the list's first nine)</td></tr>
       <tr><td><kbd>Ctrl</kbd>/<kbd>⌘</kbd>+<kbd>Z</kbd></td><td>undo</td></tr>
       <tr><td><kbd>Ctrl</kbd>/<kbd>⌘</kbd>+<kbd>Shift</kbd>+<kbd>Z</kbd>, <kbd>Ctrl</kbd>+<kbd>Y</kbd></td><td>redo</td></tr>

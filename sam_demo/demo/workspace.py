@@ -1,0 +1,292 @@
+"""The dataset workspace: a set of images annotated in one page, encoded ahead in the background.
+
+A `Workspace` is one tab's ordered images. Each `WorkspaceImage` holds its file, and once opened
+the light state of its `Session` (objects, categories, undo history; the store holds the full one),
+so moving between images keeps every image's work. `read_uploads` turns uploaded files and zips
+into images, refusing what is not one, or past the limits, by name. `BackgroundEncoder` encodes
+the images not opened yet, one at a time, only while no user's encode runs or waits, so moving to
+the next image costs no wait once it has caught up. No gradio here: the handlers drive it.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import secrets
+import threading
+import time
+import weakref
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from PIL import Image, UnidentifiedImageError
+
+from sam_demo.demo.session import Session
+from sam_demo.demo.session_store import SessionStore
+from sam_demo.engine.sam_engine import SamEngine
+from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
+
+__all__ = [
+    "BackgroundEncoder",
+    "Workspace",
+    "WorkspaceImage",
+    "WorkspaceLimits",
+    "WorkspaceStore",
+    "image_label",
+    "read_uploads",
+    "set_images",
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+MAX_PROBLEMS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class WorkspaceLimits:
+    """What one workspace may hold (the app's --max-images and --max-upload-mb)."""
+
+    max_images: int = 1000
+    max_bytes: int = 2 << 30
+
+
+@dataclass
+class WorkspaceImage:
+    """One image of a workspace.
+
+    name: its file name (a zip member's base name). data: the file as uploaded. size_hw: (H, W)
+    from its header. session: the light state of its Session once opened (None before).
+    problem: why it cannot be encoded, once tried (then it is skipped by the background).
+    key: the embedding's key once the background encoded it.
+    """
+
+    name: str
+    data: bytes
+    size_hw: tuple[int, int]
+    session: Session | None = None
+    problem: str | None = None
+    key: str | None = None  # its embedding's key, once encoded in the background
+
+
+@dataclass
+class Workspace:
+    """One tab's images, in order; `current` is the one on screen. Guarded by `lock`."""
+
+    images: list[WorkspaceImage] = field(default_factory=list)
+    current: int = 0
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(image.data) for image in self.images)
+
+    def index_of(self, session_token: str) -> int | None:
+        return next((i for i, im in enumerate(self.images) if im.session and im.session.token == session_token), None)
+
+
+class WorkspaceStore:
+    """token -> Workspace, the `max_workspaces` most recently used (thread-safe)."""
+
+    def __init__(self, max_workspaces: int = 256):
+        self.max_workspaces = max_workspaces
+        self._entries: OrderedDict[str, Workspace] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, workspace: Workspace) -> None:
+        with self._lock:
+            self._entries[workspace.token] = workspace
+            self._entries.move_to_end(workspace.token)
+            while len(self._entries) > self.max_workspaces:
+                self._entries.popitem(last=False)
+
+    def get(self, token: str | None) -> Workspace | None:
+        with self._lock:
+            workspace = self._entries.get(token) if token else None
+            if workspace is not None:
+                self._entries.move_to_end(token)
+            return workspace
+
+
+def read_uploads(
+    files: list[tuple[str, bytes]], limits: WorkspaceLimits, held: tuple[int, int] = (0, 0), max_pixels: int = 0
+) -> tuple[list[WorkspaceImage], list[str]]:
+    """The images among uploaded files (name, bytes): image files, and the image files inside zips
+    (by base name: a member's folders are dropped, nothing is written to disk). `held`: (images,
+    bytes) the workspace holds already. Returns the images and the problems, each naming its file:
+    not an image, over the pixel limit, or past --max-images / --max-upload-mb (then the rest is
+    refused). Zip members are read within the limits (declared and actual sizes), so a zip bomb
+    stops at the byte limit."""
+    images: list[WorkspaceImage] = []
+    problems: list[str] = []
+    count, total = held
+
+    def take(name: str, data: bytes) -> bool:
+        nonlocal count, total
+        if count + 1 > limits.max_images:
+            problems.append(
+                f"{name} and the files after it: a workspace holds at most {limits.max_images} images (--max-images)"
+            )
+            return False
+        if total + len(data) > limits.max_bytes:
+            problems.append(
+                f"{name} and the files after it: a workspace holds at most {limits.max_bytes >> 20} MB of images (--max-upload-mb)"
+            )
+            return False
+        try:
+            size_hw = _image_size(data, max_pixels)
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+            return True
+        images.append(WorkspaceImage(name, data, size_hw))
+        count, total = count + 1, total + len(data)
+        return True
+
+    for name, data in files:
+        if name.lower().endswith(".zip"):
+            if not _read_zip(name, data, limits, take, problems):
+                break
+        elif not take(name, data):
+            break
+    return images, problems
+
+
+def _read_zip(name: str, data: bytes, limits: WorkspaceLimits, take, problems: list[str]) -> bool:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError) as exc:
+        problems.append(f"{name}: not a readable zip ({exc})")
+        return True
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        if len(members) > 10 * limits.max_images:
+            problems.append(f"{name}: {len(members):,} files, too many to be a set of images (--max-images)")
+            return True
+        for member in members:
+            base = PurePosixPath(member.filename.replace("\\", "/")).name  # never a path
+            if not base.lower().endswith(IMAGE_SUFFIXES) or base.startswith("."):
+                continue
+            if member.file_size > limits.max_bytes:
+                problems.append(f"{name}: {base} says it is {member.file_size >> 20} MB (--max-upload-mb)")
+                return False
+            try:
+                with archive.open(member) as source:
+                    content = source.read(limits.max_bytes + 1)
+            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
+                problems.append(f"{name}: {base} cannot be read ({exc})")
+                continue
+            if len(content) > limits.max_bytes:
+                problems.append(f"{name}: {base} unpacks past {limits.max_bytes >> 20} MB (--max-upload-mb)")
+                return False
+            if not take(base, content):
+                return False
+    return True
+
+
+def _image_size(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """(H, W) from the header (EXIF orientation applied); ValueError for a file that is not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            w, h = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise ValueError("not an image this app reads (PNG, JPEG, WebP, BMP, TIFF, GIF)") from None
+    if max_pixels and w * h > max_pixels:
+        raise ValueError(f"{w}x{h} is over the {max_pixels / 1e6:.0f} MP limit (--max-pixels)")
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+class BackgroundEncoder:
+    """Encodes workspace images ahead, one at a time, on a daemon thread, at low priority: before
+    each image it waits until no other encode runs or waits (`engine.cache.computing`), so a user's
+    upload or open goes first and waits for at most the one image under way. An image opened while
+    it is being encoded joins that encode (the cache's single flight). Workspaces are held weakly:
+    a forgotten one's images are dropped from the queue."""
+
+    def __init__(self, engine: SamEngine, pause_s: float = 0.2):
+        self.engine = engine
+        self.pause_s = pause_s
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, workspace: Workspace) -> None:
+        """Queue the workspace's images not encoded yet, from the one after the current onwards."""
+        with workspace.lock:
+            n = len(workspace.images)
+            order = [(workspace.current + k) % n for k in range(1, n + 1)]
+        for index in order:
+            self._queue.put((weakref.ref(workspace), index))
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="sam-background-encode", daemon=True)
+                self._thread.start()
+
+    def encoded(self, image: WorkspaceImage) -> bool:
+        """Whether the image's embedding is ready (in the engine's memory cache)."""
+        key = image.session.embedding_key if image.session is not None else image.key
+        return key is not None and key in self.engine.cache
+
+    def pending(self, workspace: Workspace) -> int:
+        """Images of the workspace still to encode (those that cannot be are not counted)."""
+        with workspace.lock:
+            return sum(1 for image in workspace.images if image.problem is None and not self.encoded(image))
+
+    def idle(self) -> bool:
+        return self._queue.unfinished_tasks == 0
+
+    def _run(self) -> None:
+        while True:
+            ref, index = self._queue.get()
+            try:
+                workspace = ref()
+                if workspace is None:
+                    continue
+                with workspace.lock:
+                    image = workspace.images[index] if index < len(workspace.images) else None
+                if image is None or image.problem is not None or self.encoded(image):
+                    continue
+                while self.engine.cache.computing:
+                    time.sleep(self.pause_s)
+                try:
+                    rgb = to_rgb_array(decode_image_bytes(image.data, self.engine.max_pixels), self.engine.max_pixels)
+                    image.key = self.engine.embed(rgb).key
+                except (ValueError, RuntimeError) as exc:
+                    image.problem = str(exc)
+            finally:
+                self._queue.task_done()
+
+
+def image_label(index: int, count: int, image: WorkspaceImage, encoded: bool, objects: int | None) -> str:
+    """The strip's line for an image: "2/10 · cat.png · 3 objects" (or not encoded / encoded / cannot
+    be encoded); `objects`: its objects, once opened (else None)."""
+    if image.problem is not None:
+        state = "cannot be encoded"
+    elif objects is not None:
+        state = f"{objects} object{'s' if objects != 1 else ''}"
+    else:
+        state = "encoded" if encoded else "not encoded"
+    name = image.name if len(image.name) <= 40 else image.name[:39] + "…"
+    return f"{index + 1}/{count} · {name} · {state}"
+
+
+def set_images(
+    workspaces: WorkspaceStore, sessions: SessionStore, engine: SamEngine, session: Session
+) -> list[tuple[WorkspaceImage, Session | None]]:
+    """Each image of `session`'s workspace with its latest full session (results remade: the
+    embedding encoded again if it was evicted), or None for an image never opened. ValueError
+    without a workspace."""
+    workspace = workspaces.get(sessions.latest(session).workspace)
+    if workspace is None:
+        raise ValueError("this image is not one of a set: add images first, or download this image's files")
+    with workspace.lock:
+        images = list(workspace.images)
+    out = []
+    for image in images:
+        state = None
+        if image.session is not None:
+            state = (sessions.get(image.session.token) or image.session).fork()
+            state.update(engine)
+        out.append((image, state))
+    return out

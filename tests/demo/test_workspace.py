@@ -1,0 +1,225 @@
+"""A set of images in one page (in-process): added many at once or as a zip, moved through with D / A
+keeping each image's objects, encoded ahead in the background, exported whole (read back by
+pycocotools and a YOLO reader), and bad files, zips and limits refused by name."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+from pycocotools.coco import COCO
+
+from sam_demo.demo.handlers import DemoContext, on_prompt
+from sam_demo.demo.routes import add_demo_routes
+from sam_demo.demo.workspace import BackgroundEncoder, WorkspaceLimits, read_uploads
+from sam_demo.demo.workspace_handlers import on_add_images, on_pick, on_step, on_upload
+from tests.support.demo import CAT, events, point, stored
+from tests.support.photos import asset
+
+
+def status(result) -> str:
+    """The status line of a handler's outputs (a `View`, or a workspace handler's longer tuple)."""
+    return html.unescape(json.loads(result[1]["view"])["panels"]["status"])
+
+
+@pytest.fixture()
+def wctx(engine):
+    engine.cache.clear()
+    ctx = DemoContext(engine, background=BackgroundEncoder(engine, pause_s=0.01))
+    yield ctx
+    wait_for_background(ctx)  # no encode left running into the next test (or the interpreter's exit)
+
+
+@pytest.fixture()
+def photos(tmp_path) -> list[str]:
+    """Three distinct photos (PNG files), and a text file posing as one."""
+    paths = []
+    for i, name in enumerate(["rocket.jpg", "coffee.png", "astronaut.png"]):
+        path = tmp_path / f"{i + 1}-{name.split('.')[0]}.png"
+        Image.fromarray(asset(name)[:240, :320]).save(path)
+        paths.append(str(path))
+    (tmp_path / "notes.png").write_text("not an image")
+    return paths
+
+
+def strip(result) -> dict:
+    """The strip's update (the images dropdown) of a workspace handler's outputs."""
+    return result[3]
+
+
+def wait_for_background(ctx: DemoContext) -> None:
+    deadline = time.monotonic() + 120
+    while not ctx.background.idle():
+        assert time.monotonic() < deadline, "the background encodes did not finish"
+        time.sleep(0.05)
+
+
+def test_images_added_at_once_open_the_first_and_name_what_is_not_an_image(wctx, photos):
+    result = on_add_images(wctx, photos + [photos[0].replace("1-rocket", "notes")], None)
+    session = result[0]
+    assert session.workspace is not None and session.name == "1-rocket.png"
+    assert "Added 3 images (not added: notes.png: not an image" in status(result)
+    assert "Image 1 of 3: 1-rocket.png" in status(result)
+    labels = [label for label, _ in strip(result)["choices"]]
+    assert labels[0] == "1/3 · 1-rocket.png · 0 objects" and labels[1].startswith("2/3 · 2-coffee.png")
+    assert strip(result)["value"] == 0 and result[6]["visible"] is True
+
+
+def test_moving_with_d_and_a_keeps_each_images_objects_and_categories(wctx, photos):
+    session = on_add_images(wctx, photos, None)[0]
+    session = stored(wctx, session)
+    session.set_categories(["rocket", "cup"])
+    wctx.sessions.put(session)
+    first = on_prompt(
+        wctx, events(session, point(160, 120), {"type": "category", "object": 0, "category": "rocket"}), session
+    ).state
+    mask = stored(wctx, first).results[0].mask.copy()
+    second = on_step(wctx, 1, first)
+    assert second[0].token != first.token and second[0].name == "2-coffee.png"
+    assert second[0].categories == ("rocket", "cup"), "the category list goes on"
+    assert "Image 2 of 3" in status(second) and second[1]["image_url"].startswith("data:image")
+    assert [label for label, _ in strip(second)["choices"]][0] == "1/3 · 1-rocket.png · 1 object"
+    back = on_step(wctx, -1, second[0])
+    assert back[0].token == first.token and "1 object" in status(back)
+    shown = json.loads(back[1]["view"])
+    assert shown["order"] and set(shown["order"]) <= set(shown["png"]), "every layer sent again: the page starts afresh"
+    restored = stored(wctx, back[0])
+    assert restored.objects[0].category == "rocket" and np.array_equal(restored.results[0].mask, mask)
+    assert "This is the first image of the 3." in status(on_step(wctx, -1, back[0]))
+    last = on_pick(wctx, 2, back[0])
+    assert last[0].name == "3-astronaut.png" and "This is the last image of the 3." in status(on_step(wctx, 1, last[0]))
+
+
+def test_the_background_encodes_the_next_images_so_moving_costs_no_encode(wctx, photos):
+    session = on_add_images(wctx, photos, None)[0]
+    wait_for_background(wctx)
+    misses = wctx.engine.cache_stats().misses
+    for step in (1, 1):
+        result = on_step(wctx, step, session)
+        session = result[0]
+        assert "(cached embedding" in status(result)
+    assert wctx.engine.cache_stats().misses == misses, "no encode when moving"
+    assert "3 of 3 images encoded" in result[4]["value"]
+
+
+def test_a_single_upload_replaces_the_image_until_there_is_a_set_then_joins_it(wctx, photos):
+    single = on_upload(wctx, CAT, None)
+    assert single[0].workspace is None and single[6]["visible"] is False
+    replaced = on_upload(wctx, photos[0], single[0])
+    assert replaced[0].workspace is None and stored(wctx, single[0]) is None, "as before: replaced"
+    made = on_add_images(wctx, photos[1:], replaced[0])
+    assert [label.split(" · ")[1] for label, _ in strip(made)["choices"]] == [
+        "1-rocket.png",
+        "2-coffee.png",
+        "3-astronaut.png",
+    ]
+    joined = on_upload(wctx, CAT, made[0])
+    assert joined[0].name == "chelsea.png" and len(strip(joined)["choices"]) == 4 and strip(joined)["value"] == 3
+
+
+def test_the_whole_sets_coco_and_yolo_exports_hold_every_image(wctx, photos, tmp_path):
+    session = on_add_images(wctx, photos, None)[0]
+    session = stored(wctx, session)
+    session.set_categories(["rocket", "cup"])
+    wctx.sessions.put(session)
+    one = on_prompt(
+        wctx, events(session, point(160, 120), {"type": "category", "object": 0, "category": "rocket"}), session
+    ).state
+    two = on_step(wctx, 1, one)[0]
+    two = on_prompt(wctx, events(two, point(100, 100), {"type": "category", "object": 0, "category": "cup"}), two).state
+    app = FastAPI()
+    add_demo_routes(app, wctx.engine, wctx.sessions, wctx.workspaces)
+    client = TestClient(app)
+    answer = client.get(f"/sam-demo/export-set/{two.token}/coco.json")
+    assert answer.status_code == 200 and 'filename="images.coco.json"' in answer.headers["content-disposition"]
+    (tmp_path / "set.json").write_bytes(answer.content)
+    coco = COCO(str(tmp_path / "set.json"))
+    assert [i["file_name"] for i in coco.loadImgs(coco.getImgIds())] == [
+        "1-rocket.png",
+        "2-coffee.png",
+        "3-astronaut.png",
+    ]
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["rocket", "cup"]
+    anns = coco.loadAnns(coco.getAnnIds())
+    assert [(a["image_id"], a["category_id"], a["id"]) for a in anns] == [(1, 1, 1), (2, 2, 2)]
+    for ann, state in zip(anns, (one, two)):
+        assert np.array_equal(coco.annToMask(ann).astype(bool), stored(wctx, state).results[0].mask)
+    yolo = zipfile.ZipFile(io.BytesIO(client.get(f"/sam-demo/export-set/{two.token}/yolo-seg.zip").content))
+    names = sorted(yolo.namelist())
+    assert names == [
+        "data.yaml",
+        "images/1-rocket.png",
+        "images/2-coffee.png",
+        "images/3-astronaut.png",
+        "labels/1-rocket.txt",
+        "labels/2-coffee.txt",
+        "labels/3-astronaut.txt",
+    ]
+    assert yolo.read("labels/1-rocket.txt").decode().startswith("0 ") and yolo.read(
+        "labels/2-coffee.txt"
+    ).decode().startswith("1 ")
+    assert yolo.read("labels/3-astronaut.txt") == b""
+    assert client.get(f"/sam-demo/export-set/{two.token}/nope").status_code == 404
+    assert client.get("/sam-demo/export-set/no-such/coco.json").status_code == 404
+
+
+def test_the_set_export_says_why_when_no_image_has_an_object(wctx, photos):
+    session = on_add_images(wctx, photos, None)[0]
+    app = FastAPI()
+    add_demo_routes(app, wctx.engine, wctx.sessions, wctx.workspaces)
+    answer = TestClient(app).get(f"/sam-demo/export-set/{session.token}/coco.json")
+    assert answer.status_code == 409 and "no image of the set has an object yet" in answer.json()["error"]
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def png(i: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.roll(asset("coffee.png")[:64, :64], i, axis=1)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_a_zip_is_read_by_base_names_in_memory_and_a_bomb_stops_at_the_limit(tmp_path):
+    members = {
+        "../../evil.png": png(1),
+        "a/b/deep.png": png(2),
+        "/abs.png": png(3),
+        "notes.txt": b"x",
+        ".hidden.png": png(4),
+    }
+    images, problems = read_uploads([("set.zip", zip_of(members))], WorkspaceLimits())
+    assert [i.name for i in images] == ["evil.png", "deep.png", "abs.png"] and problems == []
+    bomb = zip_of({"zeros.png": b"\0" * (50 << 20)})
+    assert len(bomb) < 1 << 20
+    images, problems = read_uploads([("bomb.zip", bomb)], WorkspaceLimits(max_bytes=8 << 20))
+    assert images == [] and "says it is 50 MB (--max-upload-mb)" in problems[0]
+    many = zip_of({f"{i}.png": png(i) for i in range(5)})
+    images, problems = read_uploads([("many.zip", many)], WorkspaceLimits(max_images=3))
+    assert (
+        len(images) == 3
+        and "3.png and the files after it: a workspace holds at most 3 images (--max-images)" in problems[0]
+    )
+    images, problems = read_uploads([("broken.zip", b"PK\3\4 not really")], WorkspaceLimits())
+    assert images == [] and "broken.zip: not a readable zip" in problems[0]
+
+
+def test_limits_name_their_flag_and_the_rest_loads(wctx, photos):
+    limited = DemoContext(wctx.engine, limits=WorkspaceLimits(max_images=2))
+    result = on_add_images(limited, photos, None)
+    assert len(strip(result)["choices"]) == 2 and "--max-images" in status(result)
+    nothing = on_add_images(limited, [photos[0]], result[0])
+    assert "No image was added" in status(nothing) and "--max-images" in status(nothing)
