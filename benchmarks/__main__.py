@@ -16,6 +16,8 @@ Rows (each: ours, naive, ratio; p50 and p95 over interleaved runs), one module e
 - memory.py (not with --quick): peak RSS with the model loaded and 32 images cached.
 - store.py (`--store` only): a known image's first mask from the embedding store vs a fresh
   encode, and the store's read and write per entry.
+- workspace.py (`--workspace` only): D to the next image of a set with and without the background
+  encode, and the whole set's COCO export (RLE vs polygons).
 `--ui` and `--ui-memory` time and weigh the web demo in Chromium (ui.py); `--hostile` weighs
 single hostile or heavy /score requests (hostile.py); `--serve` runs the endpoint on Ray Serve (serve.py).
 Both sides flush denormals and use the same threads. The table is printed and written as JSON (report.py).
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         help="only the endpoint on Ray Serve: 1 and 2 replicas, image-affine vs Serve's default router",
     )
     parser.add_argument(
+        "--workspace", action="store_true", help="only the dataset workspace's rows (default arch: base)"
+    )
+    parser.add_argument(
         "--store", action="store_true", help="only the embedding store's rows (a store in a temporary folder)"
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results/bench.json"))
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         path, label = args.model, args.model
     else:
         light = args.quick or args.ui_memory or args.hostile
-        arch = args.arch or ("tiny" if light else "base" if args.ui or args.serve else "large")
+        arch = args.arch or ("tiny" if light else "base" if args.ui or args.serve or args.workspace else "large")
         path = str(write_random_checkpoint(Path(tmp.name) / f"sam-{arch}-random", arch=arch))
         label = f"random-weight SAM ({arch} ViT)"
     if args.serve:
@@ -113,6 +118,12 @@ def main(argv: list[str] | None = None) -> None:
         else:
             rows = bench_ui(path, args.dtype, args.rounds or (8 if args.quick else 30), app=args.ui_app)
         info = {"model": label, "device": "cpu", "dtype": args.dtype or "default", **machine(), "accuracy": "-"}
+    elif args.workspace:
+        from benchmarks.workspace import workspace_rows
+
+        engine = load_engine(engine_config(args, model=path))
+        rows = workspace_rows(engine, args.rounds or (2 if args.quick else 5))
+        info = {"model": label, "device": engine.info.device, "dtype": engine.info.dtype, **machine(), "accuracy": "-"}
     elif args.store:
         from benchmarks.store import store_rows
 

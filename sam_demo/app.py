@@ -64,7 +64,7 @@ def build_app(
     """
     # /docs and /redoc work offline: their scripts are served from the fastapi-offline package.
     app = FastAPIOffline(title="sam-demo", description="Segment Anything demo and Azure ML SAM endpoint twin")
-    sessions, workspaces = SessionStore(session_budget_bytes), WorkspaceStore()
+    sessions, workspaces = SessionStore(session_budget_bytes), WorkspaceStore(max_bytes=session_budget_bytes)
     _add_routes(app, engine, config, sessions, workspaces)
     return mount_demo(app, engine, sessions, config.fetch, workspaces, limits)
 
@@ -126,7 +126,7 @@ def serve(
     if share:
         # A share link needs Gradio's own server; /score and /health are added to it.
         router = APIRouter()
-        sessions, workspaces = SessionStore(session_budget_bytes), WorkspaceStore()
+        sessions, workspaces = SessionStore(session_budget_bytes), WorkspaceStore(max_bytes=session_budget_bytes)
         _add_routes(router, engine, config, sessions, workspaces)
         launch_demo(engine, sessions, config.fetch, config.host, config.port, router.routes, workspaces, limits)
         return

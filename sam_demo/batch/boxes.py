@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sam_demo.batch.job import done_keys
+from sam_demo.batch.job import append_records, done_keys
 from sam_demo.batch.precompute import IMAGE_SUFFIXES, printable, read_image_file
 from sam_demo.endpoint.fetch import FetchPolicy
 
@@ -355,18 +355,9 @@ def run_boxes(box_set: BoxSet, output: Path, results_for, progress: bool = True)
     if dropped:
         print(f"{progress_file}: {dropped} cut-short lines dropped; their images are segmented again", file=sys.stderr)
     todo = [item for item in box_set.items if item["image"] not in done]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        open(progress_file, "a", encoding="utf-8") as sink,
-        tqdm(total=len(todo), unit="image", disable=not progress, desc="boxes -> masks") as bar,
-    ):
-        for record in results_for(todo):
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
-            if "error" in record:
-                tqdm.write(f"{printable(record['image'])}: {printable(record['error'])}", file=sys.stderr)
-            bar.update(1)
+    for record in append_records(progress_file, results_for(todo), len(todo), "image", "boxes -> masks", progress):
+        if "error" in record:
+            tqdm.write(f"{printable(record['image'])}: {printable(record['error'])}", file=sys.stderr)
     counts = write_coco(box_set, progress_file, output)
     return {"images": len(box_set.items), "done before": len(box_set.items) - len(todo), **counts}
 

@@ -128,6 +128,24 @@ def done_keys(output: Path, key=lambda record: (record["file"], record["row"])) 
     return keys, dropped
 
 
+def append_records(output: Path, records, total: int, unit: str, desc: str, progress: bool = True):
+    """Append each record to OUTPUT as a JSON line, flushed and fsynced before the next (so a crash
+    loses at most the line being written), with a progress bar; yield each once it is on disk."""
+    from tqdm import tqdm
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        open(output, "a", encoding="utf-8") as sink,
+        tqdm(total=total, unit=unit, disable=not progress, desc=desc) as bar,
+    ):
+        for record in records:
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            bar.update(1)
+            yield record
+
+
 def write_predictions_csv(output: Path, target: Path) -> None:
     """Azure-style predictions.csv (no header): file, row, and the row's result as valid JSON."""
     with open(output, encoding="utf-8") as source, open(target, "w", newline="", encoding="utf-8") as sink:
@@ -151,7 +169,6 @@ def run_job(
     input_path: Path, output: Path, results_for, predictions_csv: Path | None = None, progress: bool = True
 ) -> dict:
     """Run (or resume) a job. `results_for(rows)` yields one output dict per row, in order."""
-    from tqdm import tqdm
 
     all_rows = list(read_rows(input_path))
     done, dropped = done_keys(output)
@@ -162,18 +179,9 @@ def run_job(
             file=sys.stderr,
         )
     todo = [r for r in all_rows if r.key not in done]
-    output.parent.mkdir(parents=True, exist_ok=True)
     errors = 0
-    with (
-        open(output, "a", encoding="utf-8") as sink,
-        tqdm(total=len(todo), unit="row", disable=not progress, desc="SAM batch") as bar,
-    ):
-        for record in results_for(todo):
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
-            errors += "error" in record
-            bar.update(1)
+    for record in append_records(output, results_for(todo), len(todo), "row", "SAM batch", progress):
+        errors += "error" in record
     if predictions_csv is not None:
         write_predictions_csv(output, predictions_csv)
     return {

@@ -14,7 +14,6 @@ A CSV is a batch job's: its `image` column's base64 or URL images (see job.py).
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,20 +102,9 @@ def precompute_image(item: dict, engine: SamEngine, policy: FetchPolicy) -> dict
 def read_image_file(path: str) -> bytes:
     """An image file's bytes, at most MAX_FILE_BYTES; ValueError for anything but a regular file
     (a FIFO, a device: never read) or a larger one."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("not a regular file")
-        if info.st_size > MAX_FILE_BYTES:
-            raise ValueError(f"{info.st_size >> 20} MB, over the {MAX_FILE_BYTES >> 20} MB a file may have")
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_FILE_BYTES:
-        raise ValueError(f"over the {MAX_FILE_BYTES >> 20} MB a file may have")
-    return data
+    from sam_demo.engine.utils.files import read_regular
+
+    return read_regular(path, MAX_FILE_BYTES)
 
 
 def printable(name: str) -> str:

@@ -24,7 +24,7 @@ from pathlib import PurePosixPath
 from PIL import Image, UnidentifiedImageError
 
 from sam_demo.demo.session import Session
-from sam_demo.demo.session_store import SessionStore
+from sam_demo.demo.session_store import SessionStore, default_budget_bytes
 from sam_demo.engine.sam_engine import SamEngine
 from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
 
@@ -87,10 +87,14 @@ class Workspace:
 
 
 class WorkspaceStore:
-    """token -> Workspace, the `max_workspaces` most recently used (thread-safe)."""
+    """token -> Workspace, thread-safe: the `max_workspaces` most recently used, holding at most
+    `max_bytes` of image files together (default: the session store's budget, a quarter of the
+    memory). Past either, the least recently used sets are forgotten (their opened images stay in
+    the session store, as single images)."""
 
-    def __init__(self, max_workspaces: int = 256):
+    def __init__(self, max_workspaces: int = 256, max_bytes: int | None = None):
         self.max_workspaces = max_workspaces
+        self.max_bytes = default_budget_bytes() if max_bytes is None else max_bytes
         self._entries: OrderedDict[str, Workspace] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -98,8 +102,12 @@ class WorkspaceStore:
         with self._lock:
             self._entries[workspace.token] = workspace
             self._entries.move_to_end(workspace.token)
-            while len(self._entries) > self.max_workspaces:
-                self._entries.popitem(last=False)
+            total = sum(w.nbytes for w in self._entries.values())
+            for token in list(self._entries):
+                if len(self._entries) <= self.max_workspaces and total <= self.max_bytes:
+                    break
+                if token != workspace.token:
+                    total -= self._entries.pop(token).nbytes
 
     def get(self, token: str | None) -> Workspace | None:
         with self._lock:

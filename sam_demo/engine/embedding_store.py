@@ -44,6 +44,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from sam_demo.engine.utils.files import read_regular
+
 __all__ = ["EmbeddingStore", "StoreStats", "StoredEmbedding"]
 
 log = logging.getLogger("sam_demo")
@@ -263,21 +265,9 @@ class EmbeddingStore:
     def _read(path: Path) -> bytes:
         """The file's bytes; a symlink or anything but a regular file is a bad entry (never followed)."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise _BadEntry("a symlink, not an entry") from None
-            raise
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise _BadEntry("not a regular file")
-            if info.st_size > MAX_ENTRY_BYTES:
-                raise _BadEntry(f"{info.st_size} bytes, larger than any entry")
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                return handle.read(MAX_ENTRY_BYTES + 1)
-        finally:
-            os.close(fd)
+            return read_regular(path, MAX_ENTRY_BYTES, follow_symlinks=False)
+        except ValueError as exc:  # not a regular file, or larger than any entry
+            raise _BadEntry(str(exc)) from None
 
     def _decode(self, data: bytes, image_key: str, shape: tuple[int, ...], dtype: torch.dtype) -> StoredEmbedding:
         if len(data) < 8:

@@ -73,14 +73,18 @@ def test_images_added_at_once_open_the_first_and_name_what_is_not_an_image(wctx,
     assert strip(result)["value"] == 0 and result[6]["visible"] is True
 
 
-def test_moving_with_d_and_a_keeps_each_images_objects_and_categories(wctx, photos):
-    session = on_add_images(wctx, photos, None)[0]
-    session = stored(wctx, session)
+def labelled_set(ctx, photos):
+    """The photos added as a set, the category list rocket, cup, and a click on the first: a rocket."""
+    session = stored(ctx, on_add_images(ctx, photos, None)[0])
     session.set_categories(["rocket", "cup"])
-    wctx.sessions.put(session)
-    first = on_prompt(
-        wctx, events(session, point(160, 120), {"type": "category", "object": 0, "category": "rocket"}), session
+    ctx.sessions.put(session)
+    return on_prompt(
+        ctx, events(session, point(160, 120), {"type": "category", "object": 0, "category": "rocket"}), session
     ).state
+
+
+def test_moving_with_d_and_a_keeps_each_images_objects_and_categories(wctx, photos):
+    first = labelled_set(wctx, photos)
     mask = stored(wctx, first).results[0].mask.copy()
     second = on_step(wctx, 1, first)
     assert second[0].token != first.token and second[0].name == "2-coffee.png"
@@ -126,13 +130,7 @@ def test_a_single_upload_replaces_the_image_until_there_is_a_set_then_joins_it(w
 
 
 def test_the_whole_sets_coco_and_yolo_exports_hold_every_image(wctx, photos, tmp_path):
-    session = on_add_images(wctx, photos, None)[0]
-    session = stored(wctx, session)
-    session.set_categories(["rocket", "cup"])
-    wctx.sessions.put(session)
-    one = on_prompt(
-        wctx, events(session, point(160, 120), {"type": "category", "object": 0, "category": "rocket"}), session
-    ).state
+    one = labelled_set(wctx, photos)
     two = on_step(wctx, 1, one)[0]
     two = on_prompt(wctx, events(two, point(100, 100), {"type": "category", "object": 0, "category": "cup"}), two).state
     app = FastAPI()
@@ -223,3 +221,16 @@ def test_limits_name_their_flag_and_the_rest_loads(wctx, photos):
     assert len(strip(result)["choices"]) == 2 and "--max-images" in status(result)
     nothing = on_add_images(limited, [photos[0]], result[0])
     assert "No image was added" in status(nothing) and "--max-images" in status(nothing)
+
+
+def test_sets_past_the_memory_bound_are_forgotten_oldest_first():
+    from sam_demo.demo.workspace import Workspace, WorkspaceImage, WorkspaceStore
+
+    store = WorkspaceStore(max_bytes=250)
+    sets = [Workspace([WorkspaceImage(f"{i}.png", b"x" * 100, (1, 1))]) for i in range(4)]
+    for workspace in sets:
+        store.put(workspace)
+    assert [store.get(w.token) is not None for w in sets] == [False, False, True, True]
+    huge = Workspace([WorkspaceImage("big.png", b"x" * 1000, (1, 1))])
+    store.put(huge)
+    assert store.get(huge.token) is huge, "the set being added is kept"
