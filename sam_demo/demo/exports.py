@@ -189,11 +189,13 @@ def _yolo_lines(session: Session, names: list[str]) -> list[str]:
 
 
 def _unique(name: str, used: set[str]) -> str:
+    """`name`, or name_2, name_3, ... : its stem not in `used` (any case; images/a.png and a.jpg would
+    share labels/a.txt), which it joins."""
     stem, suffix, k = Path(name).stem, Path(name).suffix, 1
-    while name.lower() in used:
+    while Path(name).stem.lower() in used:
         k += 1
         name = f"{stem}_{k}{suffix}"
-    used.add(name.lower())
+    used.add(Path(name).stem.lower())
     return name
 
 
@@ -205,10 +207,8 @@ def set_classes(sessions: list[Session]) -> list[str]:
 def coco_set_export(images: list[tuple[str, tuple[int, int], Session | None]], polygons: bool = False) -> dict:
     """COCO instances of a set of images, (file name, (H, W), session or None: no objects): every image
     (ids from 1, unlabelled ones too), the set's classes as categories, each image's objects as in
-    `coco_export` with ids numbered across the set. ValueError if no image has an object."""
+    `coco_export` with ids numbered across the set (a set not labelled yet: its images, no annotation)."""
     sessions = [s for _, _, s in images if s is not None and s.shown()]
-    if not sessions:
-        raise ValueError("no image of the set has an object yet: " + NOTHING_YET[0].lower() + NOTHING_YET[1:])
     names = set_classes(sessions)
     out = {"images": [], "annotations": [], "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}
     for image_id, (name, (h, w), session) in enumerate(images, start=1):
@@ -230,17 +230,18 @@ def coco_set_export(images: list[tuple[str, tuple[int, int], Session | None]], p
 
 
 def yolo_set_export(images: list[tuple[str, bytes, Session | None]]) -> bytes:
-    """The YOLO segmentation zip of a set of images (file name, file, session or None)."""
+    """The YOLO segmentation zip of a set of images (file name, file, session or None; an image
+    without objects gets an empty labels file)."""
     sessions = [s for _, _, s in images if s is not None and s.shown()]
-    if not sessions:
-        raise ValueError("no image of the set has an object yet: " + NOTHING_YET[0].lower() + NOTHING_YET[1:])
     return _yolo_zip([(n, d, s if s is not None and s.shown() else None) for n, d, s in images], set_classes(sessions))
 
 
 def _safe_file_name(name: str) -> str:
-    """A file name of letters, digits, '.', '_' and '-' only, never a path or hidden ("image.png" if none is left)."""
+    """A file name of letters, digits, '.', '_' and '-' only, never a path or hidden ("image.png" if
+    none is left); a long one is shortened in its stem, keeping its suffix."""
     cleaned = re.sub(r"[^\w.-]+", "_", Path(name).name).strip("._")
-    return cleaned[:120] or "image.png"
+    stem, suffix = Path(cleaned).stem, Path(cleaned).suffix[:10]
+    return (stem[:100] + suffix) if stem else "image.png"
 
 
 def cutout_alpha(mask: np.ndarray, logits: np.ndarray | None = None, rows_per_strip: int = 256) -> np.ndarray:

@@ -84,16 +84,17 @@ def build_demo(
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=560):  # beside the tools from 900 px of width; above them below that
                 status = Panel("status", status_html("Upload an image to start."), elem_id="status")
-                prompter = Prompter(examples=example_cards(), elem_id="prompter")
-                # A set of images (shown from two): the strip, D / A, and the background's progress.
+                # A set of images (shown from two): the strip, D / A, and the background's progress,
+                # above the image, where the set's place stays in sight.
                 with gr.Row(visible=False, elem_id="workspace", equal_height=True) as workspace_row:
-                    prev_image = gr.Button("◀ A", size="sm", elem_id="prev-image", min_width=56, scale=0)
+                    prev_image = gr.Button("◀", size="sm", elem_id="prev-image", min_width=44, scale=0)
                     images = gr.Dropdown(
                         choices=[], value=None, show_label=False, elem_id="images", scale=4, min_width=160
                     )
-                    next_image = gr.Button("D ▶", size="sm", elem_id="next-image", min_width=56, scale=0)
+                    next_image = gr.Button("▶", size="sm", elem_id="next-image", min_width=44, scale=0)
                 workspace_progress = gr.Markdown("", elem_id="workspace-progress")
                 timer = gr.Timer(TICK_SECONDS, active=False)
+                prompter = Prompter(examples=example_cards(), elem_id="prompter")
 
             with gr.Column(scale=1, min_width=300):
                 image_in = ImageInput(
@@ -159,7 +160,9 @@ def build_demo(
 
         # A new image comes from an upload (file, paste, drop) or an example; not .change, which
         # fires twice when one image replaces another.
-        opening = long_job(ENCODE_CALLS, prompter, strip)
+        # Each upload queued, none dropped while another is read (Gradio's default drops a trigger
+        # that comes while the event runs).
+        opening = long_job(ENCODE_CALLS, prompter, strip) | dict(trigger_mode="multiple")
         image_in.upload(bind(on_upload, ctx), inputs=[image_in, state], **opening)  # examples come this way too
         add_images.upload(bind(on_add_images, ctx), inputs=[add_images, state], **opening)
         images.input(bind(on_pick, ctx), inputs=[images, state], **opening)

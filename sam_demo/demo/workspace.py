@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-MAX_PROBLEMS_SHOWN = 5
+HEADER_BYTES = 64 << 10  # what is read of a zip member to know it is an image before inflating it
 
 
 @dataclass(frozen=True)
@@ -118,49 +118,75 @@ class WorkspaceStore:
 
 
 def read_uploads(
-    files: list[tuple[str, bytes]], limits: WorkspaceLimits, held: tuple[int, int] = (0, 0), max_pixels: int = 0
+    files: list[tuple[str, bytes]],
+    limits: WorkspaceLimits,
+    held: tuple[int, int] = (0, 0),
+    max_pixels: int = 0,
+    names: set[str] | None = None,
 ) -> tuple[list[WorkspaceImage], list[str]]:
     """The images among uploaded files (name, bytes): image files, and the image files inside zips
     (by base name: a member's folders are dropped, nothing is written to disk). `held`: (images,
-    bytes) the workspace holds already. Returns the images and the problems, each naming its file:
-    not an image, over the pixel limit, or past --max-images / --max-upload-mb (then the rest is
-    refused). Zip members are read within the limits (declared and actual sizes), so a zip bomb
-    stops at the byte limit."""
+    bytes) the workspace holds already; `names`: its images' names (lower case), so that a name
+    already taken gets _2, _3, ... (COCO and YOLO name images by them). Returns the images and the
+    problems, each naming its file: not an image, over the pixel limit, or past --max-images /
+    --max-upload-mb (then the rest is refused). A zip member is read only after its header reads as
+    an image, and only up to the bytes left, so a zip bomb costs at most that."""
     images: list[WorkspaceImage] = []
     problems: list[str] = []
     count, total = held
+    taken = set(names or ())
 
-    def take(name: str, data: bytes) -> bool:
-        nonlocal count, total
+    def room(name: str, size: int) -> bool:
         if count + 1 > limits.max_images:
             problems.append(
                 f"{name} and the files after it: a workspace holds at most {limits.max_images} images (--max-images)"
             )
             return False
-        if total + len(data) > limits.max_bytes:
+        if total + size > limits.max_bytes:
             problems.append(
                 f"{name} and the files after it: a workspace holds at most {limits.max_bytes >> 20} MB of images (--max-upload-mb)"
             )
+            return False
+        return True
+
+    def take(name: str, data: bytes) -> bool:
+        nonlocal count, total
+        if not room(name, len(data)):
             return False
         try:
             size_hw = _image_size(data, max_pixels)
         except ValueError as exc:
             problems.append(f"{name}: {exc}")
             return True
+        name = _unique_name(name, taken)
         images.append(WorkspaceImage(name, data, size_hw))
         count, total = count + 1, total + len(data)
         return True
 
+    def left() -> int:
+        return limits.max_bytes - total
+
     for name, data in files:
         if name.lower().endswith(".zip"):
-            if not _read_zip(name, data, limits, take, problems):
+            if not _read_zip(name, data, limits, take, left, room, problems):
                 break
         elif not take(name, data):
             break
     return images, problems
 
 
-def _read_zip(name: str, data: bytes, limits: WorkspaceLimits, take, problems: list[str]) -> bool:
+def _unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or stem_2.ext, stem_3.ext, ...: not in `taken` (lower case), which it joins."""
+    stem, suffix, k, candidate = PurePosixPath(name).stem, PurePosixPath(name).suffix, 1, name
+    while candidate.lower() in taken:
+        k += 1
+        candidate = f"{stem}_{k}{suffix}"
+    taken.add(candidate.lower())
+    return candidate
+
+
+def _read_zip(name: str, data: bytes, limits: WorkspaceLimits, take, left, room, problems: list[str]) -> bool:
+    """The zip's image members through `take`; False once the limits stop the upload."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, ValueError) as exc:
@@ -171,34 +197,43 @@ def _read_zip(name: str, data: bytes, limits: WorkspaceLimits, take, problems: l
         if len(members) > 10 * limits.max_images:
             problems.append(f"{name}: {len(members):,} files, too many to be a set of images (--max-images)")
             return True
+        found = 0
         for member in members:
             base = PurePosixPath(member.filename.replace("\\", "/")).name  # never a path
+            if base.lower().endswith(".zip"):
+                problems.append(f"{name}: {base} is a zip inside the zip; it was not opened")
+                continue
             if not base.lower().endswith(IMAGE_SUFFIXES) or base.startswith("."):
                 continue
-            if member.file_size > limits.max_bytes:
-                problems.append(f"{name}: {base} says it is {member.file_size >> 20} MB (--max-upload-mb)")
+            found += 1
+            if not room(base, member.file_size):
                 return False
             try:
                 with archive.open(member) as source:
-                    content = source.read(limits.max_bytes + 1)
+                    head = source.read(HEADER_BYTES)
+                    _image_size(head, 0, partial=True)  # not an image: not inflated any further
+                    content = head + source.read(left() - len(head) + 1)
+            except ValueError as exc:
+                problems.append(f"{name}: {base}: {exc}")
+                continue
             except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
                 problems.append(f"{name}: {base} cannot be read ({exc})")
                 continue
-            if len(content) > limits.max_bytes:
-                problems.append(f"{name}: {base} unpacks past {limits.max_bytes >> 20} MB (--max-upload-mb)")
-                return False
             if not take(base, content):
                 return False
+        if not found:
+            problems.append(f"{name}: holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     return True
 
 
-def _image_size(data: bytes, max_pixels: int) -> tuple[int, int]:
-    """(H, W) from the header (EXIF orientation applied); ValueError for a file that is not an image."""
+def _image_size(data: bytes, max_pixels: int, partial: bool = False) -> tuple[int, int]:
+    """(H, W) from the header (EXIF orientation applied); ValueError for a file that is not an image.
+    partial: `data` is the file's first bytes only (the header is enough to know an image)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             w, h = image.size
-            orientation = image.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            orientation = 1 if partial else image.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise ValueError("not an image this app reads (PNG, JPEG, WebP, BMP, TIFF, GIF)") from None
     if max_pixels and w * h > max_pixels:
         raise ValueError(f"{w}x{h} is over the {max_pixels / 1e6:.0f} MP limit (--max-pixels)")

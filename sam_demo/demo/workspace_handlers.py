@@ -111,7 +111,8 @@ def on_add_images(ctx: DemoContext, paths: list[str] | None, session: Session | 
             )
     with workspace.lock:
         held = (len(workspace.images), workspace.nbytes)
-    images, more = read_uploads(files, ctx.limits, held, ctx.engine.max_pixels)
+        names = {image.name.lower() for image in workspace.images}
+    images, more = read_uploads(files, ctx.limits, held, ctx.engine.max_pixels, names)
     problems += more
     told = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
     if not images:

@@ -169,12 +169,36 @@ def test_the_whole_sets_coco_and_yolo_exports_hold_every_image(wctx, photos, tmp
     assert client.get("/sam-demo/export-set/no-such/coco.json").status_code == 404
 
 
-def test_the_set_export_says_why_when_no_image_has_an_object(wctx, photos):
+def test_a_set_not_labelled_yet_exports_its_images_with_no_annotation(wctx, photos, tmp_path):
     session = on_add_images(wctx, photos, None)[0]
     app = FastAPI()
     add_demo_routes(app, wctx.engine, wctx.sessions, wctx.workspaces)
     answer = TestClient(app).get(f"/sam-demo/export-set/{session.token}/coco.json")
-    assert answer.status_code == 409 and "no image of the set has an object yet" in answer.json()["error"]
+    assert answer.status_code == 200
+    (tmp_path / "empty.json").write_bytes(answer.content)
+    coco = COCO(str(tmp_path / "empty.json"))
+    assert len(coco.getImgIds()) == 3 and coco.getAnnIds() == []
+
+
+def test_names_are_made_unique_on_upload_so_coco_and_yolo_agree(wctx, photos):
+    twice = on_add_images(wctx, [photos[0], photos[0], photos[1]], None)
+    assert [label.split(" · ")[1] for label, _ in strip(twice)["choices"]] == [
+        "1-rocket.png",
+        "1-rocket_2.png",
+        "2-coffee.png",
+    ]
+
+
+def test_yolo_file_names_keep_their_suffix_and_never_share_a_labels_file():
+    from sam_demo.demo.exports import yolo_set_export
+
+    files = [("a.png", b"1", None), ("A.jpg", b"2", None), ("L" * 200 + ".png", b"3", None), ("<x>.png", b"4", None)]
+    with zipfile.ZipFile(io.BytesIO(yolo_set_export(files))) as archive:
+        names = sorted(archive.namelist())
+    assert names == sorted(
+        ["data.yaml", "images/a.png", "labels/a.txt", "images/A_2.jpg", "labels/A_2.txt"]
+        + ["images/" + "L" * 100 + ".png", "labels/" + "L" * 100 + ".txt", "images/x_.png", "labels/x_.txt"]
+    )
 
 
 def zip_of(members: dict[str, bytes]) -> bytes:
@@ -204,7 +228,18 @@ def test_a_zip_is_read_by_base_names_in_memory_and_a_bomb_stops_at_the_limit(tmp
     bomb = zip_of({"zeros.png": b"\0" * (50 << 20)})
     assert len(bomb) < 1 << 20
     images, problems = read_uploads([("bomb.zip", bomb)], WorkspaceLimits(max_bytes=8 << 20))
-    assert images == [] and "says it is 50 MB (--max-upload-mb)" in problems[0]
+    assert images == [] and "zeros.png and the files after it: a workspace holds at most 8 MB" in problems[0]
+    images, problems = read_uploads([("bomb.zip", bomb)], WorkspaceLimits())  # room for it: its header is read
+    assert images == [] and problems == [
+        "bomb.zip: zeros.png: not an image this app reads (PNG, JPEG, WebP, BMP, TIFF, GIF)"
+    ]
+    nested = zip_of({"inner.zip": zip_of({"x.png": png(1)}), "y.png": png(2)})
+    images, problems = read_uploads([("nested.zip", nested)], WorkspaceLimits())
+    assert [i.name for i in images] == ["y.png"] and "inner.zip is a zip inside the zip; it was not opened" in problems[
+        0
+    ]
+    images, problems = read_uploads([("docs.zip", zip_of({"a.txt": b"x"}))], WorkspaceLimits())
+    assert images == [] and problems[0].startswith("docs.zip: holds no image files")
     many = zip_of({f"{i}.png": png(i) for i in range(5)})
     images, problems = read_uploads([("many.zip", many)], WorkspaceLimits(max_images=3))
     assert (

@@ -269,6 +269,11 @@ document.addEventListener('keydown', (ev) => {
   ev.preventDefault();
   act();
 });
+// A set of images lives in this tab: leaving or reloading the page asks first.
+window.addEventListener('beforeunload', (ev) => {
+  const set = document.getElementById('workspace');
+  if (set && set.offsetParent !== null) ev.preventDefault();
+});
 document.addEventListener('keyup', (ev) => {
   if (ev.key === ' ') { spaceHeld = false; stage.classList.remove('grab'); }
 });
