@@ -41,7 +41,7 @@ def bench_next_image(engine, rounds: int) -> Row:
             for background, times in ((True, ahead), (False, waiting)):
                 paths = []
                 for k, name in enumerate(("rocket.jpg", "chelsea.png", "coffee.png")):
-                    rgb = photo(1200, 800, name)
+                    rgb = photo(1200, 800, name).copy()
                     rgb[0, 0] = (i, int(background), k)  # a new image each time: no cache hit
                     path = Path(folder) / f"{i}-{int(background)}-{k}.png"
                     Image.fromarray(rgb).save(path)
