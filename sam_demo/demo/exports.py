@@ -383,7 +383,7 @@ def saved_objects(
     except json.JSONDecodeError as exc:
         raise ValueError(f"the file is not JSON: {exc}") from None
     if isinstance(body, dict) and {"images", "annotations", "categories"} <= body.keys():
-        return _coco_objects(body, image_hw, image_name)
+        return coco_objects(body, image_hw, image_name)
     ours = isinstance(body, dict) and "response" in body and "request" in body
     try:
         rows = response_entries(body["response"] if ours else body)
@@ -426,8 +426,9 @@ def _check_count(count: int, image_hw: tuple[int, int]) -> None:
         raise ValueError(f"it holds {count} masks of this {w}x{h} image; at most {most} of this size load at once")
 
 
-def _coco_objects(body: dict, image_hw: tuple[int, int], image_name: str) -> SavedFile:
-    """A COCO instances file's objects for one image (see `saved_objects`)."""
+def coco_objects(body: dict, image_hw: tuple[int, int], image_name: str) -> SavedFile:
+    """A COCO instances file's objects for one image: the image called `image_name` (or its only
+    image), checked against `image_hw` (see `saved_objects`). Raises ValueError saying why not."""
     images, annotations, categories = body["images"], body["annotations"], body["categories"]
     if not all(isinstance(v, list) for v in (images, annotations, categories)):
         raise ValueError('a COCO file\'s "images", "annotations" and "categories" are lists')

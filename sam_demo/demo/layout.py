@@ -23,7 +23,6 @@ from sam_demo.demo.handlers import (
     on_everything_asked,
     on_everything_cancel,
     on_everything_ended,
-    on_load_saved,
     on_new_object,
     on_prompt,
     on_redo,
@@ -34,7 +33,7 @@ from sam_demo.demo.render import exports_html, status_html
 from sam_demo.demo.session_store import SessionStore
 from sam_demo.demo.space_api import add_space_api
 from sam_demo.demo.workspace import BackgroundEncoder, WorkspaceLimits, WorkspaceStore
-from sam_demo.demo.workspace_handlers import TICK_SECONDS, on_add_images, on_pick, on_step, on_tick, on_upload
+from sam_demo.demo.workspace_handlers import TICK_SECONDS, on_add_images, on_load, on_pick, on_step, on_tick, on_upload
 from sam_demo.endpoint.fetch import FetchPolicy
 from sam_demo.engine.sam_engine import SamEngine
 
@@ -180,7 +179,7 @@ def build_demo(
             button.click(bind(handler, ctx), inputs=state, **edit)
         auto_keep.input(bind(on_auto_keep, ctx), inputs=[auto_keep, state], **edit)
         # A saved file can take seconds to read (its masks decoded one at a time): one load at a time.
-        load_saved.upload(bind(on_load_saved, ctx), inputs=[load_saved, state], **long_job(LOAD_CALLS, status))
+        load_saved.upload(bind(on_load, ctx), inputs=[load_saved, state], **long_job(LOAD_CALLS, status, strip))
         # Asked for -> (queued) the job -> Cancel hidden again; Cancel itself runs at once, beside the job.
         everything.click(
             bind(on_everything_asked, ctx), inputs=state, outputs=[cancel, everything], **hidden_event

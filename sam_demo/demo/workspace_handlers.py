@@ -8,18 +8,31 @@ image shown and the new ones; from then on, a new upload is added to the set and
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
 
-from sam_demo.demo.handlers import DemoContext, View, _refused, _view, on_image, open_image
+from sam_demo.demo.exports import coco_objects
+from sam_demo.demo.handlers import (
+    MAX_SAVED_BYTES,
+    DemoContext,
+    View,
+    _refused,
+    _run,
+    _view,
+    on_image,
+    on_load_saved,
+    open_image,
+)
 from sam_demo.demo.render import plural
 from sam_demo.demo.session import Session
 from sam_demo.demo.workspace import Workspace, WorkspaceImage, image_label, read_uploads
+from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
 
-__all__ = ["WorkspaceView", "on_add_images", "on_pick", "on_step", "on_tick", "on_upload", "workspace_view"]
+__all__ = ["WorkspaceView", "on_add_images", "on_load", "on_pick", "on_step", "on_tick", "on_upload", "workspace_view"]
 
 TICK_SECONDS = 2.0  # the strip's refresh while a workspace is open
 
@@ -192,3 +205,85 @@ def _open(
         return _refused(ctx, session, f"{image.name} cannot be shown: {exc}")
     objects = sum(not o.is_empty for o in target.objects)
     return _view(ctx, target, f"{note}{plural(objects, 'object')}; click to add or refine.", new_image=rgb)
+
+
+def on_load(ctx: DemoContext, path: str | None, session: Session | None, progress=gr.Progress()):
+    """Load JSON, COCO or YOLO: a COCO file into the whole set when the image shown is one of a set
+    (each of its images into the set's image of that name), any other file into the image shown."""
+    workspace = _workspace(ctx, session)
+    body = _coco_body(path) if workspace is not None and path else None
+    if body is None:
+        view = on_load_saved(ctx, path, session)
+        return (*view, *workspace_view(ctx, view.state))
+    view = _load_into_set(ctx, workspace, body, Path(path).name[:80], session, progress)
+    return (*view, *workspace_view(ctx, view.state))
+
+
+def _coco_body(path: str) -> dict | None:
+    """The file's JSON if it is a COCO file (images, annotations, categories lists), else None."""
+    if Path(path).suffix.lower() != ".json" or os.path.getsize(path) > MAX_SAVED_BYTES:
+        return None
+    try:
+        body = json.loads(Path(path).read_bytes())
+    except (ValueError, RecursionError):
+        return None
+    keys = ("images", "annotations", "categories")
+    return body if isinstance(body, dict) and all(isinstance(body.get(k), list) for k in keys) else None
+
+
+def _load_into_set(ctx: DemoContext, workspace: Workspace, body: dict, file: str, session: Session, progress) -> View:
+    """Each COCO image's annotations into the set's image of the same (base) name: all checked first
+    (one that does not fit stops the load, nothing added), then each image's in one undo step; an
+    image never opened is opened (encoded) for it. COCO images the set lacks are named."""
+    by_name: dict[str, dict] = {}
+    for image in body["images"]:
+        if isinstance(image, dict) and isinstance(image.get("file_name"), str):
+            by_name.setdefault(Path(image["file_name"]).name, image)
+    with workspace.lock:
+        images = list(workspace.images)
+    matched = [image for image in images if image.name in by_name]
+    unmatched = [name for name in by_name if name not in {image.name for image in images}]
+    if not matched:
+        listed = ", ".join(list(by_name)[:5]) + (", ..." if len(by_name) > 5 else "")
+        return _refused(
+            ctx, session, f"{file} was not loaded: none of its images ({listed}) is in the set; add them first."
+        )
+    plans = []
+    for image in matched:
+        single = {**body, "images": [by_name[image.name]]}
+        try:
+            plans.append((image, coco_objects(single, image.size_hw, image.name)))
+        except ValueError as exc:
+            return _refused(ctx, session, f"{file} was not loaded (nothing was added): {image.name}: {exc}")
+    added = 0
+    for k, (image, saved) in enumerate(plans):
+        progress((k, len(plans)), desc=f"Adding the objects of {len(plans)} images")
+        state = _session_of(ctx, workspace, image, ctx.sessions.latest(session).categories)
+        with ctx.sessions.editing(state) as full:
+            restored, fixed, _ = _run(full.add_saved, ctx.engine, saved.objects, saved.categories)
+            ctx.sessions.put(full)
+            added += restored + fixed
+        with workspace.lock:
+            image.session = full.light()
+    status = f"Loaded from {file}: {plural(added, 'object')} into {plural(len(plans), 'image')} of the set."
+    if unmatched:
+        status += f" Not in the set: {', '.join(unmatched[:5])}{', ...' if len(unmatched) > 5 else ''}."
+    gr.Info(status)
+    return _view(ctx, ctx.sessions.latest(session).fork(), status)
+
+
+def _session_of(ctx: DemoContext, workspace: Workspace, image: WorkspaceImage, categories: tuple[str, ...]) -> Session:
+    """The image's latest session; opened (its embedding found or encoded) if it never was."""
+    if image.session is not None:
+        state = ctx.sessions.get(image.session.token)
+        if state is None:
+            ctx.sessions.put(image.session)
+            state = image.session
+        return state
+    rgb = _run(lambda: to_rgb_array(decode_image_bytes(image.data, ctx.engine.max_pixels), ctx.engine.max_pixels))
+    state = Session.start(image.data, _run(ctx.engine.embed, rgb), image.name)
+    state.categories, state.workspace = categories, workspace.token
+    ctx.sessions.put(state)
+    with workspace.lock:
+        image.session = state.light()
+    return state

@@ -269,3 +269,51 @@ def test_sets_past_the_memory_bound_are_forgotten_oldest_first():
     huge = Workspace([WorkspaceImage("big.png", b"x" * 1000, (1, 1))])
     store.put(huge)
     assert store.get(huge.token) is huge, "the set being added is kept"
+
+
+def test_a_sets_coco_loads_back_into_a_new_set_of_the_same_images(wctx, photos, tmp_path):
+    """The round trip: label a set, download its COCO, add the same images as a new set (in another
+    order, one never opened), load the file: every image gets its objects back, with categories,
+    names and masks; images the file names and the set lacks are named."""
+    from sam_demo.demo.workspace_handlers import on_load
+
+    one = labelled_set(wctx, photos)
+    two = on_step(wctx, 1, one)[0]
+    history = [point(100, 100), {"type": "category", "object": 0, "category": "cup"}]
+    history.append({"type": "rename", "object": 0, "name": "espresso"})
+    two = on_prompt(wctx, events(two, *history), two).state
+    masks = [stored(wctx, one).results[0].mask, stored(wctx, two).results[0].mask]
+    app = FastAPI()
+    add_demo_routes(app, wctx.engine, wctx.sessions, wctx.workspaces)
+    coco = json.loads(TestClient(app).get(f"/sam-demo/export-set/{two.token}/coco.json").content)
+    coco["images"].append({"id": 9, "file_name": "elsewhere/missing.png", "width": 5, "height": 5})
+    (tmp_path / "set.json").write_text(json.dumps(coco))
+
+    fresh = DemoContext(wctx.engine, background=None)  # a new page: nothing opened but the first image
+    start = on_add_images(fresh, [photos[2], photos[1], photos[0]], None)[0]
+    loaded = on_load(fresh, str(tmp_path / "set.json"), start)
+    assert "Loaded from set.json: 2 objects into 3 images of the set. Not in the set: missing.png." in status(loaded)
+    assert [label.split(" · ")[2] for label, _ in strip(loaded)["choices"]] == ["0 objects", "1 object", "1 object"]
+    rocket = on_pick(fresh, 2, loaded[0])[0]
+    state = stored(fresh, rocket)
+    assert state.categories[:2] == ("rocket", "cup") and state.objects[0].category == "rocket"
+    assert np.array_equal(state.results[0].mask, masks[0]), "the click's prompts remake its mask: refinable"
+    coffee = stored(fresh, on_pick(fresh, 1, rocket)[0])
+    assert (coffee.objects[0].category, coffee.objects[0].name) == ("cup", "espresso")
+    assert np.array_equal(coffee.results[0].mask, masks[1])
+
+
+def test_a_sets_coco_that_does_not_fit_one_image_adds_nothing(wctx, photos, tmp_path):
+    from sam_demo.demo.workspace_handlers import on_load
+
+    one = labelled_set(wctx, photos)
+    app = FastAPI()
+    add_demo_routes(app, wctx.engine, wctx.sessions, wctx.workspaces)
+    coco = json.loads(TestClient(app).get(f"/sam-demo/export-set/{one.token}/coco.json").content)
+    coco["images"][1]["width"] = 999
+    (tmp_path / "bad.json").write_text(json.dumps(coco))
+    fresh = DemoContext(wctx.engine)
+    start = on_add_images(fresh, photos, None)[0]
+    refused = on_load(fresh, str(tmp_path / "bad.json"), start)
+    assert "bad.json was not loaded (nothing was added): 2-coffee.png: it annotates a 999x240 image" in status(refused)
+    assert all(label.endswith(("0 objects", "encoded")) for label, _ in strip(refused)["choices"])
