@@ -295,41 +295,76 @@ def _rgba_png(rgb: np.ndarray, alpha: np.ndarray, crop: tuple[slice, slice]) -> 
     return png.tobytes()
 
 
-def _label_folders(session: Session) -> list[str]:
-    """Each shown object's folder in the cut-outs zip: its label (category, else name, else
-    "object") as a safe folder name (letters, digits, '.', '_', '-'; never a path or hidden); two
-    labels that clean to the same folder get "_2", "_3", ... in the order the classes are listed."""
+def _label_folders(labels: list[str]) -> dict[str, str]:
+    """Each label's folder in a cut-outs zip (a label: an object's category, else name, else
+    "object"): a safe folder name (letters, digits, '.', '_', '-'; never a path or hidden); two
+    labels that clean to the same folder get "_2", "_3", ... in the order they are listed."""
     folders: dict[str, str] = {}
-    for label in classes(session):
+    for label in labels:
         base = re.sub(r"[^\w.-]+", "_", label).strip("._")[:60] or "object"
         folder, n = base, 1
         while folder in folders.values():
             n += 1
             folder = f"{base}_{n}"
         folders[label] = folder
-    return [folders[layer.label] for layer in session.shown()]
+    return folders
 
 
 def cutouts_zip(session: Session, max_pixels: int) -> bytes:
     """A zip of <label>/object_NN.png: each object's RGBA cut-out, cropped to its box, in a folder
     per category (see `_label_folders`; numbered as masks.zip)."""
     _require_objects(session)
-    rgb = session.pixels(max_pixels)
+    return _cutouts([("", session)], max_pixels, classes(session))
+
+
+def _cutouts(images: list[tuple[str, Session]], max_pixels: int, labels: list[str]) -> bytes:
+    """The cut-outs zip of (file-name prefix, session) images: <label folder>/<prefix>object_NN.png,
+    at most MAX_CUTOUT_PIXELS of crops in all (ValueError past them)."""
+    folders = _label_folders(labels)
     buffer = io.BytesIO()
     total = 0
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        shown = zip(_cutout_alphas(session), _names(session), _label_folders(session))
-        for i, (alpha, name, folder) in enumerate(shown):
-            if not alpha.any():
-                continue  # an empty mask: nothing to cut out
-            rows, cols = crop = _crop(alpha)
-            total += (rows.stop - rows.start) * (cols.stop - cols.start)
-            if total > MAX_CUTOUT_PIXELS:
-                raise ValueError(
-                    f"the cut-outs would hold over {MAX_CUTOUT_PIXELS // 1_000_000} megapixels; download the "
-                    "cut-out of all objects (one PNG) or the masks instead"
-                )
-            archive.writestr(f"{folder}/{_file_name(i + 1, name)}", _rgba_png(rgb, alpha, crop))
+        for prefix, session in images:
+            rgb = session.pixels(max_pixels)
+            shown = zip(_cutout_alphas(session), _names(session), session.shown())
+            for i, (alpha, name, layer) in enumerate(shown):
+                if not alpha.any():
+                    continue  # an empty mask: nothing to cut out
+                rows, cols = crop = _crop(alpha)
+                total += (rows.stop - rows.start) * (cols.stop - cols.start)
+                if total > MAX_CUTOUT_PIXELS:
+                    raise ValueError(
+                        f"the cut-outs would hold over {MAX_CUTOUT_PIXELS // 1_000_000} megapixels; download the "
+                        "cut-out of all objects (one PNG) or the masks instead"
+                    )
+                file = f"{folders[layer.label]}/{prefix}{_file_name(i + 1, name)}"
+                archive.writestr(file, _rgba_png(rgb, alpha, crop))
+            del rgb
+    return buffer.getvalue()
+
+
+def cutouts_set_zip(images: list[tuple[str, Session | None]], max_pixels: int) -> bytes:
+    """The cut-outs of a set, (file name, session or None): <label>/<image stem>_object_NN.png, a
+    folder per category across the set (an empty zip while no image has an object)."""
+    labelled = [(name, s) for name, s in images if s is not None and s.shown()]
+    used: set[str] = set()
+    prefixed = [(Path(_unique(_safe_file_name(name), used)).stem + "_", s) for name, s in labelled]
+    return _cutouts(prefixed, max_pixels, set_classes([s for _, s in labelled]))
+
+
+def masks_set_zip(images: list[tuple[str, Session | None]]) -> bytes:
+    """A set's masks: masks/<image stem>/object_NN.png (as masks.zip) and label_images/<image stem>.png
+    (as the label image) for each image with objects (an empty zip while none has one)."""
+    labelled = [(name, s) for name, s in images if s is not None and s.shown()]
+    buffer = io.BytesIO()
+    used: set[str] = set()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, session in labelled:
+            stem = Path(_unique(_safe_file_name(name), used)).stem
+            with zipfile.ZipFile(io.BytesIO(masks_zip(session))) as one:
+                for member in one.namelist():
+                    archive.writestr(f"masks/{stem}/{member}", one.read(member))
+            archive.writestr(f"label_images/{stem}.png", label_image_png(session))
     return buffer.getvalue()
 
 

@@ -31,6 +31,8 @@ SET_EXPORT_LINKS = (  # (element id, kind, label): shown when the image is one o
     ("download-set-coco", "coco.json", "COCO JSON (RLE)"),
     ("download-set-coco-polygons", "coco-polygons.json", "COCO JSON (polygons)"),
     ("download-set-yolo", "yolo-seg.zip", "YOLO segmentation (zip)"),
+    ("download-set-masks", "masks.zip", "PNG masks and label images (zip)"),
+    ("download-set-cutouts", "cutouts.zip", "Cut-outs by category (zip)"),
 )
 EXPORT_LINKS = (  # (element id, kind, label)
     ("download-json", "sam-endpoint.json", "Download JSON (endpoint request + response)"),

@@ -7,7 +7,7 @@
     GET  /sam-demo/photo/{token}           the photo at full resolution (JPEG), for zooming in
     GET  /sam-demo/example/{name}          an example photo's file (picked in the empty stage)
     GET  /sam-demo/export-set/{token}/{kind}   the whole set of images of the session's workspace: coco.json |
-                                           coco-polygons.json | yolo-seg.zip
+                                           coco-polygons.json | yolo-seg.zip | masks.zip | cutouts.zip
     GET  /sam-demo/export/{token}/{kind}   kind: sam-endpoint.json | masks.zip | label-image.png | coco.json |
                                            coco-polygons.json | yolo-seg.zip | cutouts.zip | cutout.png
 
@@ -45,9 +45,11 @@ from sam_demo.demo.exports import (
     coco_export,
     coco_set_export,
     cutout_union_png,
+    cutouts_set_zip,
     cutouts_zip,
     endpoint_export,
     label_image_png,
+    masks_set_zip,
     masks_zip,
     yolo_export,
     yolo_set_export,
@@ -80,17 +82,22 @@ EXPORTS = {
     "cutouts.zip": ("application/zip", cutouts_zip),
     "cutout.png": ("image/png", cutout_union_png),
 }
-# kind -> (media type, build([(image, session or None)]) -> the file's bytes): the whole set of images
+# kind -> (media type, build([(image, session or None)], max_pixels) -> the file's bytes): the whole set
 SET_EXPORTS = {
     "coco.json": (
         "application/json",
-        lambda images: json.dumps(coco_set_export([(i.name, i.size_hw, s) for i, s in images])).encode(),
+        lambda images, _: json.dumps(coco_set_export([(i.name, i.size_hw, s) for i, s in images])).encode(),
     ),
     "coco-polygons.json": (
         "application/json",
-        lambda images: json.dumps(coco_set_export([(i.name, i.size_hw, s) for i, s in images], True)).encode(),
+        lambda images, _: json.dumps(coco_set_export([(i.name, i.size_hw, s) for i, s in images], True)).encode(),
     ),
-    "yolo-seg.zip": ("application/zip", lambda images: yolo_set_export([(i.name, i.data, s) for i, s in images])),
+    "yolo-seg.zip": ("application/zip", lambda images, _: yolo_set_export([(i.name, i.data, s) for i, s in images])),
+    "masks.zip": ("application/zip", lambda images, _: masks_set_zip([(i.name, s) for i, s in images])),
+    "cutouts.zip": (
+        "application/zip",
+        lambda images, most: cutouts_set_zip([(i.name, s) for i, s in images], most),
+    ),
 }
 DETAIL_PATH = "/sam-demo/detail"
 DETAIL_THREADS = 2
@@ -308,7 +315,7 @@ def _set_export(
         return _error(404, "this session has expired; reload the page and upload the images again")
     try:
         images = set_images(workspaces, sessions, engine, session)
-        content = SET_EXPORTS[kind][1](images)
+        content = SET_EXPORTS[kind][1](images, engine.max_pixels)
     except ValueError as exc:
         return _error(409, str(exc))
     return Response(

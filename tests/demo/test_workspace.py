@@ -317,3 +317,31 @@ def test_a_sets_coco_that_does_not_fit_one_image_adds_nothing(wctx, photos, tmp_
     refused = on_load(fresh, str(tmp_path / "bad.json"), start)
     assert "bad.json was not loaded (nothing was added): 2-coffee.png: it annotates a 999x240 image" in status(refused)
     assert all(label.endswith(("0 objects", "encoded")) for label, _ in strip(refused)["choices"])
+
+
+def test_the_whole_sets_masks_label_images_and_cutouts(wctx, photos):
+    one = labelled_set(wctx, photos)
+    two = on_step(wctx, 1, one)[0]
+    two = on_prompt(wctx, events(two, point(100, 100), {"type": "category", "object": 0, "category": "cup"}), two).state
+    app = FastAPI()
+    add_demo_routes(app, wctx.engine, wctx.sessions, wctx.workspaces)
+    client = TestClient(app)
+    masks = zipfile.ZipFile(io.BytesIO(client.get(f"/sam-demo/export-set/{two.token}/masks.zip").content))
+    assert sorted(masks.namelist()) == [
+        "label_images/1-rocket.png",
+        "label_images/2-coffee.png",
+        "masks/1-rocket/object_01_rocket.png",
+        "masks/2-coffee/object_01_cup.png",
+    ]
+    for state, stem in ((one, "1-rocket"), (two, "2-coffee")):
+        mask = stored(wctx, state).results[0].mask
+        labels = np.asarray(Image.open(io.BytesIO(masks.read(f"label_images/{stem}.png"))))
+        np.testing.assert_array_equal(labels, mask.astype(np.uint8))
+    cutouts = zipfile.ZipFile(io.BytesIO(client.get(f"/sam-demo/export-set/{two.token}/cutouts.zip").content))
+    assert sorted(cutouts.namelist()) == ["cup/2-coffee_object_01_cup.png", "rocket/1-rocket_object_01_rocket.png"]
+    cut = Image.open(io.BytesIO(cutouts.read("cup/2-coffee_object_01_cup.png")))
+    assert cut.mode == "RGBA" and (np.asarray(cut)[..., 3] >= 128).sum() == stored(wctx, two).results[0].mask.sum()
+    unlabelled = on_add_images(wctx, photos, None)[0]  # a new set, nothing labelled: empty, valid zips
+    for kind in ("masks.zip", "cutouts.zip"):
+        answer = client.get(f"/sam-demo/export-set/{unlabelled.token}/{kind}")
+        assert answer.status_code == 200 and zipfile.ZipFile(io.BytesIO(answer.content)).namelist() == []
