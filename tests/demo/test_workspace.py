@@ -9,6 +9,7 @@ import io
 import json
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -345,3 +346,30 @@ def test_the_whole_sets_masks_label_images_and_cutouts(wctx, photos):
     for kind in ("masks.zip", "cutouts.zip"):
         answer = client.get(f"/sam-demo/export-set/{unlabelled.token}/{kind}")
         assert answer.status_code == 200 and zipfile.ZipFile(io.BytesIO(answer.content)).namelist() == []
+
+
+def test_a_coco_detection_file_segments_its_boxes_across_the_set(wctx, photos, tmp_path):
+    from sam_demo import SamPredictor
+    from sam_demo.demo.workspace_handlers import on_load
+
+    start = on_add_images(wctx, photos, None)[0]
+    detections = {
+        "images": [
+            {"id": k + 1, "file_name": f"some/dir/{Path(p).name}", "width": 320, "height": 240}
+            for k, p in enumerate(photos)
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "bbox": [10, 20, 150, 100]},
+            {"id": 2, "image_id": 3, "category_id": 8, "bbox": [100, 40, 200, 190]},
+        ],
+        "categories": [{"id": 7, "name": "rocket"}, {"id": 8, "name": "person"}],
+    }
+    (tmp_path / "detections.json").write_text(json.dumps(detections))
+    loaded = on_load(wctx, str(tmp_path / "detections.json"), start)
+    assert "2 objects into 3 images of the set" in status(loaded)
+    third = stored(wctx, on_pick(wctx, 2, loaded[0])[0])
+    assert third.objects[0].category == "person" and third.objects[0].box_xyxy == (100.0, 40.0, 300.0, 230.0)
+    predictor = SamPredictor(wctx.engine)
+    predictor.set_image(np.asarray(Image.open(photos[2]).convert("RGB")))
+    expected, _, _ = predictor.predict(box=np.array([100.0, 40.0, 300.0, 230.0]), multimask_output=False)
+    assert np.array_equal(third.results[0].mask, expected[0])
