@@ -84,6 +84,21 @@ def labelled_set(ctx, photos):
     ).state
 
 
+def two_labelled(ctx, photos):
+    """`labelled_set`, then D and a click on the second image: a cup. Returns both images' states."""
+    one = labelled_set(ctx, photos)
+    two = on_step(ctx, 1, one)[0]
+    two = on_prompt(ctx, events(two, point(100, 100), {"type": "category", "object": 0, "category": "cup"}), two).state
+    return one, two
+
+
+def set_client(ctx) -> TestClient:
+    """The demo's routes (the set's downloads among them) on `ctx`'s stores."""
+    app = FastAPI()
+    add_demo_routes(app, ctx.engine, ctx.sessions, ctx.workspaces)
+    return TestClient(app)
+
+
 def test_moving_with_d_and_a_keeps_each_images_objects_and_categories(wctx, photos):
     first = labelled_set(wctx, photos)
     mask = stored(wctx, first).results[0].mask.copy()
@@ -131,12 +146,8 @@ def test_a_single_upload_replaces_the_image_until_there_is_a_set_then_joins_it(w
 
 
 def test_the_whole_sets_coco_and_yolo_exports_hold_every_image(wctx, photos, tmp_path):
-    one = labelled_set(wctx, photos)
-    two = on_step(wctx, 1, one)[0]
-    two = on_prompt(wctx, events(two, point(100, 100), {"type": "category", "object": 0, "category": "cup"}), two).state
-    app = FastAPI()
-    add_demo_routes(app, wctx.engine, wctx.sessions, wctx.workspaces)
-    client = TestClient(app)
+    one, two = two_labelled(wctx, photos)
+    client = set_client(wctx)
     answer = client.get(f"/sam-demo/export-set/{two.token}/coco.json")
     assert answer.status_code == 200 and 'filename="images.coco.json"' in answer.headers["content-disposition"]
     (tmp_path / "set.json").write_bytes(answer.content)
@@ -172,9 +183,7 @@ def test_the_whole_sets_coco_and_yolo_exports_hold_every_image(wctx, photos, tmp
 
 def test_a_set_not_labelled_yet_exports_its_images_with_no_annotation(wctx, photos, tmp_path):
     session = on_add_images(wctx, photos, None)[0]
-    app = FastAPI()
-    add_demo_routes(app, wctx.engine, wctx.sessions, wctx.workspaces)
-    answer = TestClient(app).get(f"/sam-demo/export-set/{session.token}/coco.json")
+    answer = set_client(wctx).get(f"/sam-demo/export-set/{session.token}/coco.json")
     assert answer.status_code == 200
     (tmp_path / "empty.json").write_bytes(answer.content)
     coco = COCO(str(tmp_path / "empty.json"))
@@ -284,9 +293,7 @@ def test_a_sets_coco_loads_back_into_a_new_set_of_the_same_images(wctx, photos, 
     history.append({"type": "rename", "object": 0, "name": "espresso"})
     two = on_prompt(wctx, events(two, *history), two).state
     masks = [stored(wctx, one).results[0].mask, stored(wctx, two).results[0].mask]
-    app = FastAPI()
-    add_demo_routes(app, wctx.engine, wctx.sessions, wctx.workspaces)
-    coco = json.loads(TestClient(app).get(f"/sam-demo/export-set/{two.token}/coco.json").content)
+    coco = json.loads(set_client(wctx).get(f"/sam-demo/export-set/{two.token}/coco.json").content)
     coco["images"].append({"id": 9, "file_name": "elsewhere/missing.png", "width": 5, "height": 5})
     (tmp_path / "set.json").write_text(json.dumps(coco))
 
@@ -308,9 +315,7 @@ def test_a_sets_coco_that_does_not_fit_one_image_adds_nothing(wctx, photos, tmp_
     from sam_demo.demo.workspace_handlers import on_load
 
     one = labelled_set(wctx, photos)
-    app = FastAPI()
-    add_demo_routes(app, wctx.engine, wctx.sessions, wctx.workspaces)
-    coco = json.loads(TestClient(app).get(f"/sam-demo/export-set/{one.token}/coco.json").content)
+    coco = json.loads(set_client(wctx).get(f"/sam-demo/export-set/{one.token}/coco.json").content)
     coco["images"][1]["width"] = 999
     (tmp_path / "bad.json").write_text(json.dumps(coco))
     fresh = DemoContext(wctx.engine)
@@ -321,12 +326,8 @@ def test_a_sets_coco_that_does_not_fit_one_image_adds_nothing(wctx, photos, tmp_
 
 
 def test_the_whole_sets_masks_label_images_and_cutouts(wctx, photos):
-    one = labelled_set(wctx, photos)
-    two = on_step(wctx, 1, one)[0]
-    two = on_prompt(wctx, events(two, point(100, 100), {"type": "category", "object": 0, "category": "cup"}), two).state
-    app = FastAPI()
-    add_demo_routes(app, wctx.engine, wctx.sessions, wctx.workspaces)
-    client = TestClient(app)
+    one, two = two_labelled(wctx, photos)
+    client = set_client(wctx)
     masks = zipfile.ZipFile(io.BytesIO(client.get(f"/sam-demo/export-set/{two.token}/masks.zip").content))
     assert sorted(masks.namelist()) == [
         "label_images/1-rocket.png",
