@@ -33,7 +33,16 @@ from sam_demo.demo.render import exports_html, status_html
 from sam_demo.demo.session_store import SessionStore
 from sam_demo.demo.space_api import add_space_api
 from sam_demo.demo.workspace import BackgroundEncoder, WorkspaceLimits, WorkspaceStore
-from sam_demo.demo.workspace_handlers import TICK_SECONDS, on_add_images, on_load, on_pick, on_step, on_tick, on_upload
+from sam_demo.demo.workspace_handlers import (
+    TICK_SECONDS,
+    on_add_folder,
+    on_add_images,
+    on_load,
+    on_pick,
+    on_step,
+    on_tick,
+    on_upload,
+)
 from sam_demo.endpoint.fetch import FetchPolicy
 from sam_demo.engine.sam_engine import SamEngine
 
@@ -104,12 +113,17 @@ def build_demo(
                     elem_id="image-input",
                     height=220,
                 )
-                add_images = gr.UploadButton(
-                    "Add images (many, or a zip)",
-                    file_count="multiple",
-                    size="sm",
-                    elem_id="add-images",
-                )
+                with gr.Row():
+                    add_images = gr.UploadButton(
+                        "Add images (many, or a zip)",
+                        file_count="multiple",
+                        size="sm",
+                        elem_id="add-images",
+                        min_width=60,
+                    )
+                    add_folder = gr.UploadButton(
+                        "Add a folder", file_count="directory", size="sm", elem_id="add-folder", min_width=60
+                    )
                 # The edit buttons first, where they stay while the object list below them grows (on a
                 # phone the bar pinned under the image has copies of them).
                 with gr.Row():
@@ -164,6 +178,7 @@ def build_demo(
         opening = long_job(ENCODE_CALLS, prompter, strip) | dict(trigger_mode="multiple")
         image_in.upload(bind(on_upload, ctx), inputs=[image_in, state], **opening)  # examples come this way too
         add_images.upload(bind(on_add_images, ctx), inputs=[add_images, state], **opening)
+        add_folder.upload(bind(on_add_folder, ctx), inputs=[add_folder, state], **opening)
         images.input(bind(on_pick, ctx), inputs=[images, state], **opening)
         next_image.click(bind(on_step, ctx, 1), inputs=state, **opening)
         prev_image.click(bind(on_step, ctx, -1), inputs=state, **opening)

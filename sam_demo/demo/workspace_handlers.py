@@ -29,10 +29,20 @@ from sam_demo.demo.handlers import (
 )
 from sam_demo.demo.render import plural
 from sam_demo.demo.session import Session
-from sam_demo.demo.workspace import Workspace, WorkspaceImage, image_label, read_uploads
+from sam_demo.demo.workspace import IMAGE_SUFFIXES, Workspace, WorkspaceImage, image_label, read_uploads
 from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
 
-__all__ = ["WorkspaceView", "on_add_images", "on_load", "on_pick", "on_step", "on_tick", "on_upload", "workspace_view"]
+__all__ = [
+    "WorkspaceView",
+    "on_add_folder",
+    "on_add_images",
+    "on_load",
+    "on_pick",
+    "on_step",
+    "on_tick",
+    "on_upload",
+    "workspace_view",
+]
 
 TICK_SECONDS = 2.0  # the strip's refresh while a workspace is open
 
@@ -142,6 +152,22 @@ def on_add_images(ctx: DemoContext, paths: list[str] | None, session: Session | 
     if problems:
         gr.Warning(note)
     return (*view, *workspace_view(ctx, view.state))
+
+
+def on_add_folder(ctx: DemoContext, paths: list[str] | None, session: Session | None, progress=gr.Progress()):
+    """A folder's images added to the set (as `on_add_images`), in name order; its other files
+    (labels, notes) are skipped and counted, not each named."""
+    paths = [p for p in (paths or []) if p]
+    kept = sorted((p for p in paths if Path(p).suffix.lower() in (*IMAGE_SUFFIXES, ".zip")), key=lambda p: Path(p).name)
+    if paths and not kept:
+        message = (
+            f"The folder holds no image files ({', '.join(IMAGE_SUFFIXES)}): {plural(len(paths), 'file')} skipped."
+        )
+        return (*_refused(ctx, session, message), *workspace_view(ctx, session))
+    result = on_add_images(ctx, kept, session, progress)
+    if len(kept) < len(paths):
+        gr.Info(f"{plural(len(paths) - len(kept), 'file')} of the folder that are not images were skipped.")
+    return result
 
 
 def on_pick(ctx: DemoContext, index, session: Session | None, progress=gr.Progress()):

@@ -374,3 +374,15 @@ def test_a_coco_detection_file_segments_its_boxes_across_the_set(wctx, photos, t
     predictor.set_image(np.asarray(Image.open(photos[2]).convert("RGB")))
     expected, _, _ = predictor.predict(box=np.array([100.0, 40.0, 300.0, 230.0]), multimask_output=False)
     assert np.array_equal(third.results[0].mask, expected[0])
+
+
+def test_a_folders_images_are_added_and_its_other_files_skipped(wctx, photos, tmp_path):
+    from sam_demo.demo.workspace_handlers import on_add_folder
+
+    (tmp_path / "labels.txt").write_text("0 0.5 0.5 0.1 0.1")
+    (tmp_path / "data.yaml").write_text("names: [a]")
+    folder = photos + [str(tmp_path / "labels.txt"), str(tmp_path / "data.yaml")]
+    result = on_add_folder(wctx, folder, None)
+    assert len(strip(result)["choices"]) == 3 and "Added 3 images. Image 1 of 3" in status(result)
+    nothing = on_add_folder(wctx, [str(tmp_path / "labels.txt")], result[0])
+    assert "The folder holds no image files" in status(nothing) and len(strip(nothing)["choices"]) == 3

@@ -806,3 +806,21 @@ def test_a_set_of_images_labelled_with_d_and_keys_and_exported_whole(browser, se
     ]
     assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["rocket", "cup", "person"]
     assert [(a["image_id"], a["category_id"]) for a in coco.loadAnns(coco.getAnnIds())] == [(1, 1), (2, 2), (3, 3)]
+
+
+def test_a_folder_is_added_as_a_set_in_name_order(browser, server, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, name in enumerate(["coffee.png", "rocket.jpg"]):
+        Image.fromarray(photo(320, 240, name)).save(folder / f"{2 - i}-{name.split('.')[0]}.png")
+    (folder / "notes.txt").write_text("not an image")
+    page = browser.new_page(viewport={"width": 390, "height": 844}, color_scheme="dark")
+    page.goto(server.url + "/", wait_until="load")
+    page.wait_for_selector("#prompter .sd-stage", timeout=60_000)
+    page.set_input_files("input[type=file]:has(+ #add-folder)", str(folder))
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Image 1 of 2')", timeout=60_000)
+    assert "1-rocket.png" in status(page) and page.locator("#images input").input_value().startswith(
+        "1/2 · 1-rocket.png"
+    )
+    page.screenshot(path=str(ARTIFACTS / "demo-workspace-390x844-dark.png"), full_page=True)
+    page.close()
