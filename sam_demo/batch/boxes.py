@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sam_demo.batch.job import append_records, done_keys
-from sam_demo.batch.precompute import IMAGE_SUFFIXES, printable, read_image_file
+from sam_demo.batch.precompute import printable, read_image_file
 from sam_demo.endpoint.fetch import FetchPolicy
+from sam_demo.engine.utils.files import image_files
+from sam_demo.engine.utils.geometry import box_within
+from sam_demo.engine.utils.prompts import finite_numbers
 
 if TYPE_CHECKING:
     from sam_demo.engine.sam_engine import SamEngine
@@ -34,7 +37,6 @@ __all__ = ["BoxSet", "read_boxes", "run_boxes", "segment_image_boxes", "write_co
 
 MAX_LABEL_BYTES = 1 << 30  # a COCO detection file larger than this is refused before it is read
 MAX_PROBLEMS = 20  # problems listed in one message
-EDGE_TOLERANCE_PX = 1.0  # a box may pass the image's edge by this much (rounding); it is clipped
 DECODE_BOXES = 8  # boxes decoded per call, as /score does in the fast mode
 
 
@@ -70,22 +72,14 @@ def read_boxes(boxes: Path, images: Path) -> BoxSet:
     Raises BoxFileError listing every problem, or ValueError for a missing input."""
     if not images.is_dir():
         raise ValueError(f"--images {images} is not a folder of images")
-    files = _image_files(images)
+    files: dict[str, Path] = {}
+    for path in image_files(images):
+        files.setdefault(path.name, path)  # by name: the first found in name order
     if boxes.is_dir():
         return _read_yolo(boxes, files)
     if boxes.is_file():
         return _read_coco(boxes, files)
     raise ValueError(f"--boxes {boxes} does not exist (give a COCO .json file or a folder of YOLO .txt files)")
-
-
-def _image_files(folder: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for root, dirs, names in os.walk(folder):
-        dirs.sort()
-        for name in sorted(names):
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                found.setdefault(name, Path(root, name))
-    return found
 
 
 def _read_coco(path: Path, files: dict[str, Path]) -> BoxSet:
@@ -123,13 +117,13 @@ def _read_coco(path: Path, files: dict[str, Path]) -> BoxSet:
             )
             continue
         box = ann.get("bbox")
-        if not _numbers(box, 4) or box[2] <= 0 or box[3] <= 0:
+        if not finite_numbers(box, 4) or box[2] <= 0 or box[3] <= 0:
             problems.append(f"{where}: bbox {box!r} is not [x, y, width, height] with a positive size")
             continue
         x, y, w, h = (float(v) for v in box)
         image = images[ann["image_id"]]
         size = (image.get("width"), image.get("height"))
-        if all(_is_int(v) and v > 0 for v in size) and not _inside((x, y, x + w, y + h), size):
+        if all(_is_int(v) and v > 0 for v in size) and box_within((x, y, x + w, y + h), size[::-1]) is None:
             problems.append(f"{where}: bbox {box} is outside its {size[0]}x{size[1]} image")
             continue
         boxes[ann["image_id"]].append(([x, y, x + w, y + h], ann["category_id"], where.split(": ", 1)[1]))
@@ -212,7 +206,7 @@ def _read_yolo(folder: Path, files: dict[str, Path]) -> BoxSet:
             if not all(math.isfinite(v) for v in box) or w <= 0 or h <= 0:
                 problems.append(f"{where}: the box {box} has no positive size")
                 continue
-            if not _inside((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), (1, 1), tolerance=1e-3):
+            if box_within((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), (1, 1), tolerance=1e-3) is None:
                 problems.append(f"{where}: the box {box} is outside the image (YOLO boxes are in [0, 1])")
                 continue
             boxes.append(box)
@@ -262,20 +256,6 @@ def _yolo_names(folder: Path) -> list[str]:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _numbers(value, count: int) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == count
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-    )
-
-
-def _inside(box_xyxy, size_wh, tolerance: float = EDGE_TOLERANCE_PX) -> bool:
-    x0, y0, x1, y1 = box_xyxy
-    w, h = size_wh
-    return x0 >= -tolerance and y0 >= -tolerance and x1 <= w + tolerance and y1 <= h + tolerance
 
 
 def segment_image_boxes(item: dict, engine: SamEngine, policy: FetchPolicy, polygons: bool = False) -> dict:
@@ -329,10 +309,11 @@ def _pixel_boxes(item: dict, size_wh: tuple[int, int]) -> list[list[float]]:
             for cx, cy, bw, bh in item["boxes_cxcywh_norm"]
         ]
     clipped = []
-    for x0, y0, x1, y1 in boxes:
-        if not _inside((x0, y0, x1, y1), (w, h)):
-            raise ValueError(f"a box {[x0, y0, x1, y1]} is outside the {w}x{h} image")
-        clipped.append([min(max(x0, 0.0), w), min(max(y0, 0.0), h), min(max(x1, 0.0), w), min(max(y1, 0.0), h)])
+    for box in boxes:
+        inside = box_within(box, (h, w))
+        if inside is None:
+            raise ValueError(f"a box {list(box)} is outside the {w}x{h} image")
+        clipped.append(list(inside))
     return clipped
 
 

@@ -13,7 +13,6 @@ A CSV is a batch job's: its `image` column's base64 or URL images (see job.py).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,12 +20,12 @@ from typing import TYPE_CHECKING
 from sam_demo.batch.job import read_rows
 from sam_demo.endpoint.fetch import FetchPolicy
 from sam_demo.endpoint.wire import EndpointRow, RequestError
+from sam_demo.engine.utils.files import IMAGE_SUFFIXES, image_files
 
 if TYPE_CHECKING:
     from sam_demo.engine.sam_engine import SamEngine
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "precompute_image",
     "precompute_items",
     "printable",
@@ -35,7 +34,6 @@ __all__ = [
     "run_precompute",
 ]
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 MAX_FILE_BYTES = 256 << 20  # an image file larger than this is refused before it is read
 
 
@@ -44,9 +42,9 @@ def precompute_items(source: Path) -> list[dict]:
     {"name", "cell"} (a CSV's image cell) or {"name", "problem"} (a CSV row that cannot be read).
     Raises ValueError when `source` is neither a folder nor a .csv file, or holds no image."""
     if source.is_dir():
-        items = [{"name": str(path.relative_to(source)), "path": str(path)} for path in _image_files(source)]
+        items = [{"name": str(path.relative_to(source)), "path": str(path)} for path in image_files(source)]
         if not items:
-            raise ValueError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {source}")
+            raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) under {source}")
         return items
     if source.is_file() and source.suffix.lower() == ".csv":
         items = []
@@ -62,14 +60,6 @@ def precompute_items(source: Path) -> list[dict]:
     if not source.exists():
         raise ValueError(f"{source} does not exist")
     raise ValueError(f"{source} is neither a folder of images nor a batch .csv file")
-
-
-def _image_files(folder: Path) -> list[Path]:
-    found = []
-    for root, dirs, files in os.walk(folder):  # os.walk does not enter symlinked folders
-        dirs.sort()
-        found += [Path(root, f) for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
-    return found
 
 
 def precompute_image(item: dict, engine: SamEngine, policy: FetchPolicy) -> dict:

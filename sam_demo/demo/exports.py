@@ -34,7 +34,9 @@ from sam_demo.endpoint.wire import (
     response_row,
 )
 from sam_demo.engine.utils.coco import coco_annotation
+from sam_demo.engine.utils.geometry import box_within
 from sam_demo.engine.utils.polygons import joined_polygon, mask_polygons, polygons_to_mask
+from sam_demo.engine.utils.prompts import finite_numbers
 
 
 def endpoint_export(session: Session) -> dict:
@@ -511,10 +513,7 @@ def coco_objects(body: dict, image_hw: tuple[int, int], image_name: str) -> Save
 def _coco_box(bbox, image_hw: tuple[int, int], k: int) -> tuple[float, float, float, float]:
     """A COCO detection's bbox (XYWH) as an XYXY box within the image; ValueError naming annotation k
     for one that is not 4 numbers of positive size inside the image (a pixel of rounding is clipped)."""
-    h, w = image_hw
-    ok = isinstance(bbox, list) and len(bbox) == 4
-    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)
-    if not ok or bbox[2] <= 0 or bbox[3] <= 0:
+    if not finite_numbers(bbox, 4) or bbox[2] <= 0 or bbox[3] <= 0:
         raise ValueError(f"annotation {k + 1} has no segmentation and its bbox {str(bbox)[:60]} is not [x, y, w, h]")
     return _box_in_image(
         (bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]), image_hw, f"annotation {k + 1}'s box"
@@ -522,11 +521,12 @@ def _coco_box(bbox, image_hw: tuple[int, int], k: int) -> tuple[float, float, fl
 
 
 def _box_in_image(box_xyxy, image_hw: tuple[int, int], what: str) -> tuple[float, float, float, float]:
-    h, w = image_hw
-    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
-    if x0 < -1 or y0 < -1 or x1 > w + 1 or y1 > h + 1:
-        raise ValueError(f"{what} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] is outside this {w}x{h} image")
-    return max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
+    """The box clipped to the image (`geometry.box_within`); ValueError naming `what` if it is off it."""
+    clipped = box_within(box_xyxy, image_hw)
+    if clipped is None:
+        x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+        raise ValueError(f"{what} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] is outside this {image_hw[1]}x{image_hw[0]} image")
+    return clipped
 
 
 def yolo_objects(text: str, image_hw: tuple[int, int], categories: tuple[str, ...]) -> SavedFile:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +68,7 @@ from sam_demo.demo.session_store import SessionStore
 from sam_demo.demo.workspace import WorkspaceStore, set_images
 from sam_demo.endpoint.http_body import read_limited
 from sam_demo.engine.sam_engine import SamEngine
+from sam_demo.engine.utils.prompts import finite_numbers
 from sam_demo.engine.utils.transforms import logits_to_size
 
 # kind -> (media type, build(session, max_pixels) -> the file's bytes)
@@ -225,8 +225,8 @@ def add_demo_routes(
         token, region, size, keys = body.get("token"), body.get("region"), body.get("size"), body.get("keys")
         if not (
             isinstance(token, str)
-            and _numbers(region, 4)
-            and _numbers(size, 2)
+            and finite_numbers(region, 4)
+            and finite_numbers(size, 2)
             and isinstance(keys, list)
             and len(keys) <= MAX_DETAIL_LAYERS
         ):
@@ -323,20 +323,6 @@ def _set_export(
         media_type=SET_EXPORTS[kind][0],
         headers={"Content-Disposition": f'attachment; filename="images.{kind}"', "Cache-Control": "no-store"},
     )
-
-
-def _numbers(value, count: int) -> bool:
-    """Whether `value` is a list of `count` finite numbers (not booleans, nor integers past floats' range)."""
-    return isinstance(value, list) and len(value) == count and all(_finite(v) for v in value)
-
-
-def _finite(value) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer of hundreds of digits
-        return False
 
 
 def _ascii_name(name: str) -> str:

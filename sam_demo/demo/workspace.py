@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from sam_demo.demo.session import Session
 from sam_demo.demo.session_store import SessionStore, default_budget_bytes
 from sam_demo.engine.sam_engine import SamEngine
+from sam_demo.engine.utils.files import IMAGE_SUFFIXES
 from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "set_images",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 HEADER_BYTES = 64 << 10  # what is read of a zip member to know it is an image before inflating it
 
 

@@ -29,7 +29,8 @@ from sam_demo.demo.handlers import (
 )
 from sam_demo.demo.render import plural
 from sam_demo.demo.session import Session
-from sam_demo.demo.workspace import IMAGE_SUFFIXES, Workspace, WorkspaceImage, image_label, read_uploads
+from sam_demo.demo.workspace import Workspace, WorkspaceImage, image_label, read_uploads
+from sam_demo.engine.utils.files import IMAGE_SUFFIXES
 from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
 
 __all__ = [

@@ -139,6 +139,7 @@ def break_yolo(line: str):
         ),
         (break_coco("bbox", [1, 1, 0, 5]), "is not [x, y, width, height] with a positive size"),
         (break_coco("bbox", "1,2,3,4"), "is not [x, y, width, height]"),
+        (break_coco("bbox", [10**400, 1, 2, 3]), "is not [x, y, width, height]"),  # past floats' range
         (break_coco("image_id", 42), "image_id 42 is not among the images"),
         (break_yolo("1 0.5 0.5 0.2"), "cup.txt:2: 4 numbers; a YOLO detection line is 'class cx cy w h'"),
         (break_yolo("5 0.5 0.5 0.2 0.2"), "cup.txt:2: class 5 is not among the 2 names (0-1)"),

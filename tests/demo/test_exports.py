@@ -428,6 +428,7 @@ def test_a_yolo_file_that_does_not_fit_says_which_line_and_adds_nothing(ctx, upl
         ),
         (lambda a: a.update(bbox=[1, 2, 0, 5]), "annotation 1 has no segmentation and its bbox [1, 2, 0, 5] is not"),
         (lambda a: a.update(bbox="1 2 3 4"), "annotation 1 has no segmentation"),
+        (lambda a: a.update(bbox=[10**400, 2, 3, 4]), "annotation 1 has no segmentation"),  # past floats' range
         (lambda a: a.update(category_id=4), "annotation 1 names category 4"),
     ],
 )

@@ -9,8 +9,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from pathlib import Path
 
-__all__ = ["NotARegularFile", "read_regular"]
+__all__ = ["IMAGE_SUFFIXES", "NotARegularFile", "image_files", "read_regular"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # what is taken as an image file
 
 
 class NotARegularFile(ValueError):
@@ -41,3 +44,13 @@ def read_regular(path, max_bytes: int, follow_symlinks: bool = True) -> bytes:
     if len(data) > max_bytes:  # grown since the check
         raise ValueError(f"over the {max_bytes:,} bytes allowed")
     return data
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files (by suffix, any case) under `folder`, recursively, in name order; symlinked
+    folders are not entered (`os.walk`'s default)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        found += [Path(root, f) for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return found

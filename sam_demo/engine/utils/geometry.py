@@ -15,10 +15,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LOW_RES_SIDE", "MODEL_SIDE", "ImageGeometry", "resized_hw"]
+__all__ = ["EDGE_TOLERANCE_PX", "LOW_RES_SIDE", "MODEL_SIDE", "ImageGeometry", "box_within", "resized_hw"]
 
 MODEL_SIDE = 1024
 LOW_RES_SIDE = 256
+EDGE_TOLERANCE_PX = 1.0  # a given box may pass the image's edge by this much (rounding); it is clipped
+
+
+def box_within(
+    box_xyxy, size_hw: tuple[float, float], tolerance: float = EDGE_TOLERANCE_PX
+) -> tuple[float, float, float, float] | None:
+    """An [x0, y0, x1, y1] box clipped to an image of (H, W), or None if it passes the image's edge by
+    more than `tolerance` (boxes from files: a detector's or a tool's rounding is forgiven)."""
+    h, w = size_hw
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
+    if x0 < -tolerance or y0 < -tolerance or x1 > w + tolerance or y1 > h + tolerance:
+        return None
+    return tuple(min(max(v, 0.0), float(side)) for v, side in ((x0, w), (y0, h), (x1, w), (y1, h)))
 
 
 def resized_hw(original_hw: tuple[int, int], longest_side: int = MODEL_SIDE) -> tuple[int, int]:

@@ -12,11 +12,28 @@ Shapes: points_xy (G, N, 2) [x, y] in original pixels; labels (G, N) in {1 foreg
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from sam_demo.engine.utils.geometry import LOW_RES_SIDE
 
 FIELDS = ("points", "labels", "boxes", "mask_input")
+
+
+def finite_numbers(value, count: int) -> bool:
+    """Whether a parsed JSON `value` is a list of `count` finite numbers (not booleans, nor integers
+    past floats' range, which `math.isfinite` would raise on)."""
+    return isinstance(value, list) and len(value) == count and all(_finite(v) for v in value)
+
+
+def _finite(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return False
 
 
 class PromptError(ValueError):
