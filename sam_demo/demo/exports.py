@@ -162,18 +162,17 @@ def yolo_export(session: Session, max_pixels: int) -> bytes:
 
 
 def _yolo_zip(images: list[tuple[str, bytes, Session | None]], names: list[str]) -> bytes:
-    """The YOLO zip of (file name, file, session or None: no objects) images with these class names;
-    file names made safe, and unique (a second "a.png" becomes "a_2.png")."""
+    """The YOLO zip of (file name, file, session or None: no objects) images with these class names,
+    the files named by `_file_names`."""
     yaml = "path: .\ntrain: images\nval: images\nnames:\n" + "".join(
         f"  {k}: {json.dumps(name)}\n" for k, name in enumerate(names)
     )
     buffer = io.BytesIO()
-    used: set[str] = set()
+    files = _file_names([name for name, _, _ in images])
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("data.yaml", yaml)
-        for name, data, session in images:
-            file = _unique(_safe_file_name(name), used)
-            lines = [] if session is None else _yolo_lines(session, names)
+        for file, (_, data, session) in zip(files, images):
+            lines = [] if session is None or not session.shown() else _yolo_lines(session, names)
             archive.writestr(f"images/{file}", data)
             archive.writestr(f"labels/{Path(file).stem}.txt", "\n".join(lines) + "\n" if lines else "")
     return buffer.getvalue()
@@ -190,32 +189,42 @@ def _yolo_lines(session: Session, names: list[str]) -> list[str]:
     return lines
 
 
-def _unique(name: str, used: set[str]) -> str:
-    """`name`, or name_2, name_3, ... : its stem not in `used` (any case; images/a.png and a.jpg would
-    share labels/a.txt), which it joins."""
-    stem, suffix, k = Path(name).stem, Path(name).suffix, 1
-    while Path(name).stem.lower() in used:
-        k += 1
-        name = f"{stem}_{k}{suffix}"
-    used.add(Path(name).stem.lower())
-    return name
+def _file_names(names: list[str]) -> list[str]:
+    """The images' file names in a download: made safe (`_safe_file_name`) and unique by stem, any
+    case (images/a.png and a.jpg would share labels/a.txt): a second "a" becomes "a_2". One naming
+    for every download of a set, so its YOLO, masks and cut-outs name an image alike."""
+    used: set[str] = set()
+    out = []
+    for name in names:
+        name = _safe_file_name(name)
+        stem, suffix, k = Path(name).stem, Path(name).suffix, 1
+        while Path(name).stem.lower() in used:
+            k += 1
+            name = f"{stem}_{k}{suffix}"
+        used.add(Path(name).stem.lower())
+        out.append(name)
+    return out
+
+
+def _labelled(session: Session | None) -> bool:
+    """Whether an image of a set has an object to export (None: never opened)."""
+    return session is not None and bool(session.shown())
 
 
 def set_classes(sessions: list[Session]) -> list[str]:
-    """A set's classes: each image's (`classes`), in the order they first come."""
-    return list(dict.fromkeys(name for session in sessions for name in classes(session)))
+    """A set's classes: each labelled image's (`classes`), in the order they first come."""
+    return list(dict.fromkeys(name for session in sessions if _labelled(session) for name in classes(session)))
 
 
 def coco_set_export(images: list[tuple[str, tuple[int, int], Session | None]], polygons: bool = False) -> dict:
     """COCO instances of a set of images, (file name, (H, W), session or None: no objects): every image
     (ids from 1, unlabelled ones too), the set's classes as categories, each image's objects as in
     `coco_export` with ids numbered across the set (a set not labelled yet: its images, no annotation)."""
-    sessions = [s for _, _, s in images if s is not None and s.shown()]
-    names = set_classes(sessions)
+    names = set_classes([s for _, _, s in images])
     out = {"images": [], "annotations": [], "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}
     for image_id, (name, (h, w), session) in enumerate(images, start=1):
         out["images"].append({"id": image_id, "file_name": name, "width": w, "height": h})
-        if session is None or not session.shown():
+        if not _labelled(session):
             continue
         one = coco_export(session, polygons)
         local = {c["id"]: names.index(c["name"]) + 1 for c in one["categories"]}
@@ -234,8 +243,7 @@ def coco_set_export(images: list[tuple[str, tuple[int, int], Session | None]], p
 def yolo_set_export(images: list[tuple[str, bytes, Session | None]]) -> bytes:
     """The YOLO segmentation zip of a set of images (file name, file, session or None; an image
     without objects gets an empty labels file)."""
-    sessions = [s for _, _, s in images if s is not None and s.shown()]
-    return _yolo_zip([(n, d, s if s is not None and s.shown() else None) for n, d, s in images], set_classes(sessions))
+    return _yolo_zip(images, set_classes([s for _, _, s in images]))
 
 
 def _safe_file_name(name: str) -> str:
@@ -348,21 +356,21 @@ def _cutouts(images: list[tuple[str, Session]], max_pixels: int, labels: list[st
 def cutouts_set_zip(images: list[tuple[str, Session | None]], max_pixels: int) -> bytes:
     """The cut-outs of a set, (file name, session or None): <label>/<image stem>_object_NN.png, a
     folder per category across the set (an empty zip while no image has an object)."""
-    labelled = [(name, s) for name, s in images if s is not None and s.shown()]
-    used: set[str] = set()
-    prefixed = [(Path(_unique(_safe_file_name(name), used)).stem + "_", s) for name, s in labelled]
-    return _cutouts(prefixed, max_pixels, set_classes([s for _, s in labelled]))
+    files = _file_names([name for name, _ in images])
+    prefixed = [(Path(file).stem + "_", s) for file, (_, s) in zip(files, images) if _labelled(s)]
+    return _cutouts(prefixed, max_pixels, set_classes([s for _, s in images]))
 
 
 def masks_set_zip(images: list[tuple[str, Session | None]]) -> bytes:
     """A set's masks: masks/<image stem>/object_NN.png (as masks.zip) and label_images/<image stem>.png
     (as the label image) for each image with objects (an empty zip while none has one)."""
-    labelled = [(name, s) for name, s in images if s is not None and s.shown()]
     buffer = io.BytesIO()
-    used: set[str] = set()
+    files = _file_names([name for name, _ in images])
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for name, session in labelled:
-            stem = Path(_unique(_safe_file_name(name), used)).stem
+        for file, (_, session) in zip(files, images):
+            if not _labelled(session):
+                continue
+            stem = Path(file).stem
             with zipfile.ZipFile(io.BytesIO(masks_zip(session))) as one:
                 for member in one.namelist():
                     archive.writestr(f"masks/{stem}/{member}", one.read(member))

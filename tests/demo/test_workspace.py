@@ -386,3 +386,24 @@ def test_a_folders_images_are_added_and_its_other_files_skipped(wctx, photos, tm
     assert len(strip(result)["choices"]) == 3 and "Added 3 images. Image 1 of 3" in status(result)
     nothing = on_add_folder(wctx, [str(tmp_path / "labels.txt")], result[0])
     assert "The folder holds no image files" in status(nothing) and len(strip(nothing)["choices"]) == 3
+
+
+def test_every_download_of_a_set_names_an_image_alike(wctx, tmp_path):
+    """Two images whose stems clash (same.png, then same.jpg), only the second labelled: YOLO, masks
+    and cut-outs all call it same_2."""
+    paths = [tmp_path / "same.png", tmp_path / "same.jpg"]
+    Image.fromarray(asset("coffee.png")[:200, :200]).save(paths[0])
+    Image.fromarray(asset("rocket.jpg")[:200, :200]).save(paths[1], quality=95)
+    first = on_add_images(wctx, [str(p) for p in paths], None)[0]
+    second = on_step(wctx, 1, first)[0]
+    on_prompt(wctx, events(second, point(100, 100)), second)
+    client = set_client(wctx)
+
+    def names(kind):
+        return sorted(
+            zipfile.ZipFile(io.BytesIO(client.get(f"/sam-demo/export-set/{second.token}/{kind}").content)).namelist()
+        )
+
+    assert "labels/same_2.txt" in names("yolo-seg.zip") and "images/same_2.jpg" in names("yolo-seg.zip")
+    assert names("masks.zip") == ["label_images/same_2.png", "masks/same_2/object_01.png"]
+    assert names("cutouts.zip") == ["object/same_2_object_01.png"]
