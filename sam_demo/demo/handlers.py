@@ -188,17 +188,25 @@ def on_image(ctx: DemoContext, path: str | None, previous: Session | None = None
     return open_image(ctx, Path(path).read_bytes(), Path(path).name, categories, progress)
 
 
-def open_image(
+class Started(NamedTuple):
+    """A new session, its image's pixels (H, W, 3) uint8, and how its embedding came: "in N s" (an
+    encode here), or from the store or the memory cache, with the time it took."""
+
+    session: Session
+    rgb: np.ndarray
+    how: str
+
+
+def start_session(
     ctx: DemoContext,
     data: bytes,
     name: str,
     categories: tuple[str, ...] = (),
-    progress=None,
     workspace: str | None = None,
-    note: str = "",
-) -> View:
+    progress=None,
+) -> Started:
     """A new session on an image file: decoded, its embedding computed (or found in the cache or the
-    store), shown; `note` goes before the status line's usual words."""
+    store). Not stored, not shown."""
     engine = ctx.engine
     if progress is not None:
         progress(0.05, desc="Reading the image")
@@ -209,15 +217,30 @@ def open_image(
     seconds = time.perf_counter() - start
     session = Session.start(data, embedding, name)
     session.categories, session.workspace = categories, workspace
-    h, w = session.size_hw
     if encoded and not embedding.from_store:
         how = f"in {seconds:.2f} s"
     else:
         how = f"({'stored' if encoded else 'cached'} embedding, {seconds * 1000:.0f} ms)"
+    return Started(session, rgb, how)
+
+
+def open_image(
+    ctx: DemoContext,
+    data: bytes,
+    name: str,
+    categories: tuple[str, ...] = (),
+    progress=None,
+    workspace: str | None = None,
+    note: str = "",
+) -> View:
+    """A new session on an image file (`start_session`), shown; `note` goes before the status
+    line's usual words."""
+    session, rgb, how = start_session(ctx, data, name, categories, workspace, progress)
+    h, w = session.size_hw
     view = _view(
         ctx,
         session,
-        f"{note}Image {w}×{h} encoded {how} on {engine.info.device}. Click on an object to segment it.",
+        f"{note}Image {w}×{h} encoded {how} on {ctx.engine.info.device}. Click on an object to segment it.",
         new_image=rgb,
     )
     del rgb

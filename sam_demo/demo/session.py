@@ -340,6 +340,11 @@ class Session:
         return engine.embed_by_key(self.embedding_key, lambda: self.pixels(engine.max_pixels), self.size_hw)
 
     @property
+    def object_count(self) -> int:
+        """Objects made (prompted or loaded) and automatic masks kept: what the set's strip counts."""
+        return sum(not o.is_empty for o in self.objects) + len(self.auto_keep)
+
+    @property
     def nbytes(self) -> int:
         """Bytes of the arrays this state holds (the file, logits, fixed masks' RLE, each counted
         once however many undo steps hold it)."""

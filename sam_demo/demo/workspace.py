@@ -23,6 +23,7 @@ from pathlib import PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
+from sam_demo.demo.render import plural
 from sam_demo.demo.session import Session
 from sam_demo.demo.session_store import SessionStore, default_budget_bytes
 from sam_demo.engine.sam_engine import SamEngine
@@ -67,6 +68,12 @@ class WorkspaceImage:
     session: Session | None = None
     problem: str | None = None
     key: str | None = None  # its embedding's key, once encoded in the background
+
+    def latest(self, sessions: SessionStore) -> Session | None:
+        """Its latest state: the store's, else the light copy kept here (None: never opened)."""
+        if self.session is None:
+            return None
+        return sessions.get(self.session.token) or self.session
 
 
 @dataclass
@@ -271,11 +278,6 @@ class BackgroundEncoder:
         key = image.session.embedding_key if image.session is not None else image.key
         return key is not None and key in self.engine.cache
 
-    def pending(self, workspace: Workspace) -> int:
-        """Images of the workspace still to encode (those that cannot be are not counted)."""
-        with workspace.lock:
-            return sum(1 for image in workspace.images if image.problem is None and not self.encoded(image))
-
     def idle(self) -> bool:
         return self._queue.unfinished_tasks == 0
 
@@ -307,7 +309,7 @@ def image_label(index: int, count: int, image: WorkspaceImage, encoded: bool, ob
     if image.problem is not None:
         state = "cannot be encoded"
     elif objects is not None:
-        state = f"{objects} object{'s' if objects != 1 else ''}"
+        state = plural(objects, "object")
     else:
         state = "encoded" if encoded else "not encoded"
     name = image.name if len(image.name) <= 40 else image.name[:39] + "…"
@@ -327,9 +329,9 @@ def set_images(
         images = list(workspace.images)
     out = []
     for image in images:
-        state = None
-        if image.session is not None:
-            state = (sessions.get(image.session.token) or image.session).fork()
+        state = image.latest(sessions)
+        if state is not None:
+            state = state.fork()
             state.update(engine)
         out.append((image, state))
     return out

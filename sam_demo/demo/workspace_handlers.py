@@ -26,12 +26,12 @@ from sam_demo.demo.handlers import (
     on_image,
     on_load_saved,
     open_image,
+    start_session,
 )
 from sam_demo.demo.render import plural
 from sam_demo.demo.session import Session
 from sam_demo.demo.workspace import Workspace, WorkspaceImage, image_label, read_uploads
-from sam_demo.engine.utils.files import IMAGE_SUFFIXES
-from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
+from sam_demo.engine.utils.files import IMAGE_SUFFIXES, NotARegularFile, read_regular
 
 __all__ = [
     "WorkspaceView",
@@ -71,7 +71,7 @@ def workspace_view(ctx: DemoContext, session: Session | None) -> WorkspaceView:
     with workspace.lock:
         n = len(workspace.images)
         choices = [
-            (image_label(i, n, image, encoded(image), _objects(ctx, image)), i)
+            (image_label(i, n, image, encoded(image), _object_count(ctx, image)), i)
             for i, image in enumerate(workspace.images)
         ]
         current = workspace.current
@@ -89,12 +89,9 @@ def workspace_view(ctx: DemoContext, session: Session | None) -> WorkspaceView:
     )
 
 
-def _objects(ctx: DemoContext, image: WorkspaceImage) -> int | None:
-    """The objects of an opened image, as its latest state holds them (None: never opened)."""
-    if image.session is None:
-        return None
-    state = ctx.sessions.get(image.session.token) or image.session
-    return sum(not o.is_empty for o in state.objects) + len(state.auto_keep)
+def _object_count(ctx: DemoContext, image: WorkspaceImage) -> int | None:
+    state = image.latest(ctx.sessions)
+    return None if state is None else state.object_count
 
 
 def on_upload(ctx: DemoContext, path: str | None, session: Session | None, progress=gr.Progress()):
@@ -119,10 +116,14 @@ def on_add_images(ctx: DemoContext, paths: list[str] | None, session: Session | 
     files, problems = [], []
     for path in paths:
         name = Path(path).name
-        if os.path.getsize(path) > ctx.limits.max_bytes:
+        try:
+            files.append((name, read_regular(path, ctx.limits.max_bytes)))
+        except NotARegularFile:
+            problems.append(f"{name}: not a file")
+        except ValueError:
             problems.append(f"{name}: over {ctx.limits.max_bytes >> 20} MB (--max-upload-mb)")
-            continue
-        files.append((name, Path(path).read_bytes()))
+        except OSError as exc:
+            problems.append(f"{name}: cannot be read ({exc.strerror or exc})")
     workspace = _workspace(ctx, session)
     if workspace is None:
         workspace = Workspace()
@@ -216,22 +217,22 @@ def _open(
                 workspace.images[at].session = current.light()
         workspace.current = index
         image = workspace.images[index]
-        kept = image.session
+        opened = image.session is not None
     n = len(workspace.images)
     note = f"{note}Image {index + 1} of {n}: {image.name}. "
-    if kept is None:
+    if not opened:
         view = open_image(ctx, image.data, image.name, categories, progress, workspace.token, note)
         with workspace.lock:
             image.session = view.state
         return view
-    target = (ctx.sessions.get(kept.token) or kept).fork()
+    target = image.latest(ctx.sessions).fork()
     target.categories = tuple(dict.fromkeys([*categories, *target.categories]))
     try:
         rgb = target.pixels(ctx.engine.max_pixels)
     except (ValueError, RuntimeError) as exc:
         return _refused(ctx, session, f"{image.name} cannot be shown: {exc}")
-    objects = sum(not o.is_empty for o in target.objects)
-    return _view(ctx, target, f"{note}{plural(objects, 'object')}; click to add or refine.", new_image=rgb)
+    status = f"{note}{plural(target.object_count, 'object')}; click to add or refine."
+    return _view(ctx, target, status, new_image=rgb)
 
 
 def on_load(ctx: DemoContext, path: str | None, session: Session | None, progress=gr.Progress()):
@@ -300,16 +301,13 @@ def _load_into_set(ctx: DemoContext, workspace: Workspace, body: dict, file: str
 
 
 def _session_of(ctx: DemoContext, workspace: Workspace, image: WorkspaceImage, categories: tuple[str, ...]) -> Session:
-    """The image's latest session; opened (its embedding found or encoded) if it never was."""
-    if image.session is not None:
-        state = ctx.sessions.get(image.session.token)
-        if state is None:
-            ctx.sessions.put(image.session)
-            state = image.session
+    """The image's latest session (put back in the store if it had let it go); opened (its
+    embedding found or encoded) if it never was."""
+    state = image.latest(ctx.sessions)
+    if state is not None:
+        ctx.sessions.put(state)
         return state
-    rgb = _run(lambda: to_rgb_array(decode_image_bytes(image.data, ctx.engine.max_pixels), ctx.engine.max_pixels))
-    state = Session.start(image.data, _run(ctx.engine.embed, rgb), image.name)
-    state.categories, state.workspace = categories, workspace.token
+    state = start_session(ctx, image.data, image.name, categories, workspace.token).session
     ctx.sessions.put(state)
     with workspace.lock:
         image.session = state.light()
