@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from sam_demo.demo.session import MAX_NAME_CHARS, PALETTE, Decoded, Layer, ObjectResult, Session
+from sam_demo.demo.session import MAX_NAME_CHARS, PALETTE, Decoded, Layer, ObjectResult, Session, hex_colour
 from sam_demo.engine.utils.transforms import logits_to_size
 
 DISPLAY_MAX_SIDE = 1280
@@ -291,7 +291,7 @@ def legend_html(layers: list[Layer], categories: tuple[str, ...] = ()) -> str:
 def categories_html(categories: tuple[str, ...]) -> str:
     """The category list: its editor (#categories) and each category's colour and key."""
     chips = "".join(
-        f'<span class="sd-chip"><span class="sd-swatch" style="background:{_hex(PALETTE[k % len(PALETTE)])}"></span>'
+        f'<span class="sd-chip"><span class="sd-swatch" style="background:{hex_colour(PALETTE[k % len(PALETTE)])}"></span>'
         f"{f'<kbd>{k + 1}</kbd> ' if k < 9 else ''}{html.escape(name)}</span>"
         for k, name in enumerate(categories)
     )
@@ -316,10 +316,6 @@ def _category_select(index: int, category: str, categories: tuple[str, ...], tit
         for value, text in choices
     )
     return f'<select class="sd-category" data-category="{index}" aria-label="Category of {title}">{options}</select>'
-
-
-def _hex(rgb: tuple[int, int, int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def legend_rows(layers: list[Layer]) -> list[tuple[str, str, str]]:

@@ -65,6 +65,11 @@ PALETTE = [
 ]
 
 
+def hex_colour(rgb: tuple[int, int, int]) -> str:
+    """ "#rrggbb" of an (r, g, b) colour."""
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
 def _uid() -> str:
     return secrets.token_hex(6)
 
@@ -265,7 +270,7 @@ class Layer:
 
     @property
     def hex(self) -> str:
-        return "#{:02x}{:02x}{:02x}".format(*self.rgb)
+        return hex_colour(self.rgb)
 
 
 @dataclass(frozen=True)
