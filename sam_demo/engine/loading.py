@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -103,13 +104,15 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
         raise ModelLoadError(f"could not load SAM model {name!r}: {reason}. {_advice()}") from None
     sdpa = model.config._attn_implementation == "sdpa"
     plan = ExecutionPlan.choose(device.type, dtype_name, sdpa, config.exact, config.encoder, openvino)
-    # The model's identity for the store: a digest of the weights as loaded, before any cast.
-    weights = _weights_digest(model, processor) if config.embedding_store and config.embedding_store_bytes > 0 else None
+    # The ViT's identity, for the store's namespace and OpenVINO's cache: a digest of its weights as
+    # loaded, before any cast; computed once (~1 s per GB), and only where one of them needs it.
+    storing = bool(config.embedding_store) and config.embedding_store_bytes > 0
+    digest = vit_digest(model.vision_encoder) if storing or plan.encoder == "openvino" else None
     model = model.to(device=device, dtype=DTYPES[plan.prompt_encoder]).eval()
     vit = None
     if plan.encoder == "openvino":
         try:
-            vit = _openvino_encoder(model, plan, config.encoder_cache)
+            vit = _openvino_encoder(model, plan, config.encoder_cache, digest)
         except Exception as exc:  # torch.export or the conversion failed for this model: torch runs it
             if config.encoder == "openvino":
                 raise ModelLoadError(f"OpenVINO could not convert this model's image encoder: {exc}") from None
@@ -128,8 +131,9 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
     how = "chosen automatically (pass dtype to override)" if config.dtype is None else "as asked"
     log.info("sam_demo: %s on %s, dtype %s %s; plan: %s", name, device, info.dtype, how, plan.describe())
     store = None
-    if weights is not None:
-        store = EmbeddingStore(config.embedding_store, config.embedding_store_bytes, store_namespace(weights, plan))
+    if storing:
+        namespace = store_namespace(_weights_digest(digest, processor), plan)
+        store = EmbeddingStore(config.embedding_store, config.embedding_store_bytes, namespace)
         if store.enabled:
             log.info("sam_demo: embedding store at %s (%g GiB)", store.directory, config.embedding_store_bytes / 2**30)
     return SamEngine(model, processor, info, plan, config.cache_bytes, config.max_pixels, vit, store)
@@ -145,19 +149,23 @@ def store_namespace(weights_digest: str, plan: ExecutionPlan) -> str:
     )
 
 
-def _weights_digest(model, processor) -> str:
-    """The image encoder's weights and config and the image processor's settings (the encode
-    depends on nothing else of the checkpoint): a hub id and its save_pretrained copy agree."""
-    vision = model.vision_encoder
-    return module_digest(vision, vision.config.to_json_string(), processor.image_processor.to_json_string())
+def vit_digest(vision_encoder) -> str:
+    """The image encoder's weights and config as one hex digest (`utils.digests.module_digest`)."""
+    return module_digest(vision_encoder, vision_encoder.config.to_json_string())
 
 
-def _openvino_encoder(model, plan: ExecutionPlan, cache_dir: str | None) -> OpenVinoEncoder:
+def _weights_digest(vit: str, processor) -> str:
+    """The ViT's digest and the image processor's settings (the encode depends on nothing else of the
+    checkpoint): a hub id and its save_pretrained copy agree."""
+    return hashlib.blake2b(f"{vit}|{processor.image_processor.to_json_string()}".encode(), digest_size=16).hexdigest()
+
+
+def _openvino_encoder(model, plan: ExecutionPlan, cache_dir: str | None, digest: str) -> OpenVinoEncoder:
     """The ViT converted for OpenVINO (or read from its cache); torch's copy of the weights is then
     dropped (the compiled model holds its own)."""
     precision = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}[plan.vit_compute]
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    encoder = OpenVinoEncoder(model.vision_encoder, cache, precision, torch.get_num_threads())
+    encoder = OpenVinoEncoder(model.vision_encoder, cache, digest, precision, torch.get_num_threads())
     model.vision_encoder.to("meta")
     log.info("sam_demo: the image encoder runs on OpenVINO (%s, from %s)", precision, encoder.path.parent)
     return encoder

@@ -14,6 +14,7 @@ that cannot be read is converted again. Converting takes ~5 s (B) / ~11 s (L) on
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -23,8 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from sam_demo.engine.utils.digests import module_digest
 
 __all__ = ["OpenVinoEncoder", "default_cache_dir", "openvino_available"]
 
@@ -66,14 +65,22 @@ class OpenVinoEncoder:
     embeddings (1, 256, 64, 64) float32, as torch tensors. One encode at a time (the engine's lock).
 
     precision: "f32" (the default: equal to torch's fp32 to float rounding) or "bf16" (where the CPU
-    computes it natively). threads: the CPU threads it runs on.
+    computes it natively). threads: the CPU threads it runs on. vit_digest: the ViT's weights and
+    config (`loading.vit_digest`), which with the libraries' versions names the converted copy.
     """
 
-    def __init__(self, vision_encoder: torch.nn.Module, cache_dir: Path, precision: str = "f32", threads: int = 1):
+    def __init__(
+        self,
+        vision_encoder: torch.nn.Module,
+        cache_dir: Path,
+        vit_digest: str,
+        precision: str = "f32",
+        threads: int = 1,
+    ):
         import openvino as ov
 
         self.cache_dir = Path(cache_dir)
-        key = self.key(vision_encoder)
+        key = self.key(vit_digest)
         path = self.cache_dir / key / "vit.xml"
         core = ov.Core()
         model = self._read(core, path)
@@ -89,12 +96,14 @@ class OpenVinoEncoder:
         self.path = path
 
     @staticmethod
-    def key(vision_encoder: torch.nn.Module) -> str:
-        """What the converted model depends on: OpenVINO's and torch's versions, the ViT's config and
-        its weights' content."""
+    def key(vit_digest: str) -> str:
+        """What the converted model depends on: OpenVINO's and torch's versions, and the ViT's
+        weights and config (their digest)."""
         import openvino as ov
 
-        return module_digest(vision_encoder, ov.__version__, torch.__version__, vision_encoder.config.to_json_string())
+        return hashlib.blake2b(
+            f"{ov.__version__}|{torch.__version__}|{vit_digest}".encode(), digest_size=16
+        ).hexdigest()
 
     def _read(self, core, path: Path):
         """The converted model on disk, or None (absent, or unreadable: then it is removed)."""
