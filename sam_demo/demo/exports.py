@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import math
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,7 +34,13 @@ from sam_demo.endpoint.wire import (
 )
 from sam_demo.engine.utils.coco import coco_annotation
 from sam_demo.engine.utils.geometry import box_within
-from sam_demo.engine.utils.polygons import joined_polygon, mask_polygons, polygons_to_mask
+from sam_demo.engine.utils.polygons import (
+    DEFAULT_TOLERANCE,
+    MAX_TOLERANCE,
+    joined_polygon,
+    mask_polygons,
+    polygons_to_mask,
+)
 from sam_demo.engine.utils.prompts import finite_numbers
 
 
@@ -100,16 +105,75 @@ def _file_name(number: int, name: str) -> str:
     return f"object_{number:02d}{'_' + slug if slug else ''}.png"
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """How a download is made: the pixels a photo is read at (the engine's bound) and, for polygon
+    outlines (COCO polygons, YOLO), how far in pixels a simplified outline may stray from the mask."""
+
+    max_pixels: int = 0
+    tolerance: float = DEFAULT_TOLERANCE
+
+
+def parse_tolerance(text: str | None) -> float:
+    """A polygon tolerance given as text (a query's `tolerance`): DEFAULT_TOLERANCE when not given;
+    ValueError saying what to give for one that is not a number of pixels from 0 to MAX_TOLERANCE."""
+    if text is None or text == "":
+        return DEFAULT_TOLERANCE
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_TOLERANCE:
+        raise ValueError(f"the polygon tolerance is a number of pixels from 0 to {MAX_TOLERANCE:g}, not {text[:20]!r}")
+    return value
+
+
+class _Sink:
+    """A stream that keeps what is written until drained. zipfile cannot seek in it, so it writes
+    each entry's sizes after its data (a data descriptor): a zip goes out entry by entry."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def drain(self) -> bytes:
+        out = b"".join(self._parts)
+        self._parts.clear()
+        return out
+
+
+def zip_chunks(entries: Iterable[tuple[str, bytes]], compression: int = zipfile.ZIP_STORED) -> Iterator[bytes]:
+    """A zip of (member name, bytes) entries, made as it is read: one chunk per entry, then the
+    central directory. Only one entry's bytes are held at a time."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression) as archive:
+        for name, data in entries:
+            archive.writestr(name, data)
+            yield sink.drain()
+    yield sink.drain()
+
+
+def _zip(entries: Iterable[tuple[str, bytes]], compression: int = zipfile.ZIP_STORED) -> bytes:
+    return b"".join(zip_chunks(entries, compression))
+
+
+def mask_entries(session: Session) -> Iterator[tuple[str, bytes]]:
+    """object_NN.png for each shown object: 8-bit grayscale, the image's size, 0 background / 255 object."""
+    for i, ((mask, _, _), name) in enumerate(zip(_shown_masks(session), _names(session))):
+        ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255)
+        yield _file_name(i + 1, name), png.tobytes()
+
+
 def masks_zip(session: Session) -> bytes:
-    """A zip of object_NN.png: 8-bit grayscale, the image's size, 0 background / 255 object."""
+    """A zip of `mask_entries` (PNGs are compressed already: stored as they are)."""
     _require_objects(session)
-    shown = _shown_masks(session)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
-        for i, ((mask, _, _), name) in enumerate(zip(shown, _names(session))):
-            ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255)
-            archive.writestr(_file_name(i + 1, name), png.tobytes())
-    return buffer.getvalue()
+    return _zip(mask_entries(session))
 
 
 def label_image_png(session: Session) -> bytes:
@@ -127,14 +191,15 @@ def label_image_png(session: Session) -> bytes:
 
 def classes(session: Session) -> list[str]:
     """The dataset's classes, in order (COCO's category ids from 1, YOLO's from 0): the category
-    list, then any other label a shown object has (`Layer.label`: its name, else "object")."""
-    return list(dict.fromkeys([*session.categories, *(layer.label for layer in session.shown())]))
+    list, then any other label an exported object has (`Session.export_labels`: read without
+    decoding, so a set's classes are known before its images' masks are made again)."""
+    return list(dict.fromkeys([*session.categories, *session.export_labels()]))
 
 
-def coco_export(session: Session, polygons: bool = False) -> dict:
+def coco_export(session: Session, polygons: bool = False, tolerance: float = DEFAULT_TOLERANCE) -> dict:
     """COCO instances dict: one image, the classes as categories, one annotation per object with its
-    segmentation as RLE (exact) or polygons, bbox (XYWH), area, and as extra fields its predicted
-    IoU, the prompts that produced it and its name (if it has one)."""
+    segmentation as RLE (exact) or polygons (within `tolerance` px), bbox (XYWH), area, and as extra
+    fields its predicted IoU, the prompts that produced it and its name (if it has one)."""
     _require_objects(session)
     h, w = session.size_hw
     names = classes(session)
@@ -143,7 +208,9 @@ def coco_export(session: Session, polygons: bool = False) -> dict:
         given = {"name": layer.prompts.name} if layer.prompts is not None and layer.prompts.name else {}
         category = names.index(layer.label) + 1
         annotations.append(
-            coco_annotation(mask, i + 1, 1, category, polygons, predicted_iou=score, prompts=prompts, **given)
+            coco_annotation(
+                mask, i + 1, 1, category, polygons, tolerance, predicted_iou=score, prompts=prompts, **given
+            )
         )
     return {
         "images": [{"id": 1, "file_name": session.name, "width": w, "height": h}],
@@ -152,44 +219,44 @@ def coco_export(session: Session, polygons: bool = False) -> dict:
     }
 
 
-def yolo_export(session: Session, max_pixels: int) -> bytes:
+def yolo_export(session: Session, options: ExportOptions) -> bytes:
     """A YOLO segmentation dataset as a zip: data.yaml (the classes), images/<file> (the uploaded
     file) and labels/<stem>.txt, a line per object: its class and one polygon, x and y over the
     image's width and height. An object of several parts or with holes is one polygon whose parts
     and holes are joined by cuts of zero width (`utils/polygons.py`)."""
     _require_objects(session)
-    return _yolo_zip([(session.name, session.image_bytes, session)], classes(session))
+    names = classes(session)
+    (file,) = file_names([session.name])
+    entries = [yolo_yaml(names), *yolo_entries(file, session.image_bytes, session, names, options.tolerance)]
+    return _zip(entries, zipfile.ZIP_DEFLATED)
 
 
-def _yolo_zip(images: list[tuple[str, bytes, Session | None]], names: list[str]) -> bytes:
-    """The YOLO zip of (file name, file, session or None: no objects) images with these class names,
-    the files named by `_file_names`."""
+def yolo_yaml(names: list[str]) -> tuple[str, bytes]:
+    """data.yaml of a YOLO dataset with these class names (images and labels beside it)."""
     yaml = "path: .\ntrain: images\nval: images\nnames:\n" + "".join(
         f"  {k}: {json.dumps(name)}\n" for k, name in enumerate(names)
     )
-    buffer = io.BytesIO()
-    files = _file_names([name for name, _, _ in images])
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("data.yaml", yaml)
-        for file, (_, data, session) in zip(files, images):
-            lines = [] if session is None or not session.shown() else _yolo_lines(session, names)
-            archive.writestr(f"images/{file}", data)
-            archive.writestr(f"labels/{Path(file).stem}.txt", "\n".join(lines) + "\n" if lines else "")
-    return buffer.getvalue()
+    return "data.yaml", yaml.encode()
 
 
-def _yolo_lines(session: Session, names: list[str]) -> list[str]:
-    h, w = session.size_hw
+def yolo_entries(
+    file: str, data: bytes, session: Session | None, names: list[str], tolerance: float = DEFAULT_TOLERANCE
+) -> list[tuple[str, bytes]]:
+    """An image's two members of a YOLO zip: images/<file> and labels/<stem>.txt (empty for an
+    image without objects: `session` None or showing none)."""
     lines = []
-    for (mask, _, _), layer in zip(_shown_masks(session), session.shown()):
-        polygon = joined_polygon(mask_polygons(mask))
-        if len(polygon):
-            xy = " ".join(f"{x / w:.6f} {y / h:.6f}" for x, y in polygon)
-            lines.append(f"{names.index(layer.label)} {xy}")
-    return lines
+    if session is not None:
+        h, w = session.size_hw
+        for (mask, _, _), layer in zip(_shown_masks(session), session.shown()):
+            polygon = joined_polygon(mask_polygons(mask, tolerance))
+            if len(polygon):
+                xy = " ".join(f"{x / w:.6f} {y / h:.6f}" for x, y in polygon)
+                lines.append(f"{names.index(layer.label)} {xy}")
+    text = "\n".join(lines) + "\n" if lines else ""
+    return [(f"images/{file}", data), (f"labels/{Path(file).stem}.txt", text.encode())]
 
 
-def _file_names(names: list[str]) -> list[str]:
+def file_names(names: list[str]) -> list[str]:
     """The images' file names in a download: made safe (`_safe_file_name`) and unique by stem, any
     case (images/a.png and a.jpg would share labels/a.txt): a second "a" becomes "a_2". One naming
     for every download of a set, so its YOLO, masks and cut-outs name an image alike."""
@@ -204,46 +271,6 @@ def _file_names(names: list[str]) -> list[str]:
         used.add(Path(name).stem.lower())
         out.append(name)
     return out
-
-
-def _labelled(session: Session | None) -> bool:
-    """Whether an image of a set has an object to export (None: never opened)."""
-    return session is not None and bool(session.shown())
-
-
-def set_classes(sessions: list[Session]) -> list[str]:
-    """A set's classes: each labelled image's (`classes`), in the order they first come."""
-    return list(dict.fromkeys(name for session in sessions if _labelled(session) for name in classes(session)))
-
-
-def coco_set_export(images: list[tuple[str, tuple[int, int], Session | None]], polygons: bool = False) -> dict:
-    """COCO instances of a set of images, (file name, (H, W), session or None: no objects): every image
-    (ids from 1, unlabelled ones too), the set's classes as categories, each image's objects as in
-    `coco_export` with ids numbered across the set (a set not labelled yet: its images, no annotation)."""
-    names = set_classes([s for _, _, s in images])
-    out = {"images": [], "annotations": [], "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}
-    for image_id, (name, (h, w), session) in enumerate(images, start=1):
-        out["images"].append({"id": image_id, "file_name": name, "width": w, "height": h})
-        if not _labelled(session):
-            continue
-        one = coco_export(session, polygons)
-        local = {c["id"]: names.index(c["name"]) + 1 for c in one["categories"]}
-        for annotation in one["annotations"]:
-            out["annotations"].append(
-                {
-                    **annotation,
-                    "id": len(out["annotations"]) + 1,
-                    "image_id": image_id,
-                    "category_id": local[annotation["category_id"]],
-                }
-            )
-    return out
-
-
-def yolo_set_export(images: list[tuple[str, bytes, Session | None]]) -> bytes:
-    """The YOLO segmentation zip of a set of images (file name, file, session or None; an image
-    without objects gets an empty labels file)."""
-    return _yolo_zip(images, set_classes([s for _, _, s in images]))
 
 
 def _safe_file_name(name: str) -> str:
@@ -305,7 +332,7 @@ def _rgba_png(rgb: np.ndarray, alpha: np.ndarray, crop: tuple[slice, slice]) -> 
     return png.tobytes()
 
 
-def _label_folders(labels: list[str]) -> dict[str, str]:
+def label_folders(labels: list[str]) -> dict[str, str]:
     """Each label's folder in a cut-outs zip (a label: an object's category, else name, else
     "object"): a safe folder name (letters, digits, '.', '_', '-'; never a path or hidden); two
     labels that clean to the same folder get "_2", "_3", ... in the order they are listed."""
@@ -320,65 +347,35 @@ def _label_folders(labels: list[str]) -> dict[str, str]:
     return folders
 
 
-def cutouts_zip(session: Session, max_pixels: int) -> bytes:
+def cutouts_zip(session: Session, options: ExportOptions) -> bytes:
     """A zip of <label>/object_NN.png: each object's RGBA cut-out, cropped to its box, in a folder
-    per category (see `_label_folders`; numbered as masks.zip)."""
+    per category (see `label_folders`; numbered as masks.zip)."""
     _require_objects(session)
-    return _cutouts([("", session)], max_pixels, classes(session))
+    return _zip(cutout_entries(session, options.max_pixels, label_folders(classes(session))))
 
 
-def _cutouts(images: list[tuple[str, Session]], max_pixels: int, labels: list[str]) -> bytes:
-    """The cut-outs zip of (file-name prefix, session) images: <label folder>/<prefix>object_NN.png,
-    at most MAX_CUTOUT_PIXELS of crops in all (ValueError past them)."""
-    folders = _label_folders(labels)
-    buffer = io.BytesIO()
-    total = 0
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for prefix, session in images:
-            rgb = session.pixels(max_pixels)
-            shown = zip(_cutout_alphas(session), _names(session), session.shown())
-            for i, (alpha, name, layer) in enumerate(shown):
-                if not alpha.any():
-                    continue  # an empty mask: nothing to cut out
-                rows, cols = crop = _crop(alpha)
-                total += (rows.stop - rows.start) * (cols.stop - cols.start)
-                if total > MAX_CUTOUT_PIXELS:
-                    raise ValueError(
-                        f"the cut-outs would hold over {MAX_CUTOUT_PIXELS // 1_000_000} megapixels; download the "
-                        "cut-out of all objects (one PNG) or the masks instead"
-                    )
-                file = f"{folders[layer.label]}/{prefix}{_file_name(i + 1, name)}"
-                archive.writestr(file, _rgba_png(rgb, alpha, crop))
-            del rgb
-    return buffer.getvalue()
+def cutout_entries(
+    session: Session, max_pixels: int, folders: dict[str, str], prefix: str = ""
+) -> list[tuple[str, bytes]]:
+    """An image's cut-outs, <label folder>/<prefix>object_NN.png, each object's RGBA crop (an empty
+    mask has none). ValueError past MAX_CUTOUT_PIXELS of crops in all, before any is made."""
+    rgb = session.pixels(max_pixels)
+    out, total = [], 0
+    for i, (alpha, name, layer) in enumerate(zip(_cutout_alphas(session), _names(session), session.shown())):
+        if not alpha.any():
+            continue
+        rows, cols = crop = _crop(alpha)
+        total += (rows.stop - rows.start) * (cols.stop - cols.start)
+        if total > MAX_CUTOUT_PIXELS:
+            raise ValueError(
+                f"its cut-outs would hold over {MAX_CUTOUT_PIXELS // 1_000_000} megapixels; download the "
+                "cut-out of all objects (one PNG) or the masks instead"
+            )
+        out.append((f"{folders[layer.label]}/{prefix}{_file_name(i + 1, name)}", _rgba_png(rgb, alpha, crop)))
+    return out
 
 
-def cutouts_set_zip(images: list[tuple[str, Session | None]], max_pixels: int) -> bytes:
-    """The cut-outs of a set, (file name, session or None): <label>/<image stem>_object_NN.png, a
-    folder per category across the set (an empty zip while no image has an object)."""
-    files = _file_names([name for name, _ in images])
-    prefixed = [(Path(file).stem + "_", s) for file, (_, s) in zip(files, images) if _labelled(s)]
-    return _cutouts(prefixed, max_pixels, set_classes([s for _, s in images]))
-
-
-def masks_set_zip(images: list[tuple[str, Session | None]]) -> bytes:
-    """A set's masks: masks/<image stem>/object_NN.png (as masks.zip) and label_images/<image stem>.png
-    (as the label image) for each image with objects (an empty zip while none has one)."""
-    buffer = io.BytesIO()
-    files = _file_names([name for name, _ in images])
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for file, (_, session) in zip(files, images):
-            if not _labelled(session):
-                continue
-            stem = Path(file).stem
-            with zipfile.ZipFile(io.BytesIO(masks_zip(session))) as one:
-                for member in one.namelist():
-                    archive.writestr(f"masks/{stem}/{member}", one.read(member))
-            archive.writestr(f"label_images/{stem}.png", label_image_png(session))
-    return buffer.getvalue()
-
-
-def cutout_union_png(session: Session, max_pixels: int) -> bytes:
+def cutout_union_png(session: Session, options: ExportOptions) -> bytes:
     """One RGBA cut-out of every object together (alpha: the largest of theirs), cropped to them."""
     _require_objects(session)
     union = None
@@ -386,7 +383,7 @@ def cutout_union_png(session: Session, max_pixels: int) -> bytes:
         union = alpha if union is None else np.maximum(union, alpha, out=union)
     if not union.any():
         raise ValueError("every object's mask is empty: there is nothing to cut out; refine the objects first")
-    return _rgba_png(session.pixels(max_pixels), union, _crop(union))
+    return _rgba_png(session.pixels(options.max_pixels), union, _crop(union))
 
 
 MAX_SAVED_OBJECTS = 500  # objects one saved file may add (each with prompts is decoded again to check it)

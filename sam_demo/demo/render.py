@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from sam_demo.demo.session import MAX_NAME_CHARS, PALETTE, Decoded, Layer, ObjectResult, Session, hex_colour
+from sam_demo.engine.utils.polygons import DEFAULT_TOLERANCE, MAX_TOLERANCE
 from sam_demo.engine.utils.transforms import logits_to_size
 
 DISPLAY_MAX_SIDE = 1280
@@ -33,6 +34,7 @@ SET_EXPORT_LINKS = (  # (element id, kind, label): shown when the image is one o
     ("download-set-yolo", "yolo-seg.zip", "YOLO segmentation (zip)"),
     ("download-set-masks", "masks.zip", "PNG masks and label images (zip)"),
     ("download-set-cutouts", "cutouts.zip", "Cut-outs by category (zip)"),
+    ("download-set-json", "sam-endpoint.zip", "Endpoint JSON per image (zip)"),
 )
 EXPORT_LINKS = (  # (element id, kind, label)
     ("download-json", "sam-endpoint.json", "Download JSON (endpoint request + response)"),
@@ -375,20 +377,32 @@ def exports_html(session: Session | None) -> str:
             )
         else:
             name = html.escape(f"{Path(session.name).stem or 'image'}.{kind}")
-            links.append(
-                f'<a id="{elem_id}" class="sd-download" href="{export_url(session, kind)}" '
-                f'download="{name}">{label}</a>'
-            )
+            links.append(_download_link(elem_id, export_url(session, kind), kind, name, label))
     note = f'<p class="sd-export-note">{note}</p>' if note else ""
     whole = ""
     if session is not None and session.workspace is not None:
         sets = "".join(
-            f'<a id="{elem_id}" class="sd-download" href="{SET_EXPORT_PATH.lstrip("/")}/{session.token}/{kind}" '
-            f'download="images.{kind}">{label}</a>'
+            _download_link(
+                elem_id, f"{SET_EXPORT_PATH.lstrip('/')}/{session.token}/{kind}", kind, f"images.{kind}", label
+            )
             for elem_id, kind, label in SET_EXPORT_LINKS
         )
         whole = f'<p class="sd-set-title">The whole set of images:</p><div class="sd-downloads" id="set-exports">{sets}</div>'
-    return f'<p id="export-status">{status}</p>{note}<div class="sd-downloads">{"".join(links)}</div>{whole}'
+    tolerance = (
+        '<label class="sd-tolerance" title="How far a polygon may stray from its mask, in pixels of the image '
+        f'(COCO polygons and YOLO; 0 follows every pixel)">Polygon tolerance <input id="polygon-tolerance" '
+        f'type="number" min="0" max="{MAX_TOLERANCE:g}" step="0.1" value="{DEFAULT_TOLERANCE:g}"> px</label>'
+    )
+    return f'<p id="export-status">{status}</p>{note}<div class="sd-downloads">{"".join(links)}</div>{whole}{tolerance}'
+
+
+POLYGON_KINDS = ("coco-polygons.json", "yolo-seg.zip")  # downloads whose outlines take the tolerance
+
+
+def _download_link(elem_id: str, url: str, kind: str, file: str, label: str) -> str:
+    """A download link; one of polygons has data-polygons (the page adds ?tolerance= when clicked)."""
+    polygons = " data-polygons" if kind in POLYGON_KINDS else ""
+    return f'<a id="{elem_id}" class="sd-download" href="{url}" download="{file}"{polygons}>{label}</a>'
 
 
 def click_status(session: Session, decoded: int = 0, ms: float = 0.0) -> str:

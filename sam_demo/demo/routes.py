@@ -6,10 +6,12 @@
                                            -> {"png": {key: data URI}}: the layers of a zoomed-in region, or 204 when busy
     GET  /sam-demo/photo/{token}           the photo at full resolution (JPEG), for zooming in
     GET  /sam-demo/example/{name}          an example photo's file (picked in the empty stage)
-    GET  /sam-demo/export-set/{token}/{kind}   the whole set of images of the session's workspace: coco.json |
-                                           coco-polygons.json | yolo-seg.zip | masks.zip | cutouts.zip
+    GET  /sam-demo/export-set/{token}/{kind}   the whole set of images of the session's workspace, streamed:
+                                           coco.json | coco-polygons.json | yolo-seg.zip | masks.zip |
+                                           cutouts.zip | sam-endpoint.zip
     GET  /sam-demo/export/{token}/{kind}   kind: sam-endpoint.json | masks.zip | label-image.png | coco.json |
                                            coco-polygons.json | yolo-seg.zip | cutouts.zip | cutout.png
+         both take ?tolerance=PX: how far a polygon (COCO polygons, YOLO) may stray from its mask
 
 All find the session by its unguessable token in the `SessionStore`. A click goes to /edit: it
 applies the new events and decodes under the session's lock, exactly as the UI's `on_prompt`
@@ -28,6 +30,7 @@ Downloads are built when asked for, from the session's latest state.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -36,22 +39,20 @@ from pathlib import Path
 
 import torch
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from sam_demo.demo.detail import MAX_DETAIL_LAYERS, detail_layers, photo_jpeg
 from sam_demo.demo.example_photos import example_file
 from sam_demo.demo.exports import (
+    ExportOptions,
     coco_export,
-    coco_set_export,
     cutout_union_png,
-    cutouts_set_zip,
     cutouts_zip,
     endpoint_export,
     label_image_png,
-    masks_set_zip,
     masks_zip,
+    parse_tolerance,
     yolo_export,
-    yolo_set_export,
 )
 from sam_demo.demo.render import (
     DISPLAY_MAX_SIDE,
@@ -65,39 +66,26 @@ from sam_demo.demo.render import (
 )
 from sam_demo.demo.session import Decoded, ObjectPrompts, Session, decode
 from sam_demo.demo.session_store import SessionStore
-from sam_demo.demo.workspace import WorkspaceStore, set_images
+from sam_demo.demo.set_exports import SET_EXPORT_KINDS, set_export_chunks
+from sam_demo.demo.workspace import WorkspaceStore, remade, set_images
 from sam_demo.endpoint.http_body import read_limited
 from sam_demo.engine.sam_engine import SamEngine
 from sam_demo.engine.utils.prompts import finite_numbers
 from sam_demo.engine.utils.transforms import logits_to_size
 
-# kind -> (media type, build(session, max_pixels) -> the file's bytes)
+# kind -> (media type, build(session, options) -> the file's bytes)
 EXPORTS = {
     "sam-endpoint.json": ("application/json", lambda s, _: json.dumps(endpoint_export(s)).encode()),
     "masks.zip": ("application/zip", lambda s, _: masks_zip(s)),
     "label-image.png": ("image/png", lambda s, _: label_image_png(s)),
     "coco.json": ("application/json", lambda s, _: json.dumps(coco_export(s)).encode()),
-    "coco-polygons.json": ("application/json", lambda s, _: json.dumps(coco_export(s, polygons=True)).encode()),
+    "coco-polygons.json": (
+        "application/json",
+        lambda s, o: json.dumps(coco_export(s, polygons=True, tolerance=o.tolerance)).encode(),
+    ),
     "yolo-seg.zip": ("application/zip", yolo_export),
     "cutouts.zip": ("application/zip", cutouts_zip),
     "cutout.png": ("image/png", cutout_union_png),
-}
-# kind -> (media type, build([(image, session or None)], max_pixels) -> the file's bytes): the whole set
-SET_EXPORTS = {
-    "coco.json": (
-        "application/json",
-        lambda images, _: json.dumps(coco_set_export([(i.name, i.size_hw, s) for i, s in images])).encode(),
-    ),
-    "coco-polygons.json": (
-        "application/json",
-        lambda images, _: json.dumps(coco_set_export([(i.name, i.size_hw, s) for i, s in images], True)).encode(),
-    ),
-    "yolo-seg.zip": ("application/zip", lambda images, _: yolo_set_export([(i.name, i.data, s) for i, s in images])),
-    "masks.zip": ("application/zip", lambda images, _: masks_set_zip([(i.name, s) for i, s in images])),
-    "cutouts.zip": (
-        "application/zip",
-        lambda images, most: cutouts_set_zip([(i.name, s) for i, s in images], most),
-    ),
 }
 DETAIL_PATH = "/sam-demo/detail"
 DETAIL_THREADS = 2
@@ -276,13 +264,13 @@ def add_demo_routes(
         return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get(SET_EXPORT_PATH + "/{token}/{kind}", include_in_schema=False)
-    def export_set(token: str, kind: str):
+    def export_set(token: str, kind: str, tolerance: str | None = None):
         if workspaces is None:
             return _error(404, "this server keeps no sets of images")
-        return _set_export(workspaces, sessions, engine, token, kind)
+        return _set_export(workspaces, sessions, engine, token, kind, tolerance)
 
     @app.get(EXPORT_PATH + "/{token}/{kind}", include_in_schema=False)
-    def export(token: str, kind: str):
+    def export(token: str, kind: str, tolerance: str | None = None):
         if kind not in EXPORTS:
             return _error(404, f"unknown export {kind!r}; one of {', '.join(EXPORTS)}")
         session = sessions.get(token)
@@ -290,10 +278,14 @@ def add_demo_routes(
             return _error(404, expired)
         mime, build = EXPORTS[kind]
         try:
+            options = ExportOptions(engine.max_pixels, parse_tolerance(tolerance))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        try:
             with sessions.editing(session) as session:
                 if session.update(engine):  # it had been made light: its masks were remade
                     sessions.put(session)
-                content = build(session, engine.max_pixels)
+                content = build(session, options)
         except ValueError as exc:
             return _error(409, str(exc))
         name = f"{Path(session.name).stem or 'image'}.{kind}"
@@ -305,22 +297,27 @@ def add_demo_routes(
 
 
 def _set_export(
-    workspaces: WorkspaceStore, sessions: SessionStore, engine: SamEngine, token: str, kind: str
+    workspaces: WorkspaceStore, sessions: SessionStore, engine: SamEngine, token: str, kind: str, tolerance: str | None
 ) -> Response:
-    """A whole set's download, built now; 404 / 409 with the reason where there is none."""
-    if kind not in SET_EXPORTS:
-        return _error(404, f"unknown export {kind!r}; one of {', '.join(SET_EXPORTS)}")
+    """A whole set's download, streamed as it is made (`set_exports.py`); 400 / 404 / 409 with the
+    reason where there is none."""
+    if kind not in SET_EXPORT_KINDS:
+        return _error(404, f"unknown export {kind!r}; one of {', '.join(SET_EXPORT_KINDS)}")
     session = sessions.get(token)
     if session is None:
         return _error(404, "this session has expired; reload the page and upload the images again")
     try:
-        images = set_images(workspaces, sessions, engine, session)
-        content = SET_EXPORTS[kind][1](images, engine.max_pixels)
+        options = ExportOptions(engine.max_pixels, parse_tolerance(tolerance))
+    except ValueError as exc:
+        return _error(400, str(exc))
+    try:
+        images = set_images(workspaces, sessions, session)
     except ValueError as exc:
         return _error(409, str(exc))
-    return Response(
-        content,
-        media_type=SET_EXPORTS[kind][0],
+    chunks = set_export_chunks(kind, images, functools.partial(remade, engine), options)
+    return StreamingResponse(
+        chunks,
+        media_type=SET_EXPORT_KINDS[kind][0],
         headers={"Content-Disposition": f'attachment; filename="images.{kind}"', "Cache-Control": "no-store"},
     )
 

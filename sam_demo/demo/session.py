@@ -726,6 +726,15 @@ class Session:
         """Every layer with a mask (hidden ones too), in display order: what the exports hold."""
         return [layer for layer in self.layers() if layer.source is not None]
 
+    def export_labels(self) -> list[str]:
+        """The label of each layer the exports hold (`shown` once `update` has run: every automatic
+        mask kept, every object with a fixed mask or with prompts), read without decoding."""
+        return [
+            layer.label
+            for layer in self.layers()
+            if layer.source is not None or (layer.prompts is not None and layer.prompts.has_prompts)
+        ]
+
     def layers(self) -> list[Layer]:
         """Everything shown, in display order: the kept automatic masks, then every object (the
         edited one among them; objects with a fixed mask are shown by it).

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from sam_demo.demo.render import plural
 from sam_demo.demo.session import Session
 from sam_demo.demo.session_store import SessionStore, default_budget_bytes
+from sam_demo.demo.set_exports import SetImage
 from sam_demo.engine.sam_engine import SamEngine
 from sam_demo.engine.utils.files import IMAGE_SUFFIXES
 from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
@@ -38,6 +39,7 @@ __all__ = [
     "WorkspaceStore",
     "image_label",
     "read_uploads",
+    "remade",
     "set_images",
 ]
 
@@ -316,22 +318,20 @@ def image_label(index: int, count: int, image: WorkspaceImage, encoded: bool, ob
     return f"{index + 1}/{count} · {name} · {state}"
 
 
-def set_images(
-    workspaces: WorkspaceStore, sessions: SessionStore, engine: SamEngine, session: Session
-) -> list[tuple[WorkspaceImage, Session | None]]:
-    """Each image of `session`'s workspace with its latest full session (results remade: the
-    embedding encoded again if it was evicted), or None for an image never opened. ValueError
-    without a workspace."""
+def set_images(workspaces: WorkspaceStore, sessions: SessionStore, session: Session) -> list[SetImage]:
+    """Each image of `session`'s workspace as its downloads see it, with its latest session (maybe
+    light: `remade` makes its masks when its turn comes). ValueError without a workspace."""
     workspace = workspaces.get(sessions.latest(session).workspace)
     if workspace is None:
         raise ValueError("this image is not one of a set: add images first, or download this image's files")
     with workspace.lock:
         images = list(workspace.images)
-    out = []
-    for image in images:
-        state = image.latest(sessions)
-        if state is not None:
-            state = state.fork()
-            state.update(engine)
-        out.append((image, state))
-    return out
+    return [SetImage(i.name, i.size_hw, i.data, i.latest(sessions)) for i in images]
+
+
+def remade(engine: SamEngine, session: Session) -> Session:
+    """A fork of the session with every object's masks made (its embedding from the cache or the
+    store, else encoded again), leaving the stored one as it is."""
+    full = session.fork()
+    full.update(engine)
+    return full

@@ -4,63 +4,21 @@ pycocotools and a YOLO reader), and bad files, zips and limits refused by name."
 
 from __future__ import annotations
 
-import html
 import io
 import json
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from PIL import Image
 from pycocotools.coco import COCO
 
 from sam_demo.demo.handlers import DemoContext, on_prompt
-from sam_demo.demo.routes import add_demo_routes
-from sam_demo.demo.workspace import BackgroundEncoder, WorkspaceLimits, read_uploads
+from sam_demo.demo.workspace import WorkspaceLimits, read_uploads
 from sam_demo.demo.workspace_handlers import on_add_images, on_pick, on_step, on_upload
 from tests.support.demo import CAT, events, point, stored
 from tests.support.photos import asset
-
-
-def status(result) -> str:
-    """The status line of a handler's outputs (a `View`, or a workspace handler's longer tuple)."""
-    return html.unescape(json.loads(result[1]["view"])["panels"]["status"])
-
-
-@pytest.fixture()
-def wctx(engine):
-    engine.cache.clear()
-    ctx = DemoContext(engine, background=BackgroundEncoder(engine, pause_s=0.01))
-    yield ctx
-    wait_for_background(ctx)  # no encode left running into the next test (or the interpreter's exit)
-
-
-@pytest.fixture()
-def photos(tmp_path) -> list[str]:
-    """Three distinct photos (PNG files), and a text file posing as one."""
-    paths = []
-    for i, name in enumerate(["rocket.jpg", "coffee.png", "astronaut.png"]):
-        path = tmp_path / f"{i + 1}-{name.split('.')[0]}.png"
-        Image.fromarray(asset(name)[:240, :320]).save(path)
-        paths.append(str(path))
-    (tmp_path / "notes.png").write_text("not an image")
-    return paths
-
-
-def strip(result) -> dict:
-    """The strip's update (the images dropdown) of a workspace handler's outputs."""
-    return result[3]
-
-
-def wait_for_background(ctx: DemoContext) -> None:
-    deadline = time.monotonic() + 120
-    while not ctx.background.idle():
-        assert time.monotonic() < deadline, "the background encodes did not finish"
-        time.sleep(0.05)
+from tests.support.workspace import labelled_set, set_client, status, strip, two_labelled, wait_for_background
 
 
 def test_images_added_at_once_open_the_first_and_name_what_is_not_an_image(wctx, photos):
@@ -72,31 +30,6 @@ def test_images_added_at_once_open_the_first_and_name_what_is_not_an_image(wctx,
     labels = [label for label, _ in strip(result)["choices"]]
     assert labels[0] == "1/3 · 1-rocket.png · 0 objects" and labels[1].startswith("2/3 · 2-coffee.png")
     assert strip(result)["value"] == 0 and result[6]["visible"] is True
-
-
-def labelled_set(ctx, photos):
-    """The photos added as a set, the category list rocket, cup, and a click on the first: a rocket."""
-    session = stored(ctx, on_add_images(ctx, photos, None)[0])
-    session.set_categories(["rocket", "cup"])
-    ctx.sessions.put(session)
-    return on_prompt(
-        ctx, events(session, point(160, 120), {"type": "category", "object": 0, "category": "rocket"}), session
-    ).state
-
-
-def two_labelled(ctx, photos):
-    """`labelled_set`, then D and a click on the second image: a cup. Returns both images' states."""
-    one = labelled_set(ctx, photos)
-    two = on_step(ctx, 1, one)[0]
-    two = on_prompt(ctx, events(two, point(100, 100), {"type": "category", "object": 0, "category": "cup"}), two).state
-    return one, two
-
-
-def set_client(ctx) -> TestClient:
-    """The demo's routes (the set's downloads among them) on `ctx`'s stores."""
-    app = FastAPI()
-    add_demo_routes(app, ctx.engine, ctx.sessions, ctx.workspaces)
-    return TestClient(app)
 
 
 def test_moving_with_d_and_a_keeps_each_images_objects_and_categories(wctx, photos):
@@ -200,10 +133,13 @@ def test_names_are_made_unique_on_upload_so_coco_and_yolo_agree(wctx, photos):
 
 
 def test_yolo_file_names_keep_their_suffix_and_never_share_a_labels_file():
-    from sam_demo.demo.exports import yolo_set_export
+    from sam_demo.demo.exports import ExportOptions
+    from sam_demo.demo.set_exports import SetImage, set_export_chunks
 
-    files = [("a.png", b"1", None), ("A.jpg", b"2", None), ("L" * 200 + ".png", b"3", None), ("<x>.png", b"4", None)]
-    with zipfile.ZipFile(io.BytesIO(yolo_set_export(files))) as archive:
+    names = ["a.png", "A.jpg", "L" * 200 + ".png", "<x>.png"]
+    files = [SetImage(name, (1, 1), str(k).encode(), None) for k, name in enumerate(names)]
+    chunks = set_export_chunks("yolo-seg.zip", files, lambda s: s, ExportOptions())
+    with zipfile.ZipFile(io.BytesIO(b"".join(chunks))) as archive:
         names = sorted(archive.namelist())
     assert names == sorted(
         ["data.yaml", "images/a.png", "labels/a.txt", "images/A_2.jpg", "labels/A_2.txt"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from sam_demo.demo.exports import ExportOptions
 from sam_demo.demo.routes import EXPORTS
 from tests.support.photos import PHOTOS
 
@@ -37,9 +38,13 @@ def stored(ctx, session):
     return ctx.sessions.get(session.token)
 
 
-def export(ctx, session, kind: str, folder=None):
-    """Build a download as the server does when its link is clicked; with `folder`, write it there."""
-    content = EXPORTS[kind][1](stored(ctx, session), ctx.engine.max_pixels)
+def export(ctx, session, kind: str, folder=None, tolerance: float | None = None):
+    """Build a download as the server does when its link is clicked (with ?tolerance= if given);
+    with `folder`, write it there."""
+    options = (
+        ExportOptions(ctx.engine.max_pixels) if tolerance is None else ExportOptions(ctx.engine.max_pixels, tolerance)
+    )
+    content = EXPORTS[kind][1](stored(ctx, session), options)
     if folder is None:
         return content
     path = folder / f"saved.{kind}"

@@ -4,12 +4,17 @@
 // A button with data-candidate asks the prompter to show that candidate ("sam-demo:candidate"); the
 // object list's buttons (data-select, data-hide, data-delete), name fields (data-rename), category
 // pickers (data-category) and the category list (data-categories, sent when it loses focus) ask it
-// to send that event ("sam-demo:object").
+// to send that event ("sam-demo:object"). In the exports, the polygon tolerance the user typed is
+// kept across views, and a polygon download (data-polygons) is asked for with it (?tolerance=), or
+// not at all while the field says something out of range.
 const part = props.part;
+let tolerance = null;  // the exports' polygon tolerance, as typed (null: the default)
 document.addEventListener('sam-demo:view', (event) => {
   const html = event.detail && event.detail[part];
   if (typeof html !== 'string') return;
   element.innerHTML = html;
+  const field = element.querySelector('#polygon-tolerance');
+  if (field && tolerance !== null) field.value = tolerance;
   // A problem told on the status line while it is out of sight (a phone, scrolled to the exports)
   // is brought into view.
   const alert = part === 'status' && element.querySelector('[role=alert]');
@@ -22,6 +27,18 @@ document.addEventListener('sam-demo:view', (event) => {
 if (part === 'status') element.addEventListener('click', (event) => event.target.closest('.sd-status')?.classList.toggle('sd-open'));
 const objectEvent = (detail) => document.dispatchEvent(new CustomEvent('sam-demo:object', {detail}));
 element.addEventListener('click', (event) => {
+  const link = event.target.closest('a[data-polygons]');
+  const field = element.querySelector('#polygon-tolerance');
+  if (link && field) {
+    if (!field.checkValidity() || field.value === '') {
+      event.preventDefault();
+      field.reportValidity();
+      return;
+    }
+    const url = new URL(link.getAttribute('href'), document.baseURI);
+    url.searchParams.set('tolerance', field.value);
+    link.href = url.href;
+  }
   const button = event.target.closest('[data-candidate], [data-select], [data-hide], [data-delete]');
   if (!button) return;
   const d = button.dataset;
@@ -32,7 +49,8 @@ element.addEventListener('click', (event) => {
 });
 element.addEventListener('change', (event) => {
   const target = event.target;
-  if (target.closest('[data-rename]')) objectEvent({type: 'rename', object: Number(target.dataset.rename), name: target.value});
+  if (target.id === 'polygon-tolerance') tolerance = target.value;
+  else if (target.closest('[data-rename]')) objectEvent({type: 'rename', object: Number(target.dataset.rename), name: target.value});
   else if (target.closest('[data-category]')) objectEvent({type: 'category', object: Number(target.dataset.category), category: target.value});
   else if (target.closest('[data-categories]')) objectEvent({type: 'categories', names: target.value.split('\n')});
 });

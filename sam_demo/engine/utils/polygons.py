@@ -23,9 +23,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["DEFAULT_TOLERANCE", "joined_polygon", "mask_polygons", "polygons_to_mask"]
+__all__ = ["DEFAULT_TOLERANCE", "MAX_TOLERANCE", "joined_polygon", "mask_polygons", "polygons_to_mask"]
 
 DEFAULT_TOLERANCE = 1.0  # pixels a simplified outline may stray from the mask's edge
+MAX_TOLERANCE = 10.0  # pixels: past this an outline no longer follows its mask
 _MIN_VERTICES = 3
 
 
