@@ -29,6 +29,7 @@ from sam_demo.endpoint.fetch import FetchPolicy
 from sam_demo.engine.utils.files import image_files
 from sam_demo.engine.utils.geometry import box_within
 from sam_demo.engine.utils.prompts import finite_numbers
+from sam_demo.engine.utils.yolo import names_from_classes_txt, names_from_data_yaml
 
 if TYPE_CHECKING:
     from sam_demo.engine.sam_engine import SamEngine
@@ -234,23 +235,15 @@ def _read_yolo(folder: Path, files: dict[str, Path]) -> BoxSet:
 
 
 def _yolo_names(folder: Path) -> list[str]:
-    """The class names: data.yaml's `names` (a list, or a dict by index) or classes.txt, in the
-    folder or its parent; [] if there are none."""
-    import yaml
-
+    """The class names: data.yaml's `names` or classes.txt, in the folder or its parent; [] if there
+    are none."""
     for place in (folder, folder.parent):
-        if (place / "data.yaml").is_file():
-            try:
-                names = (yaml.safe_load((place / "data.yaml").read_text(encoding="utf-8")) or {}).get("names")
-            except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as exc:
-                raise ValueError(f"{place / 'data.yaml'} cannot be read: {exc}") from None
-            if isinstance(names, dict):
-                names = [names[k] for k in sorted(names)]
-            if isinstance(names, list):
-                return [str(n) for n in names]
-            raise ValueError(f"{place / 'data.yaml'} has no 'names' list")
-        if (place / "classes.txt").is_file():
-            return [n.strip() for n in (place / "classes.txt").read_text(encoding="utf-8").splitlines() if n.strip()]
+        for file, read in (("data.yaml", names_from_data_yaml), ("classes.txt", names_from_classes_txt)):
+            if (place / file).is_file():
+                try:
+                    return read((place / file).read_text(encoding="utf-8"), str(place / file))
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"{place / file} cannot be read: {exc}") from None
     return []
 
 

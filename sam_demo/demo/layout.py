@@ -149,8 +149,11 @@ def build_demo(
                 with gr.Accordion("Export and import", open=True):
                     exports = Panel("exports", exports_html(None), elem_id="exports")
                     # Any file: the handler says what is wrong with one that is not a saved JSON, a COCO
-                    # file or YOLO labels (whose boxes are segmented here).
-                    load_saved = gr.UploadButton("Load JSON, COCO or YOLO", size="sm", elem_id="load-json")
+                    # file or YOLO labels (whose boxes are segmented here). Several at once: a set's YOLO
+                    # label files (with data.yaml), each into the image of its name.
+                    load_saved = gr.UploadButton(
+                        "Load JSON, COCO or YOLO", size="sm", elem_id="load-json", file_count="multiple"
+                    )
         del candidates, legend, exports  # drawn by the page from the prompter's views
         outputs = [state, prompter, auto_keep]
         strip = [images, workspace_progress, timer, workspace_row]  # WorkspaceView's order

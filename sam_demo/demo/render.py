@@ -390,10 +390,10 @@ def exports_html(session: Session | None) -> str:
         whole = f'<p class="sd-set-title">The whole set of images:</p><div class="sd-downloads" id="set-exports">{sets}</div>'
     tolerance = (
         '<label class="sd-tolerance" title="How far a polygon may stray from its mask, in pixels of the image '
-        f'(COCO polygons and YOLO; 0 follows every pixel)">Polygon tolerance <input id="polygon-tolerance" '
+        f'(COCO polygons and YOLO; 0 follows every pixel)">Polygon tolerance (COCO polygons, YOLO) <input id="polygon-tolerance" '
         f'type="number" min="0" max="{MAX_TOLERANCE:g}" step="0.1" value="{DEFAULT_TOLERANCE:g}"> px</label>'
     )
-    return f'<p id="export-status">{status}</p>{note}<div class="sd-downloads">{"".join(links)}</div>{whole}{tolerance}'
+    return f'<p id="export-status">{status}</p>{note}{tolerance}<div class="sd-downloads">{"".join(links)}</div>{whole}'
 
 
 POLYGON_KINDS = ("coco-polygons.json", "yolo-seg.zip")  # downloads whose outlines take the tolerance

@@ -19,7 +19,7 @@ import weakref
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
 
@@ -30,6 +30,7 @@ from sam_demo.demo.set_exports import SetImage
 from sam_demo.engine.sam_engine import SamEngine
 from sam_demo.engine.utils.files import IMAGE_SUFFIXES
 from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
+from sam_demo.engine.utils.yolo import names_from_classes_txt, names_from_data_yaml
 
 __all__ = [
     "BackgroundEncoder",
@@ -37,8 +38,10 @@ __all__ = [
     "WorkspaceImage",
     "WorkspaceLimits",
     "WorkspaceStore",
+    "YoloLabels",
     "image_label",
     "read_uploads",
+    "read_yolo_uploads",
     "remade",
     "set_images",
 ]
@@ -182,6 +185,74 @@ def read_uploads(
         elif not take(name, data):
             break
     return images, problems
+
+
+LABEL_SUFFIXES = (".txt", ".yaml", ".yml")  # YOLO label files and class names
+
+
+@dataclass(frozen=True)
+class YoloLabels:
+    """YOLO label files uploaded for a set: each stem's text, with where it came from ("a.txt", or
+    "labels.zip: labels/a.txt"), and the class names of a data.yaml or classes.txt among them
+    (None when there is none)."""
+
+    texts: dict[str, tuple[str, str]]
+    names: list[str] | None
+
+
+def read_yolo_uploads(paths: list[Path], max_bytes: int) -> YoloLabels:
+    """The label files among uploaded files: .txt files, a data.yaml or classes.txt for the names,
+    and the same inside zips (a YOLO dataset's zip, its images skipped unread; by base name). At
+    most `max_bytes` of labels are read in all, a file or zip member only up to what is left. Other
+    files are skipped. ValueError naming the file for one that is not UTF-8 text, a zip that cannot
+    be read, two label files of one stem, or past `max_bytes`."""
+    texts: dict[str, tuple[str, str]] = {}
+    names: list[str] | None = None
+    left = max_bytes
+
+    def take(where: str, base: str, data: bytes) -> None:
+        nonlocal names
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValueError(f"{where} is not UTF-8 text") from None
+        lower = base.lower()
+        if lower in ("data.yaml", "data.yml"):
+            names = names_from_data_yaml(text, where)
+        elif lower == "classes.txt":
+            names = names if names is not None else names_from_classes_txt(text, where)
+        elif lower.endswith(".txt"):
+            stem = PurePosixPath(base).stem
+            if stem in texts:
+                raise ValueError(f"{texts[stem][0]} and {where} both label {stem}; load one of them")
+            texts[stem] = (where, text)
+
+    def read(where: str, source) -> bytes:
+        nonlocal left
+        content = source.read(left + 1)
+        left -= len(content)
+        if left < 0:
+            raise ValueError(f"{where}: the label files are over {max_bytes >> 20} MB together")
+        return content
+
+    for path in paths:
+        if path.suffix.lower() != ".zip":
+            if path.suffix.lower() in LABEL_SUFFIXES:
+                with open(path, "rb") as source:
+                    take(path.name, path.name, read(path.name, source))
+            continue
+        try:
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.infolist():
+                    base = PurePosixPath(member.filename.replace("\\", "/")).name
+                    if member.is_dir() or base.startswith(".") or not base.lower().endswith(LABEL_SUFFIXES):
+                        continue
+                    where = f"{path.name}: {member.filename[:80]}"
+                    with archive.open(member) as source:
+                        take(where, base, read(where, source))
+        except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
+            raise ValueError(f"{path.name} is not a readable zip ({exc})") from None
+    return YoloLabels(texts, names)
 
 
 def _unique_name(name: str, taken: set[str]) -> str:

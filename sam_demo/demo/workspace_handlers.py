@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
 
-from sam_demo.demo.exports import coco_objects
+from sam_demo.demo.exports import SavedFile, coco_objects, yolo_objects
 from sam_demo.demo.handlers import (
     MAX_SAVED_BYTES,
     DemoContext,
@@ -30,7 +31,7 @@ from sam_demo.demo.handlers import (
 )
 from sam_demo.demo.render import plural
 from sam_demo.demo.session import Session
-from sam_demo.demo.workspace import Workspace, WorkspaceImage, image_label, read_uploads
+from sam_demo.demo.workspace import Workspace, WorkspaceImage, image_label, read_uploads, read_yolo_uploads
 from sam_demo.engine.utils.files import IMAGE_SUFFIXES, NotARegularFile, read_regular
 
 __all__ = [
@@ -235,16 +236,37 @@ def _open(
     return _view(ctx, target, status, new_image=rgb)
 
 
-def on_load(ctx: DemoContext, path: str | None, session: Session | None, progress=gr.Progress()):
-    """Load JSON, COCO or YOLO: a COCO file into the whole set when the image shown is one of a set
-    (each of its images into the set's image of that name), any other file into the image shown."""
+def on_load(ctx: DemoContext, paths: list[str] | str | None, session: Session | None, progress=gr.Progress()):
+    """Load saved files. Into a set (the image shown is one of one): a COCO file, each of its images
+    into the set's image of that name; YOLO label files (.txt, with a data.yaml or classes.txt for
+    the class names, or a zip of them), each into the image of its stem. Anything else, or a
+    lone label file matching no image of the set, into the image shown: one file at a time."""
+    paths = [paths] if isinstance(paths, str) else [p for p in (paths or []) if p]
     workspace = _workspace(ctx, session)
-    body = _coco_body(path) if workspace is not None and path else None
-    if body is None:
-        view = on_load_saved(ctx, path, session)
-        return (*view, *workspace_view(ctx, view.state))
-    view = _load_into_set(ctx, workspace, body, Path(path).name[:80], session, progress)
+    if workspace is not None and paths:
+        body = _coco_body(paths[0]) if len(paths) == 1 else None
+        if body is not None:
+            view = _load_into_set(
+                ctx, workspace, _coco_plans(workspace, body, Path(paths[0]).name[:80]), session, progress
+            )
+            return (*view, *workspace_view(ctx, view.state))
+        if any(Path(p).suffix.lower() in YOLO_SUFFIXES for p in paths):
+            view = _load_yolo(ctx, workspace, paths, session, progress)
+            if view is not None:
+                return (*view, *workspace_view(ctx, view.state))
+    if len(paths) > 1:
+        view = _refused(
+            ctx,
+            session,
+            f"{len(paths)} files were chosen; load one saved file at a time into an image (YOLO label files "
+            "for several images load together once the images are added as a set).",
+        )
+    else:
+        view = on_load_saved(ctx, paths[0] if paths else None, session)
     return (*view, *workspace_view(ctx, view.state))
+
+
+YOLO_SUFFIXES = (".txt", ".yaml", ".yml", ".zip")  # label files, class names, or a zip of a YOLO dataset
 
 
 def _coco_body(path: str) -> dict | None:
@@ -259,10 +281,19 @@ def _coco_body(path: str) -> dict | None:
     return body if isinstance(body, dict) and all(isinstance(body.get(k), list) for k in keys) else None
 
 
-def _load_into_set(ctx: DemoContext, workspace: Workspace, body: dict, file: str, session: Session, progress) -> View:
-    """Each COCO image's annotations into the set's image of the same (base) name: all checked first
-    (one that does not fit stops the load, nothing added), then each image's in one undo step; an
-    image never opened is opened (encoded) for it. COCO images the set lacks are named."""
+class _Plans(NamedTuple):
+    """What a file adds to a set: per image of the set its objects, all checked (or `refused`: why
+    nothing is added: the end of "<file> was not loaded..."), the file's name and what it holds
+    that the set lacks."""
+
+    file: str
+    plans: list[tuple[WorkspaceImage, SavedFile]]
+    unmatched: list[str]
+    refused: str = ""
+
+
+def _coco_plans(workspace: Workspace, body: dict, file: str) -> _Plans:
+    """Each COCO image's annotations for the set's image of the same (base) name."""
     by_name: dict[str, dict] = {}
     for image in body["images"]:
         if isinstance(image, dict) and isinstance(image.get("file_name"), str):
@@ -273,19 +304,61 @@ def _load_into_set(ctx: DemoContext, workspace: Workspace, body: dict, file: str
     unmatched = [name for name in by_name if name not in {image.name for image in images}]
     if not matched:
         listed = ", ".join(list(by_name)[:5]) + (", ..." if len(by_name) > 5 else "")
-        return _refused(
-            ctx, session, f"{file} was not loaded: none of its images ({listed}) is in the set; add them first."
-        )
+        return _Plans(file, [], unmatched, f": none of its images ({listed}) is in the set; add them first.")
     plans = []
     for image in matched:
         single = {**body, "images": [by_name[image.name]]}
         try:
             plans.append((image, coco_objects(single, image.size_hw, image.name)))
         except ValueError as exc:
-            return _refused(ctx, session, f"{file} was not loaded (nothing was added): {image.name}: {exc}")
+            return _Plans(file, [], unmatched, f" (nothing was added): {image.name}: {exc}")
+    return _Plans(file, plans, unmatched)
+
+
+def _load_yolo(ctx: DemoContext, workspace: Workspace, paths: list[str], session: Session, progress) -> View | None:
+    """YOLO label files into the set's images of their stems, all checked first; None (load into the
+    image shown) for a lone label file that matches no image of the set."""
+    what = Path(paths[0]).name[:80] if len(paths) == 1 else plural(len(paths), "file")
+    try:
+        labels = read_yolo_uploads([Path(p) for p in paths], MAX_SAVED_BYTES)
+    except (ValueError, OSError) as exc:
+        return _refused(ctx, session, f"{what} was not loaded: {exc}")
+    with workspace.lock:
+        images = list(workspace.images)
+    by_stem = {Path(image.name).stem: image for image in images}
+    matched = [(by_stem[stem], where, text) for stem, (where, text) in labels.texts.items() if stem in by_stem]
+    unmatched = [where for stem, (where, _) in labels.texts.items() if stem not in by_stem]
+    if len(paths) == 1 and len(labels.texts) == 1 and not matched:
+        return None  # one label file, of no image of the set: for the image shown, as without a set
+    if not labels.texts:
+        return _refused(ctx, session, f"{what} was not loaded: it holds no YOLO label file (.txt, a line per object).")
+    if not matched:
+        listed = ", ".join(unmatched[:5]) + (", ..." if len(unmatched) > 5 else "")
+        return _refused(
+            ctx, session, f"{what} was not loaded: no label file ({listed}) is named as an image of the set is."
+        )
+    categories = tuple(labels.names) if labels.names is not None else ctx.sessions.latest(session).categories
+    plans = []
+    for image, where, text in matched:
+        try:
+            saved = yolo_objects(text, image.size_hw, categories)
+        except ValueError as exc:
+            return _refused(ctx, session, f"{what} was not loaded (nothing was added): {where}: {exc}")
+        if saved.objects:  # an empty label file: an image without objects
+            plans.append((image, replace(saved, categories=categories if labels.names is not None else ())))
+    if not plans:
+        return _refused(ctx, session, f"{what} was not loaded: its label files are empty (no line, no object).")
+    return _load_into_set(ctx, workspace, _Plans(what, plans, unmatched), session, progress)
+
+
+def _load_into_set(ctx: DemoContext, workspace: Workspace, plans: _Plans, session: Session, progress) -> View:
+    """Each planned image's objects added, in one undo step per image; an image never opened is
+    opened (encoded) for it. What the file holds that the set lacks is named."""
+    if plans.refused:
+        return _refused(ctx, session, f"{plans.file} was not loaded{plans.refused}")
     added = 0
-    for k, (image, saved) in enumerate(plans):
-        progress((k, len(plans)), desc=f"Adding the objects of {len(plans)} images")
+    for k, (image, saved) in enumerate(plans.plans):
+        progress((k, len(plans.plans)), desc=f"Adding the objects of {len(plans.plans)} images")
         state = _session_of(ctx, workspace, image, ctx.sessions.latest(session).categories)
         with ctx.sessions.editing(state) as full:
             restored, fixed, _ = _run(full.add_saved, ctx.engine, saved.objects, saved.categories)
@@ -293,9 +366,10 @@ def _load_into_set(ctx: DemoContext, workspace: Workspace, body: dict, file: str
             added += restored + fixed
         with workspace.lock:
             image.session = full.light()
-    status = f"Loaded from {file}: {plural(added, 'object')} into {plural(len(plans), 'image')} of the set."
-    if unmatched:
-        status += f" Not in the set: {', '.join(unmatched[:5])}{', ...' if len(unmatched) > 5 else ''}."
+    status = f"Loaded from {plans.file}: {plural(added, 'object')} into {plural(len(plans.plans), 'image')} of the set."
+    if plans.unmatched:
+        more = ", ..." if len(plans.unmatched) > 5 else ""
+        status += f" Not in the set: {', '.join(plans.unmatched[:5])}{more}."
     gr.Info(status)
     return _view(ctx, ctx.sessions.latest(session).fork(), status)
 

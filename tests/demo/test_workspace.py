@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
@@ -343,3 +344,68 @@ def test_every_download_of_a_set_names_an_image_alike(wctx, tmp_path):
     assert "labels/same_2.txt" in names("yolo-seg.zip") and "images/same_2.jpg" in names("yolo-seg.zip")
     assert names("masks.zip") == ["label_images/same_2.png", "masks/same_2/object_01.png"]
     assert names("cutouts.zip") == ["object/same_2_object_01.png"]
+
+
+def test_yolo_label_files_segment_their_boxes_into_the_images_of_their_names(wctx, photos, tmp_path):
+    from sam_demo import SamPredictor
+    from sam_demo.demo.workspace_handlers import on_load
+
+    start = on_add_images(wctx, photos, None)[0]
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "1-rocket.txt").write_text("0 0.3 0.4 0.25 0.4\n")
+    (tmp_path / "labels" / "3-astronaut.txt").write_text("1 0.5 0.5 0.5 0.6\n1 0.2 0.2 0.1 0.1 0.93\n")
+    (tmp_path / "labels" / "other.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    (tmp_path / "labels" / "data.yaml").write_text("names:\n  0: rocket\n  1: person\n")
+    files = [str(p) for p in sorted((tmp_path / "labels").iterdir())]
+    loaded = on_load(wctx, files, start)
+    assert "3 objects into 2 images of the set. Not in the set: other.txt." in status(loaded)
+    assert stored(wctx, loaded[0]).categories[:2] == ("rocket", "person")
+    third = stored(wctx, on_pick(wctx, 2, loaded[0])[0])
+    assert [o.category for o in third.objects if o.has_prompts] == ["person", "person"]
+    box = (80.0, 48.0, 240.0, 192.0)  # 0.5 0.5 0.5 0.6 of 320x240
+    assert third.objects[0].box_xyxy == box
+    predictor = SamPredictor(wctx.engine)
+    predictor.set_image(np.asarray(Image.open(photos[2]).convert("RGB")))
+    expected, _, _ = predictor.predict(box=np.array(box), multimask_output=False)
+    assert np.array_equal(third.results[0].mask, expected[0])
+
+
+def test_a_sets_yolo_zip_loads_back_into_a_new_set_of_the_same_images(wctx, photos):
+    from sam_demo.demo.workspace_handlers import on_load
+
+    one, two = two_labelled(wctx, photos)
+    answer = set_client(wctx).get(f"/sam-demo/export-set/{two.token}/yolo-seg.zip", params={"tolerance": "0"})
+    saved = Path(photos[0]).parent / "dataset.yolo-seg.zip"
+    saved.write_bytes(answer.content)
+    fresh = on_add_images(wctx, photos, None)[0]
+    loaded = on_load(wctx, [str(saved)], fresh)
+    assert "2 objects into 2 images of the set" in status(loaded)
+    for k, before in ((0, one), (1, two)):
+        again = stored(wctx, on_pick(wctx, k, loaded[0])[0])
+        (layer,) = again.shown()
+        assert layer.category == ("rocket", "cup")[k]
+        mask = stored(wctx, before).results[0].mask
+        assert (layer.source.mask & mask).sum() / (layer.source.mask | mask).sum() > 0.6  # speckles of a random model
+
+
+@pytest.mark.parametrize(
+    ("files", "says"),
+    [
+        ({"1-rocket.txt": "0 0.5 0.5 0.2", "2-coffee.txt": "0 0.5 0.5 0.2 0.2"}, "1-rocket.txt: line 1 has 4 numbers"),
+        ({"2-coffee.txt": "0 0.5 0.5 0.2 0.2\n0 1.5 1.5 0.2 0.2"}, "2-coffee.txt: line 2's box"),
+        ({"2-coffee.txt": "\xff\xfe", "x.txt": ""}, "2-coffee.txt is not UTF-8 text"),
+        ({"2-coffee.txt": "0 .5 .5 .2 .2", "data.yaml": "names: 7"}, "data.yaml has no 'names' list"),
+        ({"nope.txt": "0 .5 .5 .2 .2", "nada.txt": ""}, "no label file (nope.txt, nada.txt) is named as an image"),
+    ],
+)
+def test_yolo_label_files_that_do_not_fit_add_nothing_and_name_the_file_and_line(wctx, photos, tmp_path, files, says):
+    from sam_demo.demo.workspace_handlers import on_load
+
+    start = on_add_images(wctx, photos, None)[0]
+    paths = []
+    for name, text in files.items():
+        (tmp_path / name).write_bytes(text.encode("latin-1"))
+        paths.append(str(tmp_path / name))
+    refused = on_load(wctx, paths, start)
+    assert says in status(refused) and "was not loaded" in status(refused)
+    assert all(label.endswith(("not encoded", "encoded", "0 objects")) for label, _ in strip(refused)["choices"])

@@ -797,7 +797,19 @@ def test_a_set_of_images_labelled_with_d_and_keys_and_exported_whole(browser, se
     with page.expect_download(timeout=60_000) as download:
         page.locator("#download-set-coco").click()
     download.value.save_as(tmp_path / "set.json")
+    # The polygon tolerance: out of range, the field says so and nothing downloads; in range, the
+    # polygons' link asks for it.
+    tolerance = page.locator("#polygon-tolerance")
+    tolerance.fill("25")
+    page.locator("#download-set-coco-polygons").click()
+    assert page.evaluate("!document.querySelector('#polygon-tolerance').checkValidity()")
+    tolerance.fill("0")
+    with page.expect_download(timeout=60_000) as polygons:
+        page.locator("#download-set-coco-polygons").click()
+    assert polygons.value.url.endswith("/coco-polygons.json?tolerance=0")
+    polygons.value.save_as(tmp_path / "polygons.json")
     page.close()
+    assert len(COCO(str(tmp_path / "polygons.json")).getAnnIds()) == 3
     coco = COCO(str(tmp_path / "set.json"))
     assert [i["file_name"] for i in coco.loadImgs(coco.getImgIds())] == [
         "1-rocket.png",
