@@ -10,7 +10,9 @@ check this). What changes against `CachedDecoder`:
   u (x W_k,h + b_k,h)^T = (u W_k,h) x^T + u . b_k,h, and softmax(.) (x W_v,h^T) = (softmax(.) x) W_v,h^T;
   for the image-to-token direction, out_proj(concat_h P_h v_h) = sum_h P_h (v_h W_o,h^T) + b_o.
   Per layer that is two (H*T, 256) x (256, 4096) products instead of four 4096 x 256 x 128
-  projections, and the residual add rides in the last product (`baddbmm`).
+  projections, and the residual add rides in the last product (`baddbmm`). It pays while H*T is
+  under the attention's internal width (T < 16: up to 9 points or a box and 7); an object of more
+  points is decoded in the usual order.
 - *Cached first layer, per-head layouts.* The first layer's image-side projections are cached
   per image as (heads, c, 4096) and (heads, 4096, c), so its attentions are plain batched
   matmuls with no copies.
@@ -136,6 +138,14 @@ class FastDecoder(CachedDecoder):
         constant = (u * weights.bias).sum(-1).reshape(groups, heads * tokens, 1)
         return torch.baddbmm(constant, left, keys_pe.transpose(1, 2)).unflatten(1, (heads, tokens))
 
+    @staticmethod
+    def _few_tokens(attn, tokens: int) -> bool:
+        """Whether re-associating pays: its two products per attention are (H * T, 256) x (256, 4096)
+        against the image projections' 4096 x 256 x internal_dim each, so it wins while H * T is
+        under internal_dim (T < 16 for SAM: a box and up to 9 points). An object of more points is
+        decoded in the usual order, its image side projected."""
+        return attn.num_attention_heads * tokens < attn.internal_dim
+
     def _token_to_image(self, attn, queries_pe, keys, keys_pe, cache: ImageDecoderCache | None):
         """Tokens attend to the image: (G, T, 256) -> (G, T, 256). `cache` for the first layer."""
         heads = attn.num_attention_heads
@@ -143,6 +153,10 @@ class FastDecoder(CachedDecoder):
         if cache is not None:
             weights = torch.softmax(u @ cache.first_k, dim=-1)
             out = weights @ cache.first_v  # (G, H, T, c)
+        elif not self._few_tokens(attn, u.shape[2]):
+            key_t = _split_heads(attn.k_proj(keys_pe), heads).transpose(2, 3)  # (G, H, c, 4096)
+            weights = torch.softmax(u @ key_t, dim=-1)
+            out = weights @ _split_heads(attn.v_proj(keys), heads)
         else:
             weights = torch.softmax(self._image_scores(u, keys_pe, self._k[attn]), dim=-1)
             value_t, value_bias = self._v[attn]
@@ -154,6 +168,11 @@ class FastDecoder(CachedDecoder):
         """The image attends to the tokens; returns keys + the attention output (G, 4096, 256)."""
         heads = attn.num_attention_heads
         u = _split_heads(attn.k_proj(queries_pe), heads) * attn.scaling
+        if cache is None and not self._few_tokens(attn, u.shape[2]):
+            image_q = _split_heads(attn.q_proj(keys_pe), heads)  # (G, H, 4096, c)
+            weights = torch.softmax(image_q @ u.transpose(2, 3), dim=-1)  # (G, H, 4096, T), over the tokens
+            out = _merge_heads(weights @ _split_heads(attn.v_proj(queries), heads))  # (G, 4096, H * c)
+            return keys + attn.out_proj(out)
         scores = u @ cache.first_q if cache is not None else self._image_scores(u, keys_pe, self._q[attn])
         weights = torch.softmax(scores, dim=2)  # over the tokens
         out_weight, out_bias = self._o[attn]
