@@ -13,6 +13,7 @@ Rows:
 - click -> painted while a second browser uploads new photos back to back (each runs the encoder);
 - server CPU per click at 10 objects;
 - hover: rest -> preview painted, and previews painted per second while the mouse moves slowly;
+- D -> the next image of a set on screen, once the background has encoded it;
 - click -> painted after the mouse rested on the spot until its preview showed (the decode is reused).
 
 Needs Debian's Chromium (`apt-get install chromium`) and the playwright package.
@@ -36,7 +37,8 @@ from tests.support.servers import AppProcess
 
 PAUSE_S = 0.3  # between a mask painted and the next click
 PROBE = """() => {
-  window.__sd = {down: [], move: [], click: [], preview: [], detail: []};
+  window.__sd = {down: [], move: [], key: [], click: [], preview: [], detail: [], image: []};
+  document.addEventListener('keydown', () => __sd.key.push(performance.now()), true);
   document.addEventListener('pointerdown', () => __sd.down.push(performance.now()), true);
   document.addEventListener('pointermove', () => __sd.move.push(performance.now()), true);
   document.addEventListener('sam-demo:painted', (e) => __sd[e.detail.kind].push(performance.now()));
@@ -84,6 +86,11 @@ class Page:
     def at(self, fx: float, fy: float) -> tuple[float, float]:
         return self.box["x"] + self.box["width"] * fx, self.box["y"] + self.box["height"] * fy
 
+    def measure(self) -> None:
+        """Where the fitted image is now (a set's strip above it moves and shrinks it)."""
+        self.page.wait_for_timeout(300)  # the layout settled
+        self.box = self.page.locator("#prompter .sd-base").bounding_box()
+
     def count(self, kind: str) -> int:
         return self.page.evaluate(f"__sd.{kind}.length")
 
@@ -105,6 +112,27 @@ class Page:
         self.page.mouse.click(*self.at(fx, fy))
         painted = self.wait_painted(kind, n)
         return painted - self.page.evaluate("__sd.down[__sd.down.length - 1]")
+
+    def add_images(self, paths: list[Path], timeout_ms: int = 600_000) -> None:
+        """Add the photos as a set (#add-images) and wait until the background has encoded them all."""
+        with self.page.expect_file_chooser() as chooser:
+            self.page.locator("#add-images").click()
+        chooser.value.set_files([str(p) for p in paths])
+        self.page.wait_for_function(
+            "(() => { const t = document.querySelector('#workspace-progress')?.innerText || '';"
+            " return t.includes('images encoded') && !t.includes('in the background'); })()",
+            timeout=timeout_ms,
+        )
+        self.measure()
+
+    def next_image(self) -> float:
+        """Press D; ms from the key to the next image of the set on screen (its view in: clickable)."""
+        n = self.count("image")
+        self.page.locator("body").press("d")
+        painted = self.wait_painted("image", n)
+        took = painted - self.page.evaluate("__sd.key[__sd.key.length - 1]")
+        self.measure()
+        return took
 
     def zoom(self, notches: int) -> None:
         """Zoom about the stage's middle by wheel notches up (2x each) or down; 0 fits the image."""
@@ -171,7 +199,7 @@ def bench_ui(model: str, dtype: str | None, clicks: int, objects: int = 10, app:
     spots = lambda n: rng.uniform(0.1, 0.9, size=(n, 2))  # noqa: E731
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        images = photos(Path(tmp), 13)
+        images = photos(Path(tmp), 16)
         server = AppProcess(model, dtype, app)
         try:
             with sync_playwright() as playwright:
@@ -248,9 +276,21 @@ def bench_ui(model: str, dtype: str | None, clicks: int, objects: int = 10, app:
                         )
                     )
 
+                user.add_images(images[-3:])  # not among the other user's uploads
+                moves = [user.next_image() for _ in range(2)]
+                rows.append(
+                    Row(
+                        "UI D -> next image of a set on screen",
+                        "ms",
+                        moves,
+                        None,
+                        note="3 photos added as a set, the background done encoding them; each image opened anew",
+                    )
+                )
+
                 stop = threading.Event()
                 uploads = []
-                uploader = threading.Thread(target=upload_loop, args=(server.url, images[1:], stop, uploads))
+                uploader = threading.Thread(target=upload_loop, args=(server.url, images[1:13], stop, uploads))
                 uploader.start()
                 time.sleep(1.0)
                 busy, _ = user.clicks(spots(clicks))

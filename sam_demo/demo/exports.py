@@ -207,11 +207,11 @@ def coco_export(session: Session, polygons: bool = False, tolerance: float = DEF
     for i, ((mask, score, prompts), layer) in enumerate(zip(_shown_masks(session), session.shown())):
         given = {"name": layer.prompts.name} if layer.prompts is not None and layer.prompts.name else {}
         category = names.index(layer.label) + 1
-        annotations.append(
-            coco_annotation(
-                mask, i + 1, 1, category, polygons, tolerance, predicted_iou=score, prompts=prompts, **given
-            )
+        annotation = coco_annotation(
+            mask, i + 1, 1, category, polygons, tolerance, predicted_iou=score, prompts=prompts, **given
         )
+        if annotation["segmentation"]:  # an empty mask has no polygon: no annotation COCO readers take
+            annotations.append(annotation)
     return {
         "images": [{"id": 1, "file_name": session.name, "width": w, "height": h}],
         "annotations": annotations,
@@ -234,7 +234,7 @@ def yolo_export(session: Session, options: ExportOptions) -> bytes:
 def yolo_yaml(names: list[str]) -> tuple[str, bytes]:
     """data.yaml of a YOLO dataset with these class names (images and labels beside it)."""
     yaml = "path: .\ntrain: images\nval: images\nnames:\n" + "".join(
-        f"  {k}: {json.dumps(name)}\n" for k, name in enumerate(names)
+        f"  {k}: {json.dumps(name, ensure_ascii=False)}\n" for k, name in enumerate(names)
     )
     return "data.yaml", yaml.encode()
 
@@ -386,6 +386,7 @@ def cutout_union_png(session: Session, options: ExportOptions) -> bytes:
     return _rgba_png(session.pixels(options.max_pixels), union, _crop(union))
 
 
+MIN_BOX_PX = 1.0  # a box from a file narrower or lower than this in the image is no box to segment
 MAX_SAVED_OBJECTS = 500  # objects one saved file may add (each with prompts is decoded again to check it)
 MAX_SAVED_PIXELS = 2_000_000_000  # mask pixels one load may decode (objects x image pixels), one mask at a time
 # What a saved Download JSON's request may hold: an object a row, one prompt group each.
@@ -528,9 +529,13 @@ def _coco_box(bbox, image_hw: tuple[int, int], k: int) -> tuple[float, float, fl
 def _box_in_image(box_xyxy, image_hw: tuple[int, int], what: str) -> tuple[float, float, float, float]:
     """The box clipped to the image (`geometry.box_within`); ValueError naming `what` if it is off it."""
     clipped = box_within(box_xyxy, image_hw)
+    x0, y0, x1, y1 = (float(v) for v in box_xyxy)
     if clipped is None:
-        x0, y0, x1, y1 = (float(v) for v in box_xyxy)
         raise ValueError(f"{what} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] is outside this {image_hw[1]}x{image_hw[0]} image")
+    if clipped[2] - clipped[0] < MIN_BOX_PX or clipped[3] - clipped[1] < MIN_BOX_PX:
+        raise ValueError(
+            f"{what} [{x0:g}, {y0:g}, {x1:g}, {y1:g}] is under {MIN_BOX_PX:g} px wide or high in the image"
+        )
     return clipped
 
 
@@ -565,6 +570,8 @@ def yolo_objects(text: str, image_hw: tuple[int, int], categories: tuple[str, ..
             if (xy < -1e-3).any() or (xy > 1 + 1e-3).any():
                 raise ValueError(f"{where}: the polygon leaves the image (YOLO coordinates are in [0, 1])")
             mask = polygons_to_mask([xy * [w, h]], image_hw)
+            if not mask.any():
+                raise ValueError(f"{where}: the polygon covers no pixel of the image")
             objects.append(SavedObject(FixedMask.of(mask, 1.0, "Loaded mask"), "", None, category=category))
         else:
             raise ValueError(

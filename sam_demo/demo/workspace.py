@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 import zipfile
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -200,59 +201,78 @@ class YoloLabels:
     names: list[str] | None
 
 
-def read_yolo_uploads(paths: list[Path], max_bytes: int) -> YoloLabels:
+def read_yolo_uploads(paths: list[Path], max_bytes: int, max_files: int) -> YoloLabels:
     """The label files among uploaded files: .txt files, a data.yaml or classes.txt for the names,
-    and the same inside zips (a YOLO dataset's zip, its images skipped unread; by base name). At
-    most `max_bytes` of labels are read in all, a file or zip member only up to what is left. Other
-    files are skipped. ValueError naming the file for one that is not UTF-8 text, a zip that cannot
-    be read, two label files of one stem, or past `max_bytes`."""
+    and the same inside zips (a YOLO dataset's zip, its images skipped unread; by base name). The
+    class names come from one file: the first data.yaml (else classes.txt) nearest the top. At most
+    `max_bytes` of labels are read in all, a file or zip member only up to what is left, and at
+    most `max_files` label files. Other files are skipped. ValueError naming the file for one that
+    cannot be read or is not UTF-8 text, a zip that cannot be read, two label files of one stem, or
+    past the limits."""
     texts: dict[str, tuple[str, str]] = {}
-    names: list[str] | None = None
-    left = max_bytes
+    names_files: dict[str, tuple[int, str, bytes]] = {}  # "data.yaml" | "classes.txt" -> (depth, where, bytes)
+    left, count = max_bytes, 0
 
-    def take(where: str, base: str, data: bytes) -> None:
-        nonlocal names
+    def text_of(where: str, data: bytes) -> str:
         try:
-            text = data.decode("utf-8-sig")
+            return data.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise ValueError(f"{where} is not UTF-8 text") from None
+
+    def take(where: str, base: str, depth: int, read) -> None:
+        nonlocal left, count
         lower = base.lower()
-        if lower in ("data.yaml", "data.yml"):
-            names = names_from_data_yaml(text, where)
-        elif lower == "classes.txt":
-            names = names if names is not None else names_from_classes_txt(text, where)
+        kind = "data.yaml" if lower in ("data.yaml", "data.yml") else lower if lower == "classes.txt" else None
+        if kind is not None and kind in names_files and names_files[kind][0] <= depth:
+            return  # another names file, deeper down: not read
+        count += 1
+        if count > max_files:
+            raise ValueError(f"{where} and the files after it: at most {max_files:,} label files load at once")
+        data = read(left + 1)
+        left -= len(data)
+        if left < 0:
+            raise ValueError(f"{where}: the label files are over {max_bytes >> 20} MB together")
+        if kind is not None:
+            names_files[kind] = (depth, where, data)
         elif lower.endswith(".txt"):
             stem = PurePosixPath(base).stem
             if stem in texts:
                 raise ValueError(f"{texts[stem][0]} and {where} both label {stem}; load one of them")
-            texts[stem] = (where, text)
-
-    def read(where: str, source) -> bytes:
-        nonlocal left
-        content = source.read(left + 1)
-        left -= len(content)
-        if left < 0:
-            raise ValueError(f"{where}: the label files are over {max_bytes >> 20} MB together")
-        return content
+            texts[stem] = (where, text_of(where, data))
 
     for path in paths:
-        if path.suffix.lower() != ".zip":
-            if path.suffix.lower() in LABEL_SUFFIXES:
-                with open(path, "rb") as source:
-                    take(path.name, path.name, read(path.name, source))
-            continue
+        suffix = path.suffix.lower()
         try:
-            with zipfile.ZipFile(path) as archive:
-                for member in archive.infolist():
-                    base = PurePosixPath(member.filename.replace("\\", "/")).name
-                    if member.is_dir() or base.startswith(".") or not base.lower().endswith(LABEL_SUFFIXES):
-                        continue
-                    where = f"{path.name}: {member.filename[:80]}"
-                    with archive.open(member) as source:
-                        take(where, base, read(where, source))
-        except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
-            raise ValueError(f"{path.name} is not a readable zip ({exc})") from None
+            if suffix in LABEL_SUFFIXES:
+                with open(path, "rb") as source:
+                    take(path.name, path.name, 0, source.read)
+            elif suffix == ".zip":
+                _read_label_zip(path, take)
+        except OSError as exc:
+            raise ValueError(f"{path.name} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    names = None
+    if "data.yaml" in names_files:
+        _, where, data = names_files["data.yaml"]
+        names = names_from_data_yaml(text_of(where, data), where)
+    elif "classes.txt" in names_files:
+        _, where, data = names_files["classes.txt"]
+        names = names_from_classes_txt(text_of(where, data), where)
     return YoloLabels(texts, names)
+
+
+def _read_label_zip(path: Path, take) -> None:
+    """Each label member of a zip through take(where, base name, depth, read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                name = member.filename.replace("\\", "/")
+                base = PurePosixPath(name).name
+                if member.is_dir() or base.startswith(".") or not base.lower().endswith(LABEL_SUFFIXES):
+                    continue
+                with archive.open(member) as source:
+                    take(f"{path.name}: {member.filename[:80]}", base, name.strip("/").count("/"), source.read)
+    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path.name} is not a readable zip ({exc})") from None
 
 
 def _unique_name(name: str, taken: set[str]) -> str:

@@ -16,13 +16,12 @@ from typing import NamedTuple
 
 import gradio as gr
 
-from sam_demo.demo.exports import SavedFile, coco_objects, yolo_objects
+from sam_demo.demo.exports import SavedFile, coco_objects, file_names, yolo_objects
 from sam_demo.demo.handlers import (
     MAX_SAVED_BYTES,
     DemoContext,
     View,
     _refused,
-    _run,
     _view,
     on_image,
     on_load_saved,
@@ -30,7 +29,7 @@ from sam_demo.demo.handlers import (
     start_session,
 )
 from sam_demo.demo.render import plural
-from sam_demo.demo.session import Session
+from sam_demo.demo.session import MAX_CATEGORIES, MAX_NAME_CHARS, Session
 from sam_demo.demo.workspace import Workspace, WorkspaceImage, image_label, read_uploads, read_yolo_uploads
 from sam_demo.engine.utils.files import IMAGE_SUFFIXES, NotARegularFile, read_regular
 
@@ -320,12 +319,18 @@ def _load_yolo(ctx: DemoContext, workspace: Workspace, paths: list[str], session
     image shown) for a lone label file that matches no image of the set."""
     what = Path(paths[0]).name[:80] if len(paths) == 1 else plural(len(paths), "file")
     try:
-        labels = read_yolo_uploads([Path(p) for p in paths], MAX_SAVED_BYTES)
-    except (ValueError, OSError) as exc:
+        labels = read_yolo_uploads([Path(p) for p in paths], MAX_SAVED_BYTES, 10 * ctx.limits.max_images)
+    except ValueError as exc:
         return _refused(ctx, session, f"{what} was not loaded: {exc}")
     with workspace.lock:
         images = list(workspace.images)
-    by_stem = {Path(image.name).stem: image for image in images}
+    # By the stem of the name the set's downloads give an image (same.png and same.jpg: same and
+    # same_2; "photo (1).png": photo_1_), else of its own name.
+    by_stem: dict[str, WorkspaceImage] = {}
+    for file, image in zip(file_names([image.name for image in images]), images):
+        by_stem.setdefault(Path(file).stem, image)
+    for image in images:
+        by_stem.setdefault(Path(image.name).stem, image)
     matched = [(by_stem[stem], where, text) for stem, (where, text) in labels.texts.items() if stem in by_stem]
     unmatched = [where for stem, (where, _) in labels.texts.items() if stem not in by_stem]
     if len(paths) == 1 and len(labels.texts) == 1 and not matched:
@@ -337,7 +342,15 @@ def _load_yolo(ctx: DemoContext, workspace: Workspace, paths: list[str], session
         return _refused(
             ctx, session, f"{what} was not loaded: no label file ({listed}) is named as an image of the set is."
         )
-    categories = tuple(labels.names) if labels.names is not None else ctx.sessions.latest(session).categories
+    if labels.names is not None and len(labels.names) > MAX_CATEGORIES:
+        return _refused(
+            ctx,
+            session,
+            f"{what} was not loaded: its names list {len(labels.names):,} classes; a category list takes at most "
+            f"{MAX_CATEGORIES:,}.",
+        )
+    given = labels.names is not None
+    categories = tuple(n[:MAX_NAME_CHARS] for n in labels.names) if given else ctx.sessions.latest(session).categories
     plans = []
     for image, where, text in matched:
         try:
@@ -345,7 +358,7 @@ def _load_yolo(ctx: DemoContext, workspace: Workspace, paths: list[str], session
         except ValueError as exc:
             return _refused(ctx, session, f"{what} was not loaded (nothing was added): {where}: {exc}")
         if saved.objects:  # an empty label file: an image without objects
-            plans.append((image, replace(saved, categories=categories if labels.names is not None else ())))
+            plans.append((image, replace(saved, categories=categories if given else ())))
     if not plans:
         return _refused(ctx, session, f"{what} was not loaded: its label files are empty (no line, no object).")
     return _load_into_set(ctx, workspace, _Plans(what, plans, unmatched), session, progress)
@@ -356,14 +369,23 @@ def _load_into_set(ctx: DemoContext, workspace: Workspace, plans: _Plans, sessio
     opened (encoded) for it. What the file holds that the set lacks is named."""
     if plans.refused:
         return _refused(ctx, session, f"{plans.file} was not loaded{plans.refused}")
-    added = 0
+    added, done = 0, []
     for k, (image, saved) in enumerate(plans.plans):
         progress((k, len(plans.plans)), desc=f"Adding the objects of {len(plans.plans)} images")
-        state = _session_of(ctx, workspace, image, ctx.sessions.latest(session).categories)
-        with ctx.sessions.editing(state) as full:
-            restored, fixed, _ = _run(full.add_saved, ctx.engine, saved.objects, saved.categories)
-            ctx.sessions.put(full)
-            added += restored + fixed
+        try:
+            state = _session_of(ctx, workspace, image, ctx.sessions.latest(session).categories)
+            with ctx.sessions.editing(state) as full:
+                before = ctx.sessions.latest(state)
+                restored, fixed, _ = full.add_saved(ctx.engine, saved.objects, saved.categories)
+                ctx.sessions.put(full)
+        except (ValueError, RuntimeError) as exc:
+            for earlier, (other, _) in done:  # nothing half-added: the images done so far as they were
+                ctx.sessions.put(earlier)
+                with workspace.lock:
+                    other.session = earlier.light()
+            return _refused(ctx, session, f"{plans.file} was not loaded (nothing was added): {image.name}: {exc}")
+        done.append((before, (image, saved)))
+        added += restored + fixed
         with workspace.lock:
             image.session = full.light()
     status = f"Loaded from {plans.file}: {plural(added, 'object')} into {plural(len(plans.plans), 'image')} of the set."

@@ -396,6 +396,13 @@ def test_a_sets_yolo_zip_loads_back_into_a_new_set_of_the_same_images(wctx, phot
         ({"2-coffee.txt": "\xff\xfe", "x.txt": ""}, "2-coffee.txt is not UTF-8 text"),
         ({"2-coffee.txt": "0 .5 .5 .2 .2", "data.yaml": "names: 7"}, "data.yaml has no 'names' list"),
         ({"nope.txt": "0 .5 .5 .2 .2", "nada.txt": ""}, "no label file (nope.txt, nada.txt) is named as an image"),
+        ({"1-rocket.txt": "0 .5 .5 .2 .2", "2-coffee.txt": "0 .5 .5 1e-17 1e-17"}, "2-coffee.txt: line 1's box"),
+        ({"1-rocket.txt": "0 .5 .5 .2 .2", "2-coffee.txt": "0 .5 .5 .5 .5 .5 .5"}, "2-coffee.txt: line 1: the polygon"),
+        ({"2-coffee.txt": "0 .5 .5 .2 .2", "data.yaml": "names: " + "[" * 600 + "]" * 600}, "data.yaml is not YAML"),
+        (
+            {"2-coffee.txt": "0 .5 .5 .2 .2", "data.yaml": "names: [" + "x, " * 1001 + "]"},
+            "a category list takes at most",
+        ),
     ],
 )
 def test_yolo_label_files_that_do_not_fit_add_nothing_and_name_the_file_and_line(wctx, photos, tmp_path, files, says):
@@ -409,3 +416,78 @@ def test_yolo_label_files_that_do_not_fit_add_nothing_and_name_the_file_and_line
     refused = on_load(wctx, paths, start)
     assert says in status(refused) and "was not loaded" in status(refused)
     assert all(label.endswith(("not encoded", "encoded", "0 objects")) for label, _ in strip(refused)["choices"])
+
+
+def test_a_yolo_zip_loads_back_into_images_whose_names_clash_or_are_not_safe(wctx, tmp_path):
+    """same.png and same.jpg export as same / same_2, "photo (1).png" as photo_1_: each comes back to
+    its own image; a category named in emoji survives data.yaml."""
+    from sam_demo.demo.workspace_handlers import on_load
+
+    paths = [tmp_path / "same.png", tmp_path / "same.jpg", tmp_path / "photo (1).png"]
+    for k, path in enumerate(paths):
+        Image.fromarray(np.roll(asset("coffee.png")[:200, :200], 40 * k, axis=1)).save(path, quality=95)
+    first = on_add_images(wctx, [str(p) for p in paths], None)[0]
+    state = stored(wctx, first)
+    state.set_categories(["🐱 cat"])
+    wctx.sessions.put(state)
+    masks = []
+    for k in range(3):
+        opened = on_pick(wctx, k, first)[0]
+        clicked = on_prompt(
+            wctx,
+            events(opened, point(60 + 40 * k, 100), {"type": "category", "object": 0, "category": "🐱 cat"}),
+            opened,
+        ).state
+        masks.append(stored(wctx, clicked).results[0].mask)
+    answer = set_client(wctx).get(f"/sam-demo/export-set/{first.token}/yolo-seg.zip", params={"tolerance": "0"})
+    (tmp_path / "set.zip").write_bytes(answer.content)
+    fresh = on_add_images(wctx, [str(p) for p in paths], None)[0]
+    loaded = on_load(wctx, [str(tmp_path / "set.zip")], fresh)
+    assert "3 objects into 3 images of the set." in status(loaded) and "Not in the set" not in status(loaded)
+    for k in range(3):
+        (layer,) = stored(wctx, on_pick(wctx, k, loaded[0])[0]).shown()
+        assert layer.category == "🐱 cat"
+        iou = (layer.source.mask & masks[k]).sum() / (layer.source.mask | masks[k]).sum()
+        assert iou > 0.6, (k, iou)  # its own image's mask (the random model's speckles lose corners)
+
+
+def test_only_the_topmost_data_yaml_of_a_zip_is_read_and_label_files_are_counted(tmp_path):
+    from sam_demo.demo.workspace import read_yolo_uploads
+
+    archive = tmp_path / "labels.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("deep/er/data.yaml", "names: [" * 600)  # never parsed
+        out.writestr("data.yaml", "names: [a, b]")
+        out.writestr("labels/x.txt", "0 .5 .5 .2 .2")
+        out.writestr("labels/y.txt", "")
+    labels = read_yolo_uploads([archive], 1 << 20, 10)
+    assert labels.names == ["a", "b"] and sorted(labels.texts) == ["x", "y"]
+    with pytest.raises(ValueError, match="at most 2 label files load at once"):
+        read_yolo_uploads([archive], 1 << 20, 2)
+    with pytest.raises(ValueError, match="over 0 MB together"):
+        read_yolo_uploads([archive], 10, 10)
+    (tmp_path / "folder.txt").mkdir()
+    with pytest.raises(ValueError, match=r"^folder.txt cannot be read \(Is a directory\)$"):
+        read_yolo_uploads([tmp_path / "folder.txt"], 1 << 20, 10)
+
+
+def test_a_yolo_load_that_fails_on_a_later_image_leaves_the_earlier_ones_as_they_were(
+    wctx, photos, tmp_path, monkeypatch
+):
+    from sam_demo.demo.session import Session
+    from sam_demo.demo.workspace_handlers import on_load
+
+    start = on_add_images(wctx, photos, None)[0]
+    for name in ("1-rocket", "2-coffee"):
+        (tmp_path / f"{name}.txt").write_text("0 .5 .5 .2 .2\n")
+    add_saved = Session.add_saved
+
+    def failing(self, engine, objects, categories=()):
+        if self.name == "2-coffee.png":
+            raise ValueError("the store is full")
+        return add_saved(self, engine, objects, categories)
+
+    monkeypatch.setattr(Session, "add_saved", failing)
+    refused = on_load(wctx, [str(tmp_path / "1-rocket.txt"), str(tmp_path / "2-coffee.txt")], start)
+    assert "not loaded (nothing was added): 2-coffee.png: the store is full" in status(refused)
+    assert stored(wctx, on_pick(wctx, 0, refused[0])[0]).object_count == 0

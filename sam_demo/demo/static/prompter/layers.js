@@ -10,7 +10,8 @@
 // sam-demo/photo/{token}), and shows them over the region once all have come; until then, and
 // while the view moves, the display layers show.
 // Whenever new mask pixels are on screen it dispatches "sam-demo:painted" on #prompter, detail
-// {kind: "click" | "preview" | "detail"}.
+// {kind: "click" | "preview" | "detail"}, and "image" once another image (a new upload, or the next
+// of a set) is on screen.
 const layers = new Map();  // key -> {img, ready}: every mask layer the browser holds
 const flat = document.createElement('canvas');
 flat.className = 'sd-layer';
@@ -27,7 +28,10 @@ function sync() {
     cancelPreview();
     resetZoomLayers();
     t = SdView.FIT;
-    if (token) bringIntoView();
+    if (token) {
+      bringIntoView();
+      base.decode().then(() => afterPaint(() => painted('image')), () => {});
+    }
   }
   showView(next);
 }
