@@ -645,6 +645,10 @@ class Session:
             added.append(ObjectPrompts(fixed=item.mask, **kept))
         listed = tuple(dict.fromkeys([*self.categories, *map(clean_name, categories), *(o.category for o in added)]))
         listed = tuple(c for c in listed if c)
+        if len(listed) > MAX_CATEGORIES:
+            raise ValueError(
+                f"with its categories the category list would hold {len(listed):,} names; it takes at most {MAX_CATEGORIES:,}"
+            )
         if added or listed != self.categories:
             at = self.active if self.edited.is_empty and self.active == len(self.objects) - 1 else len(self.objects)
             objects = self.objects[:at] + added + self.objects[at:]

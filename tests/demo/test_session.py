@@ -15,7 +15,7 @@ from PIL import Image
 from sam_demo import SamPredictor
 from sam_demo.demo.handlers import on_image, on_load_saved, on_new_object, on_prompt, on_redo, on_undo
 from sam_demo.demo.render import view_json
-from sam_demo.demo.session import MAX_NAME_CHARS, MAX_NEW_EVENTS, PALETTE, clean_name
+from sam_demo.demo.session import MAX_NAME_CHARS, MAX_NEW_EVENTS, PALETTE, ObjectPrompts, SavedObject, clean_name
 from sam_demo.endpoint.wire import encode_mask_png, read_response
 from tests.support.demo import CAT, events, export, panels, point, stored
 
@@ -297,3 +297,14 @@ def test_an_object_keeps_a_category_taken_off_the_list(ctx, two):
         "cat",
         "object",
     ]
+
+
+def test_a_saved_files_categories_past_the_lists_bound_add_nothing(ctx, uploaded):
+    from sam_demo.demo.session import MAX_CATEGORIES
+
+    session = stored(ctx, uploaded).fork()
+    saved = [SavedObject(None, "", ObjectPrompts(box_xyxy=(10.0, 10.0, 90.0, 90.0)), category="cat")]
+    names = tuple(f"class {k}" for k in range(MAX_CATEGORIES))
+    with pytest.raises(ValueError, match="category list would hold 1,001 names; it takes at most 1,000"):
+        session.add_saved(ctx.engine, saved, names)
+    assert session.objects == stored(ctx, uploaded).objects and session.categories == ()
