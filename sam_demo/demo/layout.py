@@ -39,6 +39,7 @@ from sam_demo.demo.workspace_handlers import (
     on_add_images,
     on_load,
     on_pick,
+    on_remove,
     on_step,
     on_tick,
     on_upload,
@@ -51,6 +52,11 @@ __all__ = ["build_demo", "launch_demo", "mount_demo"]
 # How long Gradio keeps a tab's (light) session after the tab's last Gradio event; Gradio drops it
 # an hour after the tab closes in any case. Clicks go by the fast path and do not renew it, so it is
 # long; the session store forgets a session after an hour without any edit.
+# Remove asks first (its objects go with the image, and no undo brings them back).
+CONFIRM_REMOVE = (
+    "(confirmed, state) => [window.confirm('Remove this image and its objects from the set? "
+    "This cannot be undone; download the set first to keep them.'), state]"
+)
 STATE_TTL_SECONDS = 24 * 3600
 
 
@@ -100,6 +106,10 @@ def build_demo(
                         choices=[], value=None, show_label=False, elem_id="images", scale=4, min_width=160
                     )
                     next_image = gr.Button("▶", size="sm", elem_id="next-image", min_width=44, scale=0)
+                    # Remove the image from the set (the page asks first).
+                    remove_image = gr.Button("×", size="sm", elem_id="remove-image", min_width=44, scale=0)
+                    # What the page's confirm() answered, for the handler (never shown).
+                    remove_confirmed = gr.Checkbox(False, visible=False, elem_id="remove-confirmed")
                 workspace_progress = gr.Markdown("", elem_id="workspace-progress")
                 timer = gr.Timer(TICK_SECONDS, active=False)
                 prompter = Prompter(examples=example_cards(), elem_id="prompter")
@@ -185,6 +195,7 @@ def build_demo(
         images.input(bind(on_pick, ctx), inputs=[images, state], **opening)
         next_image.click(bind(on_step, ctx, 1), inputs=state, **opening)
         prev_image.click(bind(on_step, ctx, -1), inputs=state, **opening)
+        remove_image.click(bind(on_remove, ctx), inputs=[remove_confirmed, state], js=CONFIRM_REMOVE, **opening)
         timer.tick(bind(on_tick, ctx), inputs=state, outputs=strip, **hidden_event)
         prompter.change(bind(on_prompt, ctx), inputs=[prompter, state], trigger_mode="always_last", **edit)
         for button, handler in (

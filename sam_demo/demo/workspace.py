@@ -98,6 +98,17 @@ class Workspace:
     def index_of(self, session_token: str) -> int | None:
         return next((i for i, im in enumerate(self.images) if im.session and im.session.token == session_token), None)
 
+    def remove(self, index: int) -> WorkspaceImage:
+        """Take image `index` out of the set (the current one stays where it was, or the image after
+        a removed current one comes up); ValueError for the set's only image."""
+        with self.lock:
+            if len(self.images) < 2:
+                raise ValueError("it is the set's only image; add another image before removing this one")
+            image = self.images.pop(index)
+            if index < self.current or self.current >= len(self.images):
+                self.current = max(0, self.current - 1)
+            return image
+
 
 class WorkspaceStore:
     """token -> Workspace, thread-safe: the `max_workspaces` most recently used, holding at most

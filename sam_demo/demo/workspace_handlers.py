@@ -39,6 +39,7 @@ __all__ = [
     "on_add_images",
     "on_load",
     "on_pick",
+    "on_remove",
     "on_step",
     "on_tick",
     "on_upload",
@@ -193,6 +194,36 @@ def on_step(ctx: DemoContext, step: int, session: Session | None, progress=gr.Pr
         edge = "last" if step > 0 else "first"
         return (*_refused(ctx, session, f"This is the {edge} image of the {n}."), *workspace_view(ctx, session))
     view = _open(ctx, workspace, index, session, progress)
+    return (*view, *workspace_view(ctx, view.state))
+
+
+def on_remove(ctx: DemoContext, confirmed, session: Session | None, progress=gr.Progress()):
+    """Take the image shown out of the set (`confirmed`: the page asked, and the user said yes),
+    its objects with it; the next image (else the previous one) opens."""
+    workspace = _workspace(ctx, session)
+    if workspace is None:
+        return (
+            *_refused(ctx, session, "This image is not one of a set: there is nothing to remove it from."),
+            *workspace_view(ctx, session),
+        )
+    current = ctx.sessions.latest(session)
+    if confirmed is not True:
+        return (*_view(ctx, current.fork(), f"Kept {current.name} in the set."), *workspace_view(ctx, session))
+    with workspace.lock:
+        index = workspace.index_of(current.token)
+        if index is None:
+            return (*_refused(ctx, session, "This image is no longer in the set."), *workspace_view(ctx, session))
+        try:
+            removed = workspace.remove(index)
+        except ValueError as exc:
+            return (*_refused(ctx, session, f"{current.name} was not removed: {exc}."), *workspace_view(ctx, session))
+        after = workspace.current
+    ctx.sessions.discard(current.token)
+    ctx.workspaces.put(workspace)  # its bytes are counted anew
+    objects = f" and its {plural(current.object_count, 'object')}" if current.object_count else ""
+    view = _open(ctx, workspace, after, current, progress, note=f"Removed {removed.name}{objects} from the set. ")
+    if ctx.background is not None:
+        ctx.background.add(workspace)  # the images after it moved up
     return (*view, *workspace_view(ctx, view.state))
 
 

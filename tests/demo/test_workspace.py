@@ -491,3 +491,22 @@ def test_a_yolo_load_that_fails_on_a_later_image_leaves_the_earlier_ones_as_they
     refused = on_load(wctx, [str(tmp_path / "1-rocket.txt"), str(tmp_path / "2-coffee.txt")], start)
     assert "not loaded (nothing was added): 2-coffee.png: the store is full" in status(refused)
     assert stored(wctx, on_pick(wctx, 0, refused[0])[0]).object_count == 0
+
+
+def test_remove_takes_the_image_and_its_objects_out_of_the_set_once_confirmed(wctx, photos):
+    from sam_demo.demo.workspace_handlers import on_remove
+
+    first = labelled_set(wctx, photos)
+    kept = on_remove(wctx, False, first)
+    assert "Kept 1-rocket.png in the set." in status(kept) and len(strip(kept)["choices"]) == 3
+    removed = on_remove(wctx, True, kept[0])
+    assert "Removed 1-rocket.png and its 1 object from the set. Image 1 of 2: 2-coffee.png" in status(removed)
+    assert [label.split(" · ")[1] for label, _ in strip(removed)["choices"]] == ["2-coffee.png", "3-astronaut.png"]
+    assert wctx.sessions.get(first.token) is None, "its session is let go"
+    last = on_step(wctx, 1, removed[0])[0]
+    back = on_remove(wctx, True, last)
+    assert "Removed 3-astronaut.png from the set. Image 1 of 1: 2-coffee.png" in status(back)
+    only = on_remove(wctx, True, back[0])
+    assert "it is the set's only image" in status(only)
+    coco = json.loads(set_client(wctx).get(f"/sam-demo/export-set/{back[0].token}/coco.json").content)
+    assert [i["file_name"] for i in coco["images"]] == ["2-coffee.png"] and coco["annotations"] == []

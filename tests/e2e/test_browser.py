@@ -835,4 +835,16 @@ def test_a_folder_is_added_as_a_set_in_name_order(browser, server, tmp_path):
         "1/2 · 1-rocket.png"
     )
     page.screenshot(path=str(ARTIFACTS / "demo-workspace-390x844-dark.png"), full_page=True)
+    # Remove asks first: dismissed, the image stays; accepted, it goes and the other one opens.
+    answers = iter([False, True])
+    page.on("dialog", lambda dialog: dialog.accept() if next(answers) else dialog.dismiss())
+    page.locator("#remove-image").hover()
+    assert page.locator("#remove-image").get_attribute("title") == "Remove this image from the set"
+    page.locator("#remove-image").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Kept 1-rocket.png')", timeout=30_000)
+    page.locator("#remove-image").click()
+    page.wait_for_function(
+        "document.querySelector('#status').innerText.includes('Removed 1-rocket.png from the set')", timeout=60_000
+    )
+    assert "Image 1 of 1: 2-coffee.png" in status(page)
     page.close()

@@ -274,6 +274,12 @@ window.addEventListener('beforeunload', (ev) => {
   const set = document.getElementById('workspace');
   if (set && set.offsetParent !== null) ev.preventDefault();
 });
+// The set's strip buttons are an arrow each and a ×: hovering one says what it does.
+const STRIP_TITLES = {'prev-image': 'Previous image (A)', 'next-image': 'Next image (D)', 'remove-image': 'Remove this image from the set'};
+document.addEventListener('pointerover', (ev) => {
+  const button = ev.target.closest && ev.target.closest('#prev-image, #next-image, #remove-image');
+  if (button && !button.title) button.title = STRIP_TITLES[button.id];
+});
 document.addEventListener('keyup', (ev) => {
   if (ev.key === ' ') { spaceHeld = false; stage.classList.remove('grab'); }
 });
