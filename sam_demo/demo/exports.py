@@ -119,13 +119,16 @@ def parse_tolerance(text: str | None) -> float:
     ValueError saying what to give for one that is not a number of pixels from 0 to MAX_TOLERANCE."""
     if text is None or text == "":
         return DEFAULT_TOLERANCE
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = float(text) if _DECIMAL.fullmatch(text) else math.nan
     if not 0 <= value <= MAX_TOLERANCE:
         raise ValueError(f"the polygon tolerance is a number of pixels from 0 to {MAX_TOLERANCE:g}, not {text[:20]!r}")
     return value
+
+
+# Numbers as files and links write them: ASCII digits, a point, an exponent (Python's int() and
+# float() would also take "1_0", " 1" and other scripts' digits).
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 class _Sink:
@@ -551,10 +554,9 @@ def yolo_objects(text: str, image_hw: tuple[int, int], categories: tuple[str, ..
     _check_count(len(lines), image_hw)
     for number, values in lines:
         where = f"line {number}"
-        try:
-            cls, numbers = int(values[0]), [float(v) for v in values[1:]]
-        except ValueError:
-            raise ValueError(f"{where} is not 'class cx cy w h' or 'class x1 y1 x2 y2 ...' numbers") from None
+        if not _INTEGER.fullmatch(values[0]) or not all(map(_DECIMAL.fullmatch, values[1:])):
+            raise ValueError(f"{where} is not 'class cx cy w h' or 'class x1 y1 x2 y2 ...' numbers")
+        cls, numbers = int(values[0]), [float(v) for v in values[1:]]
         if cls < 0 or not all(map(math.isfinite, numbers)):
             raise ValueError(f"{where}: class {cls} or its numbers are not usable")
         category = names[cls] if cls < len(names) else f"class {cls}"

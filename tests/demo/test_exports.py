@@ -406,7 +406,10 @@ def test_yolo_polygons_load_as_fixed_masks(ctx, uploaded, tmp_path):
         ("-1 0.5 0.5 0.2 0.2\n", "line 1: class -1"),
         ("0 0.5 0.5 0 0.2\n", "line 1: the box has no size"),
         ("0 0.1 0.1 1.5 0.1 0.5 0.6\n", "line 1: the polygon leaves the image"),
-        ("0 inf 0.5 0.2 0.2\n", "line 1: class 0 or its numbers are not usable"),
+        ("0 1e999 0.5 0.2 0.2\n", "line 1: class 0 or its numbers are not usable"),
+        ("0 inf 0.5 0.2 0.2\n", "line 1 is not 'class cx cy w h'"),
+        ("1_0 0.5 0.5 0.2 0.2\n", "line 1 is not 'class cx cy w h'"),
+        ("0 0,5 0.5 0.2 0.2\n", "line 1 is not 'class cx cy w h'"),
         ("0 0.5 0.5 0.2 0.2\n" * 501, "at most 500 load at once"),
     ],
 )

@@ -128,7 +128,7 @@ def test_the_polygon_tolerance_of_the_link_shapes_coco_and_yolo_outlines(wctx, p
     assert yolo_numbers("0") > yolo_numbers("1") > yolo_numbers("4")
 
 
-@pytest.mark.parametrize("tolerance", ["-1", "10.5", "nan", "inf", "two", "1e999"])
+@pytest.mark.parametrize("tolerance", ["-1", "10.5", "nan", "inf", "two", "1e999", "1_0", " 1", "\u0661"])
 @pytest.mark.parametrize("path", ["export-set", "export"])
 def test_a_tolerance_that_is_not_0_to_10_pixels_is_refused_with_what_to_give(wctx, photos, tolerance, path):
     one, two = two_labelled(wctx, photos)
