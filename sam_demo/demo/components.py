@@ -39,6 +39,14 @@ PAGE_CSS = (
     "button[aria-disabled='true'] { opacity: 0.45; cursor: not-allowed; }\n"
     # A problem on the status line is red in either theme (the panel's own CSS cannot see the theme).
     ".dark #status .sd-problem { color: #fca5a5; }\n"
+    "#tolerance-problem { color: #b91c1c; font-size: 13px; margin: 0 0 6px; }\n"
+    ".dark #tolerance-problem { color: #fca5a5; }\n"
+    "#tolerance-problem:empty { display: none; }\n"
+    # The set's strip: arrows and × large enough to read; on a phone the image's name takes a row of
+    # its own above them (squeezed between three buttons it was cut off).
+    "#prev-image, #next-image, #remove-image { font-size: 18px !important; }\n"
+    "@media (max-width: 600px) { #workspace { flex-wrap: wrap; }"
+    " #workspace > .form:has(#images) { flex: 1 1 100% !important; order: -1; } }\n"
     # The random-weights warning is a banner, not a line of text.
     ".sd-banner { border: 1px solid #f59e0b; background: rgba(245, 158, 11, 0.12); border-radius: 8px; padding: 6px 12px; }\n"
     # On a phone or in a narrow window the bar pinned under the image holds Undo, Redo and New object

@@ -33,7 +33,7 @@ from sam_demo.endpoint.wire import (
     response_row,
 )
 from sam_demo.engine.utils.coco import coco_annotation
-from sam_demo.engine.utils.geometry import box_within
+from sam_demo.engine.utils.geometry import EDGE_TOLERANCE_PX, box_within
 from sam_demo.engine.utils.polygons import (
     DEFAULT_TOLERANCE,
     MAX_TOLERANCE,
@@ -568,10 +568,10 @@ def yolo_objects(text: str, image_hw: tuple[int, int], categories: tuple[str, ..
             prompts = ObjectPrompts(box_xyxy=_box_in_image(box, image_hw, f"{where}'s box"))
             objects.append(SavedObject(None, "", prompts, category=category))
         elif len(numbers) >= 6 and len(numbers) % 2 == 0:  # a segmentation polygon
-            xy = np.asarray(numbers).reshape(-1, 2)
-            if (xy < -1e-3).any() or (xy > 1 + 1e-3).any():
+            xy = np.asarray(numbers).reshape(-1, 2) * [w, h]
+            if (xy < -EDGE_TOLERANCE_PX).any() or (xy > [w + EDGE_TOLERANCE_PX, h + EDGE_TOLERANCE_PX]).any():
                 raise ValueError(f"{where}: the polygon leaves the image (YOLO coordinates are in [0, 1])")
-            mask = polygons_to_mask([xy * [w, h]], image_hw)
+            mask = polygons_to_mask([np.clip(xy, 0, [w, h])], image_hw)  # a tool's pixel of rounding forgiven
             if not mask.any():
                 raise ValueError(f"{where}: the polygon covers no pixel of the image")
             objects.append(SavedObject(FixedMask.of(mask, 1.0, "Loaded mask"), "", None, category=category))

@@ -498,11 +498,11 @@ def _text(data: bytes) -> str:
         raise ValueError("it is not a YOLO label file: it is not UTF-8 text") from None
 
 
-def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -> View:
+def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None, into: str = "") -> View:
     """Add the objects of a saved file, undoably: our Download JSON, an endpoint response in either
     spelling, a COCO file (instances, or detections whose boxes are segmented here) or a YOLO label
     file (boxes segmented here, or polygons); with their names and categories, and refinable again
-    where their prompts remake their masks."""
+    where their prompts remake their masks. `into`: said after the file's name (where it went)."""
     if session is None:
         return _refused(ctx, None, "Upload the image these masks were made for first, then load the saved JSON.")
     with ctx.sessions.editing(session) as session:
@@ -527,7 +527,7 @@ def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None) -
             f"{plural(fixed, 'fixed mask')}" if fixed else "",
             f"{plural(skipped, 'mask')} already shown, skipped" if skipped else "",
         ]
-        status = f"Loaded from {name}: " + "; ".join(t for t in told if t) + "."
+        status = f"Loaded from {name}{into}: " + "; ".join(t for t in told if t) + "."
         if saved.other_image:
             status += " It was saved with another image file of this size, so its objects have no prompts here."
         gr.Info(status)  # also where the status line is out of sight (a phone, scrolled to the button)

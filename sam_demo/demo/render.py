@@ -379,8 +379,9 @@ def exports_html(session: Session | None) -> str:
             name = html.escape(f"{Path(session.name).stem or 'image'}.{kind}")
             links.append(_download_link(elem_id, export_url(session, kind), kind, name, label))
     note = f'<p class="sd-export-note">{note}</p>' if note else ""
-    whole = ""
+    whole, this = "", ""
     if session is not None and session.workspace is not None:
+        this = f'<p class="sd-set-title">This image, {html.escape(session.name)}:</p>'
         sets = "".join(
             _download_link(
                 elem_id, f"{SET_EXPORT_PATH.lstrip('/')}/{session.token}/{kind}", kind, f"images.{kind}", label
@@ -390,10 +391,11 @@ def exports_html(session: Session | None) -> str:
         whole = f'<p class="sd-set-title">The whole set of images:</p><div class="sd-downloads" id="set-exports">{sets}</div>'
     tolerance = (
         '<label class="sd-tolerance" title="How far a polygon may stray from its mask, in pixels of the image '
-        f'(COCO polygons and YOLO; 0 follows every pixel)">Polygon tolerance (COCO polygons, YOLO) <input id="polygon-tolerance" '
-        f'type="number" min="0" max="{MAX_TOLERANCE:g}" step="0.1" value="{DEFAULT_TOLERANCE:g}"> px</label>'
+        f'(COCO polygons and YOLO; 0 follows every pixel)">Polygon tolerance, px (COCO polygons, YOLO) <input id="polygon-tolerance" '
+        f'type="number" min="0" max="{MAX_TOLERANCE:g}" step="0.1" value="{DEFAULT_TOLERANCE:g}"> 0-{MAX_TOLERANCE:g}</label>'
+        '<p id="tolerance-problem" role="alert"></p>'
     )
-    return f'<p id="export-status">{status}</p>{note}{tolerance}<div class="sd-downloads">{"".join(links)}</div>{whole}'
+    return f'<p id="export-status">{status}</p>{note}{tolerance}{this}<div class="sd-downloads">{"".join(links)}</div>{whole}'
 
 
 POLYGON_KINDS = ("coco-polygons.json", "yolo-seg.zip")  # downloads whose outlines take the tolerance

@@ -615,14 +615,20 @@ class Session:
         stays last and edited), else after the others. `categories` (the file's list) and the
         objects' categories join the category list where they are not in it yet.
 
-        Boxes to segment (no mask) are added as objects with their box. Returns (restored with
-        prompts or boxes, added as fixed masks, skipped as already shown).
+        Boxes to segment (no mask) are added as objects with their box, but for a box an object has
+        already (the same file loaded twice). Returns (restored with prompts or boxes, added as fixed
+        masks, skipped as already shown).
         """
         self.update(engine)
         shown = {_rle_key(layer.source) for layer in self.shown()}
-        added, results = [], {}
+        box_keys = {o.box_xyxy for o in self.objects if o.fixed is None and not o.points and o.box_xyxy is not None}
+        added, results, boxes = [], {}, 0
         for item in saved:
             if item.mask is None:  # a box to segment: decoded by `update` with the others
+                if item.prompts.box_xyxy in box_keys:
+                    continue
+                box_keys.add(item.prompts.box_xyxy)
+                boxes += 1
                 kept = dict(name=clean_name(item.name), hidden=item.hidden, category=clean_name(item.category))
                 added.append(replace(item.prompts, fixed=None, **kept))
                 continue
@@ -655,7 +661,6 @@ class Session:
             self._edit(objects, self.active + len(added) * (at <= self.active), categories=listed)
             self.results = {k + len(added) * (k >= at): v for k, v in self.results.items()}
             self.results.update({at + k: result for k, result in results.items()})
-        boxes = sum(item.mask is None for item in saved)
         if boxes:
             self.update(engine)
         return len(results) + boxes, len(added) - len(results) - boxes, len(saved) - len(added)

@@ -282,8 +282,10 @@ def on_load(ctx: DemoContext, paths: list[str] | str | None, session: Session | 
             return (*view, *workspace_view(ctx, view.state))
         if any(Path(p).suffix.lower() in YOLO_SUFFIXES for p in paths):
             view = _load_yolo(ctx, workspace, paths, session, progress)
-            if view is not None:
-                return (*view, *workspace_view(ctx, view.state))
+            if view is None:  # one label file, named as no image of the set: into the image shown
+                shown = ctx.sessions.latest(session).name
+                view = on_load_saved(ctx, paths[0], session, f" into {shown} (it names no image of the set)")
+            return (*view, *workspace_view(ctx, view.state))
     if len(paths) > 1:
         view = _refused(
             ctx,
@@ -339,9 +341,13 @@ def _coco_plans(workspace: Workspace, body: dict, file: str) -> _Plans:
     for image in matched:
         single = {**body, "images": [by_name[image.name]]}
         try:
-            plans.append((image, coco_objects(single, image.size_hw, image.name)))
+            saved = coco_objects(single, image.size_hw, image.name)
         except ValueError as exc:
             return _Plans(file, [], unmatched, f" (nothing was added): {image.name}: {exc}")
+        if saved.objects:
+            plans.append((image, saved))
+    if not plans:
+        return _Plans(file, [], unmatched, ": it holds no annotation of the set's images.")
     return _Plans(file, plans, unmatched)
 
 
@@ -367,7 +373,12 @@ def _load_yolo(ctx: DemoContext, workspace: Workspace, paths: list[str], session
     if len(paths) == 1 and len(labels.texts) == 1 and not matched:
         return None  # one label file, of no image of the set: for the image shown, as without a set
     if not labels.texts:
-        return _refused(ctx, session, f"{what} was not loaded: it holds no YOLO label file (.txt, a line per object).")
+        return _refused(
+            ctx,
+            session,
+            f"{what} was not loaded: it holds no YOLO label file (.txt, a line per object); a zip loads as YOLO "
+            "labels, and a Download JSON or COCO file loads on its own.",
+        )
     if not matched:
         listed = ", ".join(unmatched[:5]) + (", ..." if len(unmatched) > 5 else "")
         return _refused(

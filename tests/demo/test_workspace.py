@@ -237,7 +237,7 @@ def test_a_sets_coco_loads_back_into_a_new_set_of_the_same_images(wctx, photos, 
     fresh = DemoContext(wctx.engine, background=None)  # a new page: nothing opened but the first image
     start = on_add_images(fresh, [photos[2], photos[1], photos[0]], None)[0]
     loaded = on_load(fresh, str(tmp_path / "set.json"), start)
-    assert "Loaded from set.json: 2 objects into 3 images of the set. Not in the set: missing.png." in status(loaded)
+    assert "Loaded from set.json: 2 objects into 2 images of the set. Not in the set: missing.png." in status(loaded)
     assert [label.split(" · ")[2] for label, _ in strip(loaded)["choices"]] == ["0 objects", "1 object", "1 object"]
     rocket = on_pick(fresh, 2, loaded[0])[0]
     state = stored(fresh, rocket)
@@ -304,7 +304,7 @@ def test_a_coco_detection_file_segments_its_boxes_across_the_set(wctx, photos, t
     }
     (tmp_path / "detections.json").write_text(json.dumps(detections))
     loaded = on_load(wctx, str(tmp_path / "detections.json"), start)
-    assert "2 objects into 3 images of the set" in status(loaded)
+    assert "2 objects into 2 images of the set" in status(loaded)
     third = stored(wctx, on_pick(wctx, 2, loaded[0])[0])
     assert third.objects[0].category == "person" and third.objects[0].box_xyxy == (100.0, 40.0, 300.0, 230.0)
     predictor = SamPredictor(wctx.engine)
@@ -510,3 +510,16 @@ def test_remove_takes_the_image_and_its_objects_out_of_the_set_once_confirmed(wc
     assert "it is the set's only image" in status(only)
     coco = json.loads(set_client(wctx).get(f"/sam-demo/export-set/{back[0].token}/coco.json").content)
     assert [i["file_name"] for i in coco["images"]] == ["2-coffee.png"] and coco["annotations"] == []
+
+
+def test_a_lone_label_file_named_as_no_image_goes_to_the_image_shown_and_says_so_and_twice_adds_nothing(
+    wctx, photos, tmp_path
+):
+    from sam_demo.demo.workspace_handlers import on_load
+
+    start = on_add_images(wctx, photos, None)[0]
+    (tmp_path / "dog.txt").write_text("0 .5 .5 .2 .2\n")
+    once = on_load(wctx, [str(tmp_path / "dog.txt")], start)
+    assert "Loaded from dog.txt into 1-rocket.png (it names no image of the set): 1 object to refine." in status(once)
+    twice = on_load(wctx, [str(tmp_path / "dog.txt")], once[0])
+    assert "1 mask already shown, skipped" in status(twice) and stored(wctx, twice[0]).object_count == 1

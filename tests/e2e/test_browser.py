@@ -677,7 +677,12 @@ def test_zoom_about_the_cursor_click_pan_and_sharp_edges(browser, server, tmp_pa
     z, tx, ty = transform()
     page.keyboard.press("ArrowRight")
     assert transform()[1] < tx, "ArrowRight shows more of the right"
-    page.mouse.move(px, py)  # space pans while the mouse is over the image (elsewhere it scrolls the page)
+    # space pans while the mouse is over the image (elsewhere it scrolls the page): the download
+    # clicked above scrolled the page to its link, so the image is brought back into view first
+    page.locator("#prompter .sd-stage").scroll_into_view_if_needed()
+    stage = page.locator("#prompter .sd-stage").bounding_box()
+    px, py = stage["x"] + stage["width"] / 2, stage["y"] + stage["height"] / 2
+    page.mouse.move(px, py)
     page.keyboard.down(" ")
     page.mouse.down()
     page.mouse.move(px + 5000, py + 5000, steps=3)
@@ -803,6 +808,7 @@ def test_a_set_of_images_labelled_with_d_and_keys_and_exported_whole(browser, se
     tolerance.fill("25")
     page.locator("#download-set-coco-polygons").click()
     assert page.evaluate("!document.querySelector('#polygon-tolerance').checkValidity()")
+    assert "The polygon tolerance is 0 to 10 pixels" in page.locator("#tolerance-problem").inner_text()
     tolerance.fill("0")
     with page.expect_download(timeout=60_000) as polygons:
         page.locator("#download-set-coco-polygons").click()

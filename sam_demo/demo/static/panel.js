@@ -6,7 +6,7 @@
 // pickers (data-category) and the category list (data-categories, sent when it loses focus) ask it
 // to send that event ("sam-demo:object"). In the exports, the polygon tolerance the user typed is
 // kept across views, and a polygon download (data-polygons) is asked for with it (?tolerance=), or
-// not at all while the field says something out of range.
+// not at all while the field says something out of range (told beside it).
 const part = props.part;
 let tolerance = null;  // the exports' polygon tolerance, as typed (null: the default)
 document.addEventListener('sam-demo:view', (event) => {
@@ -30,13 +30,17 @@ element.addEventListener('click', (event) => {
   const link = event.target.closest('a[data-polygons]');
   const field = element.querySelector('#polygon-tolerance');
   if (link && field) {
-    if (!field.checkValidity() || field.value === '') {
+    const problem = element.querySelector('#tolerance-problem');
+    if (!field.checkValidity()) {
       event.preventDefault();
-      field.reportValidity();
+      if (problem) problem.textContent = `The polygon tolerance is ${field.min} to ${field.max} pixels; fix it to download polygons.`;
+      field.focus();
       return;
     }
+    if (problem) problem.textContent = '';
     const url = new URL(link.getAttribute('href'), document.baseURI);
-    url.searchParams.set('tolerance', field.value);
+    if (field.value === '') url.searchParams.delete('tolerance');  // the server's default
+    else url.searchParams.set('tolerance', field.value);
     link.href = url.href;
   }
   const button = event.target.closest('[data-candidate], [data-select], [data-hide], [data-delete]');

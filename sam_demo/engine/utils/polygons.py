@@ -37,7 +37,12 @@ def mask_polygons(mask: np.ndarray, tolerance: float = DEFAULT_TOLERANCE) -> lis
     if hierarchy is None:
         return []
     hierarchy = hierarchy[0]
-    outlines = [_outline(c, parent == -1, tolerance) for c, (_, _, _, parent) in zip(contours, hierarchy)]
+    # Clipped to the image's frame: a corner's mitre (a diagonal step on the edge) may reach past it,
+    # and YOLO's coordinates must stay within [0, 1]; no pixel of the mask lies out there.
+    h, w = mask.shape
+    outlines = [
+        np.clip(_outline(c, parent == -1, tolerance), 0, [w, h]) for c, (_, _, _, parent) in zip(contours, hierarchy)
+    ]
     parts = []
     for i, (_, _, child, parent) in enumerate(hierarchy):
         if parent != -1 or len(outlines[i]) < _MIN_VERTICES:

@@ -93,3 +93,12 @@ def test_opencv_fills_them_as_pycocotools_does(shape):
 def test_an_empty_mask_has_no_polygon():
     assert mask_polygons(np.zeros((10, 10), bool)) == []
     assert len(joined_polygon([])) == 0
+
+
+@pytest.mark.parametrize("tolerance", [0, DEFAULT_TOLERANCE])
+def test_polygons_stay_within_the_image_frame(tolerance):
+    """Speckles at the image's edges, where pixels touch at a corner: their mitred outlines reach
+    0.7 px past the frame unless clipped, and YOLO's coordinates must stay in [0, 1]."""
+    mask = np.random.default_rng(0).random((8, 8)) > 0.5
+    xy = np.concatenate(mask_polygons(mask, tolerance))
+    assert xy.min() >= 0 and (xy <= [8, 8]).all()
