@@ -741,6 +741,12 @@ def test_categories_by_list_keys_and_picker_reach_coco_and_yolo(browser, server,
     click(0.7, 0.6)
     page.keyboard.press("1")
     legend_has("Object 2 (cat)")
+    page.keyboard.press("7")  # past the list: nothing changes, and the status line says why
+    page.wait_for_function(
+        "document.querySelector('#status').innerText.includes('Key 7 sets category 7, and the list has 3')",
+        timeout=10_000,
+    )
+    legend_has("Object 2 (cat)")
     page.locator('#objects [data-category="1"]').select_option("<i>bowl</i>")  # the picker
     legend_has("Object 2 (<i>bowl</i>)")
     assert page.locator("#objects i").count() == 0, "a category is text"

@@ -231,10 +231,16 @@ function escape() {
   if (!keysBox.hidden) { showKeys(false); return; }
   if (token && (view.controls || {})['new-object'] === '') send({type: 'new'});
 }
-// Keys 1-9: the edited object gets the list's category of that number (a key past the list: no change).
+// Keys 1-9: the edited object gets the list's category of that number; a key past the list changes
+// nothing and says why on the status line (as the server's own problems are told).
 function setCategory(k) {
-  const category = (view.categories || [])[k];
-  if (category !== undefined) send({type: 'category', object: view.active_object ?? 0, category});
+  const names = view.categories || [];
+  if (k < names.length) { send({type: 'category', object: view.active_object ?? 0, category: names[k]}); return; }
+  const why = names.length
+    ? `Key ${k + 1} sets category ${k + 1}, and the list has ${names.length}: add more in the Categories box.`
+    : `Key ${k + 1} sets a category, and the list is empty: type the categories, one per line, in the Categories box.`;
+  const status = `<div class="sd-status sd-problem" role="alert" title="${esc(why)}">⚠ ${esc(why)}</div>`;
+  document.dispatchEvent(new CustomEvent('sam-demo:view', {detail: {status}}));
 }
 const PAN_KEYS = {arrowleft: [1, 0], arrowright: [-1, 0], arrowup: [0, 1], arrowdown: [0, -1]};
 function panStep(dx, dy) {
