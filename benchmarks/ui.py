@@ -276,18 +276,6 @@ def bench_ui(model: str, dtype: str | None, clicks: int, objects: int = 10, app:
                         )
                     )
 
-                user.add_images(images[-3:])  # not among the other user's uploads
-                moves = [user.next_image() for _ in range(2)]
-                rows.append(
-                    Row(
-                        "UI D -> next image of a set on screen",
-                        "ms",
-                        moves,
-                        None,
-                        note="3 photos added as a set, the background done encoding them; each image opened anew",
-                    )
-                )
-
                 stop = threading.Event()
                 uploads = []
                 uploader = threading.Thread(target=upload_loop, args=(server.url, images[1:13], stop, uploads))
@@ -304,6 +292,17 @@ def bench_ui(model: str, dtype: str | None, clicks: int, objects: int = 10, app:
                         None,
                         note=f"{len(uploads)} uploads by the other user meanwhile, "
                         f"encode p50 {np.median(uploads) if uploads else float('nan'):.2f} s",
+                    )
+                )
+                user.add_images(images[-3:])  # not among the other user's uploads
+                moves = [user.next_image() for _ in range(2)]
+                rows.append(
+                    Row(
+                        "UI D -> next image of a set on screen",
+                        "ms",
+                        moves,
+                        None,
+                        note="3 photos added as a set, the background done encoding them; each image opened anew",
                     )
                 )
                 browser.close()
