@@ -335,8 +335,9 @@ def _coco_plans(workspace: Workspace, body: dict, file: str) -> _Plans:
     matched = [image for image in images if image.name in by_name]
     unmatched = [name for name in by_name if name not in {image.name for image in images}]
     if not matched:
-        listed = ", ".join(list(by_name)[:5]) + (", ..." if len(by_name) > 5 else "")
-        return _Plans(file, [], unmatched, f": none of its images ({listed}) is in the set; add them first.")
+        return _Plans(
+            file, [], unmatched, f": none of its images ({_first_few(list(by_name))}) is in the set; add them first."
+        )
     plans = []
     for image in matched:
         single = {**body, "images": [by_name[image.name]]}
@@ -380,9 +381,10 @@ def _load_yolo(ctx: DemoContext, workspace: Workspace, paths: list[str], session
             "labels, and a Download JSON or COCO file loads on its own.",
         )
     if not matched:
-        listed = ", ".join(unmatched[:5]) + (", ..." if len(unmatched) > 5 else "")
         return _refused(
-            ctx, session, f"{what} was not loaded: no label file ({listed}) is named as an image of the set is."
+            ctx,
+            session,
+            f"{what} was not loaded: no label file ({_first_few(unmatched)}) is named as an image of the set is.",
         )
     if labels.names is not None and len(labels.names) > MAX_CATEGORIES:
         return _refused(
@@ -421,21 +423,25 @@ def _load_into_set(ctx: DemoContext, workspace: Workspace, plans: _Plans, sessio
                 restored, fixed, _ = full.add_saved(ctx.engine, saved.objects, saved.categories)
                 ctx.sessions.put(full)
         except (ValueError, RuntimeError) as exc:
-            for earlier, (other, _) in done:  # nothing half-added: the images done so far as they were
+            for earlier, other in done:  # nothing half-added: the images done so far as they were
                 ctx.sessions.put(earlier)
                 with workspace.lock:
                     other.session = earlier.light()
             return _refused(ctx, session, f"{plans.file} was not loaded (nothing was added): {image.name}: {exc}")
-        done.append((before, (image, saved)))
+        done.append((before, image))
         added += restored + fixed
         with workspace.lock:
             image.session = full.light()
     status = f"Loaded from {plans.file}: {plural(added, 'object')} into {plural(len(plans.plans), 'image')} of the set."
     if plans.unmatched:
-        more = ", ..." if len(plans.unmatched) > 5 else ""
-        status += f" Not in the set: {', '.join(plans.unmatched[:5])}{more}."
+        status += f" Not in the set: {_first_few(plans.unmatched)}."
     gr.Info(status)
     return _view(ctx, ctx.sessions.latest(session).fork(), status)
+
+
+def _first_few(names: list[str], most: int = 5) -> str:
+    """The first `most` names, comma-separated, with ", ..." when there are more."""
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
 
 
 def _session_of(ctx: DemoContext, workspace: Workspace, image: WorkspaceImage, categories: tuple[str, ...]) -> Session:
