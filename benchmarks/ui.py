@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.report import Row
+from sam_demo.demo.example_photos import example_photos
 from tests.support.chromium import CHROMIUM, FLAGS
 from tests.support.photos import photo
 from tests.support.servers import AppProcess
@@ -202,6 +203,7 @@ def bench_ui(model: str, dtype: str | None, clicks: int, objects: int = 10, app:
         images = photos(Path(tmp), 16)
         server = AppProcess(model, dtype, app)
         try:
+            server.wait_for_examples(len(example_photos()))  # the start-up warm-up's encodes, not beside the clicks
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
                 user = Page(browser, server.url)

@@ -68,6 +68,15 @@ class AppProcess:
                 time.sleep(0.3)
         raise RuntimeError("the server did not start in 300 s")
 
+    def wait_for_examples(self, count: int, timeout_s: float = 600) -> None:
+        """Wait for the start-up warm-up: `count` example photos in the embedding cache (encoded or
+        read from the store), so that timings that follow do not share the CPU with it."""
+        deadline = time.monotonic() + timeout_s
+        while httpx.get(self.url + "/health", timeout=30).json()["cache"]["entries"] < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the start-up warm-up did not encode {count} examples in {timeout_s:.0f} s")
+            time.sleep(0.5)
+
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
