@@ -269,7 +269,9 @@ def segment_image_boxes(item: dict, engine: SamEngine, policy: FetchPolicy, poly
         annotations = []
         for start in range(0, len(boxes), DECODE_BOXES):
             chunk = boxes[start : start + DECODE_BOXES]
-            prediction = engine.decode(embedding, boxes_xyxy=np.asarray(chunk, np.float64), multimask_output=False)
+            prediction = engine.decode(
+                embedding, boxes_xyxy=np.asarray(chunk, np.float64), multimask_output=False, full_frame=False
+            )
             for k, (mask, score) in enumerate(zip(prediction.masks[:, 0], prediction.iou_scores[:, 0])):
                 j = start + k
                 x0, y0, x1, y1 = chunk[k]

@@ -127,9 +127,10 @@ class ObjectPrompts:
 class ObjectResult:
     """Decoder output for one object's prompts, kept compact: the low-res logits, not the masks.
 
-    low_res: (C, 256, 256) float32 logits; scores: (C,) float32 predicted IoU. Full-size masks
-    are made from the logits when asked for, exactly as `SamEngine.decode` makes them
-    (`exact` and `geometry` are the engine's and the image's).
+    low_res: (C, h, w) float32 logits, the rows and columns of the 256x256 low-res frame that the
+    image covers (`SamEngine.decode_low_res` without `full_frame`); scores: (C,) float32 predicted
+    IoU. Full-size masks are made from the logits when asked for, exactly as `SamEngine.decode`
+    makes them (`exact` and `geometry` are the engine's and the image's).
     """
 
     prompts: ObjectPrompts
@@ -178,7 +179,7 @@ class ObjectResult:
 @dataclass(frozen=True)
 class Decoded:
     """One decoder call made ahead of an edit (the hover preview's): the prompts it was made for, its
-    low-res logits (C, 256, 256) float32 and scores (C,). `Session.update` uses it instead of
+    low-res logits (C, h, w) float32 (as `ObjectResult`'s) and scores (C,). `Session.update` uses it instead of
     decoding when the edited object's prompts come to equal these."""
 
     prompts: ObjectPrompts
@@ -769,8 +770,8 @@ class Session:
 
 
 def decode(engine: SamEngine, embedding: ImageEmbedding, prompts: ObjectPrompts) -> tuple[np.ndarray, np.ndarray]:
-    """One object's decoder call: low-res logits (C, 256, 256) and scores (C,), float32 numpy."""
-    low_res, iou = engine.decode_low_res(embedding, *decoder_arrays(prompts), None, prompts.multimask)
+    """One object's decoder call: low-res logits (C, h, w) over the image (see `ObjectResult`) and scores (C,), float32 numpy."""
+    low_res, iou = engine.decode_low_res(embedding, *decoder_arrays(prompts), None, prompts.multimask, full_frame=False)
     return low_res[0].cpu().numpy(), iou[0].cpu().numpy()
 
 

@@ -107,6 +107,7 @@ def _groups(engine: SamEngine, embedding: ImageEmbedding, row: EndpointRow):
             part(row.boxes_xyxy, chunk),
             None,
             row.multimask_output,
+            full_frame=False,
         )
         for group, scores in zip(low_res, iou.cpu().numpy()):
             yield (

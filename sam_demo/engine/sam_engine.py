@@ -22,6 +22,7 @@ from PIL import Image
 
 from sam_demo.engine.embedding_store import EmbeddingStore
 from sam_demo.engine.modeling.decoder import CachedDecoder, ImageDecoderCache
+from sam_demo.engine.modeling.factored_image import ImageProjections
 from sam_demo.engine.modeling.fast_decoder import FastDecoder
 from sam_demo.engine.plan import ExecutionPlan
 from sam_demo.engine.utils.cache import DEFAULT_CACHE_BYTES, ByteLRUCache, CacheStats
@@ -69,7 +70,9 @@ class Prediction:
         iou_scores (`np.ndarray` of shape `(B, C)`):
             float32 predicted IoU of each mask, in decoder order.
         low_res_logits (`np.ndarray` of shape `(B, C, 256, 256)`):
-            float32 logits over the padded 1024x1024 model frame, usable as a later `mask_input`.
+            float32 logits over the padded 1024x1024 model frame, usable as a later `mask_input`;
+            `(B, C, h, w)`, the rows and columns the masks are made from, when `decode` was asked
+            for less than the full frame.
     """
 
     masks: np.ndarray
@@ -83,6 +86,9 @@ class EngineInfo:
     device: str
     dtype: str
     random_weights: bool
+
+
+PROJECTIONS_BYTES = 48 << 20  # the last two images' factored-token parts (float32 fast mode)
 
 
 def image_key(rgb: np.ndarray) -> str:
@@ -134,6 +140,10 @@ class SamEngine:
         self.exact_upscale = plan.upscaler == "torch"  # masks_from_logits: the exact upscaler, or OpenCV's
         decoder = {"exact": CachedDecoder, "fast": FastDecoder}[plan.decoder]
         self.decoder = decoder(model, getattr(torch, plan.decoder_compute))
+        self._low_res_per_token = LOW_RES_SIDE // self.decoder.embedding_hw[0]  # low-res logits per image token
+        # The fast float32 decoder's per-image parts (~20 MB each), for the images clicked last only:
+        # held with every cached embedding they would halve how many images the cache holds.
+        self._projections: ByteLRUCache[ImageProjections] = ByteLRUCache(PROJECTIONS_BYTES, lambda p: p.nbytes)
         self._encode_lock = threading.Lock()
         self._coord_dtype = getattr(torch, plan.coordinates)
         self._encode_seconds: float | None = None
@@ -228,10 +238,12 @@ class SamEngine:
         boxes_xyxy: np.ndarray | None = None,
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
+        full_frame: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoder alone: low-res logits (B, C, 256, 256) and IoU (B, C), float32, on the device.
 
-        Arguments as in `decode`.
+        Arguments as in `decode`; with `full_frame` False the logits are (B, C, h, w), only the
+        rows and columns that the image's masks are made from.
         """
         geometry = embedding.geometry
         points_xy, labels, boxes_xyxy, mask_input = check_prompts(
@@ -243,12 +255,17 @@ class SamEngine:
             prompts["input_labels"] = torch.from_numpy(labels[None]).to(self.device)
         if boxes_xyxy is not None:
             prompts["input_boxes"] = self._tensor(geometry.boxes_to_model(boxes_xyxy)[None])
+        token_hw = None if full_frame else self._token_hw(geometry)
         with torch.inference_mode():
             if mask_input is None:  # the common case: reuse the image's decoder cache
                 sparse = self.decoder.prompt_embeddings(
                     prompts["input_points"], prompts["input_labels"], prompts["input_boxes"]
                 )
-                low_res, iou = self.decoder.decode(embedding.decoder_cache, sparse, multimask_output)
+                projections = self._image_projections(embedding)
+                factored = () if projections is None else (projections,)  # the exact decoder takes none
+                low_res, iou = self.decoder.decode(
+                    embedding.decoder_cache, sparse, multimask_output, token_hw, *factored
+                )
             else:
                 masks_in = torch.from_numpy(mask_input).to(self.device, self.weights_dtype)
                 out = self.model(
@@ -258,7 +275,21 @@ class SamEngine:
                     **{k: v for k, v in prompts.items() if v is not None},
                 )
                 low_res, iou = out.pred_masks, out.iou_scores
+                if token_hw is not None:
+                    factor = self._low_res_per_token
+                    low_res = low_res[..., : factor * token_hw[0], : factor * token_hw[1]].contiguous()
         return low_res[0].float(), iou[0].float()
+
+    def _image_projections(self, embedding: ImageEmbedding) -> ImageProjections | None:
+        """The fast decoder's per-image parts of its factored tokens (None where it has none: not
+        float32), made at the image's first decode and kept for the last images decoded."""
+        if not (isinstance(self.decoder, FastDecoder) and self.decoder.factored):
+            return None
+        return self._projections.get_or_compute(embedding.key, lambda: self.decoder.project(embedding.decoder_cache))
+
+    def _token_hw(self, geometry: ImageGeometry) -> tuple[int, int]:
+        """(rows, cols) of the 64x64 image tokens whose logits cover `geometry.low_res_extent`."""
+        return tuple(-(-side // self._low_res_per_token) for side in geometry.low_res_extent)
 
     def decode_candidates(
         self, embedding: ImageEmbedding, points_xy: np.ndarray, min_iou: float
@@ -274,22 +305,22 @@ class SamEngine:
         Returns:
           group (B',) int64: the point of each kept candidate; candidate (B',) int64: 0-2;
           logits (B', h, w) float32: its low-res logits, of which rows [:h] and columns [:w] cover at
-            least `geometry.low_res_extent` (the fast mode makes only those; the exact mode all 256x256);
+            least `geometry.low_res_extent` (only those are made, in whole image tokens);
           iou (B',) float32; all on the device, in point order.
         """
         geometry = embedding.geometry
         points_xy, labels = np.asarray(points_xy, dtype=np.float64)[:, None, :], np.ones((len(points_xy), 1), np.int64)
         if not isinstance(self.decoder, FastDecoder):  # the exact mode: as the reference, then filtered
-            low_res, iou = self.decode_low_res(embedding, points_xy, labels, multimask_output=True)
+            low_res, iou = self.decode_low_res(embedding, points_xy, labels, full_frame=False)
             pairs = torch.nonzero(iou > min_iou)
             return pairs[:, 0], pairs[:, 1], low_res[pairs[:, 0], pairs[:, 1]], iou[pairs[:, 0], pairs[:, 1]]
         points_xy, labels, _, _ = check_prompts(geometry.original_hw, points_xy, labels, None, None)
         points = self._tensor(geometry.coords_to_model(points_xy)[None])
         with torch.inference_mode():
             sparse = self.decoder.prompt_embeddings(points, torch.from_numpy(labels[None]).to(self.device), None)
-            factor = LOW_RES_SIDE // self.decoder.embedding_hw[0]  # low-res pixels per image token
-            token_hw = tuple(-(-side // factor) for side in geometry.low_res_extent)
-            return self.decoder.candidates(embedding.decoder_cache, sparse, min_iou, token_hw)
+            return self.decoder.candidates(
+                embedding.decoder_cache, sparse, min_iou, self._token_hw(geometry), self._image_projections(embedding)
+            )
 
     def decode(
         self,
@@ -300,6 +331,7 @@ class SamEngine:
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        full_frame: bool = True,
     ) -> Prediction:
         """Predict masks for B prompt groups on one embedded image. Point group b goes with box b.
 
@@ -313,15 +345,21 @@ class SamEngine:
             an earlier prediction (then B is 1).
           multimask_output (bool): three candidate masks per group (C = 3), else one (C = 1).
           return_logits (bool): float32 logits instead of bool masks.
+          full_frame (bool): low-res logits over the whole 256x256 model frame (a later
+            `mask_input`); False: only the rows and columns that the masks are made from, (h, w),
+            which in the fast mode skips the upscaling of the padding (a third of a 3:2 photo's).
 
         Returns:
-          (Prediction): masks (B, C, H, W), iou_scores (B, C), low_res_logits (B, C, 256, 256).
+          (Prediction): masks (B, C, H, W), iou_scores (B, C), low_res_logits (B, C, 256, 256),
+            or (B, C, h, w) without `full_frame`.
 
         Raises PromptError (a ValueError) for malformed or out-of-image prompts.
         """
-        low_res, iou = self.decode_low_res(embedding, points_xy, labels, boxes_xyxy, mask_input, multimask_output)
+        low_res, iou = self.decode_low_res(
+            embedding, points_xy, labels, boxes_xyxy, mask_input, multimask_output, full_frame
+        )
         groups, count = low_res.shape[:2]
-        flat = low_res.reshape(groups * count, LOW_RES_SIDE, LOW_RES_SIDE)
+        flat = low_res.flatten(0, 1)
         masks = masks_from_logits(flat, embedding.geometry, return_logits, exact=self.exact_upscale)
         return Prediction(
             masks=masks.reshape(groups, count, *embedding.geometry.original_hw),

@@ -24,7 +24,9 @@ from tests.support.photos import PHOTOS
 
 CAT = str(PHOTOS / "chelsea.png")  # 451x300
 COFFEE = str(PHOTOS / "coffee.png")
-LOGITS_PER_CLICK = 3 * 256 * 256 * 4 + 3 * 4  # a lone click: three candidates' low-res logits and scores
+# A lone click on a 4:3 photo: three candidates' low-res logits over the image (1024x768 of the
+# 1024x1024 model frame: 196 of the 256 rows, whole image tokens of 4 rows each) and scores.
+LOGITS_PER_CLICK_4_3 = 3 * 196 * 256 * 4 + 3 * 4
 
 
 def click(ctx, session, *points_xy):
@@ -70,7 +72,7 @@ def test_a_12_megapixel_photo_with_ten_objects_keeps_only_compact_state(engine, 
         session = click(ctx, session, *clicks)
         session = on_new_object(ctx, session).state
     stored = ctx.sessions.get(session.token)
-    compact = photo.stat().st_size + 10 * LOGITS_PER_CLICK
+    compact = photo.stat().st_size + 10 * LOGITS_PER_CLICK_4_3
     assert len(stored.results) == 10 and stored.nbytes == compact == ctx.sessions.stats().bytes
     # What the store and Gradio's state hold, all told. The old session held the pixels (36 MB)
     # and every candidate at full size (10 x 3 x 12 MB).

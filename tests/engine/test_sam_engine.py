@@ -81,16 +81,43 @@ def test_segment_everythings_candidates_are_the_decoders_over_the_iou_bar_on_the
     heads = []  # the groups the fast mode's upscaling head runs for
     if mode == "fast":
         real = eng.decoder._mask_logits
-        monkeypatch.setattr(eng.decoder, "_mask_logits", lambda *a, **k: heads.append(len(a[1])) or real(*a, **k))
+        monkeypatch.setattr(eng.decoder, "_mask_logits", lambda *a, **k: heads.append(len(a[0])) or real(*a, **k))
     group, candidate, logits, scores = eng.decode_candidates(embedding, points, min_iou)
     want = torch.nonzero(iou > min_iou)
     assert group.tolist() == want[:, 0].tolist() and candidate.tolist() == want[:, 1].tolist()
     assert logits.shape[1] >= in_h and logits.shape[2] >= in_w
     if mode == "exact":  # the reference's, filtered: bit-equal
-        assert torch.equal(scores, iou[group, candidate]) and torch.equal(logits, low_res[group, candidate])
+        rows, cols = logits.shape[1:]
+        assert torch.equal(scores, iou[group, candidate])
+        assert torch.equal(logits, low_res[group, candidate][:, :rows, :cols])
         return
     assert torch.allclose(scores, iou[group, candidate], atol=1e-5)
     assert torch.allclose(logits[:, :in_h, :in_w], low_res[group, candidate][:, :in_h, :in_w], atol=1e-4)
     with_candidate = len(set(group.tolist()))
     assert heads == ([with_candidate] if with_candidate else []), "the head runs for those groups only"
     assert logits.shape[1] == 4 * 43 and logits.shape[2] == 256, "over the image's 43 of 64 token rows (451x300)"
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+@pytest.mark.parametrize("orientation", ["landscape", "portrait"])
+def test_without_the_full_frame_only_the_images_logits_are_made_and_the_masks_do_not_change(
+    engine, fast_fp32, landscape, mode, orientation
+):
+    eng = engine if mode == "exact" else fast_fp32
+    image = landscape if orientation == "landscape" else np.ascontiguousarray(landscape.transpose(1, 0, 2))
+    embedding = eng.embed(image)
+    points, labels = np.array([[[100.0, 120.0]], [[250.0, 200.0]]]), np.ones((2, 1), np.int64)
+    full = eng.decode(embedding, points, labels)
+    part = eng.decode(embedding, points, labels, full_frame=False)
+    in_h, in_w = embedding.geometry.low_res_extent  # 451x300 -> resized 1024x681 -> 172 rows of logits
+    want = (-(-in_h // 4) * 4, -(-in_w // 4) * 4)  # whole image tokens: 4 logits each way
+    assert want == ((172, 256) if orientation == "landscape" else (256, 172))
+    assert part.low_res_logits.shape == (2, 3, *want) and full.low_res_logits.shape == (2, 3, 256, 256)
+    assert part.low_res_logits.flags.c_contiguous, "its own memory, not a view of the whole frame's"
+    cut = full.low_res_logits[..., : want[0], : want[1]]
+    if mode == "exact":
+        assert np.array_equal(part.low_res_logits, cut) and np.array_equal(part.masks, full.masks)
+    else:
+        assert np.abs(part.low_res_logits - cut).max() < 1e-5
+        assert np.array_equal(part.masks, full.masks)
+    assert np.array_equal(part.iou_scores, full.iou_scores)

@@ -13,15 +13,26 @@ check this). What changes against `CachedDecoder`:
   projections, and the residual add rides in the last product (`baddbmm`). It pays while H*T is
   under the attention's internal width (T < 16: up to 9 points or a box and 7); an object of more
   points is decoded in the usual order.
+- *Factored image tokens (float32).* After the first layer the image tokens are a per-image part
+  scaled per token plus a low-rank per-click part (factored_image.py): the second layer, the final
+  attention and the head's first convolution read the per-image part through products made once
+  per image, and the click's part through ~2 H T + 3 columns instead of 256. Not in bf16 (its
+  layer-norm statistics are sums of terms) and not for objects of many points.
+- *The final attention for the read tokens only.* Its queries attend to the image each alone, and
+  the heads read only the IoU and mask tokens: the prompt's tokens are left out of it.
 - *Cached first layer, per-head layouts.* The first layer's image-side projections are cached
   per image as (heads, c, 4096) and (heads, 4096, c), so its attentions are plain batched
   matmuls with no copies.
 - *Upscaling head channels-last.* Each 2x2 stride-2 transposed convolution is a matmul and
   its layer norm a plain `layer_norm`; only the returned masks' hypernetworks run. The 128x128
   map is put in row-major order once, so each row of 256 logits is one contiguous run.
+- *Only the image's logits.* The upscaling head is local: the logits under the padding below or
+  right of the resized image need only the padding's tokens, and nothing but a later mask input
+  reads them. `decode` makes them only when asked (`token_hw`); a 3:2 photo's click then upscales
+  43 of the 64 token rows.
 - *Segment everything* (`candidates`): the IoU head reads only the tokens, so it runs first and
   the upscaling head only for prompts with a candidate over the IoU threshold, and only over the
-  image tokens under the resized image (the head is local; the padding's logits are never used).
+  image tokens under the resized image.
 
 Shapes: prompt tokens (G, T, 256) for G prompt groups; image tokens (G, 4096, 256).
 """
@@ -34,6 +45,13 @@ import torch
 from torch.nn import functional as F
 
 from sam_demo.engine.modeling.decoder import CachedDecoder, ImageDecoderCache
+from sam_demo.engine.modeling.factored_image import (
+    FactoredImage,
+    ImageProjections,
+    ModelProjections,
+    after_first_layer,
+    after_second_layer,
+)
 
 
 @dataclass(frozen=True)
@@ -112,6 +130,12 @@ class FastDecoder(CachedDecoder):
                 )
                 for linears in zip(*[[mlp.proj_in, *mlp.layers, mlp.proj_out] for mlp in mlps])
             ]
+            # float32: the image tokens kept factored (factored_image.py); SAM's decoder has two layers
+            self._projections = (
+                ModelProjections.of(transformer, self._pe[0], first)
+                if self.dtype == torch.float32 and len(transformer.layers) == 2
+                else None
+            )
 
     @torch.inference_mode()
     def prepare(self, features: torch.Tensor) -> ImageDecoderCache:
@@ -128,6 +152,17 @@ class FastDecoder(CachedDecoder):
             first_v=_per_head_t(to_image.v_proj(keys), heads).transpose(1, 2).contiguous(),
             first_q=_per_head_t(to_token.q_proj(keys_pe), to_token.num_attention_heads),
         )
+
+    @property
+    def factored(self) -> bool:
+        """Whether this decoder keeps the image tokens factored (float32): then `decode` wants the
+        image's `project`."""
+        return self._projections is not None
+
+    def project(self, cache: ImageDecoderCache) -> ImageProjections:
+        """The image's parts of the factored tokens (float32): ~20 MB and ~2.7 GFLOP per image, so
+        the engine keeps them for the last images decoded only."""
+        return ImageProjections.of(cache.keys[0], self._projections)
 
     @staticmethod
     def _image_scores(u: torch.Tensor, keys_pe: torch.Tensor, weights: _HeadWeights) -> torch.Tensor:
@@ -166,30 +201,68 @@ class FastDecoder(CachedDecoder):
 
     def _image_to_token(self, attn, queries, queries_pe, keys, keys_pe, cache: ImageDecoderCache | None):
         """The image attends to the tokens; returns keys + the attention output (G, 4096, 256)."""
-        heads = attn.num_attention_heads
-        u = _split_heads(attn.k_proj(queries_pe), heads) * attn.scaling
+        u, values = self._token_side(attn, queries, queries_pe)
         if cache is None and not self._few_tokens(attn, u.shape[2]):
-            image_q = _split_heads(attn.q_proj(keys_pe), heads)  # (G, H, 4096, c)
+            image_q = _split_heads(attn.q_proj(keys_pe), attn.num_attention_heads)  # (G, H, 4096, c)
             weights = torch.softmax(image_q @ u.transpose(2, 3), dim=-1)  # (G, H, 4096, T), over the tokens
-            out = _merge_heads(weights @ _split_heads(attn.v_proj(queries), heads))  # (G, 4096, H * c)
-            return keys + attn.out_proj(out)
+            return keys + attn.out_proj(_merge_heads(weights @ values))
         scores = u @ cache.first_q if cache is not None else self._image_scores(u, keys_pe, self._q[attn])
         weights = torch.softmax(scores, dim=2)  # over the tokens
+        return torch.baddbmm(keys, weights.flatten(1, 2).transpose(1, 2), self._mixed(attn, values))
+
+    @staticmethod
+    def _token_side(attn, queries, queries_pe) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokens' side of an image-to-token attention: scaled keys u and values, (G, H, T, c)."""
+        heads = attn.num_attention_heads
+        return _split_heads(attn.k_proj(queries_pe), heads) * attn.scaling, _split_heads(attn.v_proj(queries), heads)
+
+    def _mixed(self, attn, values: torch.Tensor) -> torch.Tensor:
+        """Values (G, H, T, c) through the output projection per head, its bias spread over the
+        heads (each head's weights sum to 1): M, (G, H * T, 256)."""
         out_weight, out_bias = self._o[attn]
-        mixed = (_split_heads(attn.v_proj(queries), heads) @ out_weight + out_bias).flatten(1, 2)  # (G, H*T, 256)
-        return torch.baddbmm(keys, weights.flatten(1, 2).transpose(1, 2), mixed)
+        return (values @ out_weight + out_bias).flatten(1, 2)
+
+    @staticmethod
+    def _self_attention(layer, queries: torch.Tensor, point_embeddings: torch.Tensor) -> torch.Tensor:
+        """A layer's self-attention of the tokens and layer_norm1, (G, T, 256)."""
+        if layer.skip_first_layer_pe:  # SamAttention takes (1, G, T, 256)
+            queries = layer.self_attn(query=queries[None], key=queries[None], value=queries[None])[0][0]
+        else:
+            query = (queries + point_embeddings)[None]
+            queries = queries + layer.self_attn(query=query, key=query, value=queries[None])[0][0]
+        return layer.layer_norm1(queries)
+
+    @staticmethod
+    def _mlp(layer, queries: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+        """A layer's token-to-image residual, layer_norm2, MLP and layer_norm3, (G, T, 256)."""
+        queries = layer.layer_norm2(queries + attn_out)
+        return layer.layer_norm3(queries + layer.mlp(queries))
 
     @torch.inference_mode()
     def decode(
-        self, cache: ImageDecoderCache, sparse: torch.Tensor, multimask_output: bool
+        self,
+        cache: ImageDecoderCache,
+        sparse: torch.Tensor,
+        multimask_output: bool,
+        token_hw: tuple[int, int] | None = None,
+        projections: ImageProjections | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """sparse: (1, G, T', 256) prompt embeddings -> low-res logits (1, G, C, 256, 256), IoU (1, G, C)."""
-        tokens, keys = self._transform(cache, sparse)
-        return self._mask_logits(tokens, keys, multimask_output)[None], self._iou(tokens, multimask_output)[None]
+        """sparse: (1, G, T', 256) prompt embeddings -> low-res logits (1, G, C, 4 * rows, 4 * cols)
+        over the first token_hw = (rows, cols) of the 64x64 image tokens (default all: 256x256),
+        IoU (1, G, C). The upscaling head is local, so those logits are the full frame's.
+        projections: the image's `project`, to keep its tokens factored (float32, few tokens)."""
+        tokens, keys = self._transform(cache, sparse, projections)
+        logits = self._mask_logits(tokens, keys, multimask_output, token_hw)
+        return logits[None], self._iou(tokens, multimask_output)[None]
 
     @torch.inference_mode()
     def candidates(
-        self, cache: ImageDecoderCache, sparse: torch.Tensor, min_iou: float, token_hw: tuple[int, int]
+        self,
+        cache: ImageDecoderCache,
+        sparse: torch.Tensor,
+        min_iou: float,
+        token_hw: tuple[int, int],
+        projections: ImageProjections | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Segment everything's decode: the three candidates of each group whose predicted IoU is over
         `min_iou`, their logits made only for them and only over the first `token_hw` (rows, cols)
@@ -200,46 +273,96 @@ class FastDecoder(CachedDecoder):
         sparse: (1, G, T', 256). Returns group (K,), candidate (K,), logits (K, 4 * rows, 4 * cols)
         float32, IoU (K,) float32, for the K candidates kept, in group order.
         """
-        tokens, keys = self._transform(cache, sparse)
+        tokens, keys = self._transform(cache, sparse, projections)
         iou = self._iou(tokens, True)
         keep = iou > min_iou
         groups = keep.any(1).nonzero().flatten()
         if not len(groups):
-            empty = torch.empty(0, dtype=torch.long, device=keys.device)
-            return empty, empty, torch.empty(0, 4 * token_hw[0], 4 * token_hw[1], device=keys.device), iou[:0, 0]
+            empty = torch.empty(0, dtype=torch.long, device=tokens.device)
+            return empty, empty, torch.empty(0, 4 * token_hw[0], 4 * token_hw[1], device=tokens.device), iou[:0, 0]
         pairs = keep[groups].nonzero()  # (K, 2): index into `groups`, candidate
         logits = self._mask_logits(tokens[groups], keys[groups], True, token_hw)[pairs[:, 0], pairs[:, 1]]
         group = groups[pairs[:, 0]]
         return group, pairs[:, 1], logits, iou[group, pairs[:, 1]]
 
-    def _transform(self, cache: ImageDecoderCache, sparse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two-way transformer: sparse (1, G, T', 256) -> tokens (G, T, 256), image tokens (G, 4096, 256)."""
+    def _transform(
+        self, cache: ImageDecoderCache, sparse: torch.Tensor, projections: ImageProjections | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | FactoredImage]:
+        """The two-way transformer: sparse (1, G, T', 256) -> the tokens the heads read (G, 5, 256)
+        and the image tokens, (G, 4096, 256) or, in float32 with few tokens, factored."""
         groups = sparse.shape[1]
         point_embeddings = self._point_embeddings(sparse)[0]
+        layers = self.transformer.layers
+        if projections is not None and self._few_tokens(layers[0].cross_attn_image_to_token, point_embeddings.shape[1]):
+            return self._transform_factored(cache, projections, point_embeddings)
         queries, keys, keys_pe = point_embeddings, cache.keys.expand(groups, -1, -1), None
-        for index, layer in enumerate(self.transformer.layers):
+        for index, layer in enumerate(layers):
             first = cache if index == 0 else None
             if first is None:
                 keys_pe = keys + self._pe
-            if layer.skip_first_layer_pe:  # SamAttention takes (1, G, T, 256)
-                queries = layer.self_attn(query=queries[None], key=queries[None], value=queries[None])[0][0]
-            else:
-                query = (queries + point_embeddings)[None]
-                queries = queries + layer.self_attn(query=query, key=query, value=queries[None])[0][0]
-            queries = layer.layer_norm1(queries)
+            queries = self._self_attention(layer, queries, point_embeddings)
             attn_out = self._token_to_image(
                 layer.cross_attn_token_to_image, queries + point_embeddings, keys, keys_pe, first
             )
-            queries = layer.layer_norm2(queries + attn_out)
-            queries = layer.layer_norm3(queries + layer.mlp(queries))
+            queries = self._mlp(layer, queries, attn_out)
             keys = self._image_to_token(
                 layer.cross_attn_image_to_token, queries, queries + point_embeddings, keys, keys_pe, first
             )
             keys = layer.layer_norm4(keys)
         keys_pe = keys + self._pe
+        queries, queries_pe = self._read_tokens(queries, point_embeddings)
         final = self.transformer.final_attn_token_to_image
-        attn_out = self._token_to_image(final, queries + point_embeddings, keys, keys_pe, None)
+        attn_out = self._token_to_image(final, queries_pe, keys, keys_pe, None)
         return self.transformer.layer_norm_final_attn(queries + attn_out), keys
+
+    def _read_tokens(self, queries: torch.Tensor, point_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokens that the heads read (the IoU token and the mask tokens, first), and with their
+        positional embeddings: the final attention runs for those only (each query attends alone)."""
+        count = 1 + self.mask_decoder.num_mask_tokens
+        return queries[:, :count], (queries + point_embeddings)[:, :count]
+
+    def _transform_factored(
+        self, cache: ImageDecoderCache, images: ImageProjections, point_embeddings: torch.Tensor
+    ) -> tuple[torch.Tensor, FactoredImage]:
+        """`_transform` with the image tokens kept factored (factored_image.py), float32."""
+        model = self._projections
+        first, second = self.transformer.layers
+        final = self.transformer.final_attn_token_to_image
+        # layer 0: the tokens attend to the image through the cache, the image's update is factored
+        queries = self._self_attention(first, point_embeddings, point_embeddings)
+        attn_out = self._token_to_image(first.cross_attn_token_to_image, queries + point_embeddings, None, None, cache)
+        queries = self._mlp(first, queries, attn_out)
+        attn = first.cross_attn_image_to_token
+        u, first_values = self._token_side(attn, queries, queries + point_embeddings)
+        first_mixed = self._mixed(attn, first_values)
+        first_weights = torch.softmax(u @ cache.first_q, dim=2)  # over the tokens
+        keys = after_first_layer(model, images, first_weights, first_values, first_mixed)
+        # layer 1
+        queries = self._self_attention(second, queries, point_embeddings)
+        attn = second.cross_attn_token_to_image
+        attn_out = self._factored_token_to_image(
+            attn, queries + point_embeddings, keys, (model.k1, images.x1_k), (model.v1, images.x1_v)
+        )
+        queries = self._mlp(second, queries, attn_out)
+        attn = second.cross_attn_image_to_token
+        u, values = self._token_side(attn, queries, queries + point_embeddings)
+        weights = torch.softmax(keys.scores(u, model.q1, images.x1_q), dim=2)  # over the tokens
+        keys = after_second_layer(
+            model, images, keys, (first_weights, first_values, first_mixed), weights, values, self._mixed(attn, values)
+        )
+        queries, queries_pe = self._read_tokens(queries, point_embeddings)
+        attn_out = self._factored_token_to_image(
+            final, queries_pe, keys, (model.kf, images.x2_k), (model.vf, images.x2_v)
+        )
+        return self.transformer.layer_norm_final_attn(queries + attn_out), keys
+
+    @staticmethod
+    def _factored_token_to_image(attn, queries_pe, keys: FactoredImage, key, value) -> torch.Tensor:
+        """`_token_to_image` against factored image tokens; key and value: (projection, the image's
+        part through it). (G, T, 256) -> (G, T, 256)."""
+        u = _split_heads(attn.q_proj(queries_pe), attn.num_attention_heads) * attn.scaling
+        weights = torch.softmax(keys.scores(u, *key), dim=-1)
+        return attn.out_proj(_merge_heads(keys.pool(weights, *value)))
 
     def _selected(self, multimask_output: bool) -> range:
         return range(1, self.mask_decoder.num_mask_tokens) if multimask_output else range(1)
@@ -250,29 +373,36 @@ class FastDecoder(CachedDecoder):
         return self.mask_decoder.iou_prediction_head(tokens[:, 0, :])[:, selected.start : selected.stop].float()
 
     def _mask_logits(
-        self, tokens: torch.Tensor, keys: torch.Tensor, multimask_output: bool, token_hw: tuple[int, int] | None = None
+        self,
+        tokens: torch.Tensor,
+        keys: torch.Tensor | FactoredImage,
+        multimask_output: bool,
+        token_hw: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """The mask head: tokens (G, T, 256), image tokens (G, 4096, 256) -> logits (G, C, 4 * rows,
         4 * cols) float32, over the first token_hw = (rows, cols) of the 64x64 tokens (default: all)."""
         dec = self.mask_decoder
-        groups = keys.shape[0]
+        groups = tokens.shape[0]
         height, width = token_hw or self.embedding_hw
-        if (height, width) != tuple(self.embedding_hw):
-            keys = keys.unflatten(1, tuple(self.embedding_hw))[:, :height, :width].reshape(groups, height * width, -1)
+        (w1, b1), second = self._up
+        if isinstance(keys, FactoredImage):
+            x = keys.conv1(self._projections, (height, width), self.embedding_hw[0])
+        else:
+            if (height, width) != tuple(self.embedding_hw):
+                keys = keys.unflatten(1, tuple(self.embedding_hw))[:, :height, :width]
+            x = torch.addmm(b1, keys.reshape(groups * height * width, -1), w1)  # rows (g, i, j), cols (a, b, c)
         selected = self._selected(multimask_output)
         hyper = tokens[:, 1 + selected.start : 1 + selected.stop, :].transpose(0, 1)  # (M, G, 256)
         for index, (weight, bias) in enumerate(self._hyper):
             hyper = torch.baddbmm(bias[selected.start : selected.stop], hyper, weight[selected.start : selected.stop])
             hyper = torch.relu(hyper) if index < len(self._hyper) - 1 else hyper.transpose(0, 1)  # (G, M, 32)
-        (w1, b1), second = self._up
         norm = dec.upscale_layer_norm
-        x = torch.addmm(b1, keys.reshape(groups * height * width, -1), w1)  # rows (g, i, j), cols (a, b, c)
         x = x.view(-1, w1.shape[1] // 4)  # rows (g, i, j, a, b): pixel (2i + a, 2j + b) of the 128x128 map
         x = dec.activation(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
         x = x.view(groups, height, width, 2, 2, -1).transpose(2, 3).reshape(groups * 4 * height * width, -1)
         # rows (g, I, J) of the 128x128 map; pixel (2I + a2, 2J + b2) of the 256x256 logits comes from
         # the second convolution's column block a2, whose columns are (b2, c): one run of 256 logits
-        masks = torch.empty(groups, len(selected), 4 * height, 4 * width, dtype=torch.float32, device=keys.device)
+        masks = torch.empty(groups, len(selected), 4 * height, 4 * width, dtype=torch.float32, device=tokens.device)
         rows = masks.view(groups, len(selected), 2 * height, 2, 4 * width)  # (g, m, I, a2, 2J + b2)
         for a2, (w2, b2) in enumerate(second):
             y = dec.activation(torch.addmm(b2, x, w2)).view(groups, -1, w2.shape[1] // 2)  # rows (I, J, b2)

@@ -59,7 +59,8 @@ def masks_from_logits(
     exact: bool = True,
     max_chunk_bytes: int = 256 << 20,
 ) -> np.ndarray:
-    """(M, 256, 256) low-res logits -> (M, H, W) numpy masks in the original frame.
+    """(M, 256, 256) low-res logits -> (M, H, W) numpy masks in the original frame. Only the
+    rows and columns of `geometry.low_res_extent` are read: (M, h, w) logits covering them will do.
 
     bool (logit > 0) by default, float32 logits with `return_logits`. exact: PyTorch's resize,
     bit-equal to transformers; else OpenCV's (faster, see `upscale_logits_fast`). Works in chunks
