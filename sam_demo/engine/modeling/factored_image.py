@@ -34,16 +34,30 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["FactoredImage", "ImageProjections", "ModelProjections"]
+__all__ = ["FactoredImage", "HeadWeights", "ImageProjections", "ModelProjections", "per_head", "per_head_t"]
 
 
-def _heads_t(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(N, H * c) -> (H, c, N), contiguous."""
+@dataclass(frozen=True)
+class HeadWeights:
+    """A linear layer's weight split per head: (H, c, C), for products with a few tokens."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor  # (H, 1, c)
+
+    @classmethod
+    def of(cls, linear: torch.nn.Linear, heads: int) -> HeadWeights:
+        out_features, in_features = linear.weight.shape
+        weight = linear.weight.reshape(heads, out_features // heads, in_features).contiguous()
+        return cls(weight, linear.bias.reshape(heads, 1, -1))
+
+
+def per_head_t(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """A projected image (N, H * c) -> (H, c, N), contiguous."""
     return x.unflatten(-1, (heads, -1)).permute(1, 2, 0).contiguous()
 
 
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(N, H * c) -> (H, N, c), contiguous."""
+def per_head(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """A projected image (N, H * c) -> (H, N, c), contiguous."""
     return x.unflatten(-1, (heads, -1)).transpose(0, 1).contiguous()
 
 
@@ -87,10 +101,9 @@ class ModelProjections:
         heads = final.num_attention_heads
 
         def weights(linear, with_pe: bool) -> tuple:
-            out_features = linear.weight.shape[0]
-            weight = linear.weight.reshape(heads, out_features // heads, -1).contiguous()
-            bias = linear.bias.reshape(heads, 1, -1)
-            return (weight, bias, _heads_t(pe_tokens @ linear.weight.t(), heads)) if with_pe else (weight, bias)
+            split = HeadWeights.of(linear, heads)
+            pe = (per_head_t(pe_tokens @ linear.weight.t(), heads),) if with_pe else ()
+            return (split.weight, split.bias, *pe)
 
         t2i, i2t = second.cross_attn_token_to_image, second.cross_attn_image_to_token
         return cls(
@@ -159,21 +172,21 @@ class ImageProjections:
         x2 = gamma1 * x1
         return cls(
             x0_sq=x0.square().sum(-1),
-            x0_out=_heads_t(x0 @ out0, heads),
+            x0_out=per_head_t(x0 @ out0, heads),
             x0_out_b=x0 @ bias0,
             x1_mean=x1_mean,
             x1_sq=x1.square().sum(-1),
-            x1_out0=_heads_t(x1_gamma @ out0, heads),
+            x1_out0=per_head_t(x1_gamma @ out0, heads),
             x1_out0_b=x1_gamma @ bias0,
             x1_out0_sum=x1_gamma.sum(-1),
             x1_beta0=x1 @ beta0,
-            x1_out1=_heads_t(x1 @ out1, heads),
+            x1_out1=per_head_t(x1 @ out1, heads),
             x1_out1_b=x1 @ bias1,
-            x1_k=_heads_t(x1 @ model.k1[0].flatten(0, 1).t(), heads),
-            x1_v=_heads(x1 @ model.v1[0].flatten(0, 1).t(), heads),
-            x1_q=_heads_t(x1 @ model.q1[0].flatten(0, 1).t(), heads),
-            x2_k=_heads_t(x2 @ model.kf[0].flatten(0, 1).t(), heads),
-            x2_v=_heads(x2 @ model.vf[0].flatten(0, 1).t(), heads),
+            x1_k=per_head_t(x1 @ model.k1[0].flatten(0, 1).t(), heads),
+            x1_v=per_head(x1 @ model.v1[0].flatten(0, 1).t(), heads),
+            x1_q=per_head_t(x1 @ model.q1[0].flatten(0, 1).t(), heads),
+            x2_k=per_head_t(x2 @ model.kf[0].flatten(0, 1).t(), heads),
+            x2_v=per_head(x2 @ model.vf[0].flatten(0, 1).t(), heads),
             x2_conv=x2 @ model.conv1[0],
         )
 

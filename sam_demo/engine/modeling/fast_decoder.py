@@ -39,33 +39,20 @@ Shapes: prompt tokens (G, T, 256) for G prompt groups; image tokens (G, 4096, 25
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch.nn import functional as F
 
 from sam_demo.engine.modeling.decoder import CachedDecoder, ImageDecoderCache
 from sam_demo.engine.modeling.factored_image import (
     FactoredImage,
+    HeadWeights,
     ImageProjections,
     ModelProjections,
     after_first_layer,
     after_second_layer,
+    per_head,
+    per_head_t,
 )
-
-
-@dataclass(frozen=True)
-class _HeadWeights:
-    """A linear layer's weight split per head: (H, c, C), for products with a few tokens."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor  # (H, 1, c)
-
-    @classmethod
-    def of(cls, linear: torch.nn.Linear, heads: int) -> _HeadWeights:
-        out_features, in_features = linear.weight.shape
-        weight = linear.weight.reshape(heads, out_features // heads, in_features).contiguous()
-        return cls(weight, linear.bias.reshape(heads, 1, -1))
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -76,11 +63,6 @@ def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(G, H, T, c) -> (G, T, H * c)."""
     return x.transpose(1, 2).flatten(2)
-
-
-def _per_head_t(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """A projected image (1, N, H * c) -> (H, c, N), contiguous."""
-    return x[0].unflatten(-1, (heads, -1)).permute(1, 2, 0).contiguous()
 
 
 class FastDecoder(CachedDecoder):
@@ -97,7 +79,7 @@ class FastDecoder(CachedDecoder):
                 attn = layer.cross_attn_image_to_token
                 heads = attn.num_attention_heads
                 if index > 0:
-                    self._q[attn] = _HeadWeights.of(attn.q_proj, heads)
+                    self._q[attn] = HeadWeights.of(attn.q_proj, heads)
                 # out_proj (256, H * c) -> per head (H, c, 256); its bias spread over the H heads,
                 # whose attention weights each sum to 1
                 weight = attn.out_proj.weight.unflatten(1, (heads, -1)).permute(1, 2, 0).contiguous()
@@ -106,8 +88,8 @@ class FastDecoder(CachedDecoder):
                 transformer.final_attn_token_to_image
             ]:
                 heads = attn.num_attention_heads
-                self._k[attn] = _HeadWeights.of(attn.k_proj, heads)
-                value = _HeadWeights.of(attn.v_proj, heads)
+                self._k[attn] = HeadWeights.of(attn.k_proj, heads)
+                value = HeadWeights.of(attn.v_proj, heads)
                 self._v[attn] = (value.weight.transpose(1, 2), value.bias)  # (H, 256, c), (H, 1, c)
             # ConvTranspose2d(k=2, s=2) weights (in, out, 2, 2) -> (in, (a, b, out)), bias tiled to match;
             # the second one split by output row a into two (in, (b, out)) blocks
@@ -148,9 +130,9 @@ class FastDecoder(CachedDecoder):
         heads = to_image.num_attention_heads
         return ImageDecoderCache(
             keys=keys,
-            first_k=_per_head_t(to_image.k_proj(keys_pe), heads),
-            first_v=_per_head_t(to_image.v_proj(keys), heads).transpose(1, 2).contiguous(),
-            first_q=_per_head_t(to_token.q_proj(keys_pe), to_token.num_attention_heads),
+            first_k=per_head_t(to_image.k_proj(keys_pe)[0], heads),
+            first_v=per_head(to_image.v_proj(keys)[0], heads),
+            first_q=per_head_t(to_token.q_proj(keys_pe)[0], to_token.num_attention_heads),
         )
 
     @property
@@ -165,7 +147,7 @@ class FastDecoder(CachedDecoder):
         return ImageProjections.of(cache.keys[0], self._projections)
 
     @staticmethod
-    def _image_scores(u: torch.Tensor, keys_pe: torch.Tensor, weights: _HeadWeights) -> torch.Tensor:
+    def _image_scores(u: torch.Tensor, keys_pe: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
         """Scores of scaled per-head token vectors u (G, H, T, c) against linear(keys_pe), the image
         tokens (G, 4096, 256) projected by per-head `weights`, re-associated. -> (G, H, T, 4096)."""
         groups, heads, tokens, _ = u.shape
