@@ -261,11 +261,12 @@ class SamEngine:
                 sparse = self.decoder.prompt_embeddings(
                     prompts["input_points"], prompts["input_labels"], prompts["input_boxes"]
                 )
-                projections = self._image_projections(embedding)
-                factored = () if projections is None else (projections,)  # the exact decoder takes none
-                low_res, iou = self.decoder.decode(
-                    embedding.decoder_cache, sparse, multimask_output, token_hw, *factored
-                )
+                cache = embedding.decoder_cache
+                if isinstance(self.decoder, FastDecoder):  # it makes only the logits asked for
+                    projections = self._image_projections(embedding)
+                    low_res, iou = self.decoder.decode(cache, sparse, multimask_output, token_hw, projections)
+                else:
+                    low_res, iou = self.decoder.decode(cache, sparse, multimask_output)
             else:
                 masks_in = torch.from_numpy(mask_input).to(self.device, self.weights_dtype)
                 out = self.model(
@@ -275,15 +276,15 @@ class SamEngine:
                     **{k: v for k, v in prompts.items() if v is not None},
                 )
                 low_res, iou = out.pred_masks, out.iou_scores
-                if token_hw is not None:
-                    factor = self._low_res_per_token
-                    low_res = low_res[..., : factor * token_hw[0], : factor * token_hw[1]].contiguous()
+        if token_hw is not None:  # cut (and copied, so that the rest is freed); the fast decoder's already are
+            factor = self._low_res_per_token
+            low_res = low_res[..., : factor * token_hw[0], : factor * token_hw[1]].contiguous()
         return low_res[0].float(), iou[0].float()
 
     def _image_projections(self, embedding: ImageEmbedding) -> ImageProjections | None:
-        """The fast decoder's per-image parts of its factored tokens (None where it has none: not
+        """The fast decoder's per-image parts of its factored tokens (None where it keeps none: not
         float32), made at the image's first decode and kept for the last images decoded."""
-        if not (isinstance(self.decoder, FastDecoder) and self.decoder.factored):
+        if not self.decoder.factored:
             return None
         return self._projections.get_or_compute(embedding.key, lambda: self.decoder.project(embedding.decoder_cache))
 

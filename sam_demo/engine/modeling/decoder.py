@@ -113,17 +113,9 @@ class CachedDecoder:
 
     @torch.inference_mode()
     def decode(
-        self,
-        cache: ImageDecoderCache,
-        sparse: torch.Tensor,
-        multimask_output: bool,
-        token_hw: tuple[int, int] | None = None,
+        self, cache: ImageDecoderCache, sparse: torch.Tensor, multimask_output: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """sparse: (1, B, T, 256) prompt embeddings -> low-res logits (1, B, C, 256, 256), IoU (1, B, C).
-
-        token_hw: (rows, cols) of the 64x64 image tokens whose logits are wanted; the logits are
-        then cut to (4 * rows, 4 * cols), as `FastDecoder` makes them (all are computed here), and
-        copied, so that the rest can be freed."""
+        """sparse: (1, B, T, 256) prompt embeddings -> low-res logits (1, B, C, 256, 256), IoU (1, B, C)."""
         groups = sparse.shape[1]
         point_embeddings = self._point_embeddings(sparse)
 
@@ -159,8 +151,7 @@ class CachedDecoder:
             final, final.q_proj(queries + point_embeddings), final.k_proj(keys + self.pe_tokens), final.v_proj(keys)
         )
         tokens = self.transformer.layer_norm_final_attn(queries + attn_out)
-        masks, iou = self._heads(tokens, keys, groups, multimask_output)
-        return (masks if token_hw is None else masks[..., : 4 * token_hw[0], : 4 * token_hw[1]].contiguous()), iou
+        return self._heads(tokens, keys, groups, multimask_output)
 
     def _heads(self, tokens: torch.Tensor, keys: torch.Tensor, groups: int, multimask_output: bool):
         """Mask and IoU heads of SamMaskDecoder.forward (upscaling, hypernetworks, IoU MLP)."""
