@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
@@ -16,6 +16,7 @@ from benchmarks.report import Row, run_python
 from sam_demo.engine.automatic_mask_generator import EverythingConfig, generate
 from sam_demo.engine.config import EngineConfig
 from sam_demo.engine.loading import load_engine
+from sam_demo.engine.utils.amg import point_grid
 from tests.support.photos import photo
 
 PIPELINE = """
@@ -50,11 +51,16 @@ def _timed(fn) -> float:
 
 
 def prompt_gflop(engine, image, config: EverythingConfig) -> float:
-    """GFLOP per prompt of segment everything as it runs on `engine` (the matmuls, counted by torch's
-    FLOP counter over a small grid of the same image: the filters decide which heads run)."""
+    """GFLOP per prompt of segment everything as it runs on `engine`: the matmuls of its decoder
+    calls (the rest has none), counted by torch's FLOP counter over a small grid of the same image,
+    here in this thread (the IoU filter decides which heads run)."""
     side = 6
+    embedding = engine.embed(image)
+    points = point_grid(side) * np.array(embedding.geometry.original_hw[::-1])
+    per_call = engine.plan.everything_batch
     with FlopCounterMode(display=False) as counter:
-        generate(engine, image, replace(config, points_per_side=side))
+        for start in range(0, len(points), per_call):
+            engine.decode_candidates(embedding, points[start : start + per_call], config.pred_iou_thresh)
     return counter.get_total_flops() / side**2 / 1e9
 
 

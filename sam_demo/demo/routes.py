@@ -72,6 +72,7 @@ from sam_demo.endpoint.http_body import read_limited
 from sam_demo.engine.sam_engine import SamEngine
 from sam_demo.engine.utils.prompts import finite_numbers
 from sam_demo.engine.utils.transforms import logits_to_size
+from sam_demo.engine.utils.workers import torch_thread_pool
 
 # kind -> (media type, build(session, options) -> the file's bytes)
 EXPORTS = {
@@ -159,12 +160,7 @@ def add_demo_routes(
     clicks run side by side, each on as many torch threads as the plan says (`one_thread_per_click`).
     """
     threads = 1 if engine.plan.one_thread_per_click else torch.get_num_threads()
-    interactive = ThreadPoolExecutor(
-        INTERACTIVE_THREADS,
-        thread_name_prefix="sam-interactive",
-        initializer=torch.set_num_threads,
-        initargs=(threads,),
-    )
+    interactive = torch_thread_pool(INTERACTIVE_THREADS, threads, "sam-interactive")
     preview_slot = threading.Lock()
     zoomed = ThreadPoolExecutor(DETAIL_THREADS, thread_name_prefix="sam-detail")
     detail_slots = threading.BoundedSemaphore(DETAIL_THREADS)

@@ -10,6 +10,7 @@ Full-resolution logits are made only for masks that pass the IoU filter, a few a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -36,9 +37,8 @@ class EverythingConfig:
     """Meta's SamAutomaticMaskGenerator defaults, except `points_per_batch`.
 
     points_per_batch: prompts per decoder call; it changes speed and memory, not the masks.
-    None picks by device: 64 (Meta's) on GPUs; 1 on CPUs, where batching computes no faster and
-    its multi-GB intermediates cost more in page faults than they save (measured: 64 points take
-    1.2 s in one call of 64, 0.8 s in calls of 1, bf16 on 2 cores).
+    None: the engine's plan's (`everything_batch`): 64 (Meta's) on GPUs; 2 on CPUs in the fast mode,
+    whose calls run side by side, one per torch thread (`everything_workers`); 1 in the exact mode.
     """
 
     points_per_side: int = 32
@@ -120,7 +120,8 @@ def generate(
       config (EverythingConfig): the grid, the filters and the crop layers (Meta's defaults).
       progress (callable or None): progress(done_points, total_points), after each decoder call.
       stop (callable or None): stop() is asked after each decoder call; once it is true, no more
-        points are decoded and the masks found so far are filtered and returned.
+        decoder calls start (those already under way on other workers finish and are dropped),
+        and the masks of the points reported to `progress` are filtered and returned.
 
     Returns:
       (list(AutoMask)): the masks that pass the filters, sorted by area, largest first; each
@@ -144,9 +145,10 @@ def generate(
         embedding = engine.embed(rgb if layer == 0 else np.ascontiguousarray(rgb[y0:y1, x0:x1]))
         points = grids[layer] * np.array([x1 - x0, y1 - y0])
         crop_masks = []
-        for start in range(0, len(points), per_call):
-            batch = points[start : start + per_call]
-            crop_masks += _decode_batch(engine, embedding, batch, crop, image_hw, config)
+        batches = [points[start : start + per_call] for start in range(0, len(points), per_call)]
+        decode = partial(_decode_batch, engine, embedding, crop=crop, image_hw=image_hw, config=config)
+        for batch, found in engine.map_everything(decode, batches):
+            crop_masks += found
             done += len(batch)
             if progress is not None:
                 progress(done, total)

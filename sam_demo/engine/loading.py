@@ -103,7 +103,9 @@ def load_engine(config: EngineConfig = EngineConfig()) -> SamEngine:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"could not load SAM model {name!r}: {reason}. {_advice()}") from None
     sdpa = model.config._attn_implementation == "sdpa"
-    plan = ExecutionPlan.choose(device.type, dtype_name, sdpa, config.exact, config.encoder, openvino)
+    plan = ExecutionPlan.choose(
+        device.type, dtype_name, sdpa, config.exact, config.encoder, openvino, torch.get_num_threads()
+    )
     # The ViT's identity, for the store's namespace and OpenVINO's cache: a digest of its weights as
     # loaded, before any cast; computed once (~1 s per GB), and only where one of them needs it.
     storing = bool(config.embedding_store) and config.embedding_store_bytes > 0

@@ -32,6 +32,8 @@ class ExecutionPlan:
     mask_input: how a prompt with a mask input runs ("full model": SamModel.forward; the cached
       decoders have no mask path).
     everything_batch: prompts per decoder call in segment everything.
+    everything_workers: decoder calls of segment everything run side by side, each on one torch
+      thread (1: one at a time, on the process's threads).
     why: why this mode was chosen (shown with the plan).
     encoder: what runs the ViT: "torch", or "openvino" (OpenVINO's CPU runtime computing in
       `vit_compute`; see modeling/openvino_encoder.py).
@@ -49,6 +51,7 @@ class ExecutionPlan:
     mask_input: str
     everything_batch: int
     why: str
+    everything_workers: int = 1
     encoder: str = "torch"
 
     @property
@@ -94,17 +97,25 @@ class ExecutionPlan:
         exact: bool = False,
         encoder: str | None = None,
         openvino: bool = False,
+        threads: int = 1,
     ) -> ExecutionPlan:
         """The plan for a device type ("cpu", "cuda", "mps"), a compute dtype name, whether the
-        model was loaded with SDPA attention, and whether the exact mode was asked for.
+        model was loaded with SDPA attention, whether the exact mode was asked for, and the
+        process's torch threads.
 
         The fast mode (the default) runs `FastDecoder` in `compute` and the OpenCV upscaler; the
         exact mode runs transformers' decoder and upscaler, and only in float32 (the reference
         recipe's precision). Lower precision: on GPUs the whole model is cast; on CPU the prompt
         encoder and decoder keep fp32 weights (the fast decoder gets its own low-precision copy)
         and the ViT keeps its weights in that dtype under autocast, which holds layer norms and
-        the residual stream in fp32. Segment everything decodes one prompt per call on CPU, where
-        batching computes no faster and its intermediates cost page faults; 64 elsewhere.
+        the residual stream in fp32.
+
+        Segment everything decodes 64 prompts per call on GPUs. On a CPU its decoder calls are
+        small ops that two threads share poorly: the fast mode decodes 2 prompts per call (more
+        spill the caches) and runs one call per torch thread side by side, each on one thread
+        (measured on 2 cores: 1.4x a call of 1 prompt on both threads, in float32 and bf16); the
+        exact mode one prompt per call on all threads, as its float32 sums (and so its equality
+        with the reference) depend on the thread count.
 
         The encoder: OpenVINO where asked for (`encoder`), or by default on a CPU computing in
         float32 outside the exact mode when the package is installed (`openvino`): there its ViT
@@ -128,7 +139,8 @@ class ExecutionPlan:
             attention=attention,
             upscaler="torch" if exact else "opencv",
             mask_input="full model",
-            everything_batch=1 if cpu else 64,
+            everything_batch=(1 if exact else 2) if cpu else 64,
+            everything_workers=max(1, threads) if cpu and not exact else 1,
             why="asked for (--exact)"
             if exact
             else "the default; --exact gives masks bit-equal to the transformers recipe",

@@ -14,7 +14,9 @@ import contextlib
 import hashlib
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +32,10 @@ from sam_demo.engine.utils.geometry import LOW_RES_SIDE, ImageGeometry
 from sam_demo.engine.utils.images import DEFAULT_MAX_PIXELS, to_rgb_array
 from sam_demo.engine.utils.prompts import PromptError, check_prompts  # noqa: F401  (PromptError: part of the engine's API)
 from sam_demo.engine.utils.transforms import masks_from_logits
+from sam_demo.engine.utils.workers import ordered_map, torch_thread_pool
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,9 @@ class SamEngine:
         # held with every cached embedding they would halve how many images the cache holds.
         self._projections: ByteLRUCache[ImageProjections] = ByteLRUCache(PROJECTIONS_BYTES, lambda p: p.nbytes)
         self._encode_lock = threading.Lock()
+        # segment everything's decoder calls side by side, each on one torch thread (see plan.py)
+        workers = plan.everything_workers
+        self._everything_pool = torch_thread_pool(workers, 1, "sam-everything") if workers > 1 else None
         self._coord_dtype = getattr(torch, plan.coordinates)
         self._encode_seconds: float | None = None
 
@@ -322,6 +331,15 @@ class SamEngine:
             return self.decoder.candidates(
                 embedding.decoder_cache, sparse, min_iou, self._token_hw(geometry), self._image_projections(embedding)
             )
+
+    def map_everything(self, fn: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[tuple[Item, Result]]:
+        """Segment everything's decoder calls: (item, fn(item)) in the items' order, run side by side
+        on the plan's `everything_workers` (a few ahead of the consumer), else here one at a time.
+        Stopping the iteration early leaves the items not yet started undone."""
+        if self._everything_pool is None:
+            return ((item, fn(item)) for item in items)
+        workers = self.plan.everything_workers
+        return ordered_map(self._everything_pool, fn, items, ahead=2 * workers)
 
     def decode(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from pycocotools import mask as mask_utils
 
 from sam_demo import SamPredictor
 from sam_demo.engine.automatic_mask_generator import EverythingConfig, generate
+from sam_demo.engine.config import EngineConfig
+from sam_demo.engine.loading import load_engine
 from sam_demo.engine.utils.amg import nms, remove_small_regions
 from tests.support.photos import PHOTOS, asset
 from tests.support.reference import mask_iou
@@ -127,3 +130,32 @@ def test_a_stop_ends_the_run_after_the_decoder_call_under_way_keeping_what_it_fo
     points = {m.point_xy for m in found}
     assert len(points) == 8 and len(found) < len(everything), "the masks of the 8 points decoded"
     assert generate(engine, asset("chelsea.png"), config, stop=lambda: True) == [], "stopped before it began"
+
+
+def test_the_fast_modes_calls_run_side_by_side_with_the_masks_of_one_at_a_time(checkpoint, monkeypatch):
+    """On a CPU the fast mode decodes its calls of 2 prompts on the plan's workers, one torch thread
+    each: the masks are those of the same calls made one at a time on the caller's threads."""
+    fast = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32"))
+    workers = fast.plan.everything_workers
+    if workers < 2:
+        pytest.skip("one torch thread here: the calls run one at a time")
+    config = EverythingConfig(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.3, box_nms_thresh=1.0)
+    threads = set()
+    original = fast.decode_candidates
+    monkeypatch.setattr(
+        fast,
+        "decode_candidates",
+        lambda *a: threads.add((threading.current_thread().name, torch.get_num_threads())) or original(*a),
+    )
+    calls = []
+    side_by_side = generate(fast, asset("chelsea.png"), config, progress=lambda done, total: calls.append(done))
+    assert calls == list(range(2, 65, 2)), "progress in point order, a call of 2 at a time"
+    assert {name.split("_")[0] for name, _ in threads} == {"sam-everything"} and len(threads) == workers
+    assert {count for _, count in threads} == {1}
+    monkeypatch.setattr(fast, "_everything_pool", None)
+    threads.clear()
+    one_at_a_time = generate(fast, asset("chelsea.png"), config)
+    assert {name for name, _ in threads} == {threading.current_thread().name}
+    assert len(side_by_side) >= 20
+    assert [m.point_xy for m in side_by_side] == [m.point_xy for m in one_at_a_time]
+    assert all(mask_iou(a.segmentation, b.segmentation) > 0.99 for a, b in zip(side_by_side, one_at_a_time))

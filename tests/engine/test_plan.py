@@ -50,7 +50,8 @@ def test_every_decision_of_the_plan_reaches_the_engine(planned, checkpoint, requ
     sdpa = planned.model.config._attn_implementation == "sdpa"
     dtype, exact, encoder = request.node.callspec.params["planned"]
     assert (
-        plan == ExecutionPlan.choose("cpu", dtype, sdpa, exact, encoder, openvino_available()) and plan.exact == exact
+        plan == ExecutionPlan.choose("cpu", dtype, sdpa, exact, encoder, openvino_available(), torch.get_num_threads())
+        and plan.exact == exact
     )
     assert type(planned.decoder) is DECODERS[plan.decoder]
     assert planned.decoder.dtype == getattr(torch, plan.decoder_compute)
@@ -69,7 +70,12 @@ def test_every_decision_of_the_plan_reaches_the_engine(planned, checkpoint, requ
         assert ATTENTION[plan.attention] in patched
     assert planned.exact == plan.exact and planned.exact_upscale == (plan.upscaler == "torch")
     assert planned._coord_dtype == getattr(torch, plan.coordinates)
-    assert plan.everything_batch == 1 and plan.describe().startswith("cpu:")
+    assert plan.describe().startswith("cpu:")
+    # segment everything: the fast mode's calls of 2 prompts side by side, one per torch thread, each
+    # on one; the exact mode's one at a time on every thread (its sums depend on the thread count)
+    workers = 1 if exact else torch.get_num_threads()
+    assert (plan.everything_batch, plan.everything_workers) == ((1, 1) if exact else (2, workers))
+    assert (planned._everything_pool is None) == (workers == 1)
 
 
 def test_each_plan_segments_as_the_reference_recipe_does(planned, reference_model, landscape):
@@ -91,7 +97,8 @@ def test_gpu_plans_cast_the_whole_model_and_batch_segment_everything():
         "fast",
         "blocked",
     )
-    assert plan.everything_batch == 64 and not plan.exact
+    assert (plan.everything_batch, plan.everything_workers) == (64, 1) and not plan.exact
+    assert ExecutionPlan.choose("cuda", "float32", sdpa=True, threads=8).everything_workers == 1
     assert ExecutionPlan.choose("mps", "float16", sdpa=False).coordinates == "float32"
     exact = ExecutionPlan.choose("cuda", "float32", sdpa=False, exact=True)
     assert exact.exact and exact.attention == "transformers" and exact.upscaler == "torch"
