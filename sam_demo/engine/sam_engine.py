@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import torch
@@ -32,10 +31,7 @@ from sam_demo.engine.utils.geometry import LOW_RES_SIDE, ImageGeometry
 from sam_demo.engine.utils.images import DEFAULT_MAX_PIXELS, to_rgb_array
 from sam_demo.engine.utils.prompts import PromptError, check_prompts  # noqa: F401  (PromptError: part of the engine's API)
 from sam_demo.engine.utils.transforms import masks_from_logits
-from sam_demo.engine.utils.workers import ordered_map, torch_thread_pool
-
-Item = TypeVar("Item")
-Result = TypeVar("Result")
+from sam_demo.engine.utils.workers import Item, Result, ordered_map, torch_thread_pool
 
 
 @dataclass(frozen=True)
@@ -338,8 +334,7 @@ class SamEngine:
         Stopping the iteration early leaves the items not yet started undone."""
         if self._everything_pool is None:
             return ((item, fn(item)) for item in items)
-        workers = self.plan.everything_workers
-        return ordered_map(self._everything_pool, fn, items, ahead=2 * workers)
+        return ordered_map(self._everything_pool, fn, items, ahead=2 * self.plan.everything_workers)
 
     def decode(
         self,
