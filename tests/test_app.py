@@ -244,9 +244,22 @@ def test_space_api_segment_and_segment_everything_via_gradio_client(server, engi
         client.predict(handle_file(str(image)), "[[[900, 10]]]", "", "", False, api_name="/segment")
 
     everything = client.predict(handle_file(str(image)), 4, 0.0, 0.0, api_name="/segment_everything")
+    with pytest.raises(Exception, match="points_per_side: send a whole number from 1 to 64"):
+        client.predict(handle_file(str(image)), 100000, 0.0, 0.0, api_name="/segment_everything")
     client.close()
     assert everything["width"] == 451 and everything["height"] == 300 and everything["annotations"]
     assert {"segmentation", "bbox", "area", "predicted_iou"} <= set(everything["annotations"][0])
+
+
+@pytest.mark.parametrize("side", [0, 65, 100000, 2.5, -3, float("nan"), float("inf"), "abc", None])
+def test_space_api_bounds_the_grid_of_segment_everything(engine, side):
+    import gradio as gr
+
+    from sam_demo.demo.handlers import DemoContext
+    from sam_demo.demo.space_api import api_segment_everything
+
+    with pytest.raises(gr.Error, match=r"points_per_side: send a whole number from 1 to 64 \(the grid is its square\)"):
+        api_segment_everything(DemoContext(engine), {"path": str(PHOTOS / "chelsea.png")}, side)
 
 
 def test_space_api_reads_only_uploaded_files(engine):

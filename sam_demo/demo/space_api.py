@@ -19,7 +19,11 @@ from sam_demo.endpoint.scoring import load_row_image, score
 from sam_demo.endpoint.wire import COLUMNS, EndpointRow, RequestError
 from sam_demo.engine.automatic_mask_generator import EverythingConfig, coco_result, generate
 
-__all__ = ["add_space_api", "api_segment", "api_segment_everything"]
+__all__ = ["MAX_POINTS_PER_SIDE", "add_space_api", "api_segment", "api_segment_everything"]
+
+# The largest grid /segment_everything decodes: 64 x 64 = 4,096 prompts, about a minute on a 2-core
+# CPU in float32; a larger one would hold the queue of segment everything for every user.
+MAX_POINTS_PER_SIDE = 64
 
 
 def _api_image(image) -> str:
@@ -64,8 +68,9 @@ def api_segment_everything(
     """Every object in the image: {"width", "height", "annotations": COCO annotations with RLE}."""
 
     def run():
+        side = _points_per_side(points_per_side)
         config = EverythingConfig(
-            points_per_side=int(points_per_side),
+            points_per_side=side,
             pred_iou_thresh=float(pred_iou_thresh),
             stability_score_thresh=float(stability_score_thresh),
         )
@@ -74,6 +79,21 @@ def api_segment_everything(
         return coco_result(rgb.shape[:2], generate(ctx.engine, rgb, config))
 
     return _api_call(run)
+
+
+def _points_per_side(value) -> int:
+    """The grid's points per side: a whole number from 1 to MAX_POINTS_PER_SIDE, else a ValueError
+    that says what was sent."""
+    try:
+        side = float(value)
+    except (TypeError, ValueError):
+        side = float("nan")
+    if not (side.is_integer() and 1 <= side <= MAX_POINTS_PER_SIDE):
+        raise ValueError(
+            f"points_per_side: send a whole number from 1 to {MAX_POINTS_PER_SIDE} (the grid is its square), "
+            f"not {str(value)[:40]!r}"
+        )
+    return int(side)
 
 
 def add_space_api(ctx: DemoContext) -> None:
@@ -99,8 +119,8 @@ def add_space_api(ctx: DemoContext) -> None:
         pred_iou_thresh: float = 0.88,
         stability_score_thresh: float = 0.95,
     ) -> dict:
-        """Find every object (SAM's automatic mask generator). image: a file or an http(s) URL.
-        Returns {"width", "height", "annotations"}: COCO annotations with RLE segmentation, bbox
+        """Find every object (SAM's automatic mask generator). image: a file or an http(s) URL;
+        points_per_side: the grid of point prompts, 1 to 64 per side. Returns {"width", "height", "annotations"}: COCO annotations with RLE segmentation, bbox
         XYWH, area, predicted_iou and stability_score, largest first."""
         return api_segment_everything(ctx, image, points_per_side, pred_iou_thresh, stability_score_thresh)
 
