@@ -4,11 +4,13 @@ A grid of single-point prompts is decoded in batches against the image's cached 
 second encode), then filtered as Meta's `SamAutomaticMaskGenerator` and transformers'
 `pipeline("mask-generation")` do: predicted IoU, stability score, box NMS, and optionally crop
 layers (each crop is encoded once, through the same cache) and a minimum region area.
-Full-resolution logits are made only for masks that pass the IoU filter, a few at a time.
+Full-resolution logits are made only for masks that pass the IoU filter, one at a time into a
+reused buffer, and bool masks only for those that pass the stability filter too.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import partial
 
@@ -137,6 +139,7 @@ def generate(
     per_call = config.points_per_batch or engine.plan.everything_batch
     total = sum(len(grids[layer]) for _, layer in crops)
     done, results = 0, []
+    scratch = threading.local()  # each worker's float buffer for its candidates' full-size logits
     stopped = lambda: stop is not None and stop()  # noqa: E731
     for crop, layer in crops:
         if stopped():
@@ -146,7 +149,7 @@ def generate(
         points = grids[layer] * np.array([x1 - x0, y1 - y0])
         crop_masks = []
         batches = [points[start : start + per_call] for start in range(0, len(points), per_call)]
-        decode = partial(_decode_batch, engine, embedding, crop=crop, image_hw=image_hw, config=config)
+        decode = partial(_decode_batch, engine, embedding, crop=crop, image_hw=image_hw, config=config, scratch=scratch)
         for batch, found in engine.map_everything(decode, batches):
             crop_masks += found
             done += len(batch)
@@ -162,46 +165,48 @@ def generate(
     return sorted(results, key=lambda m: -int(m.segmentation.sum()))
 
 
-def _decode_batch(engine, embedding, points_xy, crop, image_hw, config) -> list[AutoMask]:
-    """Decode single-point prompts (3 candidates each) and keep the masks that pass the filters."""
+def _decode_batch(engine, embedding, points_xy, crop, image_hw, config, scratch) -> list[AutoMask]:
+    """Decode single-point prompts (3 candidates each) and keep the masks that pass the filters.
+
+    The candidates over the IoU bar are upscaled one at a time into this worker's float buffer
+    (`scratch.logits`, reused across its calls: a fresh multi-MB array per candidate costs its page
+    faults), and only those that pass the stability filter become bool masks."""
     min_iou = config.pred_iou_thresh if config.pred_iou_thresh > 0 else -float("inf")
     group, _, low_res, scores = engine.decode_candidates(embedding, points_xy, min_iou)  # the IoU filter
     x0, y0, x1, y1 = crop
+    h, w = embedding.geometry.original_hw
+    buffer = getattr(scratch, "logits", None)
+    if buffer is None or buffer.shape != (1, h, w):
+        buffer = scratch.logits = np.empty((1, h, w), dtype=np.float32)
     out = []
-    for chunk in torch.arange(len(scores)).split(16):
-        logits = torch.from_numpy(
-            masks_from_logits(low_res[chunk], embedding.geometry, return_logits=True, exact=engine.exact_upscale)
+    for index in range(len(scores)):
+        masks_from_logits(
+            low_res[index : index + 1], embedding.geometry, return_logits=True, exact=engine.exact_upscale, out=buffer
         )
-        stable = stability_scores(logits, 0.0, config.stability_score_offset)
-        passing = (
-            stable > config.stability_score_thresh
-            if config.stability_score_thresh > 0
-            else torch.ones_like(stable, dtype=torch.bool)
-        )
-        masks = logits[passing] > 0
-        if masks.shape[0] == 0:
+        logits = torch.from_numpy(buffer)
+        stability = stability_scores(logits, 0.0, config.stability_score_offset)
+        if config.stability_score_thresh > 0 and not stability[0] > config.stability_score_thresh:
             continue
-        boxes = mask_boxes(masks) + torch.tensor([x0, y0, x0, y0])
-        edge = near_crop_edge(boxes, crop, image_hw)
-        for mask, box, index, stability, is_edge in zip(masks, boxes, chunk[passing], stable[passing], edge):
-            if is_edge:
-                continue
-            if crop == (0, 0, image_hw[1], image_hw[0]):
-                full = mask.numpy()
-            else:
-                full = np.zeros(image_hw, dtype=bool)
-                full[y0:y1, x0:x1] = mask.numpy()
-            px, py = points_xy[int(group[index])]
-            out.append(
-                AutoMask(
-                    full,
-                    float(scores[index]),
-                    float(stability),
-                    tuple(int(v) for v in box),
-                    (float(px + x0), float(py + y0)),
-                    crop,
-                )
+        mask = logits > 0
+        box = mask_boxes(mask) + torch.tensor([x0, y0, x0, y0])
+        if near_crop_edge(box, crop, image_hw)[0]:
+            continue
+        if crop == (0, 0, image_hw[1], image_hw[0]):
+            full = mask[0].numpy()
+        else:
+            full = np.zeros(image_hw, dtype=bool)
+            full[y0:y1, x0:x1] = mask[0].numpy()
+        px, py = points_xy[int(group[index])]
+        out.append(
+            AutoMask(
+                full,
+                float(scores[index]),
+                float(stability[0]),
+                tuple(int(v) for v in box[0]),
+                (float(px + x0), float(py + y0)),
+                crop,
             )
+        )
     return out
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,23 @@ def test_the_fast_modes_calls_run_side_by_side_with_the_masks_of_one_at_a_time(c
     assert len(side_by_side) >= 20
     assert [m.point_xy for m in side_by_side] == [m.point_xy for m in one_at_a_time]
     assert all(mask_iou(a.segmentation, b.segmentation) > 0.99 for a, b in zip(side_by_side, one_at_a_time))
+
+
+def test_full_size_logits_are_made_one_candidate_at_a_time(checkpoint):
+    """Each worker upscales its candidates into one float buffer, one at a time: segment everything's
+    peak memory is a few full-size float masks, not one per candidate of a call (which on a 50 MP
+    photo was gigabytes)."""
+    fast = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32"))
+    image = np.ascontiguousarray(np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), np.uint8))
+    fast.embed(image)
+    # every candidate is upscaled (no IoU bar); the random model's few stable ones are kept
+    config = EverythingConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.99, box_nms_thresh=1.0)
+    tracemalloc.start()
+    try:
+        masks = generate(fast, image, config)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    float_mask = 4 * 1500 * 2000
+    kept = sum(m.segmentation.nbytes for m in masks)
+    assert peak - kept < (fast.plan.everything_workers + 2) * float_mask

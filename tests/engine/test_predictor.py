@@ -232,6 +232,24 @@ def test_fast_upscaling_matches_exact_upscaling():
         assert all(mask_iou(a, b) > 0.999 for a, b in zip(exact_masks, fast_masks))
 
 
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("return_logits", [True, False])
+def test_masks_from_logits_writes_into_a_given_buffer(exact, return_logits):
+    from sam_demo.engine.utils.geometry import ImageGeometry
+    from sam_demo.engine.utils.transforms import masks_from_logits
+
+    low_res = torch.randn(2, 256, 256, generator=torch.Generator().manual_seed(2))
+    geometry = ImageGeometry.for_size((300, 450))
+    fresh = masks_from_logits(low_res, geometry, return_logits, exact=exact)
+    buffer = np.full_like(fresh, 7 if return_logits else True)
+    assert masks_from_logits(low_res, geometry, return_logits, exact=exact, out=buffer) is buffer
+    assert np.array_equal(buffer, fresh)
+    wrong = [np.empty((2, 300, 451), fresh.dtype), np.empty((1, 300, 450), fresh.dtype), fresh.astype(np.float64)]
+    for out in wrong:
+        with pytest.raises(ValueError, match="not"):
+            masks_from_logits(low_res, geometry, return_logits, exact=exact, out=out)
+
+
 @pytest.fixture(scope="module")
 def tiny_encoder_and_pixels():
     from sam_demo.engine.random_sam import build_random_sam
