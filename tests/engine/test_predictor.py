@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from PIL import Image
 
 from sam_demo import PromptError, SamPredictor
 from tests.support.photos import asset
-from tests.support.reference import mask_iou, reference_predict
+from tests.support.reference import mask_iou, reference_predict, with_affine_layer_norms
 
 SIZES_WH = {"landscape": (1800, 1200), "portrait": (400, 600), "tiny": (17, 5), "large": (4000, 3000)}
 
@@ -179,15 +181,18 @@ def test_cached_decoder_is_bit_identical_to_sam_model(engine, landscape, multima
         assert torch.equal(low_res, ref.pred_masks) and torch.equal(iou, ref.iou_scores)
 
 
+@pytest.mark.parametrize("layer_norms", ["unit", "affine"])
 @pytest.mark.parametrize("multimask_output", [True, False])
-def test_fast_decoder_computes_the_same_function(engine, landscape, multimask_output):
-    """The rearranged decoder of the bf16 mode, run in fp32, equals SamModel up to float rounding."""
+def test_fast_decoder_computes_the_same_function(engine, landscape, multimask_output, layer_norms):
+    """The rearranged decoder of the fast mode, run in fp32, equals SamModel up to float rounding,
+    also where the decoder's layer norms are not 1 and 0 (the random model's)."""
     from sam_demo.engine.modeling.fast_decoder import FastDecoder
 
     embedding = engine.embed(landscape)
-    fast = FastDecoder(engine.model)
+    model = engine.model if layer_norms == "unit" else with_affine_layer_norms(engine.model)
+    fast = FastDecoder(model)
     for kwargs in decoder_cases(embedding):
-        ref, (low_res, iou) = decode_both(engine, fast, embedding, kwargs, multimask_output)
+        ref, (low_res, iou) = decode_both(SimpleNamespace(model=model), fast, embedding, kwargs, multimask_output)
         assert low_res.shape == ref.pred_masks.shape and iou.shape == ref.iou_scores.shape
         scale = ref.pred_masks.abs().max().item()
         assert torch.allclose(low_res, ref.pred_masks, rtol=1e-5, atol=1e-5 * scale)

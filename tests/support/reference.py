@@ -36,3 +36,19 @@ def reference_predict(model, processor, image, points=None, labels=None, boxes=N
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def with_affine_layer_norms(model, seed: int = 5):
+    """A copy of a SamModel whose mask decoder's layer norms have random weights (1 + N(0, 0.2)) and
+    biases (N(0, 0.2)). The tests' random model keeps them at 1 and 0, under which a rearranged
+    decoder that mishandles them would still agree with the reference."""
+    import copy
+
+    model = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.mask_decoder.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.copy_(1 + 0.2 * torch.randn(module.weight.shape, generator=generator))
+                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
+    return model

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from transformers import SamModel, SamProcessor
 
 from sam_demo import EngineConfig, load_engine
 from sam_demo.engine.modeling.factored_image import FactoredImage
 from sam_demo.engine.sam_engine import PROJECTIONS_BYTES
+from tests.support.reference import with_affine_layer_norms
 
 # (points_xy (G, N, 2), labels (G, N), boxes_xyxy (G, 4)) in the 451x300 photo's pixels
 PROMPTS = {
@@ -25,8 +27,18 @@ PROMPTS = {
 
 
 @pytest.fixture(scope="module")
-def fast_fp32(checkpoint):
-    return load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32"))
+def affine_norms_checkpoint(checkpoint, tmp_path_factory):
+    """The tests' checkpoint with its decoder's layer norms made affine (`with_affine_layer_norms`)."""
+    folder = tmp_path_factory.mktemp("affine-norms")
+    with_affine_layer_norms(SamModel.from_pretrained(checkpoint)).save_pretrained(folder)
+    SamProcessor.from_pretrained(checkpoint).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", params=["unit layer norms", "affine layer norms"])
+def fast_fp32(request, checkpoint, affine_norms_checkpoint):
+    model = checkpoint if request.param == "unit layer norms" else affine_norms_checkpoint
+    return load_engine(EngineConfig(model=str(model), device="cpu", dtype="float32"))
 
 
 def transform(engine, embedding, points, labels, boxes, factored: bool = True):
