@@ -9,13 +9,16 @@ and the fixed affine map. So after layer l the image tokens are exactly
     keys_l,i = scale_i * X_l,i + coef_i @ basis
 
 with X_l a fixed per-image array (the image tokens, centred and multiplied by the layer norms'
-weights), `scale` (per token) and `coef` (per token, ~2 H T + 3 columns) made from the click's
-attention weights and layer-norm statistics, and `basis` (~2 H T + 3 rows of 256) from the
-click's values and the layer norms' weights and biases.
+weights), `scale` (per token) and `coef` (per token, r columns) made from the click's attention
+weights and layer-norm statistics, and `basis` (r rows of 256) from the click's values and the
+layer norms' weights and biases. Each head's attention weights sum to 1 over the T tokens, so a
+layer adds H (T - 1) + 1 rows, not H T (`_free_rows`); with the layer norms' rows, r is
+H (T - 1) + 3 after the first layer and 2 H (T - 1) + 3 after the second (99 for a click, whose
+T is 7 with SAM's 8 heads, against 115 with a row per head and token).
 
 Every product of the image tokens with a fixed weight W is then X_l W (computed once per image,
-`ImageProjections`) scaled per token, plus the low-rank coef @ (basis W): products over 2 H T + 3
-columns instead of 256. A layer norm's statistics come from the same parts: the squared norm of
+`ImageProjections`) scaled per token, plus the low-rank coef @ (basis W): products over r columns
+instead of 256. A layer norm's statistics come from the same parts: the squared norm of
 scale * X + coef @ basis centred is scale^2 |X|^2 + 2 scale coef . (basis X) + coef (basis basis^T)
 coef^T, where basis X needs only X's products with the output projections (also per image) and
 the values. Per click that replaces the image side's products over 256 channels (~1.2 GFLOP for
@@ -261,6 +264,22 @@ def _quadratic(coef_t: torch.Tensor, centred: torch.Tensor) -> torch.Tensor:
     return (torch.bmm(centred @ centred.transpose(1, 2), coef_t) * coef_t).sum(1)
 
 
+def _free_rows(attention: torch.Tensor, mixed: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """An image-to-token update A M with one row per head fewer.
+
+    Each head's attention weights sum to 1 over its T tokens, so sum_t A_t M_t = M_T + sum_{t<T}
+    A_t (M_t - M_T): each head's last token is its reference. Writes the free weights A_t, t < T,
+    into `out` (G, H * (T - 1), N) and returns the rows (G, H * (T - 1) + 1, C): the differences
+    M_t - M_T, then the heads' references summed, whose coefficient is 1.
+
+    attention: (G, H, T, N); mixed: (G, H * T, C), the values through the output projection."""
+    groups, heads, tokens, _ = attention.shape
+    out.view(groups, heads, tokens - 1, -1).copy_(attention[:, :, :-1])
+    rows = mixed.view(groups, heads, tokens, -1)
+    reference = rows[:, :, -1:]
+    return torch.cat([(rows[:, :, :-1] - reference).flatten(1, 2), reference.sum(1)], 1)
+
+
 def after_first_layer(
     model: ModelProjections,
     images: ImageProjections,
@@ -272,18 +291,21 @@ def after_first_layer(
 
     attention: (G, H, T, N) that attention's weights (summing to 1 over T); values: (G, H, T, c)
     the tokens' values; mixed: (G, H * T, 256) the values through the output projection (+ bias / H).
+    The basis: H (T - 1) + 1 rows of the update (`_free_rows`), then the mean's and beta's.
     """
     gamma, beta, eps = model.norms[0]
-    groups, rank, channels = mixed.shape
-    weights = attention.flatten(1, 2)  # (G, H * T, N)
-    centred = _centred(mixed)
-    # |X_0 + A M - mean|^2 = |X_0|^2 + 2 A . (M X_0) + A (M_c M_c^T) A^T  (X_0 is centred)
-    linear = (weights * _values_dots(values, images.x0_out, images.x0_out_b)).sum(1)
-    inverse_std = _inverse_std(images.x0_sq + 2 * linear + _quadratic(weights, centred), eps, channels)  # (G, N)
-    # keys_1 = r (gamma X_0 + A (gamma M_c)) + beta, and gamma X_0 = X_1 + its mean: the mean and
-    # beta become two more rows of the basis, a row of ones and beta
-    coef_t = torch.empty(groups, rank + 2, weights.shape[-1], dtype=mixed.dtype, device=mixed.device)
-    torch.mul(weights, inverse_std[:, None], out=coef_t[:, :rank])
+    groups, heads, tokens, count = attention.shape
+    channels = mixed.shape[-1]
+    rank = heads * (tokens - 1) + 1  # the update's rows
+    coef_t = torch.empty(groups, rank + 2, count, dtype=mixed.dtype, device=mixed.device)
+    centred = _centred(_free_rows(attention, mixed, coef_t[:, : rank - 1]))
+    coef_t[:, rank - 1] = 1
+    # |X_0 + A M - mean|^2 = |X_0|^2 + 2 A . (M X_0) + |coef @ (rows centred)|^2  (X_0 is centred)
+    linear = (attention.flatten(1, 2) * _values_dots(values, images.x0_out, images.x0_out_b)).sum(1)
+    inverse_std = _inverse_std(images.x0_sq + 2 * linear + _quadratic(coef_t[:, :rank], centred), eps, channels)
+    # keys_1 = r (gamma X_0 + coef @ (gamma rows centred)) + beta, and gamma X_0 = X_1 + its mean: the
+    # mean and beta become two more rows of the basis, a row of ones and beta
+    coef_t[:, :rank] *= inverse_std[:, None]
     torch.mul(inverse_std, images.x1_mean, out=coef_t[:, rank])
     coef_t[:, rank + 1] = 1
     fixed = torch.stack([torch.ones_like(beta), beta]).expand(groups, 2, channels)
@@ -300,32 +322,39 @@ def after_second_layer(
     mixed: torch.Tensor,
 ) -> FactoredImage:
     """The image tokens after layer 1, from `keys` (after layer 0, whose attention, values and mixed
-    values were `first`) and layer 1's image-to-token attention, arguments as in `after_first_layer`."""
+    values were `first`) and layer 1's image-to-token attention, arguments as in `after_first_layer`.
+
+    The rows after layer 0's norm, centred: its update's (coefficients r_0 times theirs), the ones
+    row's (zero: dropped) and beta_0's (coefficient 1, so summed into the heads' references of this
+    layer's update, also 1); then this layer's update's free rows. Then beta_1's."""
     gamma, beta, eps = model.norms[1]
     first_attention, first_values, first_mixed = first
-    groups, rank, channels = mixed.shape
-    known = keys.coef_t.shape[1]  # 2 H T + 2: layer 0's rows, ones, beta_0, then layer 1's M_1
-    basis = torch.cat([keys.basis, mixed], 1)
-    centred = _centred(basis)
-    weights = attention.flatten(1, 2)
-    scale = keys.scale
+    groups, heads, tokens, count = attention.shape
+    channels = mixed.shape[-1]
+    kept = keys.coef_t.shape[1] - 2  # layer 0's update rows; then the ones row and beta_0's
+    free = heads * (tokens - 1)
+    rank = kept + free + 1
+    coef_t = torch.empty(groups, rank + 1, count, dtype=mixed.dtype, device=mixed.device)
+    coef_t[:, :kept] = keys.coef_t[:, :kept]
+    rows = _free_rows(attention, mixed, coef_t[:, kept : kept + free])
+    rows[:, -1] += keys.basis[:, -1]  # beta_0
+    coef_t[:, kept + free] = 1
+    centred = _centred(torch.cat([keys.basis[:, :kept], rows], 1))
     # each row's dot with X_1 (centred, so the rows need not be), weighted by its coefficient: layer
     # 0's rows gamma_0 (M_0 - its mean) with coefficients r_0 A_0, the ones row (0), beta_0 with 1,
     # this layer's M_1 with A_1
+    scale = keys.scale
     first_rows = _values_dots(first_values, images.x1_out0, images.x1_out0_b)
     first_rows -= first_mixed.mean(-1, keepdim=True) * images.x1_out0_sum
     linear = (
         scale * (first_attention.flatten(1, 2) * first_rows).sum(1)
         + images.x1_beta0
-        + (weights * _values_dots(values, images.x1_out1, images.x1_out1_b)).sum(1)
+        + (attention.flatten(1, 2) * _values_dots(values, images.x1_out1, images.x1_out1_b)).sum(1)
     )
-    coef_t = torch.empty(groups, known + rank + 1, weights.shape[-1], dtype=mixed.dtype, device=mixed.device)
-    coef_t[:, :known] = keys.coef_t
-    coef_t[:, known : known + rank] = weights
-    quadratic = _quadratic(coef_t[:, : known + rank], centred)
+    quadratic = _quadratic(coef_t[:, :rank], centred)
     inverse_std = _inverse_std(scale.square() * images.x1_sq + 2 * scale * linear + quadratic, eps, channels)
     # keys_2 = r gamma_1 (r_0 X_1 + coef @ centred) + beta_1: beta_1 one more row, with coefficient 1
-    coef_t[:, : known + rank] *= inverse_std[:, None]
+    coef_t[:, :rank] *= inverse_std[:, None]
     coef_t[:, -1] = 1
     return FactoredImage(
         images, inverse_std * scale, coef_t, torch.cat([gamma * centred, beta.expand(groups, 1, channels)], 1)

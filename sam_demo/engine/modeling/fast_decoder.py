@@ -16,7 +16,7 @@ check this). What changes against `CachedDecoder`:
 - *Factored image tokens (float32).* After the first layer the image tokens are a per-image part
   scaled per token plus a low-rank per-click part (factored_image.py): the second layer, the final
   attention and the head's first convolution read the per-image part through products made once
-  per image, and the click's part through ~2 H T + 3 columns instead of 256. Not in bf16 (its
+  per image, and the click's part through ~2 H (T - 1) + 3 columns instead of 256. Not in bf16 (its
   layer-norm statistics are sums of terms) and not for objects of many points.
 - *The final attention for the read tokens only.* Its queries attend to the image each alone, and
   the heads read only the IoU and mask tokens: the prompt's tokens are left out of it.
