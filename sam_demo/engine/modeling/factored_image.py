@@ -250,7 +250,7 @@ class FactoredImage:
         out = torch.baddbmm(direct, crop(self.coef_t, 2).transpose(1, 2), self.basis @ weight)
         return out.flatten(0, 1)
 
-    def __getitem__(self, groups: torch.Tensor) -> FactoredImage:
+    def __getitem__(self, groups: torch.Tensor | slice) -> FactoredImage:
         """These prompt groups' image tokens."""
         return FactoredImage(self.images, self.scale[groups], self.coef_t[groups], self.basis[groups])
 
