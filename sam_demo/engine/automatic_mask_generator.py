@@ -5,7 +5,8 @@ second encode), then filtered as Meta's `SamAutomaticMaskGenerator` and transfor
 `pipeline("mask-generation")` do: predicted IoU, stability score, box NMS, and optionally crop
 layers (each crop is encoded once, through the same cache) and a minimum region area.
 Full-resolution logits are made only for masks that pass the IoU filter, one at a time into a
-reused buffer, and bool masks only for those that pass the stability filter too.
+reused buffer; those that pass the stability filter keep their low-res logits and box through the
+box NMS, and only the masks it keeps are made full-size.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from sam_demo.engine.utils.amg import (
     stability_scores,
 )
 from sam_demo.engine.utils.coco import coco_annotation
+from sam_demo.engine.utils.geometry import ImageGeometry
 from sam_demo.engine.utils.images import to_rgb_array
 from sam_demo.engine.utils.transforms import masks_from_logits
 
@@ -138,7 +141,7 @@ def generate(
     ]
     per_call = config.points_per_batch or engine.plan.everything_batch
     total = sum(len(grids[layer]) for _, layer in crops)
-    done, results = 0, []
+    done, candidates = 0, []
     scratch = threading.local()  # each worker's float buffer for its candidates' full-size logits
     stopped = lambda: stop is not None and stop()  # noqa: E731
     for crop, layer in crops:
@@ -147,33 +150,52 @@ def generate(
         x0, y0, x1, y1 = crop
         embedding = engine.embed(rgb if layer == 0 else np.ascontiguousarray(rgb[y0:y1, x0:x1]))
         points = grids[layer] * np.array([x1 - x0, y1 - y0])
-        crop_masks = []
+        crop_candidates = []
         batches = [points[start : start + per_call] for start in range(0, len(points), per_call)]
         decode = partial(_decode_batch, engine, embedding, crop=crop, image_hw=image_hw, config=config, scratch=scratch)
         for batch, found in engine.map_everything(decode, batches):
-            crop_masks += found
+            crop_candidates += found
             done += len(batch)
             if progress is not None:
                 progress(done, total)
             if stopped():
                 break
-        results += _dedupe(crop_masks, config.box_nms_thresh)
+        candidates += _dedupe(crop_candidates, config.box_nms_thresh)
     if len(crops) > 1:
-        results = _dedupe(results, config.crop_nms_thresh, prefer_small_crops=True)
+        candidates = _dedupe(candidates, config.crop_nms_thresh, prefer_small_crops=True)
+    results = [_materialised(candidate, image_hw, engine.exact_upscale) for candidate in candidates]
     if config.min_mask_region_area > 0:
         results = _clean_small_regions(results, config)
     return sorted(results, key=lambda m: -int(m.segmentation.sum()))
 
 
-def _decode_batch(engine, embedding, points_xy, crop, image_hw, config, scratch) -> list[AutoMask]:
-    """Decode single-point prompts (3 candidates each) and keep the masks that pass the filters.
+@dataclass(frozen=True)
+class _Candidate:
+    """A mask over the IoU and stability bars, kept as its low-res logits until the box NMS has
+    chosen: a full-size bool mask per candidate is the image's size each (gigabytes for a big
+    photo's grid with low bars). Its fields are `AutoMask`'s, but for the logits and their frame."""
+
+    low_res: torch.Tensor  # (h, w) float32, covering geometry.low_res_extent
+    geometry: ImageGeometry  # the crop's
+    predicted_iou: float
+    stability_score: float
+    box_xyxy: tuple[int, int, int, int]
+    point_xy: tuple[float, float]
+    crop_box_xyxy: tuple[int, int, int, int]
+
+
+Masked = TypeVar("Masked", AutoMask, _Candidate)
+
+
+def _decode_batch(engine, embedding, points_xy, crop, image_hw, config, scratch) -> list[_Candidate]:
+    """Decode single-point prompts (3 candidates each) and keep the candidates that pass the filters.
 
     The candidates over the IoU bar are upscaled one at a time into this worker's float buffer
     (`scratch.logits`, reused across its calls: a fresh multi-MB array per candidate costs its page
-    faults), and only those that pass the stability filter become bool masks."""
+    faults); those that pass the stability filter keep their low-res logits and box."""
     min_iou = config.pred_iou_thresh if config.pred_iou_thresh > 0 else -float("inf")
     group, _, low_res, scores = engine.decode_candidates(embedding, points_xy, min_iou)  # the IoU filter
-    x0, y0, x1, y1 = crop
+    x0, y0, _, _ = crop
     h, w = embedding.geometry.original_hw
     buffer = getattr(scratch, "logits", None)
     if buffer is None or buffer.shape != (1, h, w):
@@ -187,19 +209,14 @@ def _decode_batch(engine, embedding, points_xy, crop, image_hw, config, scratch)
         stability = stability_scores(logits, 0.0, config.stability_score_offset)
         if config.stability_score_thresh > 0 and not stability[0] > config.stability_score_thresh:
             continue
-        mask = logits > 0
-        box = mask_boxes(mask) + torch.tensor([x0, y0, x0, y0])
+        box = mask_boxes(logits > 0) + torch.tensor([x0, y0, x0, y0])
         if near_crop_edge(box, crop, image_hw)[0]:
             continue
-        if crop == (0, 0, image_hw[1], image_hw[0]):
-            full = mask[0].numpy()
-        else:
-            full = np.zeros(image_hw, dtype=bool)
-            full[y0:y1, x0:x1] = mask[0].numpy()
         px, py = points_xy[int(group[index])]
         out.append(
-            AutoMask(
-                full,
+            _Candidate(
+                low_res[index].clone(),
+                embedding.geometry,
                 float(scores[index]),
                 float(stability[0]),
                 tuple(int(v) for v in box[0]),
@@ -210,7 +227,26 @@ def _decode_batch(engine, embedding, points_xy, crop, image_hw, config, scratch)
     return out
 
 
-def _dedupe(masks: list[AutoMask], threshold: float, prefer_small_crops: bool = False) -> list[AutoMask]:
+def _materialised(candidate: _Candidate, image_hw: tuple[int, int], exact_upscale: bool) -> AutoMask:
+    """The candidate's full-size mask in the image's pixels: the same upscale as its filters saw."""
+    mask = masks_from_logits(candidate.low_res[None], candidate.geometry, exact=exact_upscale)[0]
+    x0, y0, x1, y1 = candidate.crop_box_xyxy
+    if (x0, y0, x1, y1) != (0, 0, image_hw[1], image_hw[0]):
+        full = np.zeros(image_hw, dtype=bool)
+        full[y0:y1, x0:x1] = mask
+        mask = full
+    return AutoMask(
+        mask,
+        candidate.predicted_iou,
+        candidate.stability_score,
+        candidate.box_xyxy,
+        candidate.point_xy,
+        candidate.crop_box_xyxy,
+    )
+
+
+def _dedupe(masks: list[Masked], threshold: float, prefer_small_crops: bool = False) -> list[Masked]:
+    """The masks (or candidates) kept by box NMS: by predicted IoU within a crop, smaller crops first across them."""
     if prefer_small_crops:  # as Meta: across crops, masks from smaller crops win
         scores = [1 / max(1, (c[2] - c[0]) * (c[3] - c[1])) for c in (m.crop_box_xyxy for m in masks)]
     else:
@@ -218,7 +254,7 @@ def _dedupe(masks: list[AutoMask], threshold: float, prefer_small_crops: bool = 
     return _keep_by_nms(masks, scores, threshold)
 
 
-def _keep_by_nms(masks: list[AutoMask], scores: list[float], threshold: float) -> list[AutoMask]:
+def _keep_by_nms(masks: list[Masked], scores: list[float], threshold: float) -> list[Masked]:
     if not masks:
         return []
     boxes = torch.tensor([m.box_xyxy for m in masks], dtype=torch.float)

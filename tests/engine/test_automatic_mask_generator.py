@@ -180,3 +180,19 @@ def test_full_size_logits_are_made_one_candidate_at_a_time(checkpoint):
     float_mask = 4 * 1500 * 2000
     kept = sum(m.segmentation.nbytes for m in masks)
     assert peak - kept < (fast.plan.everything_workers + 2) * float_mask
+
+
+def test_full_size_masks_are_made_only_for_the_masks_the_nms_keeps(engine, monkeypatch):
+    """Candidates keep their low-res logits and box through the NMS; only the survivors are
+    upscaled into bool masks (a bool mask per candidate was the image's size each)."""
+    import sam_demo.engine.automatic_mask_generator as amg
+
+    made, real = [], amg.masks_from_logits
+    monkeypatch.setattr(
+        amg, "masks_from_logits", lambda *a, **k: made.append(k.get("return_logits", False)) or real(*a, **k)
+    )
+    config = EverythingConfig(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.7)
+    masks = generate(engine, asset("chelsea.png"), config)
+    candidates = made.count(True)  # full-size logits, one per candidate over the IoU bar (all 108)
+    assert candidates == 6 * 6 * 3 and 0 < len(masks) < candidates / 2, "the NMS drops most of them"
+    assert made.count(False) == len(masks), "a bool mask for each mask returned, none for the others"
