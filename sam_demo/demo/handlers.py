@@ -429,8 +429,8 @@ def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progres
         masks = _run(generate, ctx.engine, rgb, EverythingConfig(), report, stop.is_set)
     finally:
         ctx.jobs.done(session.token)
-    auto_masks = [FixedMask.of(m.segmentation, m.predicted_iou, "Auto mask") for m in masks]
-    del rgb, masks  # the pixels and the full-size masks go before the view is built
+    auto_masks = [FixedMask(m.rle, m.predicted_iou, "Auto mask") for m in masks]
+    del rgb, masks  # the pixels go before the view is built
     return_free_memory()
     seconds = time.perf_counter() - start
     cancelled = stop.is_set()

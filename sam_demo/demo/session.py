@@ -27,6 +27,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from sam_demo.engine.sam_engine import ImageEmbedding, SamEngine
+from sam_demo.engine.utils.coco import decode_rle, encode_rle
 from sam_demo.engine.utils.geometry import ImageGeometry
 from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
 from sam_demo.engine.utils.prompts import points_outside
@@ -207,12 +208,12 @@ class FixedMask:
     @classmethod
     def of(cls, mask: np.ndarray, score: float, label: str) -> FixedMask:
         """From an (H, W) bool mask."""
-        return cls(mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8)), float(score), label)
+        return cls(encode_rle(mask), float(score), label)
 
     @property
     def mask(self) -> np.ndarray:
         """(H, W) bool, decoded on each access."""
-        return mask_utils.decode(self.rle).astype(bool)
+        return decode_rle(self.rle)
 
     @property
     def area(self) -> int:
@@ -787,11 +788,7 @@ def decoder_arrays(prompts: ObjectPrompts) -> tuple:
 
 def _rle_key(source: ObjectResult | FixedMask) -> tuple:
     """A mask's identity for finding it shown twice: its size and compressed RLE."""
-    rle = (
-        source.rle
-        if isinstance(source, FixedMask)
-        else mask_utils.encode(np.asfortranarray(source.mask, dtype=np.uint8))
-    )
+    rle = source.rle if isinstance(source, FixedMask) else encode_rle(source.mask)
     return tuple(rle["size"]), rle["counts"]
 
 

@@ -6,7 +6,8 @@ second encode), then filtered as Meta's `SamAutomaticMaskGenerator` and transfor
 layers (each crop is encoded once, through the same cache) and a minimum region area.
 Full-resolution logits are made only for masks that pass the IoU filter, one at a time into a
 reused buffer; those that pass the stability filter keep their low-res logits and box through the
-box NMS, and only the masks it keeps are made full-size.
+box NMS, and only the masks it keeps are made full-size, one at a time, each kept as compressed RLE
+(a busy photo's hundreds of masks would be the image's size each as bool arrays).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 
 from sam_demo.engine.sam_engine import SamEngine
 from sam_demo.engine.utils.amg import (
@@ -29,7 +31,7 @@ from sam_demo.engine.utils.amg import (
     remove_small_regions,
     stability_scores,
 )
-from sam_demo.engine.utils.coco import coco_annotation
+from sam_demo.engine.utils.coco import coco_rle_annotation, decode_rle, encode_rle
 from sam_demo.engine.utils.geometry import ImageGeometry
 from sam_demo.engine.utils.images import to_rgb_array
 from sam_demo.engine.utils.transforms import masks_from_logits
@@ -70,8 +72,9 @@ class AutoMask:
     """One generated mask.
 
     Args:
-        segmentation (`np.ndarray` of shape `(H, W)`):
-            bool mask in the image's pixels.
+        rle (`dict`):
+            The mask in the image's pixels as pycocotools' compressed RLE, {"size": [H, W], "counts":
+            bytes}; `segmentation` decodes it.
         predicted_iou (`float`):
             The decoder's estimate of the mask's IoU.
         stability_score (`float`):
@@ -84,17 +87,27 @@ class AutoMask:
             The crop it was found in, [x0, y0, x1, y1]; the whole image without crop layers.
     """
 
-    segmentation: np.ndarray
+    rle: dict
     predicted_iou: float
     stability_score: float
     box_xyxy: tuple[int, int, int, int]
     point_xy: tuple[float, float]
     crop_box_xyxy: tuple[int, int, int, int]
 
+    @property
+    def segmentation(self) -> np.ndarray:
+        """The mask, (H, W) bool, decoded from `rle` on each access."""
+        return decode_rle(self.rle)
+
+    @property
+    def area(self) -> int:
+        """The mask's pixels."""
+        return int(mask_utils.area(self.rle))
+
     def to_coco(self, annotation_id: int, image_id: int = 1) -> dict:
         """COCO annotation with compressed RLE, bbox (XYWH), area and SAM's scores."""
-        return coco_annotation(
-            self.segmentation,
+        return coco_rle_annotation(
+            self.rle,
             annotation_id,
             image_id,
             predicted_iou=self.predicted_iou,
@@ -129,8 +142,8 @@ def generate(
         and the masks of the points reported to `progress` are filtered and returned.
 
     Returns:
-      (list(AutoMask)): the masks that pass the filters, sorted by area, largest first; each
-        segmentation is (H, W) bool.
+      (list(AutoMask)): the masks that pass the filters, sorted by area, largest first; each held
+        as compressed RLE (`AutoMask.segmentation` decodes it, (H, W) bool).
     """
     rgb = to_rgb_array(image, engine.max_pixels)
     image_hw = rgb.shape[:2]
@@ -166,7 +179,7 @@ def generate(
     results = [_materialised(candidate, image_hw, engine.exact_upscale) for candidate in candidates]
     if config.min_mask_region_area > 0:
         results = _clean_small_regions(results, config)
-    return sorted(results, key=lambda m: -int(m.segmentation.sum()))
+    return sorted(results, key=lambda m: -m.area)
 
 
 @dataclass(frozen=True)
@@ -228,7 +241,8 @@ def _decode_batch(engine, embedding, points_xy, crop, image_hw, config, scratch)
 
 
 def _materialised(candidate: _Candidate, image_hw: tuple[int, int], exact_upscale: bool) -> AutoMask:
-    """The candidate's full-size mask in the image's pixels: the same upscale as its filters saw."""
+    """The candidate's full-size mask in the image's pixels (the same upscale as its filters saw),
+    kept as compressed RLE."""
     mask = masks_from_logits(candidate.low_res[None], candidate.geometry, exact=exact_upscale)[0]
     x0, y0, x1, y1 = candidate.crop_box_xyxy
     if (x0, y0, x1, y1) != (0, 0, image_hw[1], image_hw[0]):
@@ -236,7 +250,7 @@ def _materialised(candidate: _Candidate, image_hw: tuple[int, int], exact_upscal
         full[y0:y1, x0:x1] = mask
         mask = full
     return AutoMask(
-        mask,
+        encode_rle(mask),
         candidate.predicted_iou,
         candidate.stability_score,
         candidate.box_xyxy,
@@ -264,10 +278,12 @@ def _keep_by_nms(masks: list[Masked], scores: list[float], threshold: float) -> 
 def _clean_small_regions(masks: list[AutoMask], config: EverythingConfig) -> list[AutoMask]:
     cleaned, scores = [], []
     for m in masks:
-        seg = remove_small_regions(m.segmentation, config.min_mask_region_area)
+        original = m.segmentation
+        seg = remove_small_regions(original, config.min_mask_region_area)
+        unchanged = np.array_equal(seg, original)
         cleaned.append(
             AutoMask(
-                seg,
+                m.rle if unchanged else encode_rle(seg),
                 m.predicted_iou,
                 m.stability_score,
                 tuple(int(v) for v in mask_boxes(torch.from_numpy(seg)[None])[0]),
@@ -275,5 +291,5 @@ def _clean_small_regions(masks: list[AutoMask], config: EverythingConfig) -> lis
                 m.crop_box_xyxy,
             )
         )
-        scores.append(0.0 if not np.array_equal(seg, m.segmentation) else 1.0)  # prefer unchanged masks, as Meta
+        scores.append(1.0 if unchanged else 0.0)  # prefer unchanged masks, as Meta
     return _keep_by_nms(cleaned, scores, config.box_nms_thresh)

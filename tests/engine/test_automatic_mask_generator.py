@@ -162,24 +162,31 @@ def test_the_fast_modes_calls_run_side_by_side_with_the_masks_of_one_at_a_time(c
     assert all(mask_iou(a.segmentation, b.segmentation) > 0.99 for a, b in zip(side_by_side, one_at_a_time))
 
 
-def test_full_size_logits_are_made_one_candidate_at_a_time(checkpoint):
-    """Each worker upscales its candidates into one float buffer, one at a time: segment everything's
-    peak memory is a few full-size float masks, not one per candidate of a call (which on a 50 MP
-    photo was gigabytes)."""
+def test_full_size_masks_are_made_one_at_a_time_and_kept_as_rle(checkpoint):
+    """Each worker upscales its candidates into one float buffer, one at a time, and the masks kept
+    are made one at a time and kept as compressed RLE: segmentation everything's peak memory is a
+    few full-size float masks, not a full-size mask per candidate or per mask returned (which on a
+    50 MP photo was gigabytes)."""
     fast = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32"))
     image = np.ascontiguousarray(np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), np.uint8))
     fast.embed(image)
-    # every candidate is upscaled (no IoU bar); the random model's few stable ones are kept
-    config = EverythingConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.99, box_nms_thresh=1.0)
+    # no bar and no NMS: every candidate is upscaled and every one is returned
+    config = EverythingConfig(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
     tracemalloc.start()
     try:
         masks = generate(fast, image, config)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    float_mask = 4 * 1500 * 2000
-    kept = sum(m.segmentation.nbytes for m in masks)
-    assert peak - kept < (fast.plan.everything_workers + 2) * float_mask
+    float_mask, bool_mask = 4 * 1500 * 2000, 1500 * 2000
+    assert len(masks) == 4 * 4 * 3
+    # the workers' buffers, then one survivor at a time: its float logits, bool mask and their RLE
+    assert peak < (fast.plan.everything_workers + 3) * float_mask  # was 183 MB, the bool masks 144 MB of it
+    assert sum(len(m.rle["counts"]) for m in masks) < len(masks) * bool_mask / 4  # even the random model's noise
+    first = masks[0]
+    assert first.segmentation.shape == (1500, 2000) and first.segmentation.dtype == bool
+    assert first.area == int(first.segmentation.sum()) == max(m.area for m in masks)
+    assert first.rle == mask_utils.encode(np.asfortranarray(first.segmentation, dtype=np.uint8))
 
 
 def test_full_size_masks_are_made_only_for_the_masks_the_nms_keeps(engine, monkeypatch):

@@ -7,7 +7,17 @@ from pycocotools import mask as mask_utils
 
 from sam_demo.engine.utils.polygons import DEFAULT_TOLERANCE, mask_polygons
 
-__all__ = ["coco_annotation"]
+__all__ = ["coco_annotation", "coco_rle_annotation", "decode_rle", "encode_rle"]
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """An (H, W) bool mask as pycocotools' compressed RLE: {"size": [H, W], "counts": bytes}."""
+    return mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """`encode_rle`'s inverse: the (H, W) bool mask."""
+    return mask_utils.decode(rle).astype(bool)
 
 
 def coco_annotation(
@@ -22,12 +32,21 @@ def coco_annotation(
     """A COCO annotation for an (H, W) bool mask: its segmentation as compressed RLE (exact) or, with
     `polygons`, as polygons (a polygon per part, holes cut in: `utils/polygons.py`, within a pixel at
     `tolerance`), bbox (XYWH) and area (the mask's pixels) from the mask, plus `fields`."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    segmentation = (
-        [[round(float(v), 2) for v in polygon.ravel()] for polygon in mask_polygons(mask, tolerance)]
-        if polygons
-        else {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-    )
+    rle = encode_rle(mask)
+    if not polygons:
+        return coco_rle_annotation(rle, annotation_id, image_id, category_id, **fields)
+    segmentation = [[round(float(v), 2) for v in polygon.ravel()] for polygon in mask_polygons(mask, tolerance)]
+    return _annotation(rle, segmentation, annotation_id, image_id, category_id, fields)
+
+
+def coco_rle_annotation(rle: dict, annotation_id: int, image_id: int = 1, category_id: int = 1, **fields) -> dict:
+    """`coco_annotation` of a mask held as compressed RLE (`encode_rle`): segmentation that RLE, its
+    counts as text; bbox (XYWH) and area from the RLE, plus `fields`."""
+    segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    return _annotation(rle, segmentation, annotation_id, image_id, category_id, fields)
+
+
+def _annotation(rle: dict, segmentation, annotation_id: int, image_id: int, category_id: int, fields: dict) -> dict:
     return {
         "id": annotation_id,
         "image_id": image_id,
