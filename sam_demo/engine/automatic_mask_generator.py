@@ -6,8 +6,8 @@ second encode), then filtered as Meta's `SamAutomaticMaskGenerator` and transfor
 layers (each crop is encoded once, through the same cache) and a minimum region area.
 Full-resolution logits are made only for masks that pass the IoU filter, one at a time into a
 reused buffer; those that pass the stability filter keep their low-res logits and box through the
-box NMS, and only the masks it keeps are made full-size, one at a time, each kept as compressed RLE
-(a busy photo's hundreds of masks would be the image's size each as bool arrays).
+box NMS, and only the masks it keeps are made full-size, on the same workers, each kept as
+compressed RLE (a busy photo's hundreds of masks would be the image's size each as bool arrays).
 """
 
 from __future__ import annotations
@@ -176,7 +176,8 @@ def generate(
         candidates += _dedupe(crop_candidates, config.box_nms_thresh)
     if len(crops) > 1:
         candidates = _dedupe(candidates, config.crop_nms_thresh, prefer_small_crops=True)
-    results = [_materialised(candidate, image_hw, engine.exact_upscale) for candidate in candidates]
+    materialise = partial(_materialised, image_hw=image_hw, exact_upscale=engine.exact_upscale, scratch=scratch)
+    results = [mask for _, mask in engine.map_everything(materialise, candidates)]
     if config.min_mask_region_area > 0:
         results = _clean_small_regions(results, config)
     return sorted(results, key=lambda m: -m.area)
@@ -209,10 +210,7 @@ def _decode_batch(engine, embedding, points_xy, crop, image_hw, config, scratch)
     min_iou = config.pred_iou_thresh if config.pred_iou_thresh > 0 else -float("inf")
     group, _, low_res, scores = engine.decode_candidates(embedding, points_xy, min_iou)  # the IoU filter
     x0, y0, _, _ = crop
-    h, w = embedding.geometry.original_hw
-    buffer = getattr(scratch, "logits", None)
-    if buffer is None or buffer.shape != (1, h, w):
-        buffer = scratch.logits = np.empty((1, h, w), dtype=np.float32)
+    buffer = _logits_buffer(scratch, embedding.geometry.original_hw)
     out = []
     for index in range(len(scores)):
         masks_from_logits(
@@ -240,10 +238,22 @@ def _decode_batch(engine, embedding, points_xy, crop, image_hw, config, scratch)
     return out
 
 
-def _materialised(candidate: _Candidate, image_hw: tuple[int, int], exact_upscale: bool) -> AutoMask:
-    """The candidate's full-size mask in the image's pixels (the same upscale as its filters saw),
-    kept as compressed RLE."""
-    mask = masks_from_logits(candidate.low_res[None], candidate.geometry, exact=exact_upscale)[0]
+def _logits_buffer(scratch: threading.local, hw: tuple[int, int]) -> np.ndarray:
+    """This worker's (1, H, W) float32 buffer for full-size logits, made anew when the size changes."""
+    buffer = getattr(scratch, "logits", None)
+    if buffer is None or buffer.shape != (1, *hw):
+        buffer = scratch.logits = np.empty((1, *hw), dtype=np.float32)
+    return buffer
+
+
+def _materialised(
+    candidate: _Candidate, image_hw: tuple[int, int], exact_upscale: bool, scratch: threading.local
+) -> AutoMask:
+    """The candidate's full-size mask in the image's pixels, the same upscale as its filters saw
+    (into this worker's buffer), kept as compressed RLE."""
+    buffer = _logits_buffer(scratch, candidate.geometry.original_hw)
+    masks_from_logits(candidate.low_res[None], candidate.geometry, return_logits=True, exact=exact_upscale, out=buffer)
+    mask = buffer[0] > 0
     x0, y0, x1, y1 = candidate.crop_box_xyxy
     if (x0, y0, x1, y1) != (0, 0, image_hw[1], image_hw[0]):
         full = np.zeros(image_hw, dtype=bool)

@@ -189,17 +189,21 @@ def test_full_size_masks_are_made_one_at_a_time_and_kept_as_rle(checkpoint):
     assert first.rle == mask_utils.encode(np.asfortranarray(first.segmentation, dtype=np.uint8))
 
 
-def test_full_size_masks_are_made_only_for_the_masks_the_nms_keeps(engine, monkeypatch):
+def test_full_size_masks_are_made_only_for_the_masks_the_nms_keeps(checkpoint, monkeypatch):
     """Candidates keep their low-res logits and box through the NMS; only the survivors are
-    upscaled into bool masks (a bool mask per candidate was the image's size each)."""
+    upscaled again into masks (a bool mask per candidate was the image's size each), and in the
+    fast mode on the workers that decoded them."""
     import sam_demo.engine.automatic_mask_generator as amg
 
+    fast = load_engine(EngineConfig(model=str(checkpoint), device="cpu", dtype="float32"))
     made, real = [], amg.masks_from_logits
     monkeypatch.setattr(
-        amg, "masks_from_logits", lambda *a, **k: made.append(k.get("return_logits", False)) or real(*a, **k)
+        amg, "masks_from_logits", lambda *a, **k: made.append(threading.current_thread().name) or real(*a, **k)
     )
     config = EverythingConfig(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.7)
-    masks = generate(engine, asset("chelsea.png"), config)
-    candidates = made.count(True)  # full-size logits, one per candidate over the IoU bar (all 108)
-    assert candidates == 6 * 6 * 3 and 0 < len(masks) < candidates / 2, "the NMS drops most of them"
-    assert made.count(False) == len(masks), "a bool mask for each mask returned, none for the others"
+    masks = generate(fast, asset("chelsea.png"), config)
+    candidates = 6 * 6 * 3  # every candidate is over the IoU bar: full-size logits for each
+    assert 0 < len(masks) < candidates / 2, "the NMS drops most of them"
+    assert len(made) == candidates + len(masks), "then a full-size mask for each mask returned, none for the others"
+    if fast.plan.everything_workers > 1:
+        assert {name.split("_")[0] for name in made} == {"sam-everything"}
