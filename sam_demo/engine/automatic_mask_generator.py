@@ -29,7 +29,7 @@ from sam_demo.engine.utils.amg import (
     nms,
     point_grid,
     remove_small_regions,
-    stability_scores,
+    stability_and_box,
 )
 from sam_demo.engine.utils.coco import coco_rle_annotation, decode_rle, encode_rle
 from sam_demo.engine.utils.geometry import ImageGeometry
@@ -216,11 +216,10 @@ def _decode_batch(engine, embedding, points_xy, crop, image_hw, config, scratch)
         masks_from_logits(
             low_res[index : index + 1], embedding.geometry, return_logits=True, exact=engine.exact_upscale, out=buffer
         )
-        logits = torch.from_numpy(buffer)
-        stability = stability_scores(logits, 0.0, config.stability_score_offset)
-        if config.stability_score_thresh > 0 and not stability[0] > config.stability_score_thresh:
+        stability, box = stability_and_box(buffer[0], 0.0, config.stability_score_offset)
+        if config.stability_score_thresh > 0 and not stability > config.stability_score_thresh:
             continue
-        box = mask_boxes(logits > 0) + torch.tensor([x0, y0, x0, y0])
+        box = (box + torch.tensor([x0, y0, x0, y0]))[None]
         if near_crop_edge(box, crop, image_hw)[0]:
             continue
         px, py = points_xy[int(group[index])]
@@ -229,7 +228,7 @@ def _decode_batch(engine, embedding, points_xy, crop, image_hw, config, scratch)
                 low_res[index].clone(),
                 embedding.geometry,
                 float(scores[index]),
-                float(stability[0]),
+                float(stability),
                 tuple(int(v) for v in box[0]),
                 (float(px + x0), float(py + y0)),
                 crop,

@@ -20,7 +20,7 @@ __all__ = [
     "nms",
     "point_grid",
     "remove_small_regions",
-    "stability_scores",
+    "stability_and_box",
 ]
 
 
@@ -50,16 +50,31 @@ def crop_boxes(hw: tuple[int, int], layers: int, overlap_ratio: float) -> list[t
     return boxes
 
 
-def stability_scores(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
-    """IoU of the masks binarised at threshold +- offset; (M, H, W) float on the CPU -> (M,) float32.
+def stability_and_box(
+    logits: np.ndarray, threshold: float, offset: float, rows: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One mask's stability score and box from its (H, W) float32 logits: the IoU of the mask
+    binarised at threshold +- offset, () float32 (Meta's `calculate_stability_score`: integer
+    counts, divided as torch divides them), and the inclusive XYXY box of logits > threshold, (4,)
+    int64, [0, 0, 0, 0] for an empty mask (as `mask_boxes`).
 
-    The pixel counts are numpy's `count_nonzero` per mask: the same integers as torch's sum of the
-    comparison, ~17x faster on a CPU (torch widens every element to int64 before summing)."""
-    counts = torch.tensor(
-        [[np.count_nonzero(m > threshold + offset), np.count_nonzero(m > threshold - offset)] for m in logits.numpy()],
-        dtype=torch.int64,
-    ).reshape(-1, 2)
-    return counts[:, 0] / counts[:, 1]
+    One pass over strips of `rows` rows, each read while it is in the cache: the logits of a big
+    photo are tens of MB, and a pass per comparison read them from memory three times (a 12 MP
+    mask: 17.6 ms on one thread, now 3.4)."""
+    height, width = logits.shape
+    over_high = over_low = 0
+    any_row, any_col = np.zeros(height, bool), np.zeros(width, bool)
+    for top in range(0, height, rows):
+        strip = logits[top : top + rows]
+        over_high += np.count_nonzero(strip > threshold + offset)
+        over_low += np.count_nonzero(strip > threshold - offset)
+        inside = strip > threshold
+        any_row[top : top + rows] = inside.any(1)
+        any_col |= inside.any(0)
+    counts = torch.tensor([over_high, over_low], dtype=torch.int64)
+    ys, xs = np.flatnonzero(any_row), np.flatnonzero(any_col)
+    box = [xs[0], ys[0], xs[-1], ys[-1]] if len(ys) else [0, 0, 0, 0]
+    return counts[0] / counts[1], torch.tensor(box, dtype=torch.int64)
 
 
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
