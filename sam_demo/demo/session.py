@@ -197,7 +197,7 @@ class FixedMask:
     """A mask shown without prompts to edit: loaded from a saved JSON, or from "segment everything".
 
     rle: the mask as pycocotools' compressed RLE ({"size": [H, W], "counts": bytes}); `mask`
-    decodes it. Make one with `FixedMask.of`.
+    decodes it. `FixedMask.of` makes one from a bool mask.
     """
 
     rle: dict

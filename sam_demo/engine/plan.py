@@ -32,8 +32,8 @@ class ExecutionPlan:
     mask_input: how a prompt with a mask input runs ("full model": SamModel.forward; the cached
       decoders have no mask path).
     everything_batch: prompts per decoder call in segment everything.
-    everything_workers: decoder calls of segment everything run side by side, each on one torch
-      thread (1: one at a time, on the process's threads).
+    everything_workers: decoder calls of segment everything (and then the masks it keeps) run side
+      by side, each on one torch thread (1: one at a time, on the process's threads).
     why: why this mode was chosen (shown with the plan).
     encoder: what runs the ViT: "torch", or "openvino" (OpenVINO's CPU runtime computing in
       `vit_compute`; see modeling/openvino_encoder.py).

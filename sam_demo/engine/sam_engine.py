@@ -329,7 +329,7 @@ class SamEngine:
             )
 
     def map_everything(self, fn: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[tuple[Item, Result]]:
-        """Segment everything's decoder calls: (item, fn(item)) in the items' order, run side by side
+        """Segment everything's decoder calls and kept masks: (item, fn(item)) in the items' order, run side by side
         on the plan's `everything_workers` (a few ahead of the consumer), else here one at a time.
         Stopping the iteration early leaves the items not yet started undone."""
         if self._everything_pool is None:

@@ -23,8 +23,12 @@ def encode_rle(mask: np.ndarray) -> dict:
 
 
 def decode_rle(rle: dict) -> np.ndarray:
-    """`encode_rle`'s inverse: the (H, W) bool mask."""
-    return mask_utils.decode(rle).astype(bool)
+    """`encode_rle`'s inverse: the (H, W) bool mask, in row-major order (pycocotools decodes column
+    by column; OpenCV's transpose turns it, as in `encode_rle`)."""
+    columns = mask_utils.decode(rle)  # (H, W) uint8 0/1, Fortran order
+    if columns.ndim != 2 or not columns.size:
+        return np.ascontiguousarray(columns, dtype=bool)
+    return cv2.transpose(columns.T).view(bool)
 
 
 def coco_annotation(

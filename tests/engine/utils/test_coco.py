@@ -38,8 +38,8 @@ def _random(shape, seed=0) -> np.ndarray:
 def test_encode_rle_is_pycocotools_recipe(mask):
     rle = encode_rle(mask)
     assert rle == _reference(mask)
-    if mask.size:
-        assert np.array_equal(decode_rle(rle), mask.astype(bool))
+    decoded = decode_rle(rle)
+    assert decoded.dtype == bool and decoded.flags.c_contiguous and np.array_equal(decoded, mask.astype(bool))
 
 
 def test_an_annotation_from_the_rle_is_the_annotation_from_the_mask():
