@@ -34,7 +34,8 @@ def point_grid(n_per_side: int) -> np.ndarray:
 
 
 def crop_boxes(hw: tuple[int, int], layers: int, overlap_ratio: float) -> list[tuple[tuple[int, int, int, int], int]]:
-    """[(crop box XYXY, layer)]: the whole image, then 2^i x 2^i overlapping crops per layer i."""
+    """[(crop box XYXY, layer)]: the whole image, then 2^i x 2^i overlapping crops per layer i
+    (those that are not empty: an image a few pixels across has fewer)."""
     h, w = hw
     boxes = [((0, 0, w, h), 0)]
     for layer in range(1, layers + 1):
@@ -46,7 +47,9 @@ def crop_boxes(hw: tuple[int, int], layers: int, overlap_ratio: float) -> list[t
             [int((crop_w - overlap) * i) for i in range(per_side)],
             [int((crop_h - overlap) * i) for i in range(per_side)],
         ):
-            boxes.append(((x0, y0, min(x0 + crop_w, w), min(y0 + crop_h, h)), layer))
+            box = (x0, y0, min(x0 + crop_w, w), min(y0 + crop_h, h))
+            if box[2] > x0 and box[3] > y0:
+                boxes.append((box, layer))
     return boxes
 
 

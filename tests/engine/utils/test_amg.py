@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam_demo.engine.utils.amg import mask_boxes, stability_and_box
+from sam_demo.engine.utils.amg import crop_boxes, mask_boxes, stability_and_box
 
 
 def reference_stability(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
@@ -64,3 +64,24 @@ def test_stability_and_box_are_the_torch_formulas(name, threshold, offset, rows)
 def test_a_mask_with_nothing_over_either_threshold_is_0_over_0():
     stability, box = stability_and_box(np.full((8, 8), -5.0, np.float32), 0.0, 1.0)
     assert stability.isnan() and box.tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("hw", "layers", "count"),
+    [
+        ((1500, 2250), 1, 1 + 4),
+        ((1500, 2250), 2, 1 + 4 + 16),
+        ((1, 1), 1, 1 + 1),
+        ((1, 7), 2, 1 + 2 + 4),
+        ((3, 2), 1, 1 + 4),
+    ],
+)
+def test_crop_boxes_cover_the_image_and_none_is_empty(hw, layers, count):
+    boxes = crop_boxes(hw, layers, 512 / 1500)
+    assert len(boxes) == count and boxes[0] == ((0, 0, hw[1], hw[0]), 0)
+    for layer in range(1, layers + 1):
+        covered = np.zeros(hw, bool)
+        for (x0, y0, x1, y1), _ in (b for b in boxes if b[1] == layer):
+            assert 0 <= x0 < x1 <= hw[1] and 0 <= y0 < y1 <= hw[0]
+            covered[y0:y1, x0:x1] = True
+        assert covered.all()
