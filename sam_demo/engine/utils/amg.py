@@ -63,14 +63,18 @@ def stability_and_box(
 
     One pass over strips of `rows` rows, each read while it is in the cache: the logits of a big
     photo are tens of MB, and a pass per comparison read them from memory three times (a 12 MP
-    mask: 17.6 ms on one thread, now 3.4)."""
+    mask: 17.6 ms on one thread, now 3.4). With offset >= 0 the three sets nest, so a strip with
+    nothing over threshold - offset (most of the photo, for most masks) needs no other test."""
     height, width = logits.shape
     over_high = over_low = 0
     any_row, any_col = np.zeros(height, bool), np.zeros(width, bool)
     for top in range(0, height, rows):
         strip = logits[top : top + rows]
+        over = np.count_nonzero(strip > threshold - offset)
+        over_low += over
+        if not over and offset >= 0:
+            continue
         over_high += np.count_nonzero(strip > threshold + offset)
-        over_low += np.count_nonzero(strip > threshold - offset)
         inside = strip > threshold
         any_row[top : top + rows] = inside.any(1)
         any_col |= inside.any(0)

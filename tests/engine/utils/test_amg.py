@@ -31,12 +31,15 @@ def _maps() -> dict[str, torch.Tensor]:
     smooth = torch.nn.functional.interpolate(torch.randn(1, 1, 9, 13, generator=g), size=(70, 90), mode="bilinear")
     block = torch.full((37, 53), -10.0)
     block[5:9, 40:52] = 4.0
+    band = torch.full((37, 53), -10.0)
+    band[20:23, 3:50] = 0.7  # over 0 and -1, under 1: strips around it have nothing over any
     with_nan = torch.randn(37, 53, generator=g) * 3
     with_nan[::7, ::5] = float("nan")
     return {
         "noise": torch.randn(37, 53, generator=g) * 3,
         "smooth": smooth[0, 0] * 4,
         "block": block,
+        "band": band,
         "empty": torch.full((37, 53), -10.0),
         "full": torch.full((37, 53), 10.0),
         "one row": torch.randn(1, 53, generator=g),
@@ -49,7 +52,7 @@ MAPS = _maps()
 
 
 @pytest.mark.parametrize("name", list(MAPS))
-@pytest.mark.parametrize(("threshold", "offset"), [(0.0, 1.0), (0.5, 0.25), (-2.0, 3.0)])
+@pytest.mark.parametrize(("threshold", "offset"), [(0.0, 1.0), (0.5, 0.25), (-2.0, 3.0), (0.0, 0.0), (1.0, -2.0)])
 @pytest.mark.parametrize("rows", [1, 8, 32])
 def test_stability_and_box_are_the_torch_formulas(name, threshold, offset, rows):
     logits = MAPS[name]
