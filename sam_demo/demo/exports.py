@@ -32,7 +32,7 @@ from sam_demo.endpoint.wire import (
     response_entries,
     response_row,
 )
-from sam_demo.engine.utils.coco import coco_annotation
+from sam_demo.engine.utils.coco import coco_annotation, decode_rle
 from sam_demo.engine.utils.geometry import EDGE_TOLERANCE_PX, box_within
 from sam_demo.engine.utils.polygons import (
     DEFAULT_TOLERANCE,
@@ -599,12 +599,12 @@ def _coco_mask(segmentation, image_hw: tuple[int, int], k: int) -> np.ndarray:
             )
         else:
             rle = None
-        mask = None if rle is None else mask_utils.decode(rle)
+        mask = None if rle is None else decode_rle(rle)
     except (TypeError, ValueError, KeyError, AttributeError, UnicodeEncodeError):
         mask = None
     if mask is None or mask.shape != (h, w):
         raise ValueError(f"annotation {k + 1}'s segmentation is not polygons or an RLE of this {w}x{h} image")
-    return mask.astype(bool)
+    return mask
 
 
 def _coco_prompts(given) -> ObjectPrompts | None:
