@@ -8,6 +8,7 @@ packages each entry point pulls in when imported (a command must start, and answ
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -92,3 +93,22 @@ def test_what_each_entry_point_imports(module, loads, spares):
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert loads <= loaded, f"{module} should load {sorted(loads - loaded)}"
     assert not loaded & spares, f"{module} loads {sorted(loaded & spares)}"
+
+
+@pytest.mark.parametrize(
+    ("environment", "spin"),
+    [({}, "30000"), ({"GOMP_SPINCOUNT": "5"}, "5"), ({"OMP_WAIT_POLICY": "PASSIVE"}, None)],
+    ids=["default", "asked-for-spin", "asked-for-wait-policy"],
+)
+def test_torch_loads_with_the_packages_openmp_spin(environment, spin):
+    """libgomp reads GOMP_SPINCOUNT once, when torch loads: the package sets it first (see
+    sam_demo/__init__.py), unless the environment already says how OpenMP threads should wait."""
+    code = (
+        "import json, os, sys; import sam_demo.engine.predictor; "
+        "print(json.dumps(['torch' in sys.modules, os.environ.get('GOMP_SPINCOUNT')]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")} | environment
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPOSITORY, env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, spin]
