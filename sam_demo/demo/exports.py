@@ -32,7 +32,7 @@ from sam_demo.endpoint.wire import (
     response_entries,
     response_row,
 )
-from sam_demo.engine.utils.coco import coco_annotation, decode_rle
+from sam_demo.engine.utils.coco import InvalidRle, check_rle, coco_annotation, decode_rle
 from sam_demo.engine.utils.geometry import EDGE_TOLERANCE_PX, box_within
 from sam_demo.engine.utils.polygons import (
     DEFAULT_TOLERANCE,
@@ -586,6 +586,7 @@ def yolo_objects(text: str, image_hw: tuple[int, int], categories: tuple[str, ..
 def _coco_mask(segmentation, image_hw: tuple[int, int], k: int) -> np.ndarray:
     """A COCO segmentation (polygons, or RLE compressed or not) as an (H, W) bool mask."""
     h, w = image_hw
+    why = ""
     try:
         if isinstance(segmentation, list):  # polygons: lists of x, y
             rles = mask_utils.frPyObjects([[float(v) for v in p] for p in segmentation if len(p) >= 6], h, w)
@@ -599,11 +600,13 @@ def _coco_mask(segmentation, image_hw: tuple[int, int], k: int) -> np.ndarray:
             )
         else:
             rle = None
+        if rle is not None:
+            check_rle(rle)
         mask = None if rle is None else decode_rle(rle)
-    except (TypeError, ValueError, KeyError, AttributeError, UnicodeEncodeError):
-        mask = None
+    except (TypeError, ValueError, KeyError, AttributeError, UnicodeEncodeError) as error:
+        mask, why = None, f": {error}" if isinstance(error, InvalidRle) else ""
     if mask is None or mask.shape != (h, w):
-        raise ValueError(f"annotation {k + 1}'s segmentation is not polygons or an RLE of this {w}x{h} image")
+        raise ValueError(f"annotation {k + 1}'s segmentation is not polygons or an RLE of this {w}x{h} image{why}")
     return mask
 
 

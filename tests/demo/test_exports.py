@@ -320,6 +320,15 @@ def test_a_coco_export_loads_back_with_its_categories_names_and_masks(ctx, datas
             "annotation 2's segmentation",
         ),
         (lambda c: c["annotations"][1].update(segmentation=[[1, "a", 3, 4, 5, 6]]), "annotation 2's segmentation"),
+        (  # runs that stop short: pycocotools would leave the rest of the mask unwritten
+            lambda c: c["annotations"][1].update(segmentation={"size": [300, 451], "counts": [3, 2]}),
+            "annotation 2's segmentation is not polygons or an RLE of this 451x300 image: its runs cover 5 pixels, "
+            "not the 135,300 of 451x300",
+        ),
+        (
+            lambda c: c["annotations"][1].update(segmentation={"size": [300, 451], "counts": "0d"}),
+            "451x300 image: its counts end in the middle of a value",
+        ),
         (lambda c: c.update(images={}), '"images", "annotations" and "categories" are lists'),
     ],
 )

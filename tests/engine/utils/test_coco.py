@@ -1,5 +1,7 @@
 """COCO RLE: `encode_rle` equal to pycocotools' own recipe (a Fortran-order uint8 copy) for every
-layout a caller may hand it, read back by pycocotools, and annotations made from the RLE alone."""
+layout a caller may hand it, read back by pycocotools, and annotations made from the RLE alone;
+`rle_run_lengths` reading pycocotools' compressed strings, and `check_rle` refusing RLEs whose
+runs are not a mask of their size (pycocotools leaves the rest of its array unwritten)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,15 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from sam_demo.engine.utils.coco import coco_annotation, coco_rle_annotation, decode_rle, encode_rle
+from sam_demo.engine.utils.coco import (
+    InvalidRle,
+    check_rle,
+    coco_annotation,
+    coco_rle_annotation,
+    decode_rle,
+    encode_rle,
+    rle_run_lengths,
+)
 
 
 def _reference(mask: np.ndarray) -> dict:
@@ -49,3 +59,47 @@ def test_an_annotation_from_the_rle_is_the_annotation_from_the_mask():
     from_rle = coco_rle_annotation(encode_rle(mask), 3, image_id=2, category_id=5, predicted_iou=0.9)
     assert from_rle == from_mask
     assert from_rle["area"] == 20 * 50 and from_rle["bbox"] == [20.0, 10.0, 50.0, 20.0]
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [
+        [20],
+        [0, 20],
+        [3, 2, 15],
+        [0, 1, 0, 1, 18],  # empty runs inside
+        [1, 31, 1, 1023, 1, 32767, 1, 1048575, 1, 2**31 - 2**20 - 4],  # values of 1 to 7 groups of 5 bits
+        [5, 3, 9, 1, 1, 1],  # differences to the value two before, negative ones too
+        np.random.default_rng(1).integers(0, 40, 500).tolist(),
+    ],
+    ids=["one-run", "all-ones", "three", "empty-runs", "wide-values", "negative-differences", "random-500"],
+)
+def test_rle_run_lengths_reads_pycocotools_strings(runs):
+    """pycocotools compresses the runs (frPyObjects of uncompressed counts); they read back as given."""
+    height = 1
+    width = int(sum(runs[:-1])) + runs[-1]
+    compressed = mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
+    assert rle_run_lengths(compressed["counts"]).tolist() == runs
+
+
+@pytest.mark.parametrize(
+    ("counts", "says"),
+    [
+        ([3, 2], "its runs cover 5 pixels, not the 20 of 5x4"),  # stops short: the rest unwritten
+        (b"", "its runs cover 0 pixels, not the 20 of 5x4"),
+        (b"5", "its runs cover 5 pixels, not the 20 of 5x4"),
+        (b"3d0", "its runs cover 23 pixels, not the 20 of 5x4"),
+        (b"0d", "its counts end in the middle of a value"),
+        (b"zzzz", "its counts hold a character outside the RLE alphabet"),
+        (b"0\x7f", "its counts hold a character outside the RLE alphabet"),
+        (b"0" + b"o" * 8 + b"0", "its counts hold a value wider than 32 bits"),
+        (b"41@", "its counts hold a negative run"),  # 4, 1, then -16 (the third value is not a difference)
+    ],
+    ids=["short-uncompressed", "empty", "short", "long", "cut-off", "letters", "control", "wide", "negative"],
+)
+def test_check_rle_refuses_runs_that_are_not_a_mask_of_its_size(counts, says):
+    rle = {"size": [4, 5], "counts": counts}
+    if isinstance(counts, list):
+        rle = mask_utils.frPyObjects(rle, 4, 5)
+    with pytest.raises(InvalidRle, match=says):
+        check_rle(rle)
