@@ -322,8 +322,8 @@ def test_a_coco_export_loads_back_with_its_categories_names_and_masks(ctx, datas
         (lambda c: c["annotations"][1].update(segmentation=[[1, "a", 3, 4, 5, 6]]), "annotation 2's segmentation"),
         (  # runs that stop short: pycocotools would leave the rest of the mask unwritten
             lambda c: c["annotations"][1].update(segmentation={"size": [300, 451], "counts": [3, 2]}),
-            "annotation 2's segmentation is not polygons or an RLE of this 451x300 image: its runs cover 5 pixels, "
-            "not the 135,300 of 451x300",
+            "annotation 2's segmentation is not polygons or an RLE of this 451x300 image: its runs add up to 5 "
+            "pixels, not the 135,300 of its size",
         ),
         (
             lambda c: c["annotations"][1].update(segmentation={"size": [300, 451], "counts": "0d"}),

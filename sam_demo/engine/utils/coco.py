@@ -73,7 +73,7 @@ def check_rle(rle: dict) -> None:
     if runs.size and runs.min() < 0:
         raise InvalidRle("its counts hold a negative run")
     if int(runs.sum()) != height * width:
-        raise InvalidRle(f"its runs cover {int(runs.sum()):,} pixels, not the {height * width:,} of {width}x{height}")
+        raise InvalidRle(f"its runs add up to {int(runs.sum()):,} pixels, not the {height * width:,} of its size")
 
 
 def decode_rle(rle: dict) -> np.ndarray:

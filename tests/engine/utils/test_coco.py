@@ -85,10 +85,10 @@ def test_rle_run_lengths_reads_pycocotools_strings(runs):
 @pytest.mark.parametrize(
     ("counts", "says"),
     [
-        ([3, 2], "its runs cover 5 pixels, not the 20 of 5x4"),  # stops short: the rest unwritten
-        (b"", "its runs cover 0 pixels, not the 20 of 5x4"),
-        (b"5", "its runs cover 5 pixels, not the 20 of 5x4"),
-        (b"3d0", "its runs cover 23 pixels, not the 20 of 5x4"),
+        ([3, 2], "its runs add up to 5 pixels, not the 20 of its size"),  # stops short: the rest unwritten
+        (b"", "its runs add up to 0 pixels, not the 20 of its size"),
+        (b"5", "its runs add up to 5 pixels, not the 20 of its size"),
+        (b"3d0", "its runs add up to 23 pixels, not the 20 of its size"),
         (b"0d", "its counts end in the middle of a value"),
         (b"zzzz", "its counts hold a character outside the RLE alphabet"),
         (b"0\x7f", "its counts hold a character outside the RLE alphabet"),
