@@ -74,12 +74,14 @@ def test_an_annotation_from_the_rle_is_the_annotation_from_the_mask():
     ],
     ids=["one-run", "all-ones", "three", "empty-runs", "wide-values", "negative-differences", "random-500"],
 )
-def test_rle_run_lengths_reads_pycocotools_strings(runs):
-    """pycocotools compresses the runs (frPyObjects of uncompressed counts); they read back as given."""
+@pytest.mark.parametrize("chunk_chars", [7, 8, 13, 1 << 20])  # values cut across chunks, and one chunk
+def test_rle_run_lengths_reads_pycocotools_strings(runs, chunk_chars):
+    """pycocotools compresses the runs (frPyObjects of uncompressed counts); they read back as given,
+    however the string is cut into chunks."""
     height = 1
     width = int(sum(runs[:-1])) + runs[-1]
     compressed = mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
-    assert rle_run_lengths(compressed["counts"]).tolist() == runs
+    assert np.concatenate(list(rle_run_lengths(compressed["counts"], chunk_chars))).tolist() == runs
 
 
 @pytest.mark.parametrize(
@@ -87,6 +89,7 @@ def test_rle_run_lengths_reads_pycocotools_strings(runs):
     [
         ([3, 2], "its runs add up to 5 pixels, not the 20 of its size"),  # stops short: the rest unwritten
         (b"", "its runs add up to 0 pixels, not the 20 of its size"),
+        (b"1", "its runs add up to 1 pixel, not the 20 of its size"),
         (b"5", "its runs add up to 5 pixels, not the 20 of its size"),
         (b"3d0", "its runs add up to 23 pixels, not the 20 of its size"),
         (b"0d", "its counts end in the middle of a value"),
@@ -95,7 +98,18 @@ def test_rle_run_lengths_reads_pycocotools_strings(runs):
         (b"0" + b"o" * 8 + b"0", "its counts hold a value wider than 32 bits"),
         (b"41@", "its counts hold a negative run"),  # 4, 1, then -16 (the third value is not a difference)
     ],
-    ids=["short-uncompressed", "empty", "short", "long", "cut-off", "letters", "control", "wide", "negative"],
+    ids=[
+        "short-uncompressed",
+        "empty",
+        "one-pixel",
+        "short",
+        "long",
+        "cut-off",
+        "letters",
+        "control",
+        "wide",
+        "negative",
+    ],
 )
 def test_check_rle_refuses_runs_that_are_not_a_mask_of_its_size(counts, says):
     rle = {"size": [4, 5], "counts": counts}
