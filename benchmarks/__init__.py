@@ -4,4 +4,4 @@ Run from the repository's root: `python -m benchmarks --help`. One module per be
 report (report.py); helpers shared with the tests live in `tests/support/`. Not part of the package.
 """
 
-import sam_demo  # noqa: E402, F401  (before torch loads: the package sets torch's OpenMP spin, as in the app)
+import sam_demo  # noqa: F401  (before torch loads: the package sets torch's OpenMP spin, as in the app)

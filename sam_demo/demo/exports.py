@@ -598,10 +598,9 @@ def _coco_mask(segmentation, image_hw: tuple[int, int], k: int) -> np.ndarray:
                 if isinstance(counts, list)
                 else {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
             )
+            check_rle(rle)  # the file's runs, compressed or not (polygons make whole masks)
         else:
             rle = None
-        if rle is not None:
-            check_rle(rle)
         mask = None if rle is None else decode_rle(rle)
     except (TypeError, ValueError, KeyError, AttributeError, UnicodeEncodeError) as error:
         mask, why = None, f": {error}" if isinstance(error, InvalidRle) else ""

@@ -78,9 +78,8 @@ def test_an_annotation_from_the_rle_is_the_annotation_from_the_mask():
 def test_rle_run_lengths_reads_pycocotools_strings(runs, chunk_chars):
     """pycocotools compresses the runs (frPyObjects of uncompressed counts); they read back as given,
     however the string is cut into chunks."""
-    height = 1
-    width = int(sum(runs[:-1])) + runs[-1]
-    compressed = mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
+    width = int(sum(runs))
+    compressed = mask_utils.frPyObjects({"size": [1, width], "counts": runs}, 1, width)
     assert np.concatenate(list(rle_run_lengths(compressed["counts"], chunk_chars))).tolist() == runs
 
 
