@@ -15,7 +15,7 @@ import logging
 import ray
 from fastapi.responses import JSONResponse
 from ray import serve
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
@@ -85,7 +85,8 @@ class ServeBackend:
 
     async def _replica_reports(self) -> list[dict]:
         """Every Scorer replica's `record_routing_stats`, asked at once; one that does not answer
-        within STATS_TIMEOUT_S is listed as unreachable (dead, or starting)."""
+        within STATS_TIMEOUT_S, or answers with an error (a replacement replica raises one until Serve
+        has initialised it), is listed as unreachable (dead, or starting)."""
         named = await asyncio.to_thread(ray.util.list_named_actors, True)
         names = sorted(
             a["name"] for a in named if a["namespace"] == "serve" and a["name"].startswith(self.replica_prefix)
@@ -95,7 +96,7 @@ class ServeBackend:
             try:
                 async with asyncio.timeout(STATS_TIMEOUT_S):
                     return await ray.get_actor(name, namespace="serve").record_routing_stats.remote()
-            except (TimeoutError, RayActorError, ValueError):
+            except (TimeoutError, RayActorError, RayTaskError, ValueError):
                 return {"replica": name.removeprefix(self.replica_prefix), "state": "unreachable"}
 
         return list(await asyncio.gather(*map(report, names)))
