@@ -251,6 +251,31 @@ def test_space_api_segment_and_segment_everything_via_gradio_client(server, engi
     assert {"segmentation", "bbox", "area", "predicted_iou"} <= set(everything["annotations"][0])
 
 
+def test_a_file_the_request_names_but_did_not_upload_is_refused_unread(server):
+    """Gradio copies a request's FileData path into its cache only if it was uploaded; the check runs
+    once the Blocks count as launched, which mounting alone does not set (any file the server could
+    read came back: its first bytes in /segment's error, an image whole through the upload event)."""
+    named = {"path": str((PHOTOS / "chelsea.png").resolve()), "meta": {"_type": "gradio.FileData"}}
+    call = f"{server.url}/gradio_api/call/segment"
+    event = httpx.post(call, json={"data": [named, "", "[[10, 10, 200, 200]]", "", False]}, timeout=30)
+    stream = httpx.get(f"{call}/{event.json()['event_id']}", timeout=60).text
+    assert "event: error" in stream and "event: complete" not in stream, stream
+    assert "PNG" not in stream and "not uploaded by a user" in stream, stream
+
+
+def test_an_upload_over_the_sets_limit_is_refused(engine):
+    """Gradio's upload route takes at most --max-upload-mb per file (it wrote any size to disk)."""
+    from sam_demo.demo.workspace import WorkspaceLimits
+
+    app = build_app(engine, ServerConfig(), limits=WorkspaceLimits(max_bytes=1 << 20))
+    with RunningServer(app) as running:
+        url = f"{running.url}/gradio_api/upload"
+        over = httpx.post(url, files={"files": ("big.bin", b"\0" * ((1 << 20) + 1))}, timeout=60)
+        under = httpx.post(url, files={"files": ("small.bin", b"\0" * (1 << 20))}, timeout=60)
+    assert over.status_code == 413 and "1048576 bytes" in over.text, over.text
+    assert under.status_code == 200
+
+
 @pytest.mark.parametrize("side", [0, 65, 100000, 2.5, -3, float("nan"), float("inf"), "abc", None])
 def test_space_api_bounds_the_grid_of_segment_everything(engine, side):
     import gradio as gr

@@ -232,7 +232,11 @@ def mount_demo(
 ) -> FastAPI:
     """`app` with the demo mounted at `/` (its other routes keep their paths)."""
     demo = build_demo(engine, sessions, fetch, workspaces, limits)
-    return gr.mount_gradio_app(app, demo, path="/", css=PAGE_CSS)
+    app = gr.mount_gradio_app(app, demo, path="/", css=PAGE_CSS, max_file_size=limits.max_bytes)
+    # Gradio refuses a request's file that was not uploaded (any path the server can read) only once
+    # the Blocks count as launched, which mounting does not set.
+    demo.has_launched = True
+    return app
 
 
 def launch_demo(
@@ -247,5 +251,10 @@ def launch_demo(
 ) -> None:
     """Serve the demo on Gradio's own server with a public share link, `routes` beside it; blocks."""
     build_demo(engine, sessions, fetch, workspaces, limits).launch(
-        server_name=host, server_port=port, share=True, css=PAGE_CSS, app_kwargs={"routes": routes}
+        server_name=host,
+        server_port=port,
+        share=True,
+        css=PAGE_CSS,
+        max_file_size=limits.max_bytes,
+        app_kwargs={"routes": routes},
     )
