@@ -32,7 +32,7 @@ from sam_demo.endpoint.wire import (
     response_entries,
     response_row,
 )
-from sam_demo.engine.utils.coco import InvalidRle, check_rle, coco_annotation, decode_rle
+from sam_demo.engine.utils.coco import InvalidRle, check_polygons, check_rle, coco_annotation, decode_rle
 from sam_demo.engine.utils.geometry import EDGE_TOLERANCE_PX, box_within
 from sam_demo.engine.utils.polygons import (
     DEFAULT_TOLERANCE,
@@ -589,20 +589,22 @@ def _coco_mask(segmentation, image_hw: tuple[int, int], k: int) -> np.ndarray:
     why = ""
     try:
         if isinstance(segmentation, list):  # polygons: lists of x, y
-            rles = mask_utils.frPyObjects([[float(v) for v in p] for p in segmentation if len(p) >= 6], h, w)
+            polygons = [[float(v) for v in p] for p in segmentation if len(p) >= 6]
+            check_polygons(polygons, image_hw)
+            rles = mask_utils.frPyObjects(polygons, h, w)
             rle = mask_utils.merge(rles) if rles else None
         elif isinstance(segmentation, dict) and list(segmentation.get("size", [])) == [h, w]:
             counts = segmentation["counts"]
+            check_rle({"size": [h, w], "counts": counts})  # the file's runs, compressed or not
             rle = (
                 mask_utils.frPyObjects(segmentation, h, w)
                 if isinstance(counts, list)
                 else {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
             )
-            check_rle(rle)  # the file's runs, compressed or not (polygons make whole masks)
         else:
             rle = None
         mask = None if rle is None else decode_rle(rle)
-    except (TypeError, ValueError, KeyError, AttributeError, UnicodeEncodeError) as error:
+    except (TypeError, ValueError, KeyError, AttributeError, UnicodeEncodeError, OverflowError) as error:
         mask, why = None, f": {error}" if isinstance(error, InvalidRle) else ""
     if mask is None or mask.shape != (h, w):
         raise ValueError(f"annotation {k + 1}'s segmentation is not polygons or an RLE of this {w}x{h} image{why}")

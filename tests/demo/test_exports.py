@@ -329,6 +329,19 @@ def test_a_coco_export_loads_back_with_its_categories_names_and_masks(ctx, datas
             lambda c: c["annotations"][1].update(segmentation={"size": [300, 451], "counts": "0d"}),
             "451x300 image: its counts end in the middle of a value",
         ),
+        (  # uncompressed runs pycocotools takes as uint32: OverflowError and a traceback
+            lambda c: c["annotations"][1].update(segmentation={"size": [300, 451], "counts": [-5, 135305]}),
+            "451x300 image: its counts hold a negative run",
+        ),
+        (  # pycocotools casts the vertices to int: a NaN or a far vertex crashed the server (segfault)
+            lambda c: c["annotations"][1].update(segmentation=[[0, 0, 10, float("nan"), 10, 10]]),
+            "451x300 image: its polygon 1 holds a number that is not finite (NaN or infinity)",
+        ),
+        (
+            lambda c: c["annotations"][1].update(segmentation=[[0, 0, 1e18, 0, 1e18, 1e18]]),
+            "451x300 image: its polygon 1 has a point at (1e+18, 0), more than an image's size outside it",
+        ),
+        (lambda c: c["annotations"][1].update(segmentation=[[0, 0, 10**400, 0, 5, 5]]), "annotation 2's segmentation"),
         (lambda c: c.update(images={}), '"images", "annotations" and "categories" are lists'),
     ],
 )

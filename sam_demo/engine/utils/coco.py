@@ -12,6 +12,7 @@ from sam_demo.engine.utils.polygons import DEFAULT_TOLERANCE, mask_polygons
 
 __all__ = [
     "InvalidRle",
+    "check_polygons",
     "check_rle",
     "coco_annotation",
     "coco_rle_annotation",
@@ -78,22 +79,50 @@ def rle_run_lengths(counts: bytes, chunk_chars: int = 1 << 20) -> Iterator[np.nd
 
 
 def check_rle(rle: dict) -> None:
-    """Raises InvalidRle unless the compressed RLE's runs are H x W pixels in all, none negative:
-    for RLEs from outside (a loaded file) before `decode_rle`, as pycocotools leaves the pixels after
-    runs that stop short unwritten (whatever its fresh array held). ~2 ms for a 12 MP photo's object;
-    a string past the image's pixels is refused from the chunk that passes them."""
+    """Raises InvalidRle unless the RLE's runs are H x W pixels in all, none negative: for RLEs from
+    outside (a loaded file) before pycocotools reads them, as it leaves the pixels after runs that
+    stop short unwritten (whatever its fresh array held) and takes uncompressed runs as uint32.
+    Compressed (bytes or str) or uncompressed (a list of whole numbers). ~2 ms for a 12 MP photo's
+    object; a string past the image's pixels is refused from the chunk that passes them."""
     height, width = (int(v) for v in rle["size"])
     counts = rle["counts"]
-    total = 0
-    for runs in rle_run_lengths(counts.encode("ascii") if isinstance(counts, str) else counts):
-        if runs.min() < 0:
+    if isinstance(counts, list):
+        if not all(isinstance(v, int) or isinstance(v, float) and v.is_integer() for v in counts):
+            raise InvalidRle("its counts are not all whole numbers")
+        if any(v < 0 for v in counts):
             raise InvalidRle("its counts hold a negative run")
-        total += int(runs.sum())
-        if total > height * width:
-            break
+        total = int(sum(counts))
+    else:
+        total = 0
+        for runs in rle_run_lengths(counts.encode("ascii") if isinstance(counts, str) else counts):
+            if runs.min() < 0:
+                raise InvalidRle("its counts hold a negative run")
+            total += int(runs.sum())
+            if total > height * width:
+                break
     if total != height * width:
         pixels = f"{total:,} pixel" + ("" if total == 1 else "s")
         raise InvalidRle(f"its runs add up to {pixels}, not the {height * width:,} of its size")
+
+
+def check_polygons(polygons: list[list[float]], image_hw: tuple[int, int]) -> None:
+    """Raises InvalidRle unless each polygon is x, y pairs of finite numbers within one image size of
+    the (H, W) image (from outside, before pycocotools: it casts them to int and walks each edge
+    pixel by pixel, so a NaN or a vertex at 1e9 crashed the process)."""
+    height, width = image_hw
+    for index, polygon in enumerate(polygons):
+        xy = np.asarray(polygon, dtype=np.float64)
+        if xy.size % 2:
+            raise InvalidRle(f"its polygon {index + 1} has an odd count of numbers ({xy.size}): x, y pairs are needed")
+        xy = xy.reshape(-1, 2)
+        if not np.isfinite(xy).all():
+            raise InvalidRle(f"its polygon {index + 1} holds a number that is not finite (NaN or infinity)")
+        far = (xy < (-width, -height)) | (xy > (2 * width, 2 * height))
+        if far.any():
+            x, y = xy[far.any(1)][0]
+            raise InvalidRle(
+                f"its polygon {index + 1} has a point at ({x:g}, {y:g}), more than an image's size outside it"
+            )
 
 
 def decode_rle(rle: dict) -> np.ndarray:

@@ -11,6 +11,7 @@ from pycocotools import mask as mask_utils
 
 from sam_demo.engine.utils.coco import (
     InvalidRle,
+    check_polygons,
     check_rle,
     coco_annotation,
     coco_rle_annotation,
@@ -116,3 +117,48 @@ def test_check_rle_refuses_runs_that_are_not_a_mask_of_its_size(counts, says):
         rle = mask_utils.frPyObjects(rle, 4, 5)
     with pytest.raises(InvalidRle, match=says):
         check_rle(rle)
+
+
+@pytest.mark.parametrize(
+    ("counts", "says"),
+    [
+        ([3, 2], "its runs add up to 5 pixels, not the 20 of its size"),
+        ([-5, 25], "its counts hold a negative run"),  # pycocotools raised OverflowError (uint32)
+        ([10**12, 5], "its runs add up to 1,000,000,000,005 pixels"),
+        ([1.5, 18.5], "its counts are not all whole numbers"),
+        (["5", 15], "its counts are not all whole numbers"),
+        ([], "its runs add up to 0 pixels"),
+    ],
+    ids=["short", "negative", "huge", "halves", "text", "empty"],
+)
+def test_check_rle_reads_uncompressed_counts_before_pycocotools(counts, says):
+    """Uncompressed runs from a file are checked as given: pycocotools takes them as uint32."""
+    with pytest.raises(InvalidRle, match=says):
+        check_rle({"size": [4, 5], "counts": counts})
+
+
+@pytest.mark.parametrize("counts", [[20], [0, 20], [3, 2, 15], [3.0, 17.0]], ids=["one", "all-ones", "three", "floats"])
+def test_check_rle_takes_uncompressed_counts_of_its_size(counts):
+    check_rle({"size": [4, 5], "counts": counts})
+
+
+@pytest.mark.parametrize(
+    ("polygon", "says"),
+    [
+        ([0, 0, 10, float("nan"), 10, 10], "polygon 1 holds a number that is not finite"),
+        ([0, 0, 10, 0, 10, float("inf")], "polygon 1 holds a number that is not finite"),
+        ([0, 0, 1e9, 0, 1e9, 1e9], r"polygon 1 has a point at \(1e\+09, 0\), more than an image's size outside"),
+        ([-1e18, 0, 10, 0, 10, 10], r"polygon 1 has a point at \(-1e\+18, 0\)"),
+        ([0, 0, 10, 0, 10, 10, 5], "polygon 1 has an odd count of numbers \\(7\\)"),
+    ],
+    ids=["nan", "infinity", "1e9", "minus-1e18", "odd"],
+)
+def test_check_polygons_refuses_what_pycocotools_cannot_draw(polygon, says):
+    """pycocotools casts the vertices to int and walks each edge pixel by pixel: a NaN or a vertex at
+    1e9 crashed the process (a segfault in frPyObjects)."""
+    with pytest.raises(InvalidRle, match=says):
+        check_polygons([polygon], (48, 64))
+
+
+def test_check_polygons_takes_vertices_within_an_image_size_outside_it():
+    check_polygons([[-64, -48, 128, -48, 128, 96, -64, 96], [0, 0, 5, 0, 5, 5]], (48, 64))
