@@ -111,6 +111,13 @@ CASES = [
         "expected numbers",
     ),
     ("booleans as coordinates", body(CAT64, boxes="[[true, 1, 50, 50]]"), 400, "input_boxes", "expected numbers"),
+    (  # float32 overflow in SAM's prompt encoder: NaN scores, and the reply's JSON failed (500)
+        "a box reaching to 1e300",
+        body(CAT64, boxes="[[1, 1, 1e300, 1e300]]"),
+        400,
+        "input_boxes",
+        "reaches more than 10 image sizes past the 451x300 image; x must be in [-4510, 4961]",
+    ),
     ("an index of the wrong length", body(CAT64, index=[0, 1]), 400, None, "index"),
     ("an index that is a string", body(CAT64, index="0"), 400, None, "index"),
     (

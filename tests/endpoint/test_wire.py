@@ -189,6 +189,9 @@ def test_bad_images_and_out_of_image_prompts(engine, landscape):
     assert e.column == "input_points" and "outside the 451x300 image" in str(e)
     e = error(image=b64_png(landscape), input_points="", input_boxes="[[10, 10, 10, 50]]")
     assert e.column == "input_boxes" and "zero" in str(e)
+    e = error(image=b64_png(landscape), input_points="", input_boxes="[[10, 10, 4962, 50]]")
+    assert e.column == "input_boxes" and "reaches more than 10 image sizes past the 451x300 image" in str(e)
+    score(row(image=b64_png(landscape), input_points="", input_boxes="[[-4510, -3000, 4961, 3300]]"), engine)
     big = b64_png(np.zeros((3000, 3000, 3), dtype=np.uint8))
     engine_limit = engine.max_pixels
     try:

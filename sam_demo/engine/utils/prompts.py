@@ -19,6 +19,9 @@ import numpy as np
 from sam_demo.engine.utils.geometry import LOW_RES_SIDE
 
 FIELDS = ("points", "labels", "boxes", "mask_input")
+# How far past the image a box may reach, in image sizes: past the edge is used as given (detectors'
+# boxes do), but SAM's float32 prompt encoder turns a coordinate near 1e38 into NaN scores.
+BOX_REACH = 10
 
 
 def finite_numbers(value, count: int) -> bool:
@@ -127,6 +130,13 @@ def check_prompts(image_hw: tuple[int, int], points_xy, labels, boxes_xyxy, mask
                 )
             if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
                 raise PromptError("boxes", f"box {i} {boxes_xyxy[i].tolist()} lies wholly outside the {w}x{h} image")
+            if min(x0 / w, y0 / h) < -BOX_REACH or max(x1 / w, y1 / h) > BOX_REACH + 1:
+                raise PromptError(
+                    "boxes",
+                    f"box {i} {boxes_xyxy[i].tolist()} reaches more than {BOX_REACH} image sizes past the {w}x{h} "
+                    f"image; x must be in [{-BOX_REACH * w}, {(BOX_REACH + 1) * w}] and y in "
+                    f"[{-BOX_REACH * h}, {(BOX_REACH + 1) * h}]",
+                )
     return points_xy, labels, boxes_xyxy, mask_input
 
 
