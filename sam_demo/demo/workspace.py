@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from sam_demo.demo.render import plural
 from sam_demo.demo.session import Session
@@ -30,7 +30,7 @@ from sam_demo.demo.session_store import SessionStore, default_budget_bytes
 from sam_demo.demo.set_exports import SetImage
 from sam_demo.engine.sam_engine import SamEngine
 from sam_demo.engine.utils.files import IMAGE_SUFFIXES
-from sam_demo.engine.utils.images import decode_image_bytes, to_rgb_array
+from sam_demo.engine.utils.images import IMAGE_FORMATS, decode_image_bytes, to_rgb_array
 from sam_demo.engine.utils.yolo import names_from_classes_txt, names_from_data_yaml
 
 __all__ = [
@@ -341,10 +341,10 @@ def _image_size(data: bytes, max_pixels: int, partial: bool = False) -> tuple[in
     """(H, W) from the header (EXIF orientation applied); ValueError for a file that is not an image.
     partial: `data` is the file's first bytes only (the header is enough to know an image)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
             w, h = image.size
             orientation = 1 if partial else image.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except Exception:  # noqa: BLE001 - a decoder's error on untrusted bytes (UnidentifiedImageError, OSError, ...)
         raise ValueError("not an image this app reads (PNG, JPEG, WebP, BMP, TIFF, GIF)") from None
     if max_pixels and w * h > max_pixels:
         raise ValueError(f"{w}x{h} is over the {max_pixels / 1e6:.0f} MP limit (--max-pixels)")
