@@ -97,9 +97,13 @@ def _object_count(ctx: DemoContext, image: WorkspaceImage) -> int | None:
 
 def on_upload(ctx: DemoContext, path: str | None, session: Session | None, progress=gr.Progress()):
     """An image uploaded, pasted, dropped or picked: added to the workspace and opened when there is
-    one; else in place of the image shown (as without a workspace)."""
+    one, or when the image shown has objects (they are kept: the two images become a set); else in
+    place of the image shown."""
     if path and _workspace(ctx, session) is not None:
         return on_add_images(ctx, [path], session, progress)
+    if path and session is not None and (count := ctx.sessions.latest(session).object_count):
+        kept = f"{session.name} and its {plural(count, 'object')} kept in a set with it (◀ goes back). "
+        return _add_images(ctx, [path], session, progress, kept)
     view = on_image(ctx, path, session, progress)
     return (*view, *workspace_view(ctx, view.state))
 
@@ -108,6 +112,11 @@ def on_add_images(ctx: DemoContext, paths: list[str] | None, session: Session | 
     """Images added to the workspace (many files at once, or zips of them), the first new one
     opened; the image shown before stays in the set with its objects. Files that are not images, or
     past the limits, are named on the status line; the others are added."""
+    return _add_images(ctx, paths, session, progress)
+
+
+def _add_images(ctx: DemoContext, paths: list[str] | None, session: Session | None, progress, kept: str = ""):
+    """`on_add_images`; `kept` goes after the status line's "Added ..." (what became of the image shown)."""
     paths = [p for p in (paths or []) if p]
     if not paths:
         return (
@@ -148,7 +157,7 @@ def on_add_images(ctx: DemoContext, paths: list[str] | None, session: Session | 
         first = len(workspace.images)
         workspace.images += images
     ctx.workspaces.put(workspace)
-    note = f"Added {plural(len(images), 'image')}" + (f" (not added: {told})" if told else "") + ". "
+    note = f"Added {plural(len(images), 'image')}" + (f" (not added: {told})" if told else "") + ". " + kept
     view = _open(ctx, workspace, first, session, progress, note)
     if ctx.background is not None:
         ctx.background.add(workspace)

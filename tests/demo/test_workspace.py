@@ -79,6 +79,23 @@ def test_a_single_upload_replaces_the_image_until_there_is_a_set_then_joins_it(w
     assert joined[0].name == "chelsea.png" and len(strip(joined)["choices"]) == 4 and strip(joined)["value"] == 3
 
 
+def test_an_upload_in_place_of_an_image_with_objects_keeps_them_in_a_set(wctx, photos):
+    """Change image (or a drop or paste) on an image with objects used to throw them away, with no
+    undo: the two images become a set, the new one opened, the old one's objects kept."""
+    single = on_upload(wctx, CAT, None)
+    clicked = on_prompt(wctx, events(single[0], point(200, 150)), single[0])
+    mask = stored(wctx, clicked.state).results[0].mask.copy()
+    replaced = on_upload(wctx, photos[0], clicked.state)
+    assert replaced[0].name == "1-rocket.png" and replaced[0].workspace is not None
+    assert "chelsea.png and its 1 object kept in a set with it (◀ goes back)" in status(replaced)
+    assert [label for label, _ in strip(replaced)["choices"]] == [
+        "1/2 · chelsea.png · 1 object",
+        "2/2 · 1-rocket.png · 0 objects",
+    ]
+    back = on_step(wctx, -1, replaced[0])
+    assert back[0].name == "chelsea.png" and np.array_equal(stored(wctx, back[0]).results[0].mask, mask)
+
+
 def test_the_whole_sets_coco_and_yolo_exports_hold_every_image(wctx, photos, tmp_path):
     one, two = two_labelled(wctx, photos)
     client = set_client(wctx)
