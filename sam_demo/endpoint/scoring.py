@@ -7,9 +7,11 @@ memory grows with one mask and a few groups' decoder activations, not with all o
 
 from __future__ import annotations
 
+import io
 from dataclasses import asdict
 
 import numpy as np
+from PIL import Image
 
 from sam_demo.endpoint.fetch import FetchPolicy, ResponseTooLarge, fetch_url
 from sam_demo.endpoint.wire import (
@@ -23,7 +25,7 @@ from sam_demo.endpoint.wire import (
     response_from_groups,
 )
 from sam_demo.engine.sam_engine import ImageEmbedding, SamEngine
-from sam_demo.engine.utils.images import ImageTooLargeError, decode_image_bytes, to_rgb_array
+from sam_demo.engine.utils.images import IMAGE_FORMATS, ImageTooLargeError, decode_image_bytes, to_rgb_array
 from sam_demo.engine.utils.prompts import PromptError, check_prompts
 from sam_demo.engine.utils.transforms import masks_from_logits
 
@@ -66,20 +68,14 @@ def predict_row(
 
 
 def _predict(
-    row: EndpointRow, index: int, engine: SamEngine, policy: FetchPolicy, max_output_pixels: int
+    row: EndpointRow, index: int, engine: SamEngine, policy: FetchPolicy, max_output_pixels: int, before: int = 0
 ) -> tuple[dict, int]:
-    """`predict_row`, also giving the response's mask pixels."""
+    """`predict_row`, also giving the response's mask pixels; `before`: the earlier rows' (the limit
+    is the whole response's)."""
     rgb = load_row_image(row, index, engine, policy)
     pixels = output_pixels(row, rgb.shape[:2])
-    if pixels > max_output_pixels:
-        raise over_limit(
-            "mask pixels in the response (masks x image pixels)",
-            pixels,
-            max_output_pixels,
-            "--max-output-mp",
-            index,
-            "image",
-        )
+    if before + pixels > max_output_pixels:
+        raise _over_output(before + pixels, max_output_pixels, index, before > 0)
     try:
         embedding = engine.embed(rgb)
     except ValueError as exc:  # e.g. an image too thin for SAM's input
@@ -137,12 +133,41 @@ def score_rows(
 ) -> list[dict]:
     """Answer a parsed request's rows, in order; their masks together stay within
     `limits.max_output_pixels`."""
-    out, left = [], limits.max_output_pixels
+    planned = 0
+    for i, row in enumerate(rows):  # sizes from the headers first: no row is computed for a 413
+        planned += _header_pixels(row, i)
+        if planned > limits.max_output_pixels:
+            raise _over_output(planned, limits.max_output_pixels, i, i > 0)
+    out, used = [], 0
     for i, row in enumerate(rows):
-        element, pixels = _predict(row, i, engine, policy, left)
+        element, pixels = _predict(row, i, engine, policy, limits.max_output_pixels, used)
         out.append(element)
-        left -= pixels
+        used += pixels
     return out
+
+
+def _header_pixels(row: EndpointRow, index: int) -> int:
+    """The row's mask pixels from its image's header; 0 for a URL or an image whose header does not
+    read (the row tells when it runs)."""
+    if row.is_url:
+        return 0
+    try:
+        with Image.open(io.BytesIO(decode_base64_image(row.image, index)), formats=IMAGE_FORMATS) as image:
+            width, height = image.size
+    except Exception:  # noqa: BLE001 - the row's own decode says what is wrong, in its turn
+        return 0
+    return output_pixels(row, (height, width))
+
+
+def _over_output(pixels: int, limit: int, index: int, with_rows_before: bool) -> RequestError:
+    return over_limit(
+        "mask pixels in the response (masks x image pixels, all rows)",
+        f"{pixels:,}" + (f" with the rows before row {index}" if with_rows_before else ""),
+        limit,
+        "--max-output-mp",
+        index,
+        "image",
+    )
 
 
 def answer(

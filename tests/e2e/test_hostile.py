@@ -171,6 +171,22 @@ def test_too_many_mask_pixels_are_refused_before_decoding(hostile):
     assert post(hostile, body(big, boxes=json.dumps([[10, 10, 500, 500]] * 3))).status_code == 200
 
 
+def test_a_response_over_the_mask_pixels_is_refused_from_the_headers_before_any_row_runs(hostile, engine):
+    """Row 0 fits; with row 1 the response would pass the limit: 413 at once, naming the whole
+    response's limit (it used to compute row 0 first, then name the budget left as the limit)."""
+    big = b64_png(np.full((2001, 3000, 3), 77, dtype=np.uint8))  # 6 MP in a small PNG, not encoded before
+    rows = json.loads(body(big, boxes=json.dumps([[10, 10, 500, 500]] * 3)))
+    rows["input_data"]["data"].append([big, "", "[[10, 10, 500, 500]]", "", False])
+    misses = engine.cache_stats().misses
+    answer = post(hostile, json.dumps(rows))
+    assert answer.status_code == 413 and answer.json()["row"] == 1
+    assert answer.json()["error"] == (
+        "row 1, column 'image': mask pixels in the response (masks x image pixels, all rows): 24,012,000 with the "
+        "rows before row 1 is over the limit of 20,000,000 (--max-output-mp)"
+    )
+    assert engine.cache_stats().misses == misses, "no row was computed"
+
+
 @pytest.mark.parametrize("shape", [(1, 40), (2, 40), (3, 200), (4, 90), (40, 1), (40, 2), (200, 3), (90, 4)])
 def test_images_1_to_4_pixels_tall_or_wide_equal_the_reference(hostile, reference_model, shape):
     """The processor once read a 1, 3 or 4 pixel tall image as channels first: wrong masks, 200."""
