@@ -308,13 +308,16 @@ def _read_zip(name: str, data: bytes, limits: WorkspaceLimits, take, left, room,
         if len(members) > 10 * limits.max_images:
             problems.append(f"{name}: {len(members):,} files, too many to be a set of images (--max-images)")
             return True
-        found = 0
+        found, skipped = 0, []
         for member in members:
             base = PurePosixPath(member.filename.replace("\\", "/")).name  # never a path
             if base.lower().endswith(".zip"):
                 problems.append(f"{name}: {base} is a zip inside the zip; it was not opened")
                 continue
-            if not base.lower().endswith(IMAGE_SUFFIXES) or base.startswith("."):
+            if base.startswith("."):  # hidden files (a Mac's ._ copies): not the user's
+                continue
+            if not base.lower().endswith(IMAGE_SUFFIXES):
+                skipped.append(base)
                 continue
             found += 1
             if not room(base, member.file_size):
@@ -334,6 +337,11 @@ def _read_zip(name: str, data: bytes, limits: WorkspaceLimits, take, left, room,
                 return False
         if not found:
             problems.append(f"{name}: holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        elif skipped:
+            more = f", and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            problems.append(
+                f"{name}: {plural(len(skipped), 'file')} not an image skipped ({', '.join(skipped[:3])}{more})"
+            )
     return True
 
 

@@ -188,7 +188,8 @@ def test_a_zip_is_read_by_base_names_in_memory_and_a_bomb_stops_at_the_limit(tmp
         ".hidden.png": png(4),
     }
     images, problems = read_uploads([("set.zip", zip_of(members))], WorkspaceLimits())
-    assert [i.name for i in images] == ["evil.png", "deep.png", "abs.png"] and problems == []
+    assert [i.name for i in images] == ["evil.png", "deep.png", "abs.png"]
+    assert problems == ["set.zip: 1 file not an image skipped (notes.txt)"], "hidden files are not named"
     bomb = zip_of({"zeros.png": b"\0" * (50 << 20)})
     assert len(bomb) < 1 << 20
     images, problems = read_uploads([("bomb.zip", bomb)], WorkspaceLimits(max_bytes=8 << 20))
