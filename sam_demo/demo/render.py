@@ -418,7 +418,7 @@ def click_status(session: Session, decoded: int = 0, ms: float = 0.0) -> str:
     if decoded:
         status += f" · decoded in {ms:.0f} ms"
     if active.prompts.multimask:
-        status += " · 3 candidates: pick another below if the best is not what you meant"
+        status += " · 3 candidates: pick another of the three if the best is not what you meant"
     return status
 
 

@@ -850,8 +850,11 @@ def test_a_folder_is_added_as_a_set_in_name_order(browser, server, tmp_path):
     # Remove asks first: dismissed, the image stays; accepted, it goes and the other one opens.
     answers = iter([False, True])
     page.on("dialog", lambda dialog: dialog.accept() if next(answers) else dialog.dismiss())
+    page.locator("#next-image").focus()
+    assert page.locator("#next-image").get_attribute("aria-label") == "Next image (D)", "named for screen readers"
     page.locator("#remove-image").hover()
     assert page.locator("#remove-image").get_attribute("title") == "Remove this image from the set"
+    assert page.locator("#remove-image").get_attribute("aria-label") == "Remove this image from the set"
     page.locator("#remove-image").click()
     page.wait_for_function("document.querySelector('#status').innerText.includes('Kept 1-rocket.png')", timeout=30_000)
     page.locator("#remove-image").click()

@@ -280,12 +280,18 @@ window.addEventListener('beforeunload', (ev) => {
   const set = document.getElementById('workspace');
   if (set && set.offsetParent !== null) ev.preventDefault();
 });
-// The set's strip buttons are an arrow each and a ×: hovering one says what it does.
+// The set's strip buttons are an arrow each and a ×: hovering or focusing one says what it does
+// (a tooltip, and its name for screen readers).
 const STRIP_TITLES = {'prev-image': 'Previous image (A)', 'next-image': 'Next image (D)', 'remove-image': 'Remove this image from the set'};
-document.addEventListener('pointerover', (ev) => {
+const nameStripButton = (ev) => {
   const button = ev.target.closest && ev.target.closest('#prev-image, #next-image, #remove-image');
-  if (button && !button.title) button.title = STRIP_TITLES[button.id];
-});
+  if (button && !button.title) {
+    button.title = STRIP_TITLES[button.id];
+    button.setAttribute('aria-label', STRIP_TITLES[button.id]);
+  }
+};
+document.addEventListener('pointerover', nameStripButton);
+document.addEventListener('focusin', nameStripButton);
 document.addEventListener('keyup', (ev) => {
   if (ev.key === ' ') { spaceHeld = false; stage.classList.remove('grab'); }
 });
