@@ -127,7 +127,9 @@ def parse_tolerance(text: str | None) -> float:
 
 # Numbers as files and links write them: ASCII digits, a point, an exponent (Python's int() and
 # float() would also take "1_0", " 1" and other scripts' digits).
-_INTEGER = re.compile(r"[+-]?[0-9]+")
+_INTEGER = re.compile(
+    r"[+-]?[0-9]{1,9}"
+)  # a YOLO class: Python's int() refuses 4,300 digits and more, in its own words
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 

@@ -192,6 +192,8 @@ def parse_request(body: dict | str | bytes, limits: RequestLimits = RequestLimit
     ):
         raise RequestError('"input_data" must be an object with a "columns" list and a "data" list of rows')
     columns = table["columns"]
+    if len(columns) > 2 * len(COLUMNS):  # what follows is quadratic in them
+        raise RequestError(f"columns must be exactly {list(COLUMNS)} in any order; {len(columns):,} were given")
     missing = [c for c in COLUMNS if c not in columns]
     unknown = [c for c in columns if c not in COLUMNS]
     duplicated = sorted({str(c) for c in columns if columns.count(c) > 1})
@@ -203,7 +205,7 @@ def parse_request(body: dict | str | bytes, limits: RequestLimits = RequestLimit
         )
         raise RequestError(
             f"columns must be exactly {list(COLUMNS)} in any order; " + "; ".join(p for p in problems if p),
-            column=(missing or unknown or duplicated)[0],
+            column=str((missing or unknown or duplicated)[0])[:80],
         )
     data = table["data"]
     if not data:

@@ -431,6 +431,7 @@ def test_yolo_polygons_load_as_fixed_masks(ctx, uploaded, tmp_path):
         ("0 1e999 0.5 0.2 0.2\n", "line 1: class 0 or its numbers are not usable"),
         ("0 inf 0.5 0.2 0.2\n", "line 1 is not 'class cx cy w h'"),
         ("1_0 0.5 0.5 0.2 0.2\n", "line 1 is not 'class cx cy w h'"),
+        ("9" * 5000 + " 0.5 0.5 0.2 0.2\n", "line 1 is not 'class cx cy w h'"),  # not int()'s 4,300-digit message
         ("0 0,5 0.5 0.2 0.2\n", "line 1 is not 'class cx cy w h'"),
         ("0 0.5 0.5 0.2 0.2\n" * 501, "at most 500 load at once"),
     ],

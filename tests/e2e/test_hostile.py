@@ -126,6 +126,20 @@ CASES = [
         "input_boxes",
         "reaches more than 10 image sizes past the 451x300 image; x must be in [-4510, 4961]",
     ),
+    (  # its checks counted each column in all of them: quadratic, hours for a 64 MB body's
+        "200,000 columns",
+        json.dumps({"input_data": {"columns": [f"c{i}" for i in range(200_000)], "data": [[CAT64]]}}),
+        400,
+        None,
+        "200,000 were given",
+    ),
+    (
+        "a column name that is not text",
+        json.dumps({"input_data": {"columns": [*COLUMNS, 7], "data": [[CAT64, "", "[[1, 1, 9, 9]]", "", False, 7]]}}),
+        400,
+        "7",  # the error's "column" is text (it was the name as sent: a number, a list)
+        "unknown [7]",
+    ),
     ("an index of the wrong length", body(CAT64, index=[0, 1]), 400, None, "index"),
     ("an index that is a string", body(CAT64, index="0"), 400, None, "index"),
     (
