@@ -65,13 +65,16 @@ def read_rows(path: Path) -> Iterator[BatchRow]:
     for file in input_files(path):
         with open(file, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            missing = [c for c in COLUMNS if c not in header]
-            for i, record in enumerate(reader):
-                if missing:
-                    yield BatchRow(file.name, i, None, f"the CSV header lacks columns {missing}; it has {header}")
-                else:
-                    yield BatchRow(file.name, i, {c: record[c] if record[c] is not None else "" for c in COLUMNS})
+            try:
+                header = reader.fieldnames or []
+                missing = [c for c in COLUMNS if c not in header]
+                for i, record in enumerate(reader):
+                    if missing:
+                        yield BatchRow(file.name, i, None, f"the CSV header lacks columns {missing}; it has {header}")
+                    else:
+                        yield BatchRow(file.name, i, {c: record[c] if record[c] is not None else "" for c in COLUMNS})
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{file} is not UTF-8 text ({exc}); save it as a UTF-8 CSV") from None
 
 
 def run_row(row: BatchRow, engine: SamEngine, policy: FetchPolicy, everything: EverythingConfig | None = None) -> dict:

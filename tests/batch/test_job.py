@@ -101,6 +101,15 @@ def test_missing_columns_are_recorded_per_row(engine, tmp_path):
     assert "lacks columns" in line["error"]["error"]
 
 
+@pytest.mark.parametrize("data", [b"\xff\xfeimage\n", ",".join(BATCH_HEADER).encode() + b"\nab\xe9,,,,\n"])
+def test_a_csv_that_is_not_utf8_is_named_before_any_row_runs(tmp_path, data):
+    """Its header or a later row: the message names the file (it was the codec's words only)."""
+    (tmp_path / "a.csv").write_text(",".join(BATCH_HEADER) + "\n")
+    (tmp_path / "b.csv").write_bytes(data)
+    with pytest.raises(ValueError, match=r"b\.csv is not UTF-8 text \(.*\); save it as a UTF-8 CSV"):
+        list(read_rows(tmp_path))
+
+
 def test_everything_mode(engine, job, tmp_path):
     from sam_demo.engine.automatic_mask_generator import EverythingConfig
 
