@@ -66,7 +66,7 @@ def build_app(
     app = FastAPIOffline(title="sam-demo", description="Segment Anything demo and Azure ML SAM endpoint twin")
     sessions, workspaces = SessionStore(session_budget_bytes), WorkspaceStore(max_bytes=session_budget_bytes)
     _add_routes(app, engine, config, sessions, workspaces)
-    return mount_demo(app, engine, sessions, config.fetch, workspaces, limits)
+    return mount_demo(app, engine, sessions, config.fetch, workspaces, limits, config.limits)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,7 +128,9 @@ def serve(
         router = APIRouter()
         sessions, workspaces = SessionStore(session_budget_bytes), WorkspaceStore(max_bytes=session_budget_bytes)
         _add_routes(router, engine, config, sessions, workspaces)
-        launch_demo(engine, sessions, config.fetch, config.host, config.port, router.routes, workspaces, limits)
+        launch_demo(
+            engine, sessions, config.fetch, config.host, config.port, router.routes, workspaces, limits, config.limits
+        )
         return
     import uvicorn
 

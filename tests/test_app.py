@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import re
+import shutil
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -285,6 +287,36 @@ def test_space_api_bounds_the_grid_of_segment_everything(engine, side):
 
     with pytest.raises(gr.Error, match=r"points_per_side: send a whole number from 1 to 64 \(the grid is its square\)"):
         api_segment_everything(DemoContext(engine), {"path": str(PHOTOS / "chelsea.png")}, side)
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), -float("inf")])
+def test_space_api_refuses_thresholds_that_are_not_numbers(engine, threshold):
+    import gradio as gr
+
+    from sam_demo.demo.handlers import DemoContext
+    from sam_demo.demo.space_api import api_segment_everything
+
+    with pytest.raises(gr.Error, match="stability_score_thresh and the NMS thresholds must be finite numbers"):
+        api_segment_everything(DemoContext(engine), {"path": str(PHOTOS / "chelsea.png")}, 4, threshold, 0.95)
+
+
+def test_space_api_segment_keeps_the_servers_request_limits(engine):
+    """/segment answers as /score does, under the same --max-* flags (it used the defaults)."""
+    import gradio as gr
+    from gradio.utils import get_upload_folder
+
+    from sam_demo.demo.handlers import DemoContext
+    from sam_demo.demo.space_api import api_segment
+    from sam_demo.endpoint.wire import RequestLimits
+
+    ctx = DemoContext(engine, request_limits=RequestLimits(max_groups=2))
+    uploaded = Path(get_upload_folder()) / "test-request-limits" / "chelsea.png"  # as Gradio keeps an upload
+    uploaded.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PHOTOS / "chelsea.png", uploaded)
+    image = {"path": str(uploaded)}
+    assert api_segment(ctx, image, "", "[[1, 1, 50, 50], [60, 60, 90, 90]]")["response"]
+    with pytest.raises(gr.Error, match=r"3 is over the limit of 2 \(--max-prompts\)"):
+        api_segment(ctx, image, "", "[[1, 1, 50, 50], [60, 60, 90, 90], [5, 5, 9, 9]]")
 
 
 def test_space_api_reads_only_uploaded_files(engine):

@@ -29,6 +29,7 @@ from sam_demo.demo.session import FixedMask, Session
 from sam_demo.demo.session_store import SessionStore
 from sam_demo.demo.workspace import BackgroundEncoder, WorkspaceLimits, WorkspaceStore
 from sam_demo.endpoint.fetch import FetchPolicy
+from sam_demo.endpoint.wire import RequestLimits
 from sam_demo.engine.automatic_mask_generator import EverythingConfig, generate
 from sam_demo.engine.checkpoint_catalog import encoder_tflop, faster_checkpoints
 from sam_demo.engine.sam_engine import SamEngine
@@ -92,6 +93,7 @@ class DemoContext:
     jobs: Jobs = field(default_factory=Jobs)
     workspaces: WorkspaceStore = field(default_factory=WorkspaceStore)
     limits: WorkspaceLimits = field(default_factory=WorkspaceLimits)
+    request_limits: RequestLimits = field(default_factory=RequestLimits)  # the API's /segment, as /score's
     background: BackgroundEncoder | None = None  # encodes workspaces' images ahead (None: not ahead)
 
 

@@ -45,6 +45,7 @@ from sam_demo.demo.workspace_handlers import (
     on_upload,
 )
 from sam_demo.endpoint.fetch import FetchPolicy
+from sam_demo.endpoint.wire import RequestLimits
 from sam_demo.engine.sam_engine import SamEngine
 
 __all__ = ["build_demo", "launch_demo", "mount_demo"]
@@ -66,15 +67,17 @@ def build_demo(
     fetch: FetchPolicy = FetchPolicy(),
     workspaces: WorkspaceStore | None = None,
     limits: WorkspaceLimits = WorkspaceLimits(),
+    request_limits: RequestLimits = RequestLimits(),
 ) -> gr.Blocks:
     """The Blocks app for one loaded engine; `sessions` and `workspaces` are shared with the demo's
-    HTTP routes; `limits` bound a set of images."""
+    HTTP routes; `limits` bound a set of images, `request_limits` the API's /segment (as /score's)."""
     ctx = DemoContext(
         engine,
         sessions if sessions is not None else SessionStore(),
         fetch,
         workspaces=workspaces if workspaces is not None else WorkspaceStore(),
         limits=limits,
+        request_limits=request_limits,
         background=BackgroundEncoder(engine),
     )
     with gr.Blocks(title="SAM demo — Segment Anything", delete_cache=(3600, 3600)) as demo:
@@ -229,9 +232,10 @@ def mount_demo(
     fetch: FetchPolicy,
     workspaces: WorkspaceStore | None = None,
     limits: WorkspaceLimits = WorkspaceLimits(),
+    request_limits: RequestLimits = RequestLimits(),
 ) -> FastAPI:
     """`app` with the demo mounted at `/` (its other routes keep their paths)."""
-    demo = build_demo(engine, sessions, fetch, workspaces, limits)
+    demo = build_demo(engine, sessions, fetch, workspaces, limits, request_limits)
     app = gr.mount_gradio_app(app, demo, path="/", css=PAGE_CSS, max_file_size=limits.max_bytes)
     # Gradio refuses a request's file that was not uploaded (any path the server can read) only once
     # the Blocks count as launched, which mounting does not set.
@@ -248,9 +252,10 @@ def launch_demo(
     routes: list,
     workspaces: WorkspaceStore | None = None,
     limits: WorkspaceLimits = WorkspaceLimits(),
+    request_limits: RequestLimits = RequestLimits(),
 ) -> None:
     """Serve the demo on Gradio's own server with a public share link, `routes` beside it; blocks."""
-    build_demo(engine, sessions, fetch, workspaces, limits).launch(
+    build_demo(engine, sessions, fetch, workspaces, limits, request_limits).launch(
         server_name=host,
         server_port=port,
         share=True,

@@ -55,7 +55,7 @@ def api_segment(
     """One row of the endpoint's request, as /score would answer it: {"response": {"predictions": [...]}}."""
     row = [_api_image(image), input_points, input_boxes, input_labels, multimask_output]
     body = {"input_data": {"columns": list(COLUMNS), "index": [0], "data": [row]}, "params": {}}
-    return _api_call(lambda: score(body, ctx.engine, ctx.fetch)[0])
+    return _api_call(lambda: score(body, ctx.engine, ctx.fetch, ctx.request_limits)[0])
 
 
 def api_segment_everything(

@@ -12,6 +12,7 @@ compressed RLE (a busy photo's hundreds of masks would be the image's size each 
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from functools import partial
@@ -65,6 +66,12 @@ class EverythingConfig:
             raise ValueError("points_per_side and points_per_batch must be at least 1")
         if self.crop_n_layers < 0 or self.min_mask_region_area < 0:
             raise ValueError("crop_n_layers and min_mask_region_area must be >= 0")
+        thresholds = (self.pred_iou_thresh, self.stability_score_thresh, self.box_nms_thresh, self.crop_nms_thresh)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in thresholds):
+            raise ValueError(
+                "pred_iou_thresh, stability_score_thresh and the NMS thresholds must be finite numbers (0 to 1), "
+                f"not {thresholds}"
+            )
 
 
 @dataclass(frozen=True)
