@@ -25,20 +25,36 @@ class FetchPolicy:
     max_redirects: int = 3
 
 
-def _check_host(host: str, port: int, policy: FetchPolicy) -> None:
+def _checked_address(host: str, port: int, policy: FetchPolicy) -> str:
+    """The address to connect to for `host`, resolved once here and checked: the connection is made
+    to it, so a name that resolves again to another address (DNS rebinding) is not looked up twice."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except OSError as exc:
         raise ValueError(f"cannot resolve host {host!r}: {exc}") from None
-    if policy.allow_private:
-        return
-    for info in infos:
+    if not infos:
+        raise ValueError(f"cannot resolve host {host!r}")
+    for info in infos if not policy.allow_private else ():
         address = ipaddress.ip_address(info[4][0])
         if not address.is_global or address.is_multicast:
             raise ValueError(
                 f"host {host!r} resolves to {address}, a loopback/private/link-local address; such URLs "
                 "are refused unless the server allows them (--allow-private-urls)"
             )
+    return infos[0][4][0]
+
+
+def _pinned(parsed, address: str) -> tuple[str, dict, dict]:
+    """The request for `parsed` sent to `address`: its URL, headers (Host: the URL's) and extensions
+    (TLS's server name and certificate check: the URL's host)."""
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    host = parsed.hostname if parsed.port is None else f"{parsed.hostname}:{parsed.port}"
+    if ":" in parsed.hostname:  # an IPv6 literal
+        host = f"[{parsed.hostname}]" + ("" if parsed.port is None else f":{parsed.port}")
+    userinfo = parsed.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@{netloc}" if userinfo else netloc
+    return parsed._replace(netloc=netloc).geturl(), {"Host": host}, {"sni_hostname": parsed.hostname}
 
 
 def fetch_url(url: str, policy: FetchPolicy = FetchPolicy()) -> bytes:
@@ -54,12 +70,15 @@ def fetch_url(url: str, policy: FetchPolicy = FetchPolicy()) -> bytes:
             parsed = urlparse(url)
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
                 raise ValueError(f"only http(s) URLs are accepted, got {url[:100]!r}")
-            _check_host(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80), policy)
+            address = _checked_address(
+                parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80), policy
+            )
+            target, headers, extensions = _pinned(parsed, address)
             try:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise httpx.TimeoutException("no time left")
-                with client.stream("GET", url, timeout=left) as response:
+                with client.stream("GET", target, headers=headers, extensions=extensions, timeout=left) as response:
                     if response.is_redirect:
                         url = urljoin(url, response.headers.get("location", ""))
                         continue

@@ -6,6 +6,7 @@ import base64
 import http.server
 import io
 import json
+import socket
 import threading
 
 import numpy as np
@@ -208,6 +209,7 @@ def image_server(landscape):
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            hosts.append(self.headers["Host"])
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
             self.send_header("Content-Length", str(len(png)))
@@ -217,11 +219,48 @@ def image_server(landscape):
         def log_message(self, *args):
             pass
 
+    hosts = []  # the Host header of each request the server got
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/cat.png"
+    yield _Served(f"http://127.0.0.1:{server.server_address[1]}/cat.png", hosts)
     server.shutdown()
+
+
+class _Served(str):
+    """The image server's URL, with the Host header of each request it got."""
+
+    def __new__(cls, url: str, hosts: list):
+        served = super().__new__(cls, url)
+        served.hosts = hosts
+        return served
+
+
+def resolving(monkeypatch, name: str, addresses: list[str]):
+    """socket.getaddrinfo answering `name` with the next of `addresses` at each lookup."""
+    real, answers = socket.getaddrinfo, iter(addresses)
+
+    def fake(host, port, *args, **kwargs):
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (next(answers), int(port)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+
+
+def test_a_url_is_fetched_from_the_address_it_was_checked_at(engine, image_server, monkeypatch):
+    """The name is resolved once: checked, then connected to (DNS rebinding: a name that answers a
+    public address to the check and a private one to the connection reached the private one), with
+    the URL's own host in the Host header."""
+    port = image_server.split(":")[2].split("/")[0]
+    resolving(monkeypatch, "images.example", ["127.0.0.1"] * 2)
+    response = score(row(image=f"http://images.example:{port}/cat.png"), engine, FetchPolicy(allow_private=True))
+    assert read_response(response)[0][0][0].mask.shape == (300, 451)
+    assert image_server.hosts == [f"images.example:{port}"]
+    resolving(monkeypatch, "rebinding.example", ["93.184.216.34", "127.0.0.1", "127.0.0.1"])
+    with pytest.raises(RequestError) as info:
+        score(row(image=f"http://rebinding.example:{port}/cat.png"), engine, FetchPolicy(timeout_s=1))
+    assert info.value.column == "image" and image_server.hosts == [f"images.example:{port}"], "never connected"
 
 
 def test_url_images_refuse_private_addresses_unless_allowed(engine, image_server):
