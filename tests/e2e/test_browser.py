@@ -123,6 +123,19 @@ def test_narrow_viewport_and_negative_toggle(browser, server):
     page.wait_for_function("document.querySelector('#status').innerText.includes('IoU')", timeout=60_000)
     assert page.locator("#prompter svg circle[fill='#d62728']").count() == 1  # drawn as a negative point
     page.screenshot(path=str(ARTIFACTS / "demo-390x844.png"), full_page=True)
+    # An object picked in the list (below the image on a phone) brings the image back into view: the
+    # next tap refines it.
+    page.locator("#prompter .sd-bar-new").click()  # the phone's bar under the image
+    page.wait_for_function(  # object 1 no longer the one edited
+        "document.querySelector('#objects [data-select=\"0\"]')?.getAttribute('aria-pressed') === 'false'",
+        timeout=30_000,
+    )
+    page.evaluate("document.querySelector('#objects').scrollIntoView({block: 'start'})")
+    assert page.locator("#prompter .sd-base").bounding_box()["y"] + bb["height"] < 120, "scrolled to the list"
+    page.locator('#objects [data-select="0"]').click()
+    page.wait_for_function("document.querySelector('#legend').innerText.includes('(editing)')", timeout=30_000)
+    page.wait_for_function("document.querySelector('#prompter .sd-base').getBoundingClientRect().top >= -1")
+    assert page.locator("#prompter .sd-base").bounding_box()["y"] < 844 / 2, "the image in sight"
     page.close()
 
 
@@ -812,9 +825,14 @@ def test_a_set_of_images_labelled_with_d_and_keys_and_exported_whole(browser, se
     # polygons' link asks for it.
     tolerance = page.locator("#polygon-tolerance")
     tolerance.fill("25")
+    tolerance.press("Tab")  # told as the field is left, before any link is clicked
+    assert "The polygon tolerance is 0 to 10 pixels" in page.locator("#tolerance-problem").inner_text()
     page.locator("#download-set-coco-polygons").click()
     assert page.evaluate("!document.querySelector('#polygon-tolerance').checkValidity()")
     assert "The polygon tolerance is 0 to 10 pixels" in page.locator("#tolerance-problem").inner_text()
+    tolerance.fill("3")
+    tolerance.press("Tab")
+    assert page.locator("#tolerance-problem").inner_text() == "", "fixed: the message goes"
     tolerance.fill("0")
     with page.expect_download(timeout=60_000) as polygons:
         page.locator("#download-set-coco-polygons").click()

@@ -47,13 +47,28 @@ element.addEventListener('click', (event) => {
   if (!button) return;
   const d = button.dataset;
   if (d.candidate !== undefined) document.dispatchEvent(new CustomEvent('sam-demo:candidate', {detail: {index: Number(d.candidate)}}));
-  else if (d.select !== undefined) objectEvent({type: 'select', object: Number(d.select)});
+  else if (d.select !== undefined) {
+    objectEvent({type: 'select', object: Number(d.select)});
+    // The next click refines it: the image comes into view if the list hid it (a phone).
+    const stage = document.getElementById('prompter');
+    const box = stage && stage.getBoundingClientRect();
+    if (box && (box.bottom < 120 || box.top > window.innerHeight - 120)) {
+      (document.getElementById('status') || stage).scrollIntoView({block: 'start'});
+    }
+  }
   else if (d.hide !== undefined) objectEvent({type: 'visibility', object: Number(d.hide), hidden: button.getAttribute('aria-pressed') !== 'true'});
   else objectEvent({type: 'delete', object: Number(d.delete)});
 });
 element.addEventListener('change', (event) => {
   const target = event.target;
-  if (target.id === 'polygon-tolerance') tolerance = target.value;
+  if (target.id === 'polygon-tolerance') {  // told at once, not only when a polygon link is clicked
+    tolerance = target.value;
+    const problem = element.querySelector('#tolerance-problem');
+    if (problem) {
+      problem.textContent = target.checkValidity()
+        ? '' : `The polygon tolerance is ${target.min} to ${target.max} pixels; fix it to download polygons.`;
+    }
+  }
   else if (target.closest('[data-rename]')) objectEvent({type: 'rename', object: Number(target.dataset.rename), name: target.value});
   else if (target.closest('[data-category]')) objectEvent({type: 'category', object: Number(target.dataset.category), category: target.value});
   else if (target.closest('[data-categories]')) objectEvent({type: 'categories', names: target.value.split('\n')});
