@@ -106,8 +106,9 @@ class ImageInput(gr.Image):
         try:
             return super().preprocess(payload)
         except Exception:
+            name = str(getattr(payload, "orig_name", None) or "This file")[:80]  # several errors may show at once
             raise user_error(
-                "This file is not an image we can read. Upload a photo (JPEG, PNG, WebP, BMP, TIFF or GIF)."
+                f"{name} is not an image we can read. Upload a photo (JPEG, PNG, WebP, BMP, TIFF or GIF)."
             ) from None
 
     def get_block_name(self) -> str:

@@ -235,8 +235,9 @@ def test_ten_objects_hover_preview_and_a_second_user(browser, server, engine):
         assert np.array_equal(decoded[k][0][best].mask, masks[best]), f"object {k + 1}"
 
 
-def test_a_file_that_is_not_an_image_gets_a_plain_message(browser, server, tmp_path):
-    notes = tmp_path / "notes.png"
+@pytest.mark.parametrize("name", ["notes.png", "<img src=x onerror=window.__pwned=1>.png"])
+def test_a_file_that_is_not_an_image_gets_a_plain_message_naming_it(browser, server, tmp_path, name):
+    notes = tmp_path / name
     notes.write_text("this is not an image")
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(server.url + "/", wait_until="load")
@@ -245,9 +246,12 @@ def test_a_file_that_is_not_an_image_gets_a_plain_message(browser, server, tmp_p
     page.wait_for_function("document.body.innerText.includes('not an image we can read')", timeout=60_000)
     text = page.evaluate("document.body.innerText")
     covered = page.locator("#prompter > .wrap .error").is_visible()  # Gradio's "Error" overlay on an output
+    pwned = page.evaluate("window.__pwned")
     page.close()
     assert not covered, "the toast tells the error; nothing covers the prompter's toolbar"
     assert "Could not preprocess" not in text and "UnidentifiedImageError" not in text and "/gradio/" not in text
+    assert pwned is None, "a file's name is never markup"
+    assert f"{name} is not an image we can read" in text or name.startswith("<"), "which file, when several fail"
 
 
 DROP = """async ([selector, name, b64]) => {
