@@ -436,8 +436,8 @@ def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progres
     return_free_memory()
     seconds = time.perf_counter() - start
     cancelled = stop.is_set()
-    if ctx.sessions.get(asked_for) is None:  # another image came meanwhile: this one's result is dropped
-        gr.Info("Segment everything stopped: another image was opened.")
+    if _moved_on(ctx, asked_for, session.workspace):  # another image came meanwhile: this one's result is dropped
+        gr.Info(f"Segment everything on {session.name} stopped: another image was opened. Run it there again.")
         return View(gr.skip(), gr.skip(), gr.skip())
     with ctx.sessions.editing(session) as session:
         session.set_auto(auto_masks)
@@ -462,6 +462,18 @@ def on_everything(ctx: DemoContext, session: Session | None, progress=gr.Progres
             )
         gr.Info(status)  # also where the status line is out of sight (a phone, scrolled to the button)
         return _view(ctx, session, status, auto=True)
+
+
+def _moved_on(ctx: DemoContext, token: str, workspace_token: str | None) -> bool:
+    """Whether the page shows another image than session `token`'s now: that session is gone
+    (replaced), or its set has another image on screen (the job on the image left was cancelled)."""
+    if ctx.sessions.get(token) is None:
+        return True
+    workspace = ctx.workspaces.get(workspace_token)
+    if workspace is None:
+        return False
+    with workspace.lock:
+        return workspace.index_of(token) != workspace.current
 
 
 def on_everything_cancel(ctx: DemoContext, session: Session | None):

@@ -251,6 +251,7 @@ def _open(
     with workspace.lock:
         if session is not None:
             current = ctx.sessions.latest(session)
+            ctx.jobs.cancel(current.token)  # segment everything on the image left stops
             categories = current.categories
             at = workspace.index_of(current.token)
             if at is not None:

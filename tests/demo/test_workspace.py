@@ -8,13 +8,15 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from unittest.mock import patch
 
+import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from sam_demo.demo.handlers import DemoContext, on_prompt
+from sam_demo.demo.handlers import DemoContext, on_everything, on_prompt
 from sam_demo.demo.workspace import WorkspaceLimits, read_uploads
 from sam_demo.demo.workspace_handlers import on_add_images, on_pick, on_step, on_upload
 from tests.support.demo import CAT, events, point, stored
@@ -94,6 +96,23 @@ def test_an_upload_in_place_of_an_image_with_objects_keeps_them_in_a_set(wctx, p
     ]
     back = on_step(wctx, -1, replaced[0])
     assert back[0].name == "chelsea.png" and np.array_equal(stored(wctx, back[0]).results[0].mask, mask)
+
+
+def test_moving_to_another_image_stops_segment_everything_on_the_one_left(wctx, photos):
+    """Its progress went on over the next image, and its result, when it came, showed the image
+    left again: now the job is stopped, and a result that comes after the move is dropped, said so."""
+    first = on_add_images(wctx, photos, None)[0]
+    assert wctx.jobs.ask(first.token)
+    second = on_step(wctx, 1, first)[0]
+    assert wctx.jobs.flag(first.token).is_set(), "the job on the image left was told to stop"
+    wctx.jobs.done(first.token)
+    with patch.object(gr, "Info") as told:
+        late = on_everything(wctx, first)
+    assert all(isinstance(part, dict) and part.get("__type__") == "update" and len(part) == 1 for part in late[:3])
+    told.assert_called_once_with(
+        "Segment everything on 1-rocket.png stopped: another image was opened. Run it there again."
+    )
+    assert second.name == "2-coffee.png" and not stored(wctx, first).auto_masks
 
 
 def test_the_whole_sets_coco_and_yolo_exports_hold_every_image(wctx, photos, tmp_path):
