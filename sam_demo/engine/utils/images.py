@@ -78,7 +78,8 @@ def to_rgb_array(image: np.ndarray | Image.Image, max_pixels: int = DEFAULT_MAX_
 
     Accepts a PIL image (EXIF orientation applied; modes L, LA, P, RGBA, CMYK, I;16, I, F ...)
     or a numpy array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) with dtype uint8,
-    uint16 (scaled by 1/257), bool, or float in [0, 1]. Alpha is dropped, as the endpoint does.
+    uint16 (scaled by 1/257), bool, or float: in [0, 1], else in [0, 255], else scaled to its
+    largest value (negative values are 0). Alpha is dropped, as the endpoint does.
     """
     if isinstance(image, Image.Image):
         check_pixel_limit(image.width, image.height, max_pixels)
@@ -115,5 +116,9 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype.kind == "f":
         if not np.isfinite(array).all():
             raise ValueError("the image contains NaN or infinite values")
-        return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        # [0, 1] as the usual float convention; [0, 255] as Pillow's "F" images (a float TIFF) are
+        # mostly written; past that, scaled to its largest value (else it was all white)
+        top = float(array.max(initial=0.0))
+        scale = 255.0 if top <= 1.0 else 1.0 if top <= 255.0 else 255.0 / top
+        return (np.clip(array * scale, 0.0, 255.0) + 0.5).astype(np.uint8)
     raise ValueError(f"unsupported image dtype {array.dtype}")

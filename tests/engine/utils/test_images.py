@@ -91,3 +91,21 @@ def test_a_decoder_failing_in_any_way_is_a_damaged_image(monkeypatch, error):
     monkeypatch.setattr("PIL.ImageFile.ImageFile.load", fail)
     with pytest.raises(ValueError, match="the image is damaged or truncated: decoder gave up"):
         decode_image_bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0.0, 0.5, 1.0], [0, 128, 255]),  # the usual float convention
+        ([0.0, 100.0, 255.0], [0, 100, 255]),  # Pillow's "F" images, as a float TIFF writes them
+        ([0.0, 1000.0, 4000.0], [0, 64, 255]),  # past 255: scaled to the largest value
+        ([-5.0, 0.25, 0.5], [0, 64, 128]),
+    ],
+    ids=["unit", "byte-range", "wider", "negative"],
+)
+def test_float_images_keep_their_content(values, expected):
+    """A float TIFF of 0-255 values came out all white (clipped to [0, 1])."""
+    array = np.array([values], dtype=np.float32)
+    assert to_rgb_array(array)[0, :, 0].tolist() == expected
+    pil = Image.fromarray(array, mode="F")
+    assert to_rgb_array(decode_image_bytes(encode(pil, "TIFF")))[0, :, 0].tolist() == expected
