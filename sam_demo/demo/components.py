@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from sam_demo.demo.render import view_json
 
-__all__ = ["PAGE_CSS", "ImageInput", "Panel", "Prompter", "user_error"]
+__all__ = ["PAGE_CSS", "ImageInput", "Panel", "Prompter", "UploadInput", "is_uploaded", "user_error"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 # The prompter's script, by job (one scope, in this order): the view transform's pure maths, the
@@ -66,6 +67,20 @@ def user_error(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
+def is_uploaded(path: str) -> bool:
+    """Whether `path` is a file that Gradio's upload route wrote (in its upload folder). A request may
+    name any path in a file's payload, and Gradio checks only payloads tagged as its FileData."""
+    resolved = Path(path).resolve()
+    return resolved.is_file() and resolved.is_relative_to(Path(get_upload_folder()).resolve())
+
+
+def _uploaded_only(payload) -> None:
+    """Refuses a payload naming a file that was not uploaded (before anything reads it)."""
+    files = getattr(payload, "root", None) or [payload]  # ListFiles or one FileData
+    if any(f is not None and not is_uploaded(str(getattr(f, "path", ""))) for f in files):
+        raise user_error("A file of this request was not uploaded here: upload it from your computer.")
+
+
 class _PageHTML(gr.HTML):
     """A gr.HTML with its own JavaScript and no custom events.
 
@@ -103,6 +118,7 @@ class ImageInput(gr.Image):
     one (which names the server's temporary paths)."""
 
     def preprocess(self, payload):
+        _uploaded_only(payload)
         try:
             return super().preprocess(payload)
         except Exception:
@@ -113,6 +129,17 @@ class ImageInput(gr.Image):
 
     def get_block_name(self) -> str:
         return "image"  # drawn by Gradio's own image component
+
+
+class UploadInput(gr.UploadButton):
+    """An upload button whose files must have come through Gradio's upload route (see `is_uploaded`)."""
+
+    def preprocess(self, payload):
+        _uploaded_only(payload)
+        return super().preprocess(payload)
+
+    def get_block_name(self) -> str:
+        return "uploadbutton"
 
 
 class Panel(_PageHTML):

@@ -9,7 +9,7 @@ import functools
 import gradio as gr
 from fastapi import FastAPI
 
-from sam_demo.demo.components import PAGE_CSS, ImageInput, Panel, Prompter
+from sam_demo.demo.components import PAGE_CSS, ImageInput, Panel, Prompter, UploadInput
 from sam_demo.demo.example_photos import example_cards
 from sam_demo.demo.handlers import (
     ENCODE_CALLS,
@@ -127,14 +127,14 @@ def build_demo(
                     height=220,
                 )
                 with gr.Row():
-                    add_images = gr.UploadButton(
+                    add_images = UploadInput(
                         "Add images (many, or a zip)",
                         file_count="multiple",
                         size="sm",
                         elem_id="add-images",
                         min_width=60,
                     )
-                    add_folder = gr.UploadButton(
+                    add_folder = UploadInput(
                         "Add a folder", file_count="directory", size="sm", elem_id="add-folder", min_width=60
                     )
                 # The edit buttons first, where they stay while the object list below them grows (on a
@@ -164,7 +164,7 @@ def build_demo(
                     # Any file: the handler says what is wrong with one that is not a saved JSON, a COCO
                     # file or YOLO labels (whose boxes are segmented here). Several at once: a set's YOLO
                     # label files (with data.yaml), each into the image of its name.
-                    load_saved = gr.UploadButton(
+                    load_saved = UploadInput(
                         "Load JSON, COCO or YOLO", size="sm", elem_id="load-json", file_count="multiple"
                     )
         del candidates, legend, exports  # drawn by the page from the prompter's views

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import gradio as gr
 from gradio import FileData
-from gradio.utils import get_upload_folder as gradio_upload_folder
 
-from sam_demo.demo.components import user_error
+from sam_demo.demo.components import is_uploaded, user_error
 from sam_demo.demo.handlers import ENCODE_CALLS, EVERYTHING_CALLS, DemoContext
 from sam_demo.endpoint.scoring import load_row_image, score
 from sam_demo.endpoint.wire import COLUMNS, EndpointRow, RequestError
@@ -30,10 +29,9 @@ def _api_image(image) -> str:
     """The endpoint's image cell for an API call: an upload (gradio_client.handle_file) as base64,
     or an http(s) URL as given. Only files in Gradio's upload folder are read."""
     if isinstance(image, dict) and isinstance(image.get("path"), str):
-        path = Path(image["path"]).resolve()
-        if not path.is_file() or not path.is_relative_to(Path(gradio_upload_folder()).resolve()):
+        if not is_uploaded(image["path"]):
             raise user_error("image: send the file with gradio_client.handle_file(path), or an http(s) URL")
-        return base64.b64encode(path.read_bytes()).decode("ascii")
+        return base64.b64encode(Path(image["path"]).read_bytes()).decode("ascii")
     if isinstance(image, str) and image.strip().lower().startswith(("http://", "https://")):
         return image.strip()
     raise user_error("image: send a file with gradio_client.handle_file(path), or an http(s) URL")
