@@ -32,7 +32,14 @@ from sam_demo.endpoint.wire import (
     response_entries,
     response_row,
 )
-from sam_demo.engine.utils.coco import InvalidRle, check_polygons, check_rle, coco_annotation, decode_rle
+from sam_demo.engine.utils.coco import (
+    InvalidRle,
+    OutlineBudget,
+    check_polygons,
+    check_rle,
+    coco_annotation,
+    decode_rle,
+)
 from sam_demo.engine.utils.geometry import EDGE_TOLERANCE_PX, box_within
 from sam_demo.engine.utils.polygons import (
     DEFAULT_TOLERANCE,
@@ -501,7 +508,7 @@ def coco_objects(body: dict, image_hw: tuple[int, int], image_name: str) -> Save
         )
     mine = [a for a in annotations if isinstance(a, dict) and a.get("image_id") == image.get("id")]
     _check_count(len(mine), image_hw)
-    objects = []
+    objects, outline = [], OutlineBudget()
     for k, annotation in enumerate(mine):
         if annotation.get("category_id") not in names:
             raise ValueError(
@@ -513,7 +520,7 @@ def coco_objects(body: dict, image_hw: tuple[int, int], image_name: str) -> Save
             box = _coco_box(annotation.get("bbox"), image_hw, k)
             objects.append(SavedObject(None, name, ObjectPrompts(box_xyxy=box), category=category))
             continue
-        mask = _coco_mask(annotation.get("segmentation"), image_hw, k)
+        mask = _coco_mask(annotation.get("segmentation"), image_hw, k, outline)
         score = annotation.get("predicted_iou")
         score = float(score) if isinstance(score, (int, float)) and math.isfinite(score) else 1.0
         prompts = _coco_prompts(annotation.get("prompts"))
@@ -551,7 +558,7 @@ def yolo_objects(text: str, image_hw: tuple[int, int], categories: tuple[str, ..
     is the k-th of `categories`, or "class k" past them. ValueError naming the line for one that is
     neither, off the image, or of a negative class; nothing is added then."""
     h, w = image_hw
-    objects, names = [], list(categories)
+    objects, names, outline = [], list(categories), OutlineBudget()
     lines = [(number, line.split()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     _check_count(len(lines), image_hw)
     for number, values in lines:
@@ -573,7 +580,12 @@ def yolo_objects(text: str, image_hw: tuple[int, int], categories: tuple[str, ..
             xy = np.asarray(numbers).reshape(-1, 2) * [w, h]
             if (xy < -EDGE_TOLERANCE_PX).any() or (xy > [w + EDGE_TOLERANCE_PX, h + EDGE_TOLERANCE_PX]).any():
                 raise ValueError(f"{where}: the polygon leaves the image (YOLO coordinates are in [0, 1])")
-            mask = polygons_to_mask([np.clip(xy, 0, [w, h])], image_hw)  # a tool's pixel of rounding forgiven
+            xy = np.clip(xy, 0, [w, h])  # a tool's pixel of rounding forgiven
+            try:
+                check_polygons([xy.ravel()], image_hw, outline)
+            except InvalidRle as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            mask = polygons_to_mask([xy], image_hw)
             if not mask.any():
                 raise ValueError(f"{where}: the polygon covers no pixel of the image")
             objects.append(SavedObject(FixedMask.of(mask, 1.0, "Loaded mask"), "", None, category=category))
@@ -585,14 +597,15 @@ def yolo_objects(text: str, image_hw: tuple[int, int], categories: tuple[str, ..
     return SavedFile(objects)
 
 
-def _coco_mask(segmentation, image_hw: tuple[int, int], k: int) -> np.ndarray:
-    """A COCO segmentation (polygons, or RLE compressed or not) as an (H, W) bool mask."""
+def _coco_mask(segmentation, image_hw: tuple[int, int], k: int, outline: OutlineBudget) -> np.ndarray:
+    """A COCO segmentation (polygons, or RLE compressed or not) as an (H, W) bool mask; polygons use
+    up the file's `outline`."""
     h, w = image_hw
     why = ""
     try:
         if isinstance(segmentation, list):  # polygons: lists of x, y
             polygons = [[float(v) for v in p] for p in segmentation if len(p) >= 6]
-            check_polygons(polygons, image_hw)
+            check_polygons(polygons, image_hw, outline)
             rles = mask_utils.frPyObjects(polygons, h, w)
             rle = mask_utils.merge(rles) if rles else None
         elif isinstance(segmentation, dict) and list(segmentation.get("size", [])) == [h, w]:

@@ -342,6 +342,12 @@ def test_a_coco_export_loads_back_with_its_categories_names_and_masks(ctx, datas
             "451x300 image: its polygon 1 has a point at (1e+18, 0), more than an image's size outside it",
         ),
         (lambda c: c["annotations"][1].update(segmentation=[[0, 0, 10**400, 0, 5, 5]]), "annotation 2's segmentation"),
+        (  # 50,000 vertices zig-zagging across it: pycocotools' memory grows with the outline (21 GB seen)
+            lambda c: c["annotations"][1].update(
+                segmentation=[[v for i in range(50_000) for v in (451.0 * (i % 2), i * 300 / 50_000)]]
+            ),
+            "451x300 image: its polygons are 22,550,000 pixels long in all: one file's are drawn up to 20,000,000",
+        ),
         (lambda c: c.update(images={}), '"images", "annotations" and "categories" are lists'),
     ],
 )
@@ -432,6 +438,11 @@ def test_yolo_polygons_load_as_fixed_masks(ctx, uploaded, tmp_path):
         ("0 inf 0.5 0.2 0.2\n", "line 1 is not 'class cx cy w h'"),
         ("1_0 0.5 0.5 0.2 0.2\n", "line 1 is not 'class cx cy w h'"),
         ("9" * 5000 + " 0.5 0.5 0.2 0.2\n", "line 1 is not 'class cx cy w h'"),  # not int()'s 4,300-digit message
+        (  # zig-zagging across the image: pycocotools' memory grows with the outline's length
+            ("0 " + " ".join(f"{i % 2} {i / 30000:.6f}" for i in range(30000)) + "\n") * 2,
+            "line 2: its polygons are 13,530,000 pixels long in all: one file's are drawn up to 20,000,000, of which "
+            "6,470,000 are left; simplify them",
+        ),
         ("0 0,5 0.5 0.2 0.2\n", "line 1 is not 'class cx cy w h'"),
         ("0 0.5 0.5 0.2 0.2\n" * 501, "at most 500 load at once"),
     ],

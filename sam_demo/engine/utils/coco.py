@@ -11,7 +11,9 @@ from pycocotools import mask as mask_utils
 from sam_demo.engine.utils.polygons import DEFAULT_TOLERANCE, mask_polygons
 
 __all__ = [
+    "MAX_OUTLINE",
     "InvalidRle",
+    "OutlineBudget",
     "check_polygons",
     "check_rle",
     "coco_annotation",
@@ -20,6 +22,10 @@ __all__ = [
     "encode_rle",
     "rle_run_lengths",
 ]
+
+
+# How long one file's polygons may be in all, in pixels (see `OutlineBudget`).
+MAX_OUTLINE = 20_000_000
 
 
 class InvalidRle(ValueError):
@@ -105,11 +111,25 @@ def check_rle(rle: dict) -> None:
         raise InvalidRle(f"its runs add up to {pixels}, not the {height * width:,} of its size")
 
 
-def check_polygons(polygons: list[list[float]], image_hw: tuple[int, int]) -> None:
+class OutlineBudget:
+    """The pixels of polygon outline that one loaded file may still have drawn (`check_polygons`):
+    pycocotools draws ~52 bytes and ~90 ns per pixel of an edge's longer side, so MAX_OUTLINE is
+    ~1 GB at once and ~2 s in all. A fragmented mask traced pixel by pixel, its parts joined by cuts
+    (YOLO's one polygon an object), is long: a random model's noisy masks reach 18 H W."""
+
+    def __init__(self, pixels: int = MAX_OUTLINE):
+        self.left = pixels
+
+
+def check_polygons(polygons: list[list[float]], image_hw: tuple[int, int], budget: OutlineBudget | None = None) -> None:
     """Raises InvalidRle unless each polygon is x, y pairs of finite numbers within one image size of
-    the (H, W) image (from outside, before pycocotools: it casts them to int and walks each edge
-    pixel by pixel, so a NaN or a vertex at 1e9 crashed the process)."""
+    the (H, W) image, and their outline fits in `budget` (a new one: MAX_OUTLINE), which they then
+    use up. From outside, before pycocotools: it casts the vertices to int and walks each edge pixel
+    by pixel, so a NaN or a vertex at 1e9 crashed the process, and 800,000 vertices zig-zagging across
+    a 500-pixel image took 21 GB."""
     height, width = image_hw
+    budget = budget or OutlineBudget()
+    length = 0.0
     for index, polygon in enumerate(polygons):
         xy = np.asarray(polygon, dtype=np.float64)
         if xy.size % 2:
@@ -123,6 +143,14 @@ def check_polygons(polygons: list[list[float]], image_hw: tuple[int, int]) -> No
             raise InvalidRle(
                 f"its polygon {index + 1} has a point at ({x:g}, {y:g}), more than an image's size outside it"
             )
+        length += float(np.abs(np.diff(xy, axis=0, append=xy[:1])).max(1).sum())  # each edge's longer side
+    if length > budget.left:
+        left = "" if budget.left == MAX_OUTLINE else f", of which {budget.left:,} are left"
+        raise InvalidRle(
+            f"its polygons are {length:,.0f} pixels long in all: one file's are drawn up to {MAX_OUTLINE:,}{left}; "
+            "simplify them"
+        )
+    budget.left -= int(length)
 
 
 def decode_rle(rle: dict) -> np.ndarray:

@@ -11,6 +11,7 @@ from pycocotools import mask as mask_utils
 
 from sam_demo.engine.utils.coco import (
     InvalidRle,
+    OutlineBudget,
     check_polygons,
     check_rle,
     coco_annotation,
@@ -158,6 +159,25 @@ def test_check_polygons_refuses_what_pycocotools_cannot_draw(polygon, says):
     1e9 crashed the process (a segfault in frPyObjects)."""
     with pytest.raises(InvalidRle, match=says):
         check_polygons([polygon], (48, 64))
+
+
+def test_check_polygons_draws_at_most_20_million_pixels_of_outline_a_file():
+    """pycocotools draws ~52 bytes per pixel of edge: 800,000 vertices zig-zagging across a 500-pixel
+    image took 21 GB. A file's polygons share one budget of outline."""
+    side = [0.0, 0.0, 2000.0, 0.0, 2000.0, 2000.0, 0.0, 2000.0]  # 8,000 pixels of outline
+    check_polygons([side] * 2500, (2000, 2000))
+    with pytest.raises(
+        InvalidRle,
+        match="its polygons are 20,008,000 pixels long in all: one file's are drawn up to 20,000,000; simplify",
+    ):
+        check_polygons([side] * 2501, (2000, 2000))
+    budget = OutlineBudget()
+    check_polygons([side] * 2000, (2000, 2000), budget)
+    assert budget.left == 4_000_000
+    with pytest.raises(
+        InvalidRle, match="its polygons are 4,008,000 pixels long in all: .* of which 4,000,000 are left"
+    ):
+        check_polygons([side] * 501, (2000, 2000), budget)
 
 
 def test_check_polygons_takes_vertices_within_an_image_size_outside_it():
