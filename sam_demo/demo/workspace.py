@@ -21,6 +21,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -258,7 +259,7 @@ def read_yolo_uploads(paths: list[Path], max_bytes: int, max_files: int) -> Yolo
                 with open(path, "rb") as source:
                     take(path.name, path.name, 0, source.read)
             elif suffix == ".zip":
-                _read_label_zip(path, take)
+                _read_label_zip(path, take, 2 * max_files)  # a dataset's zip: its images and their labels
         except OSError as exc:
             raise ValueError(f"{path.name} cannot be read ({exc.strerror or type(exc).__name__})") from None
     names = None
@@ -271,8 +272,51 @@ def read_yolo_uploads(paths: list[Path], max_bytes: int, max_files: int) -> Yolo
     return YoloLabels(texts, names)
 
 
-def _read_label_zip(path: Path, take) -> None:
-    """Each label member of a zip through take(where, base name, depth, read)."""
+# A zip member's entry in its directory, at most (46 bytes and a name, extra field and comment):
+# zipfile makes an object of ~500 bytes per entry before anything else, ~6x the zip's size in all.
+ZIP_ENTRY_BYTES = 512
+
+
+def zip_members(source: BinaryIO) -> tuple[int, int]:
+    """(members, directory bytes) a zip's end record gives (ZIP64's too), read before zipfile reads
+    its directory, whose entries it makes objects of first (2 M empty members: 1.1 GB). The
+    directory's size bounds its entries whatever the count says. (0, 0) with no end record (zipfile
+    then says the file is not a zip)."""
+    size = source.seek(0, io.SEEK_END)
+    source.seek(max(0, size - 22 - 0xFFFF))  # the end record, then a comment of up to 65,535 bytes
+    tail = source.read()
+    source.seek(0)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) < at + 22:
+        return 0, 0
+    count = int.from_bytes(tail[at + 10 : at + 12], "little")
+    directory = int.from_bytes(tail[at + 12 : at + 16], "little")
+    if at >= 20 and tail[at - 20 : at - 16] == b"PK\x06\x07":  # ZIP64: its own end record has them
+        source.seek(int.from_bytes(tail[at - 12 : at - 4], "little"))
+        record = source.read(48)
+        source.seek(0)
+        if record[:4] == b"PK\x06\x06":
+            count = int.from_bytes(record[32:40], "little")
+            directory = int.from_bytes(record[40:48], "little")
+    return count, directory
+
+
+def too_many_members(source: BinaryIO, most: int) -> int | None:
+    """The zip's members if it holds more than `most` (or its directory is too large for that many),
+    else None."""
+    count, directory = zip_members(source)
+    return max(count, directory // ZIP_ENTRY_BYTES) if count > most or directory > most * ZIP_ENTRY_BYTES else None
+
+
+def _read_label_zip(path: Path, take, max_members: int) -> None:
+    """Each label member of a zip through take(where, base name, depth, read); ValueError for a zip of
+    more than `max_members` members in all."""
+    with open(path, "rb") as source:
+        members = too_many_members(source, max_members)
+    if members is not None:
+        raise ValueError(
+            f"{path.name} holds {members:,} files, too many to be a set's labels (at most {max_members:,})"
+        )
     try:
         with zipfile.ZipFile(path) as archive:
             for member in archive.infolist():
@@ -298,14 +342,18 @@ def _unique_name(name: str, taken: set[str]) -> str:
 
 def _read_zip(name: str, data: bytes, limits: WorkspaceLimits, take, left, room, problems: list[str]) -> bool:
     """The zip's image members through `take`; False once the limits stop the upload."""
+    buffer = io.BytesIO(data)
+    if (count := too_many_members(buffer, 10 * limits.max_images)) is not None:
+        problems.append(f"{name}: {count:,} files, too many to be a set of images (--max-images)")
+        return True
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(buffer)
     except (zipfile.BadZipFile, ValueError) as exc:
         problems.append(f"{name}: not a readable zip ({exc})")
         return True
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
-        if len(members) > 10 * limits.max_images:
+        if len(members) > 10 * limits.max_images:  # more than its end record said
             problems.append(f"{name}: {len(members):,} files, too many to be a set of images (--max-images)")
             return True
         found, skipped = 0, []

@@ -17,7 +17,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from sam_demo.demo.handlers import DemoContext, on_everything, on_prompt
-from sam_demo.demo.workspace import WorkspaceLimits, read_uploads
+from sam_demo.demo.workspace import WorkspaceLimits, read_uploads, read_yolo_uploads, too_many_members, zip_members
 from sam_demo.demo.workspace_handlers import on_add_images, on_pick, on_step, on_upload
 from tests.support.demo import CAT, events, point, stored
 from tests.support.photos import asset
@@ -196,6 +196,30 @@ def png(i: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.roll(asset("coffee.png")[:64, :64], i, axis=1)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def test_a_zips_members_are_counted_from_its_end_record_before_zipfile_reads_them(tmp_path):
+    """zipfile makes an object per member first (2 M empty members: 1.1 GB): the end record's count,
+    ZIP64's too, and the directory's size (whatever the count says) are read first."""
+    members = {f"{i}.txt": b"" for i in range(30)}
+    assert zip_members(io.BytesIO(zip_of(members))) == (30, 30 * 50 + sum(len(f"{i}") for i in range(30)))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.txt", b"x")
+        with archive.open("b.txt", "w", force_zip64=True) as member:
+            member.write(b"y")
+    assert zip_members(io.BytesIO(buffer.getvalue()))[0] == 2
+    spoofed = bytearray(zip_of(members))
+    end = spoofed.rfind(b"PK\x05\x06")
+    spoofed[end + 8 : end + 12] = (1).to_bytes(2, "little") * 2  # "1 member"
+    assert too_many_members(io.BytesIO(bytes(spoofed)), 2) == 3, "the directory's 1,550 bytes say more"
+    assert too_many_members(io.BytesIO(bytes(spoofed)), 30) is None
+    images, problems = read_uploads([("many.zip", zip_of(members))], WorkspaceLimits(max_images=2))
+    assert images == [] and problems == ["many.zip: 30 files, too many to be a set of images (--max-images)"]
+    labels = tmp_path / "labels.zip"
+    labels.write_bytes(zip_of(members))
+    with pytest.raises(ValueError, match="labels.zip holds 30 files, too many to be a set's labels \\(at most 20\\)"):
+        read_yolo_uploads([labels], 1 << 20, 10)
 
 
 def test_a_zip_is_read_by_base_names_in_memory_and_a_bomb_stops_at_the_limit(tmp_path):
