@@ -91,7 +91,9 @@ def detail_layers(session: Session, region_xyxy: tuple, size_wh: tuple, keys: li
     if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
         raise ValueError(f"the region must lie within the {w}x{h} image, as x0 < x1 and y0 < y1")
     if not (1 <= out_w <= MAX_DETAIL_SIDE and 1 <= out_h <= MAX_DETAIL_SIDE and out_w * out_h <= MAX_DETAIL_PIXELS):
-        raise ValueError(f"the size must be at most {MAX_DETAIL_SIDE} pixels a side and {MAX_DETAIL_PIXELS:,} in all")
+        raise ValueError(
+            f"the size must be 1 to {MAX_DETAIL_SIDE} pixels a side and at most {MAX_DETAIL_PIXELS:,} in all"
+        )
     wanted = set(keys)
     rows, cols = sample_indices(y0, y1, out_h, h), sample_indices(x0, x1, out_w, w)
     return {

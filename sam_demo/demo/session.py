@@ -489,7 +489,7 @@ class Session:
                 if event.get("type") == "box":
                     self.set_box(float(event["x0"]), float(event["y0"]), float(event["x1"]), float(event["y1"]))
                 elif event.get("type") == "candidate":
-                    self.select_candidate(int(event["index"]))
+                    self.select_candidate(_whole(event["index"]))
                 elif event.get("type") == "new":
                     self.new_object()
                 elif event.get("type") == "select":
@@ -505,7 +505,7 @@ class Session:
                 elif event.get("type") == "categories":
                     self.set_categories(event["names"])
                 else:
-                    self.add_point(float(event["x"]), float(event["y"]), 1 if int(event.get("label", 1)) == 1 else 0)
+                    self.add_point(float(event["x"]), float(event["y"]), 1 if _whole(event.get("label", 1)) == 1 else 0)
             except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
                 problems.append(
                     str(exc) if isinstance(exc, ValueError) else f"a malformed prompt event was skipped: {event!r:.80}"
@@ -794,3 +794,11 @@ def _rle_key(source: ObjectResult | FixedMask) -> tuple:
 
 def _same_inputs(a: ObjectPrompts, b: ObjectPrompts) -> bool:
     return a.points == b.points and a.box_xyxy == b.box_xyxy
+
+
+def _whole(value) -> int:
+    """A prompt event's whole number as the page sends it (an int); TypeError for anything else (a
+    string of 5,000 digits made int() answer in its own words)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(value)
+    return value

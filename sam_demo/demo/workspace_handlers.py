@@ -366,10 +366,11 @@ def _load_yolo(ctx: DemoContext, workspace: Workspace, paths: list[str], session
     """YOLO label files into the set's images of their stems, all checked first; None (load into the
     image shown) for a lone label file that matches no image of the set."""
     what = Path(paths[0]).name[:80] if len(paths) == 1 else plural(len(paths), "file")
+    not_loaded = f"{what} {'was' if len(paths) == 1 else 'were'} not loaded"
     try:
         labels = read_yolo_uploads([Path(p) for p in paths], MAX_SAVED_BYTES, 10 * ctx.limits.max_images)
     except ValueError as exc:
-        return _refused(ctx, session, f"{what} was not loaded: {exc}")
+        return _refused(ctx, session, f"{not_loaded}: {exc}")
     with workspace.lock:
         images = list(workspace.images)
     # By the stem of the name the set's downloads give an image (same.png and same.jpg: same and
@@ -387,20 +388,20 @@ def _load_yolo(ctx: DemoContext, workspace: Workspace, paths: list[str], session
         return _refused(
             ctx,
             session,
-            f"{what} was not loaded: it holds no YOLO label file (.txt, a line per object); a zip loads as YOLO "
+            f"{not_loaded}: it holds no YOLO label file (.txt, a line per object); a zip loads as YOLO "
             "labels, and a Download JSON or COCO file loads on its own.",
         )
     if not matched:
         return _refused(
             ctx,
             session,
-            f"{what} was not loaded: no label file ({_first_few(unmatched)}) is named as an image of the set is.",
+            f"{not_loaded}: no label file ({_first_few(unmatched)}) is named as an image of the set is.",
         )
     if labels.names is not None and len(labels.names) > MAX_CATEGORIES:
         return _refused(
             ctx,
             session,
-            f"{what} was not loaded: its names list {len(labels.names):,} classes; a category list takes at most "
+            f"{not_loaded}: its names list {len(labels.names):,} classes; a category list takes at most "
             f"{MAX_CATEGORIES:,}.",
         )
     given = labels.names is not None
@@ -410,11 +411,11 @@ def _load_yolo(ctx: DemoContext, workspace: Workspace, paths: list[str], session
         try:
             saved = yolo_objects(text, image.size_hw, categories)
         except ValueError as exc:
-            return _refused(ctx, session, f"{what} was not loaded (nothing was added): {where}: {exc}")
+            return _refused(ctx, session, f"{not_loaded} (nothing was added): {where}: {exc}")
         if saved.objects:  # an empty label file: an image without objects
             plans.append((image, replace(saved, categories=categories if given else ())))
     if not plans:
-        return _refused(ctx, session, f"{what} was not loaded: its label files are empty (no line, no object).")
+        return _refused(ctx, session, f"{not_loaded}: its label files are empty (no line, no object).")
     return _load_into_set(ctx, workspace, _Plans(what, plans, unmatched), session, progress)
 
 

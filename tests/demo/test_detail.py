@@ -94,8 +94,9 @@ def test_detail_layers_draw_the_named_shown_layers_at_the_asked_size(ctx, upload
         ((0, 0, 500, 100), (100, 100), "within the 451x300 image"),
         ((50, 50, 50, 60), (100, 100), "x0 < x1"),
         ((0, 0, float("nan"), 100), (100, 100), "within"),
-        ((0, 0, 100, 100), (0, 100), "at most"),
-        ((0, 0, 100, 100), (5000, 10), "at most 4096"),
+        ((0, 0, 100, 100), (0, 100), "the size must be 1 to 4096 pixels a side"),  # not "at most" only
+        ((0, 0, 100, 100), (-5, 5), "the size must be 1 to 4096 pixels a side"),
+        ((0, 0, 100, 100), (5000, 10), "1 to 4096"),
         ((0, 0, 100, 100), (3000, 3000), f"{MAX_DETAIL_PIXELS:,}"),
     ],
 )

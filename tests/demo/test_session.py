@@ -132,6 +132,11 @@ def test_hostile_names_are_kept_as_text(ctx, two, name):
         ({"type": "point", "x": 10**400, "y": 5}, "a malformed prompt event was skipped"),
         ({"type": "point", "x": 5, "y": 5, "label": float("inf")}, "a malformed prompt event was skipped"),
         ({"type": "candidate", "index": float("inf")}, "a malformed prompt event was skipped"),
+        (
+            {"type": "point", "x": 5, "y": 5, "label": "9" * 5000},
+            "a malformed prompt event was skipped",
+        ),  # not int()'s words
+        ({"type": "candidate", "index": "9" * 5000}, "a malformed prompt event was skipped"),
         (obj("delete", "0"), "an object is given by its index, a whole number, not '0'"),
         (obj("visibility", 0, hidden="yes"), "hidden: true or false"),
     ],
