@@ -34,25 +34,22 @@ def _checked_address(host: str, port: int, policy: FetchPolicy) -> str:
         raise ValueError(f"cannot resolve host {host!r}: {exc}") from None
     if not infos:
         raise ValueError(f"cannot resolve host {host!r}")
-    for info in infos if not policy.allow_private else ():
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            raise ValueError(
-                f"host {host!r} resolves to {address}, a loopback/private/link-local address; such URLs "
-                "are refused unless the server allows them (--allow-private-urls)"
-            )
+    if not policy.allow_private:
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if not address.is_global or address.is_multicast:
+                raise ValueError(
+                    f"host {host!r} resolves to {address}, a loopback/private/link-local address; such URLs "
+                    "are refused unless the server allows them (--allow-private-urls)"
+                )
     return infos[0][4][0]
 
 
-def _pinned(parsed, address: str) -> tuple[str, dict, dict]:
-    """The request for `parsed` sent to `address`: its URL, headers (Host: the URL's) and extensions
-    (TLS's server name and certificate check: the URL's host)."""
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+def _pinned(parsed, address: str, port: int) -> tuple[str, dict, dict]:
+    """The request for `parsed` sent to `address`: its URL, headers (Host: the URL's host and port as
+    written) and extensions (TLS's server name and certificate check: the URL's host)."""
+    userinfo, _, host = parsed.netloc.rpartition("@")
     netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-    host = parsed.hostname if parsed.port is None else f"{parsed.hostname}:{parsed.port}"
-    if ":" in parsed.hostname:  # an IPv6 literal
-        host = f"[{parsed.hostname}]" + ("" if parsed.port is None else f":{parsed.port}")
-    userinfo = parsed.netloc.rpartition("@")[0]
     netloc = f"{userinfo}@{netloc}" if userinfo else netloc
     return parsed._replace(netloc=netloc).geturl(), {"Host": host}, {"sni_hostname": parsed.hostname}
 
@@ -70,10 +67,8 @@ def fetch_url(url: str, policy: FetchPolicy = FetchPolicy()) -> bytes:
             parsed = urlparse(url)
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
                 raise ValueError(f"only http(s) URLs are accepted, got {url[:100]!r}")
-            address = _checked_address(
-                parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80), policy
-            )
-            target, headers, extensions = _pinned(parsed, address)
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            target, headers, extensions = _pinned(parsed, _checked_address(parsed.hostname, port, policy), port)
             try:
                 left = deadline - time.monotonic()
                 if left <= 0:
