@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
+from gradio.data_classes import ListFiles
 from gradio.utils import get_upload_folder
 
 from sam_demo.demo.render import view_json
@@ -76,7 +77,7 @@ def is_uploaded(path: str) -> bool:
 
 def _uploaded_only(payload) -> None:
     """Refuses a payload naming a file that was not uploaded (before anything reads it)."""
-    files = getattr(payload, "root", None) or [payload]  # ListFiles or one FileData
+    files = payload.root if isinstance(payload, ListFiles) else [payload]
     if any(f is not None and not is_uploaded(str(getattr(f, "path", ""))) for f in files):
         raise user_error("A file of this request was not uploaded here: upload it from your computer.")
 
