@@ -134,9 +134,8 @@ def parse_tolerance(text: str | None) -> float:
 
 # Numbers as files and links write them: ASCII digits, a point, an exponent (Python's int() and
 # float() would also take "1_0", " 1" and other scripts' digits).
-_INTEGER = re.compile(
-    r"[+-]?[0-9]{1,9}"
-)  # a YOLO class: Python's int() refuses 4,300 digits and more, in its own words
+# A YOLO class has at most 9 digits (Python's int() refuses 4,300 and more, in its own words).
+_INTEGER = re.compile(r"[+-]?[0-9]{1,9}")
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
