@@ -19,7 +19,9 @@ check this). What changes against `CachedDecoder`:
   per image, and the click's part through ~2 H (T - 1) + 3 columns instead of 256. Not in bf16 (its
   layer-norm statistics are sums of terms) and not for objects of many points.
 - *The final attention for the read tokens only.* Its queries attend to the image each alone, and
-  the heads read only the IoU and mask tokens: the prompt's tokens are left out of it.
+  the heads read only the IoU token and the returned masks' tokens: the prompt's tokens, and the
+  mask tokens of the masks not returned (the single mask's with three, the three's with one), are
+  left out of it.
 - *Cached first layer, per-head layouts.* The first layer's image-side projections are cached
   per image as (heads, c, 4096) and (heads, 4096, c), so its attentions are plain batched
   matmuls with no copies.
@@ -233,7 +235,7 @@ class FastDecoder(CachedDecoder):
         over the first token_hw = (rows, cols) of the 64x64 image tokens (default all: 256x256),
         IoU (1, G, C). The upscaling head is local, so those logits are the full frame's.
         projections: the image's `project`, to keep its tokens factored (float32, few tokens)."""
-        tokens, keys = self._transform(cache, sparse, projections)
+        tokens, keys = self._transform(cache, sparse, multimask_output, projections)
         logits = self._mask_logits(tokens, keys, multimask_output, token_hw)
         return logits[None], self._iou(tokens, multimask_output)[None]
 
@@ -255,7 +257,7 @@ class FastDecoder(CachedDecoder):
         sparse: (1, G, T', 256). Returns group (K,), candidate (K,), logits (K, 4 * rows, 4 * cols)
         float32, IoU (K,) float32, for the K candidates kept, in group order.
         """
-        tokens, keys = self._transform(cache, sparse, projections)
+        tokens, keys = self._transform(cache, sparse, True, projections)
         iou = self._iou(tokens, True)
         keep = iou > min_iou
         groups = keep.any(1).nonzero().flatten()
@@ -263,20 +265,27 @@ class FastDecoder(CachedDecoder):
             empty = torch.empty(0, dtype=torch.long, device=tokens.device)
             return empty, empty, torch.empty(0, 4 * token_hw[0], 4 * token_hw[1], device=tokens.device), iou[:0, 0]
         pairs = keep[groups].nonzero()  # (K, 2): index into `groups`, candidate
-        logits = self._mask_logits(tokens[groups], keys[groups], True, token_hw)[pairs[:, 0], pairs[:, 1]]
+        if len(groups) < len(tokens):  # else no copy of the image tokens' parts (MBs a group)
+            tokens, keys = tokens[groups], keys[groups]
+        logits = self._mask_logits(tokens, keys, True, token_hw)[pairs[:, 0], pairs[:, 1]]
         group = groups[pairs[:, 0]]
         return group, pairs[:, 1], logits, iou[group, pairs[:, 1]]
 
     def _transform(
-        self, cache: ImageDecoderCache, sparse: torch.Tensor, projections: ImageProjections | None = None
+        self,
+        cache: ImageDecoderCache,
+        sparse: torch.Tensor,
+        multimask_output: bool,
+        projections: ImageProjections | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | FactoredImage]:
-        """The two-way transformer: sparse (1, G, T', 256) -> the tokens the heads read (G, 5, 256)
-        and the image tokens, (G, 4096, 256) or, in float32 with few tokens, factored."""
+        """The two-way transformer: sparse (1, G, T', 256) -> the tokens the heads read (G, 1 + C,
+        256: the IoU token, then the C returned masks' tokens) and the image tokens, (G, 4096, 256)
+        or, in float32 with few tokens, factored."""
         groups = sparse.shape[1]
         point_embeddings = self._point_embeddings(sparse)[0]
         layers = self.transformer.layers
         if projections is not None and self._few_tokens(layers[0].cross_attn_image_to_token, point_embeddings.shape[1]):
-            return self._transform_factored(cache, projections, point_embeddings)
+            return self._transform_factored(cache, projections, point_embeddings, multimask_output)
         queries, keys, keys_pe = point_embeddings, cache.keys.expand(groups, -1, -1), None
         for index, layer in enumerate(layers):
             first = cache if index == 0 else None
@@ -292,19 +301,30 @@ class FastDecoder(CachedDecoder):
             )
             keys = layer.layer_norm4(keys)
         keys_pe = keys + self._pe
-        queries, queries_pe = self._read_tokens(queries, point_embeddings)
+        queries, queries_pe = self._read_tokens(queries, point_embeddings, multimask_output)
         final = self.transformer.final_attn_token_to_image
         attn_out = self._token_to_image(final, queries_pe, keys, keys_pe, None)
         return self.transformer.layer_norm_final_attn(queries + attn_out), keys
 
-    def _read_tokens(self, queries: torch.Tensor, point_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The tokens that the heads read (the IoU token and the mask tokens, first), and with their
-        positional embeddings: the final attention runs for those only (each query attends alone)."""
-        count = 1 + self.mask_decoder.num_mask_tokens
-        return queries[:, :count], (queries + point_embeddings)[:, :count]
+    def _read_tokens(
+        self, queries: torch.Tensor, point_embeddings: torch.Tensor, multimask_output: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokens that the heads read, (G, 1 + C, 256): the IoU token (first of all) and the C
+        returned masks' tokens (after it), also with their positional embeddings. The final
+        attention runs for those only: each query attends alone."""
+        selected = self._selected(multimask_output)
+
+        def read(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([x[:, :1], x[:, 1 + selected.start : 1 + selected.stop]], 1)
+
+        return read(queries), read(queries + point_embeddings)
 
     def _transform_factored(
-        self, cache: ImageDecoderCache, images: ImageProjections, point_embeddings: torch.Tensor
+        self,
+        cache: ImageDecoderCache,
+        images: ImageProjections,
+        point_embeddings: torch.Tensor,
+        multimask_output: bool,
     ) -> tuple[torch.Tensor, FactoredImage]:
         """`_transform` with the image tokens kept factored (factored_image.py), float32."""
         model = self._projections
@@ -332,7 +352,7 @@ class FastDecoder(CachedDecoder):
         keys = after_second_layer(
             model, images, keys, (first_weights, first_values, first_mixed), weights, values, self._mixed(attn, values)
         )
-        queries, queries_pe = self._read_tokens(queries, point_embeddings)
+        queries, queries_pe = self._read_tokens(queries, point_embeddings, multimask_output)
         attn_out = self._factored_token_to_image(
             final, queries_pe, keys, (model.kf, images.x2_k), (model.vf, images.x2_v)
         )
@@ -350,7 +370,7 @@ class FastDecoder(CachedDecoder):
         return range(1, self.mask_decoder.num_mask_tokens) if multimask_output else range(1)
 
     def _iou(self, tokens: torch.Tensor, multimask_output: bool) -> torch.Tensor:
-        """The IoU head: tokens (G, T, 256) -> (G, C) float32."""
+        """The IoU head: the read tokens (G, 1 + C, 256) -> (G, C) float32."""
         selected = self._selected(multimask_output)
         return self.mask_decoder.iou_prediction_head(tokens[:, 0, :])[:, selected.start : selected.stop].float()
 
@@ -361,8 +381,9 @@ class FastDecoder(CachedDecoder):
         multimask_output: bool,
         token_hw: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """The mask head: tokens (G, T, 256), image tokens (G, 4096, 256) -> logits (G, C, 4 * rows,
-        4 * cols) float32, over the first token_hw = (rows, cols) of the 64x64 tokens (default: all).
+        """The mask head: the read tokens (G, 1 + C, 256), image tokens (G, 4096, 256) -> logits (G, C,
+        4 * rows, 4 * cols) float32, over the first token_hw = (rows, cols) of the 64x64 tokens (default:
+        all).
 
         On a CPU one group at a time: a group's head works on arrays of ~3 MB, which more groups
         would multiply, and arrays past glibc's mapping threshold are fresh pages at every call
@@ -396,7 +417,7 @@ class FastDecoder(CachedDecoder):
                 keys = keys.unflatten(1, tuple(self.embedding_hw))[:, :height, :width]
             x = torch.addmm(b1, keys.reshape(groups * height * width, -1), w1)  # rows (g, i, j), cols (a, b, c)
         selected = self._selected(multimask_output)
-        hyper = tokens[:, 1 + selected.start : 1 + selected.stop, :].transpose(0, 1)  # (M, G, 256)
+        hyper = tokens[:, 1:, :].transpose(0, 1)  # the returned masks' tokens (M, G, 256)
         for index, (weight, bias) in enumerate(self._hyper):
             hyper = torch.baddbmm(bias[selected.start : selected.stop], hyper, weight[selected.start : selected.stop])
             hyper = torch.relu(hyper) if index < len(self._hyper) - 1 else hyper.transpose(0, 1)  # (G, M, 32)

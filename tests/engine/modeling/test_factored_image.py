@@ -51,7 +51,7 @@ def transform(engine, embedding, points, labels, boxes, factored: bool = True):
     )
     projections = decoder.project(embedding.decoder_cache) if factored else None
     with torch.inference_mode():
-        return decoder._transform(embedding.decoder_cache, sparse, projections)
+        return decoder._transform(embedding.decoder_cache, sparse, True, projections)
 
 
 @pytest.fixture
