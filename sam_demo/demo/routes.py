@@ -185,7 +185,10 @@ def add_demo_routes(
     async def preview_route(request: Request):
         body = await _json_body(request)
         try:
-            token, x, y = str(body["token"]), float(body["x"]), float(body["y"])
+            token, x, y = body["token"], body["x"], body["y"]
+            if not isinstance(token, str) or isinstance(x, (bool, str)) or isinstance(y, (bool, str)):
+                raise TypeError
+            x, y = float(x), float(y)
         except (ValueError, KeyError, TypeError, OverflowError):
             return _error(400, 'send JSON {"token": str, "x": number, "y": number}')
         session = sessions.get(token)
