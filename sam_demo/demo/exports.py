@@ -27,6 +27,7 @@ from sam_demo.endpoint.wire import (
     EndpointRow,
     RequestLimits,
     build_request,
+    count_containers,
     decode_mask_entry,
     parse_request,
     response_entries,
@@ -399,6 +400,9 @@ def cutout_union_png(session: Session, options: ExportOptions) -> bytes:
 
 MIN_BOX_PX = 1.0  # a box from a file narrower or lower than this in the image is no box to segment
 MAX_SAVED_OBJECTS = 500  # objects one saved file may add (each with prompts is decoded again to check it)
+# Lists and objects one saved file may hold, parsed (~60 bytes each): a COCO detection file of 64 MB
+# holds ~1.6 M (two an annotation); 64 MB of "[]," would be 21 M of them, 1.2 GB.
+MAX_SAVED_CONTAINERS = 4_000_000
 MAX_SAVED_PIXELS = 2_000_000_000  # mask pixels one load may decode (objects x image pixels), one mask at a time
 # What a saved Download JSON's request may hold: an object a row, one prompt group each.
 SAVED_LIMITS = RequestLimits(max_rows=MAX_SAVED_OBJECTS, max_groups=1, max_points=MAX_POINTS_PER_OBJECT)
@@ -412,6 +416,25 @@ class SavedFile:
     objects: list[SavedObject]
     other_image: bool = False
     categories: tuple[str, ...] = ()  # a COCO file's category list, in its order
+
+
+def parse_saved_json(data: bytes) -> object:
+    """A saved file's JSON, its lists and objects counted before it is parsed (`MAX_SAVED_CONTAINERS`).
+    Raises ValueError saying what is wrong with it."""
+    containers = count_containers(data, MAX_SAVED_CONTAINERS)
+    if containers > MAX_SAVED_CONTAINERS:
+        raise ValueError(
+            f"the file holds {containers:,} JSON lists and objects, more than the {MAX_SAVED_CONTAINERS:,} that "
+            "load at once; a file that Download JSON or a COCO export wrote holds far fewer"
+        )
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError:
+        raise ValueError("the file is not JSON: it is not even UTF-8 text") from None
+    except RecursionError:
+        raise ValueError("the file is not a saved JSON: it is nested far too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the file is not JSON: {exc}") from None
 
 
 def saved_objects(
@@ -428,14 +451,7 @@ def saved_objects(
     count and size checks. Raises ValueError, saying what to load instead, for a file that is none of
     these, too large, or of masks of another size than the image's.
     """
-    try:
-        body = json.loads(data)
-    except UnicodeDecodeError:
-        raise ValueError("the file is not JSON: it is not even UTF-8 text") from None
-    except RecursionError:
-        raise ValueError("the file is not a saved JSON: it is nested far too deeply") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"the file is not JSON: {exc}") from None
+    body = parse_saved_json(data)
     if isinstance(body, dict) and {"images", "annotations", "categories"} <= body.keys():
         return coco_objects(body, image_hw, image_name)
     ours = isinstance(body, dict) and "response" in body and "request" in body

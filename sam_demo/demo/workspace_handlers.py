@@ -8,7 +8,6 @@ image shown and the new ones; from then on, a new upload is added to the set and
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import NamedTuple
 
 import gradio as gr
 
-from sam_demo.demo.exports import SavedFile, coco_objects, file_names, yolo_objects
+from sam_demo.demo.exports import SavedFile, coco_objects, file_names, parse_saved_json, yolo_objects
 from sam_demo.demo.handlers import (
     MAX_SAVED_BYTES,
     DemoContext,
@@ -316,8 +315,8 @@ def _coco_body(path: str) -> dict | None:
     if Path(path).suffix.lower() != ".json" or os.path.getsize(path) > MAX_SAVED_BYTES:
         return None
     try:
-        body = json.loads(Path(path).read_bytes())
-    except (ValueError, RecursionError):
+        body = parse_saved_json(Path(path).read_bytes())
+    except ValueError:  # loaded into the image shown instead, which says what is wrong with it
         return None
     keys = ("images", "annotations", "categories")
     return body if isinstance(body, dict) and all(isinstance(body.get(k), list) for k in keys) else None

@@ -96,7 +96,7 @@ def _load_json(text: str | bytes, max_numbers: int):
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 
 
-def _containers(text: str | bytes, bound: int) -> int:
+def count_containers(text: str | bytes, bound: int) -> int:
     """How many lists and objects a JSON text holds, counted exactly (brackets inside its strings, as
     in the list columns' text, left out) only when its brackets are over `bound`. Parsed, each costs
     ~60 bytes: 64 MB of "[]," in a key nobody reads was 1.4 GB. A request has fewer than numbers."""
@@ -159,7 +159,7 @@ def prompt_error(exc: PromptError, row: int) -> RequestError:
 def parse_request(body: dict | str | bytes, limits: RequestLimits = RequestLimits()) -> list[EndpointRow]:
     """Parse and validate a real-time request body; return its rows in order."""
     if isinstance(body, (str, bytes, bytearray)):
-        containers = _containers(body, limits.max_numbers)
+        containers = count_containers(body, limits.max_numbers)
         if containers > limits.max_numbers:
             raise over_limit(
                 "lists and objects in one request",

@@ -168,6 +168,11 @@ HOSTILE = {
     "a decompression bomb": (lambda s: _first_mask(s).update(encoded_binary_mask=_bomb_png()), "far larger"),
     "a mask that is not a PNG": (lambda s: _first_mask(s).update(encoded_binary_mask="aGVsbG8="), "not a readable PNG"),
     "501 objects": (lambda s: s.update(shown=s["shown"] * 251), "at most 500 load at once"),
+    # 16 MB of empty lists in a key nobody reads: 240 MB once parsed; 64 MB of them was 1.2 GB
+    "4 M lists": (
+        lambda s: s.update(padding=[[]] * 4_000_001),
+        "JSON lists and objects, more than the 4,000,000 that load",
+    ),
 }
 
 
@@ -179,6 +184,12 @@ def test_a_hostile_saved_file_is_refused_saying_why(ctx, two_objects, case):
     data = changed if isinstance(changed, bytes) else json.dumps(saved).encode()
     with pytest.raises(ValueError, match=re.escape(says)):
         saved_objects(data, (300, 451))
+
+
+def test_brackets_inside_a_saved_files_text_are_not_counted_as_lists(ctx, two_objects):
+    saved = _saved(ctx, two_objects)
+    saved["note"] = "[{" * 2_000_001  # over the bound of lists and objects, if the text's brackets counted
+    assert len(saved_objects(json.dumps(saved).encode(), (300, 451)).objects) == 2
 
 
 def test_a_saved_file_too_large_for_the_image_is_refused_before_any_mask_is_decoded(ctx, two_objects, monkeypatch):

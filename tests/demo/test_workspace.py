@@ -323,6 +323,20 @@ def test_a_sets_coco_that_does_not_fit_one_image_adds_nothing(wctx, photos, tmp_
     assert all(label.endswith(("0 objects", "encoded")) for label, _ in strip(refused)["choices"])
 
 
+def test_a_sets_coco_of_too_many_lists_is_refused_unparsed_saying_why(wctx, photos, tmp_path):
+    from sam_demo.demo.workspace_handlers import on_load
+
+    one = labelled_set(wctx, photos)
+    coco = json.loads(set_client(wctx).get(f"/sam-demo/export-set/{one.token}/coco.json").content)
+    coco["padding"] = [[]] * 4_000_001  # 16 MB of empty lists: 240 MB parsed
+    (tmp_path / "padded.json").write_text(json.dumps(coco))
+    fresh = DemoContext(wctx.engine)
+    start = on_add_images(fresh, photos, None)[0]
+    refused = on_load(fresh, str(tmp_path / "padded.json"), start)
+    assert "JSON lists and objects, more than the 4,000,000 that load at once" in status(refused)
+    assert all(label.endswith(("0 objects", "encoded")) for label, _ in strip(refused)["choices"])
+
+
 def test_the_whole_sets_masks_label_images_and_cutouts(wctx, photos):
     one, two = two_labelled(wctx, photos)
     client = set_client(wctx)
