@@ -309,31 +309,32 @@ def test_a_sets_coco_loads_back_into_a_new_set_of_the_same_images(wctx, photos, 
     assert np.array_equal(coffee.results[0].mask, masks[1])
 
 
-def test_a_sets_coco_that_does_not_fit_one_image_adds_nothing(wctx, photos, tmp_path):
+# (what is wrong with a set's COCO file, what the refusal says)
+SET_COCO_REFUSED = {
+    "an image of another size": (
+        lambda coco: coco["images"][1].update(width=999),
+        "bad.json was not loaded (nothing was added): 2-coffee.png: it annotates a 999x240 image",
+    ),
+    "16 MB of empty lists (240 MB parsed)": (
+        lambda coco: coco.update(padding=[[]] * 4_000_001),
+        "JSON lists and objects, more than the 4,000,000 that load at once",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SET_COCO_REFUSED)
+def test_a_sets_coco_that_cannot_load_adds_nothing_saying_why(wctx, photos, tmp_path, case):
     from sam_demo.demo.workspace_handlers import on_load
 
+    change, says = SET_COCO_REFUSED[case]
     one = labelled_set(wctx, photos)
     coco = json.loads(set_client(wctx).get(f"/sam-demo/export-set/{one.token}/coco.json").content)
-    coco["images"][1]["width"] = 999
+    change(coco)
     (tmp_path / "bad.json").write_text(json.dumps(coco))
     fresh = DemoContext(wctx.engine)
     start = on_add_images(fresh, photos, None)[0]
     refused = on_load(fresh, str(tmp_path / "bad.json"), start)
-    assert "bad.json was not loaded (nothing was added): 2-coffee.png: it annotates a 999x240 image" in status(refused)
-    assert all(label.endswith(("0 objects", "encoded")) for label, _ in strip(refused)["choices"])
-
-
-def test_a_sets_coco_of_too_many_lists_is_refused_unparsed_saying_why(wctx, photos, tmp_path):
-    from sam_demo.demo.workspace_handlers import on_load
-
-    one = labelled_set(wctx, photos)
-    coco = json.loads(set_client(wctx).get(f"/sam-demo/export-set/{one.token}/coco.json").content)
-    coco["padding"] = [[]] * 4_000_001  # 16 MB of empty lists: 240 MB parsed
-    (tmp_path / "padded.json").write_text(json.dumps(coco))
-    fresh = DemoContext(wctx.engine)
-    start = on_add_images(fresh, photos, None)[0]
-    refused = on_load(fresh, str(tmp_path / "padded.json"), start)
-    assert "JSON lists and objects, more than the 4,000,000 that load at once" in status(refused)
+    assert says in status(refused)
     assert all(label.endswith(("0 objects", "encoded")) for label, _ in strip(refused)["choices"])
 
 
