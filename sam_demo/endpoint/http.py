@@ -17,8 +17,9 @@ from typing import Protocol
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 
-from sam_demo.endpoint.http_body import read_limited
+from sam_demo.endpoint.http_body import ByteBudget, OverBudget, read_limited
 from sam_demo.endpoint.settings import ServerConfig
 from sam_demo.endpoint.wire import COLUMNS
 
@@ -90,12 +91,19 @@ def error(status: int, message: str, retry_after_s: int | None = None) -> JSONRe
 def add_api_routes(app: FastAPI, backend: ApiBackend | None, config: ServerConfig) -> None:
     """Add POST /score and GET /health to `app`. `backend` None answers 503 (still loading).
 
-    Admission: `score_concurrency` requests compute at once, up to `score_queue` more wait on the
-    event loop (holding no thread), and past that a request gets 503 with Retry-After at once.
+    Admission: a request's body is read first, then `score_concurrency` requests compute at once and
+    up to `score_queue` more wait on the event loop (holding no thread); past that a request gets
+    503 with Retry-After at once. Bodies arriving do not hold those places (a client sending a byte
+    now and then held one for `body_timeout_s`: a few such clients kept everyone else out): up to
+    `body_readers` arrive at once, and the bodies arriving, waiting and computing hold at most as
+    many bytes as a full queue of the largest ones would (`ByteBudget`); past either, 503 at once.
     /health runs on the event loop, so it never waits behind /score.
     """
     slots = asyncio.Semaphore(config.score_concurrency)
-    admitted = 0  # computing or waiting; only the event loop's thread changes it
+    places = config.score_concurrency + config.score_queue
+    budget = ByteBudget(config.max_body_bytes * places)
+    admitted = 0  # computing or waiting; only the event loop's thread changes these two
+    reading = 0  # bodies arriving
 
     @app.get("/health", tags=["endpoint"], summary="Model, device, dtype, cache and sessions state")
     async def health() -> dict:
@@ -108,8 +116,12 @@ def add_api_routes(app: FastAPI, backend: ApiBackend | None, config: ServerConfi
                 "computing_or_waiting": admitted,
                 "max_computing": config.score_concurrency,
                 "max_waiting": config.score_queue,
+                "bodies_arriving": reading,
             },
         }
+
+    def busy() -> JSONResponse:
+        return error(503, f"busy: {admitted} requests are computing or waiting; retry shortly", retry_after_s=2)
 
     @app.post(
         "/score",
@@ -137,7 +149,7 @@ def add_api_routes(app: FastAPI, backend: ApiBackend | None, config: ServerConfi
         },
     )
     async def score_endpoint(request: Request):
-        nonlocal admitted
+        nonlocal admitted, reading
         if config.api_key:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {config.api_key}".encode()):
@@ -146,27 +158,47 @@ def add_api_routes(app: FastAPI, backend: ApiBackend | None, config: ServerConfi
             return JSONResponse(
                 {"error": "the model is still loading; retry shortly"}, status_code=503, headers={"Retry-After": "10"}
             )
-        if admitted >= config.score_concurrency + config.score_queue:
-            return error(503, f"busy: {admitted} requests are computing or waiting; retry shortly", retry_after_s=2)
-        admitted += 1
+        if admitted >= places:  # the queue is full of whole requests: no need to read this one
+            return busy()
+        if reading >= config.body_readers:
+            return error(503, f"busy: {reading} request bodies are arriving; retry shortly", retry_after_s=2)
+        reading += 1
         try:
-            body = await _read_body(request, config.max_body_bytes, config.body_timeout_s)
-            if isinstance(body, JSONResponse):
-                return body
-            async with slots:
-                return await backend.score(body)
+            body = await _read_body(request, config.max_body_bytes, config.body_timeout_s, budget)
+        finally:
+            reading -= 1
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            if admitted >= places:  # filled while this body arrived
+                return busy()
+            admitted += 1
+            try:
+                async with slots:
+                    return await backend.score(body)
+            finally:
+                admitted -= 1
         except Exception:  # keep serving; the client gets a message, the log gets the traceback
             log.exception("internal error in /score")
             return error(500, "internal error while scoring; the server log has details")
         finally:
-            admitted -= 1
+            budget.release(len(body))
 
 
-async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes | JSONResponse:
+async def _read_body(request: Request, limit: int, timeout_s: float, budget: ByteBudget) -> bytes | JSONResponse:
     try:
-        body = await read_limited(request, limit, timeout_s)
+        body = await read_limited(request, limit, timeout_s, budget)
     except TimeoutError:
         return error(408, f"the request body did not arrive within {timeout_s:g} s; send it at once")
+    except ClientDisconnect:  # nobody reads this answer; it keeps the log free of a traceback
+        return error(400, "the client went away before its request body arrived")
+    except OverBudget:
+        return error(
+            503,
+            f"busy: the request bodies arriving and queued hold {budget.held >> 20} of the {budget.limit >> 20} MiB "
+            "they may; retry shortly",
+            retry_after_s=2,
+        )
     if body is None:
         return error(413, f"the request body is over the limit of {limit >> 20} MiB (--max-body-mb)")
     return body

@@ -22,5 +22,6 @@ class ServerConfig:
     body_timeout_s: float = 30.0  # for the whole /score body; 408 past it
     score_concurrency: int = 2  # /score requests computed at once
     score_queue: int = 16  # /score requests that may wait for them; more get 503 at once
+    body_readers: int = 256  # /score bodies that may be arriving at once (each slow one holds little)
     limits: RequestLimits = field(default_factory=RequestLimits)
     fetch: FetchPolicy = field(default_factory=FetchPolicy)

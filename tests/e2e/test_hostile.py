@@ -303,6 +303,69 @@ def test_many_groups_decoded_a_few_at_a_time_equal_one_call_for_all(engine, fast
         assert [m.iou_score for m in group] == expected.iou_scores[g].tolist()
 
 
+@pytest.fixture(scope="module")
+def roomy(engine):
+    """One place computing and two waiting, 8 MB bodies (a 24 MB budget for bodies held at once),
+    5 s for a body: time for a test to hold slow bodies open while it sends others."""
+    config = ServerConfig(max_body_bytes=8 << 20, score_concurrency=1, score_queue=2, body_timeout_s=5)
+    with RunningServer(build_app(engine, config)) as running:
+        yield running
+
+
+def _open_body(server, declared: int, first: bytes):
+    """A /score request that declares `declared` bytes of body and sends only `first` of them."""
+    import socket
+
+    conn = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    head = f"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    try:
+        conn.sendall(head.encode() + first)
+    except (BrokenPipeError, ConnectionResetError):  # the server answered before taking it all
+        pass
+    return conn
+
+
+def _answer(conn) -> bytes:
+    conn.settimeout(30)
+    data = b""
+    try:
+        while chunk := conn.recv(65536):
+            data += chunk
+            if b"\r\n\r\n" in data and data.rstrip().endswith(b"}"):
+                break
+    except ConnectionResetError:
+        pass
+    conn.close()
+    return data
+
+
+def test_bodies_still_arriving_hold_no_place_in_the_queue(roomy):
+    """Four clients that never finish their bodies (more than the three places) do not keep a good
+    request out: it is answered while they wait, and each of them gets its 408."""
+    slow = [_open_body(roomy, 1000, b"{") for _ in range(4)]
+    time.sleep(0.5)
+    assert httpx.get(f"{roomy.url}/health").json()["score"]["bodies_arriving"] == 4
+    good = post(roomy, body(CAT64))
+    assert good.status_code == 200, good.text
+    answers = [_answer(conn) for conn in slow]
+    assert all(a.startswith(b"HTTP/1.1 408") and b"did not arrive within 5 s" in a for a in answers), answers
+
+
+def test_bodies_held_at_once_are_bounded_in_bytes(roomy):
+    """Three bodies of 7.5 MB held open fill 22.5 of the 24 MB that bodies may hold at once: a fourth
+    gets 503 at once, saying so, while a small request still fits."""
+    big = b"[" + b" " * (15 << 19)
+    held = [_open_body(roomy, 8 << 20, big) for _ in range(3)]
+    time.sleep(0.5)
+    fourth = _answer(_open_body(roomy, 8 << 20, big))
+    assert fourth.startswith(b"HTTP/1.1 503") and b"request bodies arriving and queued hold" in fourth, fourth[:300]
+    assert b"Retry-After: 2" in fourth or b"retry-after: 2" in fourth
+    good = post(roomy, body(CAT64))
+    assert good.status_code == 200, good.text
+    assert all(_answer(conn).startswith(b"HTTP/1.1 408") for conn in held)
+    assert httpx.get(f"{roomy.url}/health").json()["score"]["bodies_arriving"] == 0
+
+
 def test_a_body_sent_a_byte_at_a_time_gets_408_and_frees_its_place(hostile, good):
     import socket
 
