@@ -49,7 +49,7 @@ from sam_demo.engine.utils.polygons import (
     mask_polygons,
     polygons_to_mask,
 )
-from sam_demo.engine.utils.prompts import finite_numbers
+from sam_demo.engine.utils.prompts import BOX_REACH, finite_number, finite_numbers
 
 
 def endpoint_export(session: Session) -> dict:
@@ -471,6 +471,11 @@ def saved_objects(
             raise ValueError(
                 f"its request is not one that Download JSON writes ({exc}); load the file as it was saved"
             ) from None
+        if len(requests) != len(rows):
+            raise ValueError(
+                f"its request and its response have {len(requests)} and {len(rows)} rows; Download JSON writes "
+                "a request row for each response row: load the file as it was saved"
+            )
         if image_bytes is not None and requests:
             other_image = requests[0].is_url or _b64(requests[0].image) != image_bytes
     else:
@@ -525,7 +530,7 @@ def coco_objects(body: dict, image_hw: tuple[int, int], image_name: str) -> Save
     _check_count(len(mine), image_hw)
     objects, outline = [], OutlineBudget()
     for k, annotation in enumerate(mine):
-        if annotation.get("category_id") not in names:
+        if not finite_number(annotation.get("category_id")) or annotation["category_id"] not in names:
             raise ValueError(
                 f"annotation {k + 1} names category {annotation.get('category_id')!r:.20}, which the file does not list"
             )
@@ -537,7 +542,7 @@ def coco_objects(body: dict, image_hw: tuple[int, int], image_name: str) -> Save
             continue
         mask = _coco_mask(annotation.get("segmentation"), image_hw, k, outline)
         score = annotation.get("predicted_iou")
-        score = float(score) if isinstance(score, (int, float)) and math.isfinite(score) else 1.0
+        score = float(score) if finite_number(score) else 1.0
         prompts = _coco_prompts(annotation.get("prompts"))
         objects.append(SavedObject(FixedMask.of(mask, score, "Loaded mask"), name, prompts, category=category))
     return SavedFile(objects, categories=tuple(n[:MAX_NAME_CHARS] for n in names.values()))
@@ -588,6 +593,10 @@ def yolo_objects(text: str, image_hw: tuple[int, int], categories: tuple[str, ..
             cx, cy, bw, bh = numbers[:4]
             if bw <= 0 or bh <= 0:
                 raise ValueError(f"{where}: the box has no size")
+            if max(abs(cx), abs(cy), bw, bh) > BOX_REACH:
+                raise ValueError(
+                    f"{where}: the box's centre and size are not fractions of the image (YOLO's are 0 to 1)"
+                )
             box = ((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
             prompts = ObjectPrompts(box_xyxy=_box_in_image(box, image_hw, f"{where}'s box"))
             objects.append(SavedObject(None, "", prompts, category=category))
@@ -651,7 +660,7 @@ def _coco_prompts(given) -> ObjectPrompts | None:
         xy = [] if not points else [(float(x), float(y)) for x, y in points[0]]
         labels = [1] * len(xy) if not labels else [int(v) for v in labels[0]]
         box = None if not boxes else tuple(float(v) for v in boxes[0])
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, KeyError, IndexError, AttributeError):
         return None
     numbers = [v for point in xy for v in point] + list(box or ())
     if len(labels) != len(xy) or len(box or (0,) * 4) != 4 or len(xy) > MAX_POINTS_PER_OBJECT:

@@ -16,6 +16,7 @@ best preselected and switchable; more clicks or a box -> the single-mask output.
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 import unicodedata
@@ -454,6 +455,8 @@ class Session:
 
     def set_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
         h, w = self.size_hw
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):  # NaN would pass the clamps below
+            raise ValueError(f"the box ({x0}, {y0}, {x1}, {y1}) has a corner that is not a finite number")
         x0, x1 = sorted((min(max(x0, 0.0), w), min(max(x1, 0.0), w)))
         y0, y1 = sorted((min(max(y0, 0.0), h), min(max(y1, 0.0), h)))
         if x1 - x0 < 1 or y1 - y0 < 1:

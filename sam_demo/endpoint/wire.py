@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from sam_demo.engine.utils.prompts import PromptError, check_structure
+from sam_demo.engine.utils.prompts import PromptError, check_structure, finite_number
 
 COLUMNS = ("image", "input_points", "input_boxes", "input_labels", "multimask_output")
 # The prompt rules (prompts.py) name inputs by field; the endpoint by column. The one mapping:
@@ -381,7 +381,7 @@ def decode_mask_png(text: str, size_hw: tuple[int, int] | None = None) -> np.nda
 
     size_hw: the (H, W) the mask must have; another size raises ValueError before any pixel is decoded.
     """
-    with Image.open(io.BytesIO(base64.b64decode(text))) as image:
+    with Image.open(io.BytesIO(base64.b64decode(text)), formats=["PNG"]) as image:  # no other decoder runs
         if size_hw is not None and image.size[::-1] != tuple(size_hw):
             raise MaskSizeError(image.size[::-1], size_hw)
         return np.asarray(image.convert("L")) > 127
@@ -459,9 +459,7 @@ def response_entries(body) -> list[list[list[dict]]]:
                 if not (
                     isinstance(m, dict)
                     and isinstance(m.get("encoded_binary_mask"), str)
-                    and isinstance(m.get("iou_score"), (int, float))
-                    and not isinstance(m["iou_score"], bool)
-                    and math.isfinite(m["iou_score"])
+                    and finite_number(m.get("iou_score"))
                 ):
                     raise ValueError(
                         f"response row {i}, prediction {j}, mask {k}: expected "

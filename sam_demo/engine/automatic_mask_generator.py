@@ -12,7 +12,6 @@ compressed RLE (a busy photo's hundreds of masks would be the image's size each 
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 from functools import partial
@@ -35,6 +34,7 @@ from sam_demo.engine.utils.amg import (
 from sam_demo.engine.utils.coco import coco_rle_annotation, decode_rle, encode_rle
 from sam_demo.engine.utils.geometry import ImageGeometry
 from sam_demo.engine.utils.images import to_rgb_array
+from sam_demo.engine.utils.prompts import finite_number
 from sam_demo.engine.utils.transforms import masks_from_logits
 
 __all__ = ["AutoMask", "EverythingConfig", "coco_result", "generate"]
@@ -67,7 +67,7 @@ class EverythingConfig:
         if self.crop_n_layers < 0 or self.min_mask_region_area < 0:
             raise ValueError("crop_n_layers and min_mask_region_area must be >= 0")
         thresholds = (self.pred_iou_thresh, self.stability_score_thresh, self.box_nms_thresh, self.crop_nms_thresh)
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in thresholds):
+        if not all(finite_number(v) for v in thresholds):
             raise ValueError(
                 "pred_iou_thresh, stability_score_thresh and the NMS thresholds must be finite numbers (0 to 1), "
                 f"not {thresholds}"

@@ -169,6 +169,11 @@ HOSTILE = {
     "a mask that is not a PNG": (lambda s: _first_mask(s).update(encoded_binary_mask="aGVsbG8="), "not a readable PNG"),
     "501 objects": (lambda s: s.update(shown=s["shown"] * 251), "at most 500 load at once"),
     # 16 MB of empty lists in a key nobody reads: 240 MB once parsed; 64 MB of them was 1.2 GB
+    "a score of 400 digits": (lambda s: _first_mask(s).update(iou_score=10**400), "a finite number"),
+    "a request of fewer rows than the response": (
+        lambda s: (s["request"]["input_data"]["data"].pop(), s["request"]["input_data"]["index"].pop()),
+        "its request and its response have 1 and 2 rows",
+    ),
     "4 M lists": (
         lambda s: s.update(padding=[[]] * 4_000_001),
         "JSON lists and objects, more than the 4,000,000 that load",
@@ -320,12 +325,35 @@ def test_a_coco_export_loads_back_with_its_categories_names_and_masks(ctx, datas
             assert all(o.fixed is not None for o in objects)
 
 
+# (what is wrong in the third annotation, the prompts and the score it loads with)
+LENIENT = {
+    "points as an object": (lambda a: a.update(prompts={"input_points": {"a": 1}}), None, None),
+    "labels as an object": (lambda a: a["prompts"].update(input_labels={"a": 1}), None, None),
+    "a score of 400 digits": (lambda a: a.update(predicted_iou=10**400), ((200.0, 150.0, 1),), 1.0),
+}
+
+
+@pytest.mark.parametrize("case", LENIENT)
+def test_a_coco_annotations_unusable_prompts_or_score_are_dropped_and_its_mask_loads(ctx, dataset, case):
+    session, masks = dataset
+    change, points, score = LENIENT[case]
+    coco = json.loads(export(ctx, session, "coco.json"))
+    change(coco["annotations"][2])
+    loaded = saved_objects(json.dumps(coco).encode(), (300, 451), image_name="chelsea.png").objects
+    assert len(loaded) == 3 and np.array_equal(loaded[2].mask.mask, masks[2])
+    assert (loaded[2].prompts and loaded[2].prompts.points) == points
+    if score is not None:
+        assert loaded[2].mask.score == score
+
+
 @pytest.mark.parametrize(
     ("change", "says"),
     [
         (lambda c: c["images"].append({**c["images"][0], "id": 2, "file_name": "b.png"}), "none of them 'other.png'"),
         (lambda c: c["images"][0].update(width=600), "it annotates a 600x300 image, but this one is 451x300"),
         (lambda c: c["annotations"][0].update(category_id=9), "annotation 1 names category 9"),
+        (lambda c: c["annotations"][0].update(category_id=[1]), "annotation 1 names category [1]"),
+        (lambda c: c["annotations"][0].update(category_id=10**400), "annotation 1 names category 1000"),
         (
             lambda c: c["annotations"][1].update(segmentation={"size": [3, 3], "counts": "x"}),
             "annotation 2's segmentation",
@@ -444,6 +472,7 @@ def test_yolo_polygons_load_as_fixed_masks(ctx, uploaded, tmp_path):
         ("0 0.5 0.5 0.2 0.2\n\nx 1 2 3 4\n", "line 3 is not 'class cx cy w h'"),
         ("-1 0.5 0.5 0.2 0.2\n", "line 1: class -1"),
         ("0 0.5 0.5 0 0.2\n", "line 1: the box has no size"),
+        ("0 0.5 0.5 1e308 1e308\n", "line 1: the box's centre and size are not fractions of the image"),
         ("0 0.1 0.1 1.5 0.1 0.5 0.6\n", "line 1: the polygon leaves the image"),
         ("0 1e999 0.5 0.2 0.2\n", "line 1: class 0 or its numbers are not usable"),
         ("0 inf 0.5 0.2 0.2\n", "line 1 is not 'class cx cy w h'"),

@@ -22,7 +22,7 @@ from sam_demo.demo.render import DISPLAY_MAX_SIDE, display_size, view_json
 from sam_demo.demo.routes import add_demo_routes
 from sam_demo.demo.session import MAX_POINTS_PER_OBJECT, PALETTE
 from sam_demo.demo.session_store import SessionStore
-from tests.support.demo import point
+from tests.support.demo import box, point
 from tests.support.photos import PHOTOS
 
 WIDE = PHOTOS / "rocket.jpg"
@@ -158,6 +158,14 @@ def test_routes_refuse_bad_requests_clearly(ctx, client):
         (edit(client, session, [{"type": "point", "x": "left"}]), 422, "malformed"),
         (edit(client, session, [point(w + 50, 10)]), 422, "malformed"),
         (edit(client, session, [{"type": "candidate", "index": 1}]), 422, "malformed"),
+        (  # NaN passed the box's clamps and reached the decoder
+            client.post(
+                "/sam-demo/edit",
+                content=json.dumps({"token": session.token, "events": [box(float("nan"), float("nan"), 100, 100)]}),
+            ),
+            422,
+            "the box (nan, nan, 100.0, 100.0) has a corner that is not a finite number",
+        ),
         (client.post("/sam-demo/preview", json={"token": session.token, "x": w + 1, "y": 0}), 400, "outside"),
         (
             client.post("/sam-demo/preview", content=json.dumps({"token": session.token, "x": float("nan"), "y": 0})),

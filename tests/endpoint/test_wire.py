@@ -20,6 +20,7 @@ from sam_demo.endpoint.wire import (
     COLUMNS,
     RequestError,
     build_request,
+    decode_mask_png,
     parse_request,
     read_response,
 )
@@ -101,6 +102,20 @@ def test_reader_accepts_model_card_spelling(engine, landscape):
         assert np.array_equal(x.mask, y.mask) and x.iou_score == y.iou_score
     with pytest.raises(ValueError, match="predictions"):
         read_response([{"nothing": 1}])
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "ICO", "BMP", "GIF", "TIFF"])
+def test_a_responses_masks_are_read_as_png_only(fmt):
+    """The wire's masks are PNGs: no other decoder of Pillow's runs on a saved file's masks (its EPS
+    one would start Ghostscript)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.eye(16, dtype=np.uint8) * 255).save(buffer, fmt)
+    text = base64.b64encode(buffer.getvalue()).decode()
+    if fmt == "PNG":
+        assert np.array_equal(decode_mask_png(text), np.eye(16, dtype=bool))
+    else:
+        with pytest.raises(OSError, match="cannot identify image file"):
+            decode_mask_png(text)
 
 
 def test_build_request_round_trips():

@@ -27,10 +27,12 @@ BOX_REACH = 10
 def finite_numbers(value, count: int) -> bool:
     """Whether a parsed JSON `value` is a list of `count` finite numbers (not booleans, nor integers
     past floats' range, which `math.isfinite` would raise on)."""
-    return isinstance(value, list) and len(value) == count and all(_finite(v) for v in value)
+    return isinstance(value, list) and len(value) == count and all(finite_number(v) for v in value)
 
 
-def _finite(value) -> bool:
+def finite_number(value) -> bool:
+    """Whether a parsed JSON `value` is a finite number: not a boolean, nor an integer past floats'
+    range (which `math.isfinite` would raise on)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     try:
