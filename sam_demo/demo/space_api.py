@@ -69,8 +69,8 @@ def api_segment_everything(
         side = _points_per_side(points_per_side)
         config = EverythingConfig(
             points_per_side=side,
-            pred_iou_thresh=float(pred_iou_thresh),
-            stability_score_thresh=float(stability_score_thresh),
+            pred_iou_thresh=pred_iou_thresh,  # checked there: finite numbers, not text or booleans
+            stability_score_thresh=stability_score_thresh,
         )
         row = EndpointRow(_api_image(image), None, None, None, False)
         rgb = load_row_image(row, 0, ctx.engine, ctx.fetch)
