@@ -475,7 +475,8 @@ class Session:
         "delete", "object": index}, {"type": "rename", "object", "name"}, {"type": "visibility",
         "object", "hidden": bool}, {"type": "category", "object", "category": a listed one or ""},
         {"type": "categories", "names": [str]} (the category list). Returns a message per event that was skipped as malformed or not
-        applicable; the others are applied in order.
+        applicable; the others are applied in order. An event given as None (JSON null) is skipped:
+        the page keeps only the places of the events applied before it last left this image.
         """
         if not isinstance(events, list):
             return ["the prompt surface sent malformed data; reload the page"]
@@ -488,6 +489,8 @@ class Session:
             ]
         problems = []
         for event in events[self.consumed_events :]:
+            if event is None:  # the place of an event applied before the page last left this image
+                continue
             try:
                 if event.get("type") == "box":
                     self.set_box(float(event["x0"]), float(event["y0"]), float(event["x1"]), float(event["y1"]))

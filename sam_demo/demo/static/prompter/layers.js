@@ -24,7 +24,9 @@ function sync() {
   try { next = JSON.parse(props.view || '{}'); } catch (e) { return; }
   if (next.token !== token) {
     token = next.token;
-    events = [];
+    // The image's session has applied `consumed` events already (before the page left it, in a set):
+    // their places are kept, so that the new ones come after them, where it looks.
+    events = new Array(next.consumed || 0).fill(null);
     cancelPreview();
     resetZoomLayers();
     t = SdView.FIT;
