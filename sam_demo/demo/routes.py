@@ -34,6 +34,7 @@ import functools
 import json
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -90,11 +91,41 @@ EXPORTS = {
 }
 DETAIL_PATH = "/sam-demo/detail"
 DETAIL_THREADS = 2
+# Downloads are made on threads of their own (a photo's polygons or cut-outs take seconds to
+# minutes), never on the pool that serves the page, uploads and examples: 45 at once held it all.
+DOWNLOAD_THREADS = 2
+DOWNLOADS_AT_ONCE = 8  # being made or waiting for those threads, one per session; past it, 503
 EDIT_PATH = "/sam-demo/edit"
 EXAMPLE_PATH = "/sam-demo/example"
 INTERACTIVE_THREADS = 2
 PHOTO_PATH = "/sam-demo/photo"
 PREVIEW_PATH = "/sam-demo/preview"
+
+
+class _Downloads:
+    """The downloads being made or waiting, by session token: one per session at a time (its
+    exports take its lock in turn anyway) and `most` in all; past either, an answer at once."""
+
+    def __init__(self, most: int):
+        self.most = most
+        self.tokens: set[str] = set()
+        self.lock = threading.Lock()  # released from a streamed download's thread
+
+    def admit(self, token: str) -> JSONResponse | None:
+        """None when `token`'s download may go ahead (then `done` must follow), else the refusal."""
+        with self.lock:
+            if token in self.tokens:
+                return _error(429, "a download of this image is being made; wait until it has come, then ask again")
+            if len(self.tokens) >= self.most:
+                refused = _error(503, f"busy: {self.most} downloads are being made; retry in a moment")
+                refused.headers["Retry-After"] = "5"
+                return refused
+            self.tokens.add(token)
+            return None
+
+    def done(self, token: str) -> None:
+        with self.lock:
+            self.tokens.discard(token)
 
 
 def preview(engine: SamEngine, session: Session, prompts: ObjectPrompts, cache: ViewCache) -> bytes:
@@ -165,6 +196,8 @@ def add_demo_routes(
     zoomed = ThreadPoolExecutor(DETAIL_THREADS, thread_name_prefix="sam-detail")
     detail_slots = threading.BoundedSemaphore(DETAIL_THREADS)
     photo_lock = threading.Lock()  # one photo made at a time (a 12 MP one takes a few hundred ms)
+    downloads = ThreadPoolExecutor(DOWNLOAD_THREADS, thread_name_prefix="sam-download")
+    gate = _Downloads(DOWNLOADS_AT_ONCE)
     expired = "this session has expired; reload the page and upload the image again"
 
     async def run(fn, *args, pool=interactive):
@@ -263,43 +296,72 @@ def add_demo_routes(
         return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get(SET_EXPORT_PATH + "/{token}/{kind}", include_in_schema=False)
-    def export_set(token: str, kind: str, tolerance: str | None = None):
+    async def export_set(token: str, kind: str, tolerance: str | None = None):
         if workspaces is None:
             return _error(404, "this server keeps no sets of images")
-        return _set_export(workspaces, sessions, engine, token, kind, tolerance)
+        answer = await run(_set_export, workspaces, sessions, engine, token, kind, tolerance, pool=downloads)
+        if not isinstance(answer, Iterator):
+            return answer
+        refused = gate.admit(token)
+        if refused is not None:
+            return refused
+
+        async def stream():  # each part made on the downloads' threads; a client gone stops the rest
+            try:
+                while (chunk := await run(next, answer, None, pool=downloads)) is not None:
+                    yield chunk
+            finally:
+                gate.done(token)
+
+        return StreamingResponse(
+            stream(),
+            media_type=SET_EXPORT_KINDS[kind][0],
+            headers={"Content-Disposition": f'attachment; filename="images.{kind}"', "Cache-Control": "no-store"},
+        )
 
     @app.get(EXPORT_PATH + "/{token}/{kind}", include_in_schema=False)
-    def export(token: str, kind: str, tolerance: str | None = None):
+    async def export(token: str, kind: str, tolerance: str | None = None):
         if kind not in EXPORTS:
             return _error(404, f"unknown export {kind!r}; one of {', '.join(EXPORTS)}")
         session = sessions.get(token)
         if session is None:
             return _error(404, expired)
-        mime, build = EXPORTS[kind]
         try:
             options = ExportOptions(engine.max_pixels, parse_tolerance(tolerance))
         except ValueError as exc:
             return _error(400, str(exc))
+        refused = gate.admit(token)
+        if refused is not None:
+            return refused
         try:
-            with sessions.editing(session) as session:
-                if session.update(engine):  # it had been made light: its masks were remade
-                    sessions.put(session)
-                content = build(session, options)
-        except ValueError as exc:
-            return _error(409, str(exc))
-        name = f"{Path(session.name).stem or 'image'}.{kind}"
-        return Response(
-            content,
-            media_type=mime,
-            headers={"Content-Disposition": f'attachment; filename="{_ascii_name(name)}"', "Cache-Control": "no-store"},
-        )
+            return await run(_image_export, engine, sessions, session, kind, options, pool=downloads)
+        finally:
+            gate.done(token)
+
+
+def _image_export(engine: SamEngine, sessions: SessionStore, session: Session, kind: str, options: ExportOptions):
+    """One image's download (`EXPORTS[kind]`), or 409 with the reason where there is none."""
+    mime, build = EXPORTS[kind]
+    try:
+        with sessions.editing(session) as session:
+            if session.update(engine):  # it had been made light: its masks were remade
+                sessions.put(session)
+            content = build(session, options)
+    except ValueError as exc:
+        return _error(409, str(exc))
+    name = f"{Path(session.name).stem or 'image'}.{kind}"
+    return Response(
+        content,
+        media_type=mime,
+        headers={"Content-Disposition": f'attachment; filename="{_ascii_name(name)}"', "Cache-Control": "no-store"},
+    )
 
 
 def _set_export(
     workspaces: WorkspaceStore, sessions: SessionStore, engine: SamEngine, token: str, kind: str, tolerance: str | None
-) -> Response:
-    """A whole set's download, streamed as it is made (`set_exports.py`); 400 / 404 / 409 with the
-    reason where there is none."""
+) -> Iterator[bytes] | JSONResponse:
+    """A whole set's download as the parts to stream, each made when it is asked for
+    (`set_exports.py`); 400 / 404 / 409 with the reason where there is none."""
     if kind not in SET_EXPORT_KINDS:
         return _error(404, f"unknown export {kind!r}; one of {', '.join(SET_EXPORT_KINDS)}")
     session = sessions.get(token)
@@ -313,12 +375,7 @@ def _set_export(
         images = set_images(workspaces, sessions, session)
     except ValueError as exc:
         return _error(409, str(exc))
-    chunks = set_export_chunks(kind, images, functools.partial(remade, engine), options)
-    return StreamingResponse(
-        chunks,
-        media_type=SET_EXPORT_KINDS[kind][0],
-        headers={"Content-Disposition": f'attachment; filename="images.{kind}"', "Cache-Control": "no-store"},
-    )
+    return iter(set_export_chunks(kind, images, functools.partial(remade, engine), options))
 
 
 def _ascii_name(name: str) -> str:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -308,3 +310,50 @@ def test_numbers_past_floats_range_get_a_clear_4xx(client, uploaded):
         body = json.dumps({"token": uploaded.token, "events": [event]})  # 1e400 reads as Infinity
         clicked = client.post("/sam-demo/edit", content=body, headers={"Content-Type": "application/json"})
         assert clicked.status_code == 422 and "malformed" in clicked.json()["error"]
+
+
+def test_downloads_take_one_at_a_time_per_image_and_a_few_in_all_and_never_the_pages_threads(ctx, monkeypatch):
+    """A photo's polygons or cut-outs take seconds to minutes: 45 asked for at once held every thread
+    of the pool that serves the page, uploads and examples. Now a second download of one image gets
+    429 at once, past DOWNLOADS_AT_ONCE in all 503 with Retry-After, and the rest of the page answers
+    meanwhile."""
+    import sam_demo.demo.routes as routes
+
+    release = threading.Event()
+
+    def slow(session, options):
+        release.wait(60)
+        return b"made"
+
+    monkeypatch.setitem(routes.EXPORTS, "cutout.png", ("image/png", slow))
+    admitted = []
+    admit = routes._Downloads.admit
+
+    def counted(gate, token):
+        refused = admit(gate, token)
+        admitted.append(token) if refused is None else None
+        return refused
+
+    monkeypatch.setattr(routes._Downloads, "admit", counted)
+    sessions = [on_image(ctx, str(WIDE)).state for _ in range(routes.DOWNLOADS_AT_ONCE + 1)]
+    app = FastAPI()
+    add_demo_routes(app, ctx.engine, ctx.sessions)
+    with TestClient(app) as client:
+
+        def download(session):
+            return client.get(f"/sam-demo/export/{session.token}/cutout.png")
+
+        with ThreadPoolExecutor(routes.DOWNLOADS_AT_ONCE) as pool:
+            waiting = [pool.submit(download, s) for s in sessions[:-1]]
+            deadline = time.monotonic() + 30
+            while len(admitted) < routes.DOWNLOADS_AT_ONCE:
+                assert time.monotonic() < deadline, "the downloads never started"
+                time.sleep(0.05)
+            again = download(sessions[0])
+            assert again.status_code == 429 and "a download of this image is being made" in again.json()["error"]
+            over = download(sessions[-1])
+            assert over.status_code == 503 and over.headers["retry-after"] == "5" and "busy" in over.json()["error"]
+            assert client.get("/sam-demo/example/chelsea.png").status_code == 200
+            release.set()
+            assert all(f.result().content == b"made" for f in waiting)
+        assert download(sessions[-1]).content == b"made", "each one's turn comes"
