@@ -53,11 +53,11 @@ from sam_demo.engine.utils.prompts import BOX_REACH, finite_number, finite_numbe
 
 
 def endpoint_export(session: Session) -> dict:
-    """{"request": ..., "response": ..., "shown": [...]} for every object with a prompt.
+    """{"request": ..., "response": ..., "shown": [...], "categories": [...]} for every object with a prompt.
 
     shown[i] names the mask on screen for request row i: its prediction and mask index in the
-    response (the chosen multimask candidate), with its predicted IoU, the object's number, name
-    and whether it is hidden.
+    response (the chosen multimask candidate), with its predicted IoU, the object's number, name,
+    category and whether it is hidden; "categories" is the session's category list, in order.
     """
     results = session.finished_results()
     if not results and session.shown():
@@ -78,11 +78,17 @@ def endpoint_export(session: Session) -> dict:
             "iou_score": r.score,
             "object": i + 1,
             "name": r.prompts.name,
+            "category": r.prompts.category,
             "hidden": r.prompts.hidden,
         }
         for k, (i, r) in enumerate(results)
     ]
-    return {"request": build_request(rows), "response": response, "shown": shown}
+    return {
+        "request": build_request(rows),
+        "response": response,
+        "shown": shown,
+        "categories": list(session.categories),
+    }
 
 
 NOTHING_YET = "nothing to export yet: click on the image to segment an object"
@@ -415,7 +421,7 @@ class SavedFile:
 
     objects: list[SavedObject]
     other_image: bool = False
-    categories: tuple[str, ...] = ()  # a COCO file's category list, in its order
+    categories: tuple[str, ...] = ()  # the file's category list, in its order (COCO's, or Download JSON's)
 
 
 def parse_saved_json(data: bytes) -> object:
@@ -485,10 +491,18 @@ def saved_objects(
     for entry, show in picked:
         decoded = decode_mask_entry(entry, image_hw)
         prompts = None if requests is None or other_image else _prompts(requests[show["row"]], show)
-        name = str(show.get("name") or "")[:MAX_NAME_CHARS]
+        name, category = (_text_field(show, key) for key in ("name", "category"))
         fixed = FixedMask.of(decoded.mask, decoded.iou_score, "Loaded mask")
-        objects.append(SavedObject(fixed, name, prompts, show.get("hidden") is True))
-    return SavedFile(objects, other_image)
+        objects.append(SavedObject(fixed, name, prompts, show.get("hidden") is True, category))
+    listed = body.get("categories") if ours else None
+    listed = [str(c)[:MAX_NAME_CHARS] for c in listed if isinstance(c, str)] if isinstance(listed, list) else []
+    return SavedFile(objects, other_image, tuple(listed))
+
+
+def _text_field(entry: dict, key: str) -> str:
+    """A text field of a saved entry ("" if missing or not text), cut to a name's length."""
+    value = entry.get(key)
+    return value[:MAX_NAME_CHARS] if isinstance(value, str) else ""
 
 
 def _check_count(count: int, image_hw: tuple[int, int]) -> None:

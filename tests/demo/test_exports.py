@@ -226,6 +226,22 @@ def test_a_saved_file_keeps_hidden_objects_hidden_and_drops_prompts_for_another_
     assert [o.hidden for o in loaded.objects] == [False, True, False]
 
 
+def test_download_json_keeps_the_objects_categories_and_the_category_list(ctx, two_objects, tmp_path):
+    history = [
+        CLICK,
+        BOX,
+        {"type": "categories", "names": ["saucer", "cup", "spoon"]},
+        {"type": "category", "object": 0, "category": "cup"},
+        {"type": "category", "object": 1, "category": "saucer"},
+    ]
+    session = on_prompt(ctx, events(two_objects, *history), two_objects).state
+    path = tmp_path / "saved.json"
+    path.write_bytes(export(ctx, session, "sam-endpoint.json"))
+    loaded = stored(ctx, on_load_saved(ctx, str(path), on_image(ctx, CAT).state).state)
+    assert loaded.categories == ("saucer", "cup", "spoon"), "the list, in its order, unused names too"
+    assert [o.category for o in loaded.objects if o.has_prompts] == ["cup", "saucer"]
+
+
 def _shape_masks() -> list[np.ndarray]:
     """A ring and two parts with holes (one holding an island) on the 451x300 photo."""
     ring, parts = np.zeros((300, 451), np.uint8), np.zeros((300, 451), np.uint8)
