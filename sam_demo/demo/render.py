@@ -408,13 +408,15 @@ def _download_link(elem_id: str, url: str, kind: str, file: str, label: str) -> 
 
 
 def click_status(session: Session, decoded: int = 0, ms: float = 0.0) -> str:
-    """The status line after an edit: the edited object's IoU (and decode time), or what to do."""
+    """The status line after an edit: what its events did that shows no mask (an object deleted,
+    hidden), then the edited object's IoU (and decode time), or what to do."""
+    done = "".join(f"{note} · " for note in session.notes)
     active = session.edited_layer()
     if active.score is None:
-        return f"{active.name}: click on the image or drag a box."
+        return f"{done}{active.name}: click on the image or drag a box."
     if active.prompts.fixed is not None:
-        return f"{active.name}: a loaded mask has no prompts to refine; a click or box starts a new object."
-    status = f"{active.name}: IoU {shown_score(active.score):.3f}"
+        return f"{done}{active.name}: a loaded mask has no prompts to refine; a click or box starts a new object."
+    status = f"{done}{active.name}: IoU {shown_score(active.score):.3f}"
     if decoded:
         status += f" · decoded in {ms:.0f} ms"
     if active.prompts.multimask:

@@ -332,6 +332,7 @@ class Session:
     undo_stack: list[Snapshot] = field(default_factory=list)
     redo_stack: list[Snapshot] = field(default_factory=list)
     consumed_events: int = 0
+    notes: list[str] = field(default_factory=list, repr=False)  # what the last events did that shows no mask
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # shared by all forks
 
     @classmethod
@@ -382,6 +383,7 @@ class Session:
             auto_masks=list(self.auto_masks),
             undo_stack=list(self.undo_stack),
             redo_stack=list(self.redo_stack),
+            notes=list(self.notes),
         )
 
     # ---- edits: each is one undoable action ------------------------------------------------
@@ -429,6 +431,9 @@ class Session:
         """Make `prompts` (the edited object's, with a new point or box) the edited object's, undoably.
         A fixed mask has no prompts to refine: then the click or box starts a new object instead."""
         if self.edited.fixed is None:
+            if prompts.hidden:  # a prompt shows the object it refines, or the user would see nothing
+                prompts = replace(prompts, hidden=False)
+                self.notes.append(f"{self._name(self.active)} shown again")
             self._edit(self._with_edited(prompts))
         else:
             self._edit(self.objects + [replace(prompts, name="", hidden=False, fixed=None)], len(self.objects))
@@ -487,7 +492,7 @@ class Session:
                 f"{len(events) - self.consumed_events:,} new prompt events at once, more than the {MAX_NEW_EVENTS} "
                 "one edit takes; reload the page"
             ]
-        problems = []
+        problems, self.notes = [], []
         for event in events[self.consumed_events :]:
             if event is None:  # the place of an event applied before the page last left this image
                 continue
@@ -551,6 +556,7 @@ class Session:
     def delete(self, index) -> None:
         """Delete object `index`, undoably (undo brings it back, masks and name too)."""
         index = self._object(index)
+        self.notes.append(f"{self._name(index)} deleted (Undo brings it back)")
         objects = self.objects[:index] + self.objects[index + 1 :] or [ObjectPrompts()]
         # The edited object keeps being edited; deleting it moves to the one that took its place.
         active = self.active - (self.active > index) if index != self.active else min(index, len(objects) - 1)
@@ -579,6 +585,11 @@ class Session:
         if not isinstance(hidden, bool):
             raise ValueError("visibility takes hidden: true or false")
         self._change(index, hidden=hidden)
+        self.notes.append(f"{self._name(self._object(index))} " + ("hidden (still exported)" if hidden else "shown"))
+
+    def _name(self, index: int) -> str:
+        """Object `index`'s name as the list shows it."""
+        return next(layer.name for layer in self.layers() if layer.object_index == index)
 
     def _change(self, index, **fields) -> None:
         """Change fields of object `index`'s prompts (not its inputs: its masks stay), undoably."""

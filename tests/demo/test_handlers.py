@@ -163,7 +163,7 @@ def test_exports_replay_and_reload(ctx, engine, uploaded, tmp_path):
 
     saved = export(ctx, session, "sam-endpoint.json", tmp_path)
     export_json = json.loads(open(saved).read())
-    assert list(export_json) == ["request", "response", "shown"]
+    assert list(export_json) == ["request", "response", "shown", "categories"]
     replay = score(export_json["request"], engine)  # what POST /score answers
     assert read_response(replay) and json.dumps(replay) == json.dumps(export_json["response"])
     shown = [

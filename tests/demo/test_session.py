@@ -93,6 +93,28 @@ def test_a_hidden_object_is_not_drawn_but_listed_and_exported(ctx, two):
     assert len(json.loads(export(ctx, session, "sam-endpoint.json"))["shown"]) == 2
 
 
+def test_hiding_and_deleting_say_so_and_a_click_on_a_hidden_object_shows_it_again(ctx, two):
+    """The edited object deleted, editing moves to the hidden one that takes its place: the status
+    line says what happened, and the next click shows that object again rather than refining it
+    unseen (found by a fresh-eyes review)."""
+    history, session = two
+    history.append(obj("visibility", 0, hidden=True))
+    view = on_prompt(ctx, events(session, *history), session)
+    assert "Object 1 hidden (still exported) · Object 2: IoU" in panels(view)["status"]
+    history.append(obj("delete", 1))
+    view = on_prompt(ctx, events(view.state, *history), view.state)
+    assert "Object 2 deleted (Undo brings it back) · Object 1: IoU" in panels(view)["status"]
+    assert stored(ctx, view.state).objects[0].hidden
+    history.append(point(120, 80))
+    view = on_prompt(ctx, events(view.state, *history), view.state)
+    assert "Object 1 shown again · Object 1: IoU" in panels(view)["status"]
+    session = stored(ctx, view.state)
+    assert not session.objects[0].hidden and len(session.objects[0].points) == 2
+    undone = on_undo(ctx, view.state)
+    assert "shown again" not in panels(undone)["status"], "what the last events did is told once"
+    assert stored(ctx, undone.state).objects[0].hidden
+
+
 def test_selecting_another_object_drops_an_empty_one(ctx, two):
     history, session = two
     session = on_new_object(ctx, session).state  # object 3, no prompt yet

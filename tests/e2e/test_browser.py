@@ -479,12 +479,14 @@ def test_the_object_list_selects_renames_hides_deletes_and_undoes(browser, serve
 
     page.locator('#objects [data-hide="1"]').click()
     page.wait_for_function("document.querySelector('#legend').innerText.includes('hidden')", timeout=30_000)
+    assert "hidden (still exported)" in status(page), "said on the status line, not only in the list"
     assert page.locator("#prompter .sd-layers canvas, #prompter .sd-layers img").count() == 1
     page.locator('#objects [data-hide="1"]').click()
     page.wait_for_function("!document.querySelector('#legend').innerText.includes('hidden')", timeout=30_000)
 
     page.locator('#objects [data-delete="1"]').click()
     exported("1 object, 2 prompts")
+    assert "deleted (Undo brings it back)" in status(page)
     page.keyboard.press("Control+z")  # undo brings it back
     exported("2 objects, 3 prompts")
     with page.expect_download(timeout=60_000) as download:
