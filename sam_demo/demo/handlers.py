@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,11 +23,11 @@ import gradio as gr
 import numpy as np
 
 from sam_demo.demo.components import user_error
-from sam_demo.demo.exports import saved_objects, yolo_objects
+from sam_demo.demo.exports import SavedFile, saved_objects, yolo_objects
 from sam_demo.demo.render import click_status, display_image_uri, plural, shown_score, view_json
 from sam_demo.demo.session import FixedMask, Session
 from sam_demo.demo.session_store import SessionStore
-from sam_demo.demo.workspace import BackgroundEncoder, WorkspaceLimits, WorkspaceStore
+from sam_demo.demo.workspace import BackgroundEncoder, WorkspaceLimits, WorkspaceStore, read_yolo_uploads
 from sam_demo.endpoint.fetch import FetchPolicy
 from sam_demo.endpoint.wire import RequestLimits
 from sam_demo.engine.automatic_mask_generator import EverythingConfig, generate
@@ -514,10 +514,23 @@ def _text(data: bytes) -> str:
         raise ValueError("it is not a YOLO label file: it is not UTF-8 text") from None
 
 
+def _yolo_zip_objects(path: Path, session: Session, max_images: int) -> SavedFile:
+    """The objects of a YOLO dataset zip's label file for the image shown (by its name's stem), with
+    the class names of its data.yaml or classes.txt; ValueError saying what the zip holds instead."""
+    labels = read_yolo_uploads([path], MAX_SAVED_BYTES, 10 * max_images)
+    stem = Path(session.name).stem
+    if stem not in labels.texts:
+        held = ", ".join(where for where, _ in list(labels.texts.values())[:3]) or "no YOLO label file (.txt)"
+        raise ValueError(f"it holds {held}{', ...' if len(labels.texts) > 3 else ''}, but no {stem}.txt for this image")
+    names = tuple(labels.names) if labels.names is not None else session.categories
+    saved = yolo_objects(labels.texts[stem][1], session.size_hw, names)
+    return replace(saved, categories=names if labels.names is not None else ())
+
+
 def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None, into: str = "") -> View:
     """Add the objects of a saved file, undoably: our Download JSON, an endpoint response in either
     spelling, a COCO file (instances, or detections whose boxes are segmented here) or a YOLO label
-    file (boxes segmented here, or polygons); with their names and categories, and refinable again
+    file (boxes segmented here, or polygons), alone or in a zip of a YOLO dataset; with their names and categories, and refinable again
     where their prompts remake their masks. `into`: said after the file's name (where it went)."""
     if session is None:
         return _refused(ctx, None, "Upload the image these masks were made for first, then load the saved JSON.")
@@ -531,6 +544,8 @@ def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None, i
             data = Path(path).read_bytes()
             if Path(path).suffix.lower() == ".txt":  # YOLO labels: boxes to segment, or polygons
                 saved = yolo_objects(_text(data), session.size_hw, session.categories)
+            elif Path(path).suffix.lower() == ".zip":  # a YOLO dataset (as its download): this image's labels
+                saved = _yolo_zip_objects(Path(path), session, ctx.limits.max_images)
             else:
                 saved = saved_objects(data, session.size_hw, session.image_bytes, session.name)
             restored, fixed, skipped = session.add_saved(ctx.engine, saved.objects, saved.categories)

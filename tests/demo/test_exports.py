@@ -294,6 +294,25 @@ def test_coco_polygons_and_rle_read_back_by_pycocotools(ctx, dataset, tmp_path):
         assert evaluation.stats[0] == pytest.approx(1.0)
 
 
+def test_a_yolo_download_loads_back_into_its_image_and_names_what_it_lacks(ctx, dataset, tmp_path):
+    session, masks = dataset
+    path = tmp_path / "chelsea.yolo-seg.zip"
+    path.write_bytes(export(ctx, session, "yolo-seg.zip"))
+    view = on_load_saved(ctx, str(path), on_image(ctx, CAT).state)
+    assert "Loaded from chelsea.yolo-seg.zip: 3 fixed masks." in panels(view)["status"]
+    loaded = stored(ctx, view.state)
+    assert loaded.categories == ("cat", "cup") and [o.category for o in loaded.objects[:3]] == ["cat", "cup", "cat"]
+    shown = [layer.source.mask for layer in loaded.shown()]
+    assert all((a & b).sum() / (a | b).sum() > 0.98 for a, b in zip(shown[:2], masks[:2])), "polygons: near the masks"
+    other = tmp_path / "rocket.png"
+    Image.open(CAT).save(other)
+    refused = on_load_saved(ctx, str(path), on_image(ctx, str(other)).state)
+    assert "labels.zip" not in panels(refused)["status"]
+    assert "it holds chelsea.yolo-seg.zip: labels/chelsea.txt, but no rocket.txt for this image" in html.unescape(
+        panels(refused)["status"]
+    )
+
+
 def test_yolo_segmentation_labels_read_back_by_an_independent_reader(ctx, dataset):
     session, masks = dataset
     with zipfile.ZipFile(io.BytesIO(export(ctx, session, "yolo-seg.zip"))) as archive:
