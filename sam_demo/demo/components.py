@@ -64,8 +64,9 @@ PAGE_CSS = (
 
 
 def user_error(message: str) -> gr.Error:
-    """An error the user made (told in a toast); not a fault of the server, so no traceback in its log."""
-    return gr.Error(message, print_exception=False)
+    """An error the user made (told in a toast that stays until closed: it says what to do); not a
+    fault of the server, so no traceback in its log."""
+    return gr.Error(message, duration=None, print_exception=False)
 
 
 def is_uploaded(path: str) -> bool:

@@ -242,7 +242,7 @@ def open_image(
     view = _view(
         ctx,
         session,
-        f"{note}Image {w}×{h} encoded {how} on {ctx.engine.info.device}. Click on an object to segment it.",
+        f"{note}Image {w}×{h} encoded {how} on {ctx.engine.info.device}. Click or tap on an object to segment it.",
         new_image=rgb,
     )
     del rgb

@@ -413,7 +413,7 @@ def click_status(session: Session, decoded: int = 0, ms: float = 0.0) -> str:
     done = "".join(f"{note} · " for note in session.notes)
     active = session.edited_layer()
     if active.score is None:
-        return f"{done}{active.name}: click on the image or drag a box."
+        return f"{done}{active.name}: click or tap on the image, or drag a box."
     if active.prompts.fixed is not None:
         return f"{done}{active.name}: a loaded mask has no prompts to refine; a click or box starts a new object."
     status = f"{done}{active.name}: IoU {shown_score(active.score):.3f}"

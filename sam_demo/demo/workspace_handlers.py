@@ -177,7 +177,8 @@ def on_add_folder(ctx: DemoContext, paths: list[str] | None, session: Session | 
         return (*_refused(ctx, session, message), *workspace_view(ctx, session))
     result = on_add_images(ctx, kept, session, progress)
     if len(kept) < len(paths):
-        gr.Info(f"{plural(len(paths) - len(kept), 'file')} of the folder that are not images were skipped.")
+        skipped = len(paths) - len(kept)
+        gr.Info(f"Skipped {plural(skipped, 'file')} of the folder: {'not an image' if skipped == 1 else 'not images'}.")
     return result
 
 
