@@ -754,6 +754,7 @@ def test_categories_by_list_keys_and_picker_reach_coco_and_yolo(browser, server,
     page.locator("#categories").fill("cat\ncup\n<i>bowl</i>")
     page.locator("#categories").blur()  # the list is sent when it loses focus
     legend_has("<i>bowl</i>")
+    assert page.evaluate("document.querySelector('details.sd-categories').open"), "left open, as the user had it"
     page.keyboard.press("2")  # the edited object: the list's second category
     legend_has("Object 1 (cup)")
     page.keyboard.press("n")

@@ -12,7 +12,11 @@ let tolerance = null;  // the exports' polygon tolerance, as typed (null: the de
 document.addEventListener('sam-demo:view', (event) => {
   const html = event.detail && event.detail[part];
   if (typeof html !== 'string') return;
+  // The category list stays open or closed as the user left it (the new HTML opens it only while empty).
+  const was = element.querySelector('details.sd-categories');
   element.innerHTML = html;
+  const list = element.querySelector('details.sd-categories');
+  if (was && list) list.open = was.open;
   const field = element.querySelector('#polygon-tolerance');
   if (field && tolerance !== null) field.value = tolerance;
   // A problem told on the status line while it is out of sight (a phone, scrolled to the exports)
