@@ -634,19 +634,23 @@ class Session:
         stays last and edited), else after the others. `categories` (the file's list) and the
         objects' categories join the category list where they are not in it yet.
 
-        Boxes to segment (no mask) are added as objects with their box, but for a box an object has
-        already (the same file loaded twice). Returns (restored with prompts or boxes, added as fixed
+        Boxes to segment (no mask) are added as objects with their box, but for a box and category an
+        object has already (the same file loaded twice). Returns (restored with prompts or boxes, added as fixed
         masks, skipped as already shown).
         """
         self.update(engine)
         shown = {_rle_key(layer.source) for layer in self.shown()}
-        box_keys = {o.box_xyxy for o in self.objects if o.fixed is None and not o.points and o.box_xyxy is not None}
+        box_keys = {  # a box to segment is a new object unless one has the same box and category
+            (o.box_xyxy, o.category)
+            for o in self.objects
+            if o.fixed is None and not o.points and o.box_xyxy is not None
+        }
         added, results, boxes = [], {}, 0
         for item in saved:
             if item.mask is None:  # a box to segment: decoded by `update` with the others
-                if item.prompts.box_xyxy in box_keys:
+                if (item.prompts.box_xyxy, clean_name(item.category)) in box_keys:
                     continue
-                box_keys.add(item.prompts.box_xyxy)
+                box_keys.add((item.prompts.box_xyxy, clean_name(item.category)))
                 boxes += 1
                 kept = dict(name=clean_name(item.name), hidden=item.hidden, category=clean_name(item.category))
                 added.append(replace(item.prompts, fixed=None, **kept))

@@ -486,6 +486,16 @@ def test_imported_boxes_become_objects_segmented_from_them(ctx, uploaded, tmp_pa
     ]
 
 
+def test_one_box_of_two_classes_is_two_objects_and_loading_it_again_adds_none(ctx, uploaded, tmp_path):
+    path = tmp_path / "chelsea.txt"
+    path.write_text("0 0.5 0.5 0.4 0.4\n1 0.5 0.5 0.4 0.4\n")  # a multi-label detection: same box, two classes
+    once = on_load_saved(ctx, str(path), uploaded)
+    assert "2 objects to refine" in panels(once)["status"]
+    assert [o.category for o in stored(ctx, once.state).objects if o.has_prompts] == ["class 0", "class 1"]
+    twice = on_load_saved(ctx, str(path), once.state)
+    assert len([o for o in stored(ctx, twice.state).objects if o.has_prompts]) == 2
+
+
 def test_yolo_polygons_load_as_fixed_masks(ctx, uploaded, tmp_path):
     path = tmp_path / "chelsea.txt"
     path.write_text("0 0.1 0.1 0.5 0.1 0.5 0.6 0.1 0.6\n")
