@@ -34,13 +34,15 @@ import functools
 import json
 import threading
 import time
+import weakref
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from sam_demo.demo.detail import MAX_DETAIL_LAYERS, detail_layers, photo_jpeg
 from sam_demo.demo.example_photos import example_file
@@ -126,6 +128,15 @@ class _Downloads:
     def done(self, token: str) -> None:
         with self.lock:
             self.tokens.discard(token)
+
+    def done_after(self, token: str, work: Future | None) -> None:
+        """`done` once `work`, a download's part on its thread, has ended (at once if it has, or if
+        None): a client that leaves does not stop the part being made, so its place is kept till then
+        (else leaving and asking again would queue parts without bound)."""
+        if work is None:
+            self.done(token)
+        else:
+            work.add_done_callback(lambda _: self.done(token))
 
 
 def preview(engine: SamEngine, session: Session, prompts: ObjectPrompts, cache: ViewCache) -> bytes:
@@ -299,7 +310,7 @@ def add_demo_routes(
     async def export_set(token: str, kind: str, tolerance: str | None = None):
         if workspaces is None:
             return _error(404, "this server keeps no sets of images")
-        answer = await run(_set_export, workspaces, sessions, engine, token, kind, tolerance, pool=downloads)
+        answer = await run_in_threadpool(_set_export, workspaces, sessions, engine, token, kind, tolerance)
         if not isinstance(answer, Iterator):
             return answer
         refused = gate.admit(token)
@@ -307,14 +318,21 @@ def add_demo_routes(
             return refused
 
         async def stream():  # each part made on the downloads' threads; a client gone stops the rest
+            work = None
             try:
-                while (chunk := await run(next, answer, None, pool=downloads)) is not None:
+                while True:
+                    work = downloads.submit(next, answer, None)
+                    if (chunk := await asyncio.wrap_future(work)) is None:
+                        return
                     yield chunk
             finally:
-                gate.done(token)
+                never_started.detach()
+                gate.done_after(token, work)
 
+        body = stream()
+        never_started = weakref.finalize(body, gate.done, token)  # dropped unstarted: its client went first
         return StreamingResponse(
-            stream(),
+            body,
             media_type=SET_EXPORT_KINDS[kind][0],
             headers={"Content-Disposition": f'attachment; filename="images.{kind}"', "Cache-Control": "no-store"},
         )
@@ -333,10 +351,9 @@ def add_demo_routes(
         refused = gate.admit(token)
         if refused is not None:
             return refused
-        try:
-            return await run(_image_export, engine, sessions, session, kind, options, pool=downloads)
-        finally:
-            gate.done(token)
+        work = downloads.submit(_image_export, engine, sessions, session, kind, options)
+        gate.done_after(token, work)
+        return await asyncio.wrap_future(work)
 
 
 def _image_export(engine: SamEngine, sessions: SessionStore, session: Session, kind: str, options: ExportOptions):

@@ -10,7 +10,7 @@ import json
 import threading
 import time
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -357,3 +357,17 @@ def test_downloads_take_one_at_a_time_per_image_and_a_few_in_all_and_never_the_p
             release.set()
             assert all(f.result().content == b"made" for f in waiting)
         assert download(sessions[-1]).content == b"made", "each one's turn comes"
+
+
+def test_a_downloads_place_is_kept_until_its_part_has_been_made():
+    """A client that leaves does not stop the part being made on its thread: its place stays taken
+    till then, or leaving and asking again would queue parts without bound."""
+    from sam_demo.demo.routes import _Downloads
+
+    gate = _Downloads(1)
+    assert gate.admit("a") is None
+    work = Future()
+    gate.done_after("a", work)  # its client went; the part is still being made
+    assert gate.admit("a").status_code == 429 and gate.admit("b").status_code == 503
+    work.set_result(b"part")
+    assert gate.admit("b") is None
