@@ -635,6 +635,17 @@ def yolo_objects(text: str, image_hw: tuple[int, int], categories: tuple[str, ..
     return SavedFile(objects)
 
 
+def yolo_dataset_objects(
+    text: str, image_hw: tuple[int, int], names: list[str] | None, listed: tuple[str, ...]
+) -> SavedFile:
+    """`yolo_objects` of a dataset's label file: with its class names (`names`, from its data.yaml or
+    classes.txt), which then join the category list, else with the image's category list `listed`."""
+    if names is None:
+        return yolo_objects(text, image_hw, listed)
+    categories = tuple(n[:MAX_NAME_CHARS] for n in names)
+    return replace(yolo_objects(text, image_hw, categories), categories=categories)
+
+
 def _coco_mask(segmentation, image_hw: tuple[int, int], k: int, outline: OutlineBudget) -> np.ndarray:
     """A COCO segmentation (polygons, or RLE compressed or not) as an (H, W) bool mask; polygons use
     up the file's `outline`."""

@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,7 +23,7 @@ import gradio as gr
 import numpy as np
 
 from sam_demo.demo.components import user_error
-from sam_demo.demo.exports import SavedFile, saved_objects, yolo_objects
+from sam_demo.demo.exports import SavedFile, saved_objects, yolo_dataset_objects, yolo_objects
 from sam_demo.demo.render import click_status, display_image_uri, plural, shown_score, view_json
 from sam_demo.demo.session import FixedMask, Session
 from sam_demo.demo.session_store import SessionStore
@@ -522,9 +522,7 @@ def _yolo_zip_objects(path: Path, session: Session, max_images: int) -> SavedFil
     if stem not in labels.texts:
         held = ", ".join(where for where, _ in list(labels.texts.values())[:3]) or "no YOLO label file (.txt)"
         raise ValueError(f"it holds {held}{', ...' if len(labels.texts) > 3 else ''}, but no {stem}.txt for this image")
-    names = tuple(labels.names) if labels.names is not None else session.categories
-    saved = yolo_objects(labels.texts[stem][1], session.size_hw, names)
-    return replace(saved, categories=names if labels.names is not None else ())
+    return yolo_dataset_objects(labels.texts[stem][1], session.size_hw, labels.names, session.categories)
 
 
 def on_load_saved(ctx: DemoContext, path: str | None, session: Session | None, into: str = "") -> View:

@@ -9,13 +9,12 @@ image shown and the new ones; from then on, a new upload is added to the set and
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
 
-from sam_demo.demo.exports import SavedFile, coco_objects, file_names, parse_saved_json, yolo_objects
+from sam_demo.demo.exports import SavedFile, coco_objects, file_names, parse_saved_json, yolo_dataset_objects
 from sam_demo.demo.handlers import (
     MAX_SAVED_BYTES,
     DemoContext,
@@ -28,7 +27,7 @@ from sam_demo.demo.handlers import (
     start_session,
 )
 from sam_demo.demo.render import plural
-from sam_demo.demo.session import MAX_CATEGORIES, MAX_NAME_CHARS, Session
+from sam_demo.demo.session import MAX_CATEGORIES, Session
 from sam_demo.demo.workspace import Workspace, WorkspaceImage, image_label, read_uploads, read_yolo_uploads
 from sam_demo.engine.utils.files import IMAGE_SUFFIXES, NotARegularFile, read_regular
 
@@ -404,16 +403,15 @@ def _load_yolo(ctx: DemoContext, workspace: Workspace, paths: list[str], session
             f"{not_loaded}: its names list {len(labels.names):,} classes; a category list takes at most "
             f"{MAX_CATEGORIES:,}.",
         )
-    given = labels.names is not None
-    categories = tuple(n[:MAX_NAME_CHARS] for n in labels.names) if given else ctx.sessions.latest(session).categories
+    listed = ctx.sessions.latest(session).categories
     plans = []
     for image, where, text in matched:
         try:
-            saved = yolo_objects(text, image.size_hw, categories)
+            saved = yolo_dataset_objects(text, image.size_hw, labels.names, listed)
         except ValueError as exc:
             return _refused(ctx, session, f"{not_loaded} (nothing was added): {where}: {exc}")
         if saved.objects:  # an empty label file: an image without objects
-            plans.append((image, replace(saved, categories=categories if given else ())))
+            plans.append((image, saved))
     if not plans:
         return _refused(ctx, session, f"{not_loaded}: its label files are empty (no line, no object).")
     return _load_into_set(ctx, workspace, _Plans(what, plans, unmatched), session, progress)
