@@ -495,7 +495,7 @@ def saved_objects(
         fixed = FixedMask.of(decoded.mask, decoded.iou_score, "Loaded mask")
         objects.append(SavedObject(fixed, name, prompts, show.get("hidden") is True, category))
     listed = body.get("categories") if ours else None
-    listed = [str(c)[:MAX_NAME_CHARS] for c in listed if isinstance(c, str)] if isinstance(listed, list) else []
+    listed = [c[:MAX_NAME_CHARS] for c in listed if isinstance(c, str)] if isinstance(listed, list) else []
     return SavedFile(objects, other_image, tuple(listed))
 
 
