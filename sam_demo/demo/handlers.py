@@ -351,7 +351,6 @@ def _history(ctx: DemoContext, session: Session | None, step: str) -> View:
     if session is None:
         return _refused(ctx, None, NO_IMAGE)
     with ctx.sessions.editing(session) as session:
-        session.notes = []  # those of the last events are told
         if not getattr(session, step)():
             return _refused(ctx, session, f"Nothing to {step}.")
         return _decode_and_view(ctx, session, auto=True, said={"undo": "Undone.", "redo": "Redone."}[step])
@@ -371,7 +370,6 @@ def _action(ctx: DemoContext, session: Session | None, action: str, done: str | 
     if session is None:
         return _refused(ctx, None, NO_IMAGE)
     with ctx.sessions.editing(session) as session:
-        session.notes = []  # those of the last events are told
         try:
             getattr(session, action)()
         except ValueError as exc:

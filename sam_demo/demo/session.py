@@ -332,7 +332,7 @@ class Session:
     undo_stack: list[Snapshot] = field(default_factory=list)
     redo_stack: list[Snapshot] = field(default_factory=list)
     consumed_events: int = 0
-    notes: list[str] = field(default_factory=list, repr=False)  # what the last events did that shows no mask
+    notes: list[str] = field(default_factory=list, repr=False)  # what this edit did that shows no mask
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # shared by all forks
 
     @classmethod
@@ -383,7 +383,7 @@ class Session:
             auto_masks=list(self.auto_masks),
             undo_stack=list(self.undo_stack),
             redo_stack=list(self.redo_stack),
-            notes=list(self.notes),
+            notes=[],  # an edit (on a fork) tells only what it did
         )
 
     # ---- edits: each is one undoable action ------------------------------------------------
@@ -492,7 +492,7 @@ class Session:
                 f"{len(events) - self.consumed_events:,} new prompt events at once, more than the {MAX_NEW_EVENTS} "
                 "one edit takes; reload the page"
             ]
-        problems, self.notes = [], []
+        problems = []
         for event in events[self.consumed_events :]:
             if event is None:  # the place of an event applied before the page last left this image
                 continue
